@@ -1,0 +1,252 @@
+//! Command line: every flag of every subcommand, with its help text.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Keeps a compute_auction market running: clears rounds on a schedule and
+/// serves the market's JSON API and the /resources dashboard.
+///
+/// All market logic lives in the compute_auction PostgreSQL extension; this
+/// program only calls its SQL functions.
+#[derive(Debug, Parser)]
+#[command(name = "compute-auction-driver", version, about, long_about)]
+pub struct Cli {
+    /// PostgreSQL connection string of the database where the compute_auction
+    /// extension is installed (postgres://user:pass@host:port/db or
+    /// "host=... dbname=..." key/value form).
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the clearing loop (with leader election) and the HTTP server
+    /// (JSON API, /healthz, /metrics, /resources dashboard) in one process.
+    Serve(ServeArgs),
+    /// Run one cycle now (refund_unfilled, abort_stale, clear_round) without
+    /// taking the leader lock, and print its result as JSON.
+    Clear(ClearArgs),
+    /// Generate a lively demo workload: wallets, slots, bids, claims and
+    /// settlements with made-up cost and impact.
+    Simulate(SimulateArgs),
+    /// Connect and print the installed compute_auction extension version.
+    Version,
+}
+
+/// Flags shared by everything that runs clearing cycles.
+#[derive(Debug, Clone, Args)]
+pub struct CycleArgs {
+    /// Assignments not settled this long after their round are aborted with a
+    /// full refund (passed to compute_auction.abort_stale). Accepts "90s",
+    /// "30m", "1h", or plain seconds.
+    #[arg(long, default_value = "1h", value_parser = parse_duration_arg)]
+    pub assignment_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub cycle: CycleArgs,
+
+    /// Time between clearing cycles. Accepts "10s", "500ms", "1m", or plain
+    /// seconds ("2", "0.5").
+    #[arg(long, default_value = "10s", value_parser = parse_interval_arg)]
+    pub interval: Duration,
+
+    /// Address the HTTP server listens on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Largest `depth` accepted by GET /api/compute-auction/order-book
+    /// (larger values get a 400). At most 10000, the extension's own limit.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub order_book_max_depth: u32,
+
+    /// After this many consecutive failed clear_round calls the market is
+    /// reported degraded (/healthz, /metrics) and the proportional fallback
+    /// allocation is written (see --daily-budget-tokens). A successful round
+    /// returns it to normal.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub fallback_after: u32,
+
+    /// Daily token budget split among quests by
+    /// compute_auction.allocate_proportional when the market is degraded.
+    /// Without it, a degraded market is only reported, no fallback allocation
+    /// is written.
+    #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
+    pub daily_budget_tokens: Option<i64>,
+
+    /// Longest wait between reconnection attempts while the database is
+    /// unreachable (retries start fast and double up to this cap).
+    #[arg(long, default_value = "5s", value_parser = parse_interval_arg)]
+    pub max_backoff: Duration,
+
+    /// Size of the connection pool used by the clearing cycle and the HTTP API.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(2..=256))]
+    pub pool_size: u32,
+
+    /// On SIGTERM/SIGINT, wait at most this long for an in-flight round to
+    /// finish; after that the process exits and the database rolls it back.
+    #[arg(long, default_value = "30s", value_parser = parse_interval_arg)]
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ClearArgs {
+    #[command(flatten)]
+    pub cycle: CycleArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SimulateArgs {
+    /// Number of agent wallets (sim-agent-NNN).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=999))]
+    pub agents: u32,
+
+    /// Number of quest wallets (sim-quest-NN); quests bid with an expected value.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=99))]
+    pub quests: u32,
+
+    /// Number of compute slots (sim-slot-NN) to offer and run.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=99))]
+    pub slots: u32,
+
+    /// How long to run; 0 means until SIGINT/SIGTERM. Accepts "90s", "5m", or
+    /// plain seconds.
+    #[arg(long, default_value = "0", value_parser = parse_duration_arg)]
+    pub duration: Duration,
+
+    /// Seed of the random generator (same seed, same sequence of decisions).
+    /// Defaults to one taken from the clock.
+    #[arg(long)]
+    pub seed: Option<u64>,
+
+    /// Tokens each new wallet starts with.
+    #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(i64).range(1..))]
+    pub initial_tokens: i64,
+
+    /// Centre of the drifting bid price, in tokens.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(i64).range(10..))]
+    pub mean_price: i64,
+
+    /// Average number of bids placed per second.
+    #[arg(long, default_value_t = 4.0)]
+    pub bids_per_second: f64,
+
+    /// Time between simulation steps (bids, claims, settlements).
+    #[arg(long, default_value = "250ms", value_parser = parse_interval_arg)]
+    pub tick: Duration,
+}
+
+/// Parses "1s", "500ms", "1h 30m" (humantime) or plain (fractional) seconds.
+pub fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Err("empty duration".into());
+    }
+    if let Ok(secs) = t.parse::<f64>() {
+        if !secs.is_finite() || secs < 0.0 {
+            return Err(format!("invalid duration {t:?}: must be a non-negative number of seconds"));
+        }
+        if secs > 100.0 * 365.0 * 86_400.0 {
+            return Err(format!("invalid duration {t:?}: too large"));
+        }
+        return Ok(Duration::from_secs_f64(secs));
+    }
+    humantime::parse_duration(t)
+        .map_err(|e| format!("invalid duration {t:?}: {e} (examples: 10s, 500ms, 1h, 2.5)"))
+}
+
+/// Like [`parse_duration_arg`] but rejects zero (a clearing interval or tick
+/// of 0 would spin).
+pub fn parse_interval_arg(s: &str) -> Result<Duration, String> {
+    let d = parse_duration_arg(s)?;
+    if d < Duration::from_millis(10) {
+        return Err(format!("invalid interval {s:?}: must be at least 10ms"));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_arg("1s").unwrap(), Duration::from_secs(1));
+        assert_eq!(parse_duration_arg("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration_arg("10").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration_arg("0.25").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration_arg("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration_arg("1h 30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration_arg("0").unwrap(), Duration::ZERO);
+        assert!(parse_duration_arg("").is_err());
+        assert!(parse_duration_arg("-1").is_err());
+        assert!(parse_duration_arg("NaN").is_err());
+        assert!(parse_duration_arg("inf").is_err());
+        assert!(parse_duration_arg("soon").is_err());
+        assert!(parse_interval_arg("0").is_err());
+        assert!(parse_interval_arg("1ms").is_err());
+        assert_eq!(parse_interval_arg("10ms").unwrap(), Duration::from_millis(10));
+    }
+
+    #[test]
+    fn serve_defaults() {
+        let cli = Cli::try_parse_from(["x", "--database-url", "postgres://a/b", "serve"]).unwrap();
+        let Command::Serve(s) = cli.command else { panic!("not serve") };
+        assert_eq!(s.interval, Duration::from_secs(10));
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.cycle.assignment_timeout, Duration::from_secs(3600));
+        assert_eq!(s.order_book_max_depth, 1000);
+        assert_eq!(s.fallback_after, 3);
+        assert_eq!(s.daily_budget_tokens, None);
+        assert_eq!(cli.database_url.as_deref(), Some("postgres://a/b"));
+    }
+
+    #[test]
+    fn serve_flags_after_subcommand() {
+        let cli = Cli::try_parse_from([
+            "x", "serve", "--interval", "1s", "--listen", "127.0.0.1:9", "--database-url", "postgres://h/d",
+            "--order-book-max-depth", "50", "--assignment-timeout", "90s", "--fallback-after", "2",
+            "--daily-budget-tokens", "1000",
+        ])
+        .unwrap();
+        let Command::Serve(s) = cli.command else { panic!("not serve") };
+        assert_eq!(s.interval, Duration::from_secs(1));
+        assert_eq!(s.listen.port(), 9);
+        assert_eq!(s.order_book_max_depth, 50);
+        assert_eq!(s.cycle.assignment_timeout, Duration::from_secs(90));
+        assert_eq!(s.fallback_after, 2);
+        assert_eq!(s.daily_budget_tokens, Some(1000));
+        assert_eq!(cli.database_url.as_deref(), Some("postgres://h/d"));
+    }
+
+    #[test]
+    fn rejects_bad_flags() {
+        assert!(Cli::try_parse_from(["x", "serve", "--order-book-max-depth", "10001"]).is_err());
+        assert!(Cli::try_parse_from(["x", "serve", "--interval", "0"]).is_err());
+        assert!(Cli::try_parse_from(["x", "serve", "--fallback-after", "0"]).is_err());
+        assert!(Cli::try_parse_from(["x", "serve", "--listen", "nowhere"]).is_err());
+        assert!(Cli::try_parse_from(["x", "simulate", "--agents", "0"]).is_err());
+    }
+
+    #[test]
+    fn simulate_defaults() {
+        let cli = Cli::try_parse_from(["x", "simulate", "--seed", "7"]).unwrap();
+        let Command::Simulate(s) = cli.command else { panic!("not simulate") };
+        assert_eq!((s.agents, s.quests, s.slots), (30, 6, 6));
+        assert_eq!(s.duration, Duration::ZERO);
+        assert_eq!(s.seed, Some(7));
+    }
+}

@@ -1,0 +1,525 @@
+//! Connection pool, error classification, and typed wrappers around the
+//! compute_auction SQL functions. No market logic lives here: every function
+//! below is one call (or one read) of the extension's public SQL API.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use serde::Serialize;
+use serde_json::Value;
+use tokio_postgres::{Client, NoTls};
+
+/// Session-level advisory lock held by the leading driver (classid, objid).
+/// clear_round itself takes the transaction-level lock (1128355139, 1).
+pub const LEADER_LOCK: (i32, i32) = (1_128_355_139, 2);
+
+pub const APPLICATION_NAME: &str = "compute-auction-driver";
+
+/// A database failure, classified by what the caller should do about it.
+#[derive(Debug, Clone)]
+pub enum DbError {
+    /// The server is unreachable, restarting, refusing connections, or the
+    /// connection broke: back off and retry.
+    Unavailable(String),
+    /// The server answered with an error (SQLSTATE `code`).
+    Sql {
+        code: String,
+        message: String,
+        detail: Option<String>,
+        hint: Option<String>,
+    },
+    /// Anything else (e.g. a result of an unexpected type).
+    Internal(String),
+}
+
+impl DbError {
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            DbError::Sql { code, .. } => Some(code.as_str()),
+            _ => None,
+        }
+    }
+
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, DbError::Unavailable(_))
+    }
+
+    /// The message to show to an API client or in a log line.
+    pub fn message(&self) -> String {
+        match self {
+            DbError::Unavailable(m) | DbError::Internal(m) => m.clone(),
+            DbError::Sql { message, .. } => message.clone(),
+        }
+    }
+}
+
+impl fmt::Display for DbError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DbError::Unavailable(m) => write!(f, "database unavailable: {m}"),
+            DbError::Internal(m) => write!(f, "{m}"),
+            DbError::Sql { code, message, detail, hint } => {
+                write!(f, "{message} (SQLSTATE {code})")?;
+                if let Some(d) = detail {
+                    write!(f, "; detail: {d}")?;
+                }
+                if let Some(h) = hint {
+                    write!(f, "; hint: {h}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for DbError {}
+
+/// SQLSTATEs that mean "the database is not (or no longer) usable right now"
+/// rather than "this statement failed".
+pub fn sqlstate_is_unavailable(code: &str) -> bool {
+    code.starts_with("08") // connection exception
+        || code.starts_with("28") // invalid authorization
+        || code.starts_with("53") // insufficient resources (too many connections, disk full, ...)
+        || code == "3D000" // database does not exist
+        || code == "57P01" // admin_shutdown
+        || code == "57P02" // crash_shutdown
+        || code == "57P03" // cannot_connect_now
+        || code == "57P05" // idle_session_timeout
+}
+
+impl From<tokio_postgres::Error> for DbError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        if let Some(db) = e.as_db_error() {
+            let code = db.code().code().to_string();
+            if sqlstate_is_unavailable(&code) {
+                return DbError::Unavailable(format!("{} (SQLSTATE {code})", db.message()));
+            }
+            return DbError::Sql {
+                code,
+                message: db.message().to_string(),
+                detail: db.detail().map(str::to_string),
+                hint: db.hint().map(str::to_string),
+            };
+        }
+        if e.is_closed() {
+            return DbError::Unavailable("connection closed".into());
+        }
+        // Walk the source chain: I/O errors and timeouts mean the connection
+        // is gone; anything else (type conversions) is our bug.
+        let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
+        while let Some(s) = src {
+            if s.is::<std::io::Error>() {
+                return DbError::Unavailable(e.to_string());
+            }
+            src = s.source();
+        }
+        let text = e.to_string();
+        if text.contains("error connecting") || text.contains("timeout") || text.contains("timed out") {
+            return DbError::Unavailable(text);
+        }
+        DbError::Internal(text)
+    }
+}
+
+impl From<PoolError> for DbError {
+    fn from(e: PoolError) -> Self {
+        match e {
+            PoolError::Backend(e) => match DbError::from(e) {
+                // Any failure while opening or checking a connection means we
+                // have no usable connection.
+                DbError::Sql { code, message, .. } => {
+                    DbError::Unavailable(format!("{message} (SQLSTATE {code})"))
+                }
+                other => DbError::Unavailable(other.message()),
+            },
+            PoolError::Timeout(t) => DbError::Unavailable(format!("timed out getting a connection ({t:?})")),
+            other => DbError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// Parses the connection string and fills in driver defaults (connect
+/// timeout, application_name) where the URL does not set them.
+pub fn parse_config(url: &str) -> Result<tokio_postgres::Config, String> {
+    let mut cfg: tokio_postgres::Config =
+        url.parse().map_err(|e| format!("invalid database URL: {e}"))?;
+    if cfg.get_connect_timeout().is_none() {
+        cfg.connect_timeout(Duration::from_secs(5));
+    }
+    if cfg.get_application_name().is_none() {
+        cfg.application_name(APPLICATION_NAME);
+    }
+    cfg.keepalives(true);
+    cfg.keepalives_idle(Duration::from_secs(30));
+    Ok(cfg)
+}
+
+/// A lazily connecting pool: creating it never touches the network.
+pub fn make_pool(cfg: &tokio_postgres::Config, size: usize) -> Pool {
+    let mgr = Manager::from_config(
+        cfg.clone(),
+        NoTls,
+        ManagerConfig { recycling_method: RecyclingMethod::Verified },
+    );
+    Pool::builder(mgr)
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(5)))
+        .create_timeout(Some(Duration::from_secs(5)))
+        .recycle_timeout(Some(Duration::from_secs(5)))
+        .build()
+        .expect("pool with a runtime and timeouts always builds")
+}
+
+/// Opens one dedicated connection (outside the pool) and drives it on a
+/// background task. Used for the leader lock and by one-shot subcommands.
+pub async fn connect(cfg: &tokio_postgres::Config) -> Result<Client, DbError> {
+    let (client, connection) = cfg
+        .connect(NoTls)
+        .await
+        .map_err(|e| DbError::Unavailable(DbError::from(e).to_string()))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "dedicated connection ended");
+        }
+    });
+    Ok(client)
+}
+
+// ---------------------------------------------------------------- cycle ---
+
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Refunds {
+    pub bids_expired: i64,
+    pub tokens_refunded: i64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Assignment {
+    pub slot_id: String,
+    pub bid_id: i64,
+    pub task_id: String,
+    pub bidder_id: String,
+    pub clearing_price_tokens: i64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RoundInfo {
+    pub round_id: i64,
+    pub cleared_at: DateTime<Utc>,
+    pub slots_offered: i64,
+    pub bids_eligible: i64,
+    pub slots_filled: i64,
+    pub clearing_price_tokens: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClearOutcome {
+    pub round: Option<RoundInfo>,
+    pub assignments: Vec<Assignment>,
+}
+
+/// `refund_unfilled(now())` in its own transaction.
+pub async fn refund_unfilled(client: &mut Client) -> Result<Refunds, DbError> {
+    let tx = client.transaction().await?;
+    let rows = tx
+        .query(
+            "SELECT bids_expired::bigint, tokens_refunded::bigint FROM compute_auction.refund_unfilled(now())",
+            &[],
+        )
+        .await?;
+    tx.commit().await?;
+    let mut r = Refunds::default();
+    for row in rows {
+        r.bids_expired += row.try_get::<_, Option<i64>>(0)?.unwrap_or(0);
+        r.tokens_refunded += row.try_get::<_, Option<i64>>(1)?.unwrap_or(0);
+    }
+    Ok(r)
+}
+
+/// `abort_stale(<older_than>, now())` in its own transaction.
+pub async fn abort_stale(client: &mut Client, older_than: Duration) -> Result<i64, DbError> {
+    let tx = client.transaction().await?;
+    let row = tx
+        .query_one(
+            "SELECT compute_auction.abort_stale(make_interval(secs => $1::float8), now())::bigint",
+            &[&older_than.as_secs_f64()],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(row.try_get::<_, Option<i64>>(0)?.unwrap_or(0))
+}
+
+/// `clear_round(now())` and, in the same transaction, the round row it wrote.
+pub async fn clear_round(client: &mut Client) -> Result<ClearOutcome, DbError> {
+    let tx = client.transaction().await?;
+    let rows = tx
+        .query(
+            "SELECT slot_id::text, bid_id::bigint, task_id::text, bidder_id::text, clearing_price_tokens::bigint \
+             FROM compute_auction.clear_round(now())",
+            &[],
+        )
+        .await?;
+    let mut assignments = Vec::with_capacity(rows.len());
+    for row in rows {
+        assignments.push(Assignment {
+            slot_id: row.try_get(0)?,
+            bid_id: row.try_get(1)?,
+            task_id: row.try_get(2)?,
+            bidder_id: row.try_get(3)?,
+            clearing_price_tokens: row.try_get(4)?,
+        });
+    }
+    // clear_round serializes callers with a transaction-level lock that we
+    // still hold, so the newest round visible here is the one it just wrote.
+    let round = tx
+        .query_opt(
+            "SELECT round_id::bigint, cleared_at, slots_offered::bigint, bids_eligible::bigint, \
+                    slots_filled::bigint, clearing_price_tokens::bigint \
+             FROM compute_auction.compute_auction_rounds ORDER BY round_id DESC LIMIT 1",
+            &[],
+        )
+        .await?
+        .map(|row| -> Result<RoundInfo, tokio_postgres::Error> {
+            Ok(RoundInfo {
+                round_id: row.try_get(0)?,
+                cleared_at: row.try_get(1)?,
+                slots_offered: row.try_get::<_, Option<i64>>(2)?.unwrap_or(0),
+                bids_eligible: row.try_get::<_, Option<i64>>(3)?.unwrap_or(0),
+                slots_filled: row.try_get::<_, Option<i64>>(4)?.unwrap_or(0),
+                clearing_price_tokens: row.try_get(5)?,
+            })
+        })
+        .transpose()?;
+    tx.commit().await?;
+    Ok(ClearOutcome { round, assignments })
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FallbackAllocation {
+    pub day: String,
+    pub quests: i64,
+    pub allocated_tokens: i64,
+}
+
+/// The issue-5 fallback: `allocate_proportional(current_date, budget, quests)`
+/// with each quest's summed expected value over its open bids.
+pub async fn allocate_proportional(client: &mut Client, daily_budget_tokens: i64) -> Result<FallbackAllocation, DbError> {
+    let tx = client.transaction().await?;
+    let row = tx
+        .query_one(
+            "SELECT current_date::text, count(*)::bigint, coalesce(sum(a.allocated_tokens), 0)::bigint \
+             FROM compute_auction.allocate_proportional(current_date, $1::bigint, ( \
+                 SELECT coalesce(jsonb_agg(jsonb_build_object('quest_id', q.bidder_id, 'expected_value', q.ev) \
+                                           ORDER BY q.bidder_id), '[]'::jsonb) \
+                 FROM (SELECT b.bidder_id, coalesce(sum(b.expected_value_usd), 0) AS ev \
+                       FROM compute_auction.compute_auction_bids b \
+                       JOIN compute_auction.token_accounts a ON a.account_id = b.bidder_id \
+                       WHERE b.status = 'open' AND a.kind = 'quest' \
+                       GROUP BY b.bidder_id) q)) a",
+            &[&daily_budget_tokens],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(FallbackAllocation {
+        day: row.try_get(0)?,
+        quests: row.try_get(1)?,
+        allocated_tokens: row.try_get(2)?,
+    })
+}
+
+// ------------------------------------------------------------------ API ---
+
+/// Runs a query returning one jsonb value and hands back its text exactly as
+/// PostgreSQL rendered it (`null` for SQL NULL), so API responses are the SQL
+/// function's result verbatim.
+async fn json_text(client: &Client, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<String, DbError> {
+    let row = client.query_one(sql, params).await?;
+    Ok(row.try_get::<_, Option<String>>(0)?.unwrap_or_else(|| "null".to_string()))
+}
+
+async fn json_value(client: &Client, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<Value, DbError> {
+    let row = client.query_one(sql, params).await?;
+    Ok(row.try_get::<_, Option<Value>>(0)?.unwrap_or(Value::Null))
+}
+
+pub async fn order_book_text(client: &Client, depth: i32) -> Result<String, DbError> {
+    json_text(client, "SELECT compute_auction.order_book($1::int)::text", &[&depth]).await
+}
+
+pub async fn bid_status_text(client: &Client, bid_id: i64) -> Result<String, DbError> {
+    json_text(client, "SELECT compute_auction.bid_status($1::bigint)::text", &[&bid_id]).await
+}
+
+pub async fn stats_text(client: &Client, hours: f64) -> Result<String, DbError> {
+    json_text(
+        client,
+        "SELECT compute_auction.stats(now() - make_interval(secs => $1::float8))::text",
+        &[&(hours * 3600.0)],
+    )
+    .await
+}
+
+pub async fn price_to_win_text(client: &Client) -> Result<String, DbError> {
+    json_text(client, "SELECT compute_auction.price_to_win()::text", &[]).await
+}
+
+pub async fn market_summary(client: &Client) -> Result<Value, DbError> {
+    json_value(client, "SELECT compute_auction.market_summary()", &[]).await
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LastRound {
+    pub cleared_at: Option<DateTime<Utc>>,
+    pub age_seconds: Option<f64>,
+}
+
+/// The newest round's time (through the primary key, so O(1)).
+pub async fn last_round_time(client: &Client) -> Result<LastRound, DbError> {
+    let row = client
+        .query_opt(
+            "SELECT cleared_at, extract(epoch FROM now() - cleared_at)::float8 \
+             FROM compute_auction.compute_auction_rounds ORDER BY round_id DESC LIMIT 1",
+            &[],
+        )
+        .await?;
+    Ok(match row {
+        Some(r) => LastRound { cleared_at: r.try_get(0)?, age_seconds: r.try_get(1)? },
+        None => LastRound { cleared_at: None, age_seconds: None },
+    })
+}
+
+pub async fn extension_version(client: &Client) -> Result<Option<String>, DbError> {
+    let row = client
+        .query_opt("SELECT extversion::text FROM pg_extension WHERE extname = 'compute_auction'", &[])
+        .await?;
+    Ok(match row {
+        Some(r) => r.try_get(0)?,
+        None => None,
+    })
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PriceBucket {
+    pub bucket_start: DateTime<Utc>,
+    pub rounds: i64,
+    pub avg_price_tokens: Option<i64>,
+    pub min_price_tokens: Option<i64>,
+    pub max_price_tokens: Option<i64>,
+    pub slots_filled: i64,
+    pub slots_offered: i64,
+}
+
+pub async fn price_history(client: &Client, since: DateTime<Utc>, buckets: i32) -> Result<Vec<PriceBucket>, DbError> {
+    let rows = client
+        .query(
+            "SELECT bucket_start, rounds::bigint, avg_price_tokens::bigint, min_price_tokens::bigint, \
+                    max_price_tokens::bigint, slots_filled::bigint, slots_offered::bigint \
+             FROM compute_auction.price_history($1::timestamptz, $2::int) ORDER BY bucket_start",
+            &[&since, &buckets],
+        )
+        .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        out.push(PriceBucket {
+            bucket_start: r.try_get(0)?,
+            rounds: r.try_get::<_, Option<i64>>(1)?.unwrap_or(0),
+            avg_price_tokens: r.try_get(2)?,
+            min_price_tokens: r.try_get(3)?,
+            max_price_tokens: r.try_get(4)?,
+            slots_filled: r.try_get::<_, Option<i64>>(5)?.unwrap_or(0),
+            slots_offered: r.try_get::<_, Option<i64>>(6)?.unwrap_or(0),
+        });
+    }
+    Ok(out)
+}
+
+pub async fn db_now(client: &Client) -> Result<DateTime<Utc>, DbError> {
+    Ok(client.query_one("SELECT now()", &[]).await?.try_get(0)?)
+}
+
+/// fill_rate and top_winners of `stats(since)`, extracted in SQL so the
+/// (possibly 86,400-element) rounds array never leaves the database.
+pub async fn stats_summary(client: &Client, since: DateTime<Utc>) -> Result<(Value, Value), DbError> {
+    let row = client
+        .query_one(
+            "SELECT s -> 'fill_rate', coalesce(s -> 'top_winners', '[]'::jsonb) \
+             FROM compute_auction.stats($1::timestamptz) AS s",
+            &[&since],
+        )
+        .await?;
+    Ok((
+        row.try_get::<_, Option<Value>>(0)?.unwrap_or(Value::Null),
+        row.try_get::<_, Option<Value>>(1)?.unwrap_or(Value::Array(vec![])),
+    ))
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PricedRound {
+    pub round_id: i64,
+    pub cleared_at: DateTime<Utc>,
+    pub clearing_price_tokens: i64,
+}
+
+/// The newest round that filled a slot, looking back at most `lookback`
+/// rounds through the primary key (so the cost is bounded).
+pub async fn last_priced_round(client: &Client, lookback: i64) -> Result<Option<PricedRound>, DbError> {
+    let row = client
+        .query_opt(
+            "SELECT round_id::bigint, cleared_at, clearing_price_tokens::bigint \
+             FROM (SELECT round_id, cleared_at, clearing_price_tokens \
+                   FROM compute_auction.compute_auction_rounds ORDER BY round_id DESC LIMIT $1) r \
+             WHERE clearing_price_tokens IS NOT NULL ORDER BY round_id DESC LIMIT 1",
+            &[&lookback],
+        )
+        .await?;
+    Ok(match row {
+        Some(r) => Some(PricedRound { round_id: r.try_get(0)?, cleared_at: r.try_get(1)?, clearing_price_tokens: r.try_get(2)? }),
+        None => None,
+    })
+}
+
+pub async fn order_book_value(client: &Client, depth: i32) -> Result<Value, DbError> {
+    json_value(client, "SELECT compute_auction.order_book($1::int)", &[&depth]).await
+}
+
+pub async fn price_to_win_value(client: &Client) -> Result<Value, DbError> {
+    json_value(client, "SELECT compute_auction.price_to_win()", &[]).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unavailable_codes() {
+        for c in ["08006", "08001", "57P01", "57P03", "53300", "3D000", "28P01"] {
+            assert!(sqlstate_is_unavailable(c), "{c}");
+        }
+        for c in ["P0002", "22023", "23505", "42883", "40001", "57014", "XX000"] {
+            assert!(!sqlstate_is_unavailable(c), "{c}");
+        }
+    }
+
+    #[test]
+    fn config_defaults() {
+        let c = parse_config("postgres://u@localhost:5432/db").unwrap();
+        assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(5)));
+        assert_eq!(c.get_application_name(), Some(APPLICATION_NAME));
+        let c = parse_config("host=/tmp dbname=x connect_timeout=2 application_name=me").unwrap();
+        assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(2)));
+        assert_eq!(c.get_application_name(), Some("me"));
+        assert!(parse_config("postgres://u@h:notaport/db").is_err());
+    }
+
+    #[test]
+    fn error_display() {
+        let e = DbError::Sql { code: "P0002".into(), message: "no bid 7".into(), detail: None, hint: Some("h".into()) };
+        assert_eq!(e.to_string(), "no bid 7 (SQLSTATE P0002); hint: h");
+        assert_eq!(e.code(), Some("P0002"));
+        assert!(!e.is_unavailable());
+        assert!(DbError::Unavailable("x".into()).is_unavailable());
+    }
+}

@@ -1,0 +1,365 @@
+//! The HTTP server: read-only JSON API, /healthz, /metrics, /openapi.yaml
+//! and the /resources dashboard. Every database read goes through the pool.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use deadpool_postgres::{Object, Pool};
+use serde_json::{json, Value};
+use tokio::time::timeout;
+
+use crate::dashboard;
+use crate::db::{self, DbError};
+use crate::metrics::Metrics;
+use crate::scheduler;
+
+pub const OPENAPI_YAML: &str = include_str!("../../docs/openapi.yaml");
+
+/// Default `depth` of the order-book endpoint.
+pub const DEFAULT_DEPTH: u32 = 100;
+/// Largest `hours` of the stats endpoint (30 days).
+pub const MAX_HOURS: f64 = 720.0;
+
+const POOL_TIMEOUT: Duration = Duration::from_secs(3);
+const QUERY_TIMEOUT: Duration = Duration::from_secs(15);
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+const METRICS_DB_TIMEOUT: Duration = Duration::from_secs(1);
+
+pub struct AppState {
+    pub pool: Pool,
+    pub metrics: Arc<Metrics>,
+    pub max_depth: u32,
+    pub interval: Duration,
+    pub fallback_after: u32,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(|| async { Redirect::temporary("/resources") }))
+        .route("/resources", get(resources_page))
+        .route("/api/compute-auction/dashboard", get(dashboard_data))
+        .route("/api/compute-auction/order-book", get(order_book))
+        .route("/api/compute-auction/bids/{id}", get(bid_status))
+        .route("/api/compute-auction/stats", get(stats))
+        .route("/api/compute-auction/price-to-win", get(price_to_win))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.yaml", get(openapi))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not found") })
+        .with_state(state)
+}
+
+// --------------------------------------------------------------- errors ---
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError { status, message: message.into() }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, Json(json!({ "error": self.message }))).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        r
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(e: DbError) -> Self {
+        match &e {
+            DbError::Unavailable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("database unavailable: {m}")),
+            DbError::Sql { code, message, .. } => match code.as_str() {
+                "P0002" => ApiError::new(StatusCode::NOT_FOUND, message.clone()),
+                // undefined function / table / schema: an extension version without this feature
+                "42883" | "42P01" | "3F000" => ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not available from the installed compute_auction extension: {message}"),
+                ),
+                // query_canceled (statement_timeout), lock_not_available, serialization/deadlock
+                "57014" | "55P03" | "40001" | "40P01" => {
+                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("database busy: {message}"))
+                }
+                c if c.starts_with("22") => ApiError::bad_request(message.clone()),
+                _ => {
+                    tracing::error!(error = %e, "unexpected database error in API");
+                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("database error: {message}"))
+                }
+            },
+            DbError::Internal(m) => {
+                tracing::error!(error = %m, "internal error in API");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m.clone())
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------ param parsing ---
+
+fn query_map(q: Result<Query<HashMap<String, String>>, QueryRejection>) -> Result<HashMap<String, String>, ApiError> {
+    q.map(|Query(m)| m).map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text())))
+}
+
+/// `depth`: an integer in 0..=max; absent means min(100, max).
+pub fn parse_depth(raw: Option<&str>, max: u32) -> Result<i32, ApiError> {
+    let max = max.min(10_000);
+    let Some(raw) = raw else { return Ok(DEFAULT_DEPTH.min(max) as i32) };
+    let msg = || ApiError::bad_request(format!("depth must be an integer between 0 and {max}"));
+    let v: i64 = raw.trim().parse().map_err(|_| msg())?;
+    if !(0..=i64::from(max)).contains(&v) {
+        return Err(msg());
+    }
+    Ok(v as i32)
+}
+
+/// `hours`: a number in (0, 720]; absent means 24.
+pub fn parse_hours(raw: Option<&str>) -> Result<f64, ApiError> {
+    let Some(raw) = raw else { return Ok(24.0) };
+    let msg = || ApiError::bad_request(format!("hours must be a number greater than 0 and at most {MAX_HOURS}"));
+    let v: f64 = raw.trim().parse().map_err(|_| msg())?;
+    if !v.is_finite() || v <= 0.0 || v > MAX_HOURS {
+        return Err(msg());
+    }
+    Ok(v)
+}
+
+/// A bid id: a 64-bit integer.
+pub fn parse_bid_id(raw: &str) -> Result<i64, ApiError> {
+    raw.trim().parse::<i64>().map_err(|_| ApiError::bad_request("bid id must be a 64-bit integer"))
+}
+
+// ------------------------------------------------------------ helpers ---
+
+async fn client(pool: &Pool) -> Result<Object, ApiError> {
+    match timeout(POOL_TIMEOUT, pool.get()).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(DbError::from(e).into()),
+        Err(_) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database unavailable: timed out getting a connection")),
+    }
+}
+
+async fn timed<T>(fut: impl Future<Output = Result<T, DbError>>) -> Result<T, ApiError> {
+    match timeout(QUERY_TIMEOUT, fut).await {
+        Ok(r) => r.map_err(ApiError::from),
+        Err(_) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database did not answer in time")),
+    }
+}
+
+/// A JSON body passed through exactly as PostgreSQL rendered it.
+fn raw_json(text: String) -> Response {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], text).into_response()
+}
+
+fn driver_status(st: &AppState) -> Value {
+    json!({
+        "leader": st.metrics.is_leader(),
+        "degraded": st.metrics.is_degraded(),
+        "consecutive_failures": st.metrics.consecutive_failures.load(Relaxed),
+        "interval_seconds": st.interval.as_secs_f64(),
+    })
+}
+
+// ----------------------------------------------------------- handlers ---
+
+async fn order_book(
+    State(st): State<Arc<AppState>>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = query_map(q)?;
+    let depth = parse_depth(q.get("depth").map(String::as_str), st.max_depth)?;
+    let c = client(&st.pool).await?;
+    Ok(raw_json(timed(db::order_book_text(&c, depth)).await?))
+}
+
+async fn bid_status(State(st): State<Arc<AppState>>, id: Result<Path<String>, PathRejection>) -> Result<Response, ApiError> {
+    let Path(id) = id.map_err(|e| ApiError::bad_request(format!("invalid bid id: {}", e.body_text())))?;
+    let id = parse_bid_id(&id)?;
+    let c = client(&st.pool).await?;
+    let text = timed(db::bid_status_text(&c, id)).await?;
+    if text == "null" {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no bid {id}")));
+    }
+    Ok(raw_json(text))
+}
+
+async fn stats(
+    State(st): State<Arc<AppState>>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = query_map(q)?;
+    let hours = parse_hours(q.get("hours").map(String::as_str))?;
+    let c = client(&st.pool).await?;
+    Ok(raw_json(timed(db::stats_text(&c, hours)).await?))
+}
+
+async fn price_to_win(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let c = client(&st.pool).await?;
+    Ok(raw_json(timed(db::price_to_win_text(&c)).await?))
+}
+
+async fn dashboard_data(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let c = client(&st.pool).await?;
+    let v = timed(dashboard::collect(&c, driver_status(&st))).await?;
+    let mut r = Json(v).into_response();
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(r)
+}
+
+async fn resources_page(State(st): State<Arc<AppState>>) -> Response {
+    let data = match client(&st.pool).await {
+        Ok(c) => match timed(dashboard::collect(&c, driver_status(&st))).await {
+            Ok(v) => v,
+            Err(e) => json!({ "error": e.message }),
+        },
+        Err(e) => json!({ "error": e.message }),
+    };
+    let mut r = Html(dashboard::render_page(&data)).into_response();
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+async fn healthz(State(st): State<Arc<AppState>>) -> Response {
+    let leader = st.metrics.is_leader();
+    let failures = st.metrics.consecutive_failures.load(Relaxed);
+    let probe = timeout(HEALTH_TIMEOUT, async {
+        let c = st.pool.get().await.map_err(DbError::from)?;
+        db::last_round_time(&c).await
+    })
+    .await;
+    match probe {
+        Ok(Ok(last)) => {
+            let status = scheduler::health(failures, st.fallback_after, last.age_seconds, st.interval);
+            let body = json!({
+                "status": status,
+                "last_round_at": last.cleared_at,
+                "last_round_age_seconds": last.age_seconds,
+                "leader": leader,
+                "consecutive_failures": failures,
+            });
+            (StatusCode::OK, Json(body)).into_response()
+        }
+        Ok(Err(e)) => unavailable_health(leader, failures, e.to_string()),
+        Err(_) => unavailable_health(leader, failures, "database did not answer within 2 s".into()),
+    }
+}
+
+fn unavailable_health(leader: bool, failures: u64, error: String) -> Response {
+    let body = json!({
+        "status": "unavailable",
+        "last_round_at": null,
+        "leader": leader,
+        "consecutive_failures": failures,
+        "error": error,
+    });
+    let mut r = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    r
+}
+
+async fn metrics(State(st): State<Arc<AppState>>) -> Response {
+    let market = timeout(METRICS_DB_TIMEOUT, async {
+        let c = st.pool.get().await.ok()?;
+        db::market_summary(&c).await.ok()
+    })
+    .await
+    .ok()
+    .flatten();
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))],
+        st.metrics.render(market.as_ref()),
+    )
+        .into_response()
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/yaml; charset=utf-8"))], OPENAPI_YAML).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_validation() {
+        assert_eq!(parse_depth(None, 1000).unwrap(), 100);
+        assert_eq!(parse_depth(None, 50).unwrap(), 50);
+        assert_eq!(parse_depth(Some("0"), 1000).unwrap(), 0);
+        assert_eq!(parse_depth(Some("1000"), 1000).unwrap(), 1000);
+        assert_eq!(parse_depth(Some(" 7 "), 1000).unwrap(), 7);
+        for bad in ["-1", "1001", "abc", "", "1.5", "1e3", "99999999999999999999", "NaN"] {
+            let e = parse_depth(Some(bad), 1000).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{bad}");
+            assert!(e.message.contains("between 0 and 1000"), "{}", e.message);
+        }
+        // never more than the extension's own limit
+        assert!(parse_depth(Some("10001"), u32::MAX).is_err());
+    }
+
+    #[test]
+    fn hours_validation() {
+        assert_eq!(parse_hours(None).unwrap(), 24.0);
+        assert_eq!(parse_hours(Some("1")).unwrap(), 1.0);
+        assert_eq!(parse_hours(Some("0.5")).unwrap(), 0.5);
+        assert_eq!(parse_hours(Some("720")).unwrap(), 720.0);
+        for bad in ["0", "-1", "720.001", "abc", "", "NaN", "inf", "-inf", "1e400"] {
+            assert_eq!(parse_hours(Some(bad)).unwrap_err().status, StatusCode::BAD_REQUEST, "{bad}");
+        }
+    }
+
+    #[test]
+    fn bid_id_validation() {
+        assert_eq!(parse_bid_id("42").unwrap(), 42);
+        assert_eq!(parse_bid_id("-3").unwrap(), -3);
+        assert_eq!(parse_bid_id(&i64::MAX.to_string()).unwrap(), i64::MAX);
+        for bad in ["abc", "", "1.0", "9223372036854775808", "0x10"] {
+            assert_eq!(parse_bid_id(bad).unwrap_err().status, StatusCode::BAD_REQUEST, "{bad}");
+        }
+    }
+
+    #[test]
+    fn db_errors_map_to_statuses() {
+        let sql = |code: &str| DbError::Sql { code: code.into(), message: "m".into(), detail: None, hint: None };
+        assert_eq!(ApiError::from(sql("P0002")).status, StatusCode::NOT_FOUND);
+        assert_eq!(ApiError::from(sql("22023")).status, StatusCode::BAD_REQUEST);
+        assert_eq!(ApiError::from(sql("42883")).status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(ApiError::from(sql("XX000")).status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(ApiError::from(DbError::Unavailable("x".into())).status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[test]
+    fn openapi_document_lists_every_route() {
+        for path in [
+            "/api/compute-auction/order-book:",
+            "/api/compute-auction/bids/{id}:",
+            "/api/compute-auction/stats:",
+            "/api/compute-auction/price-to-win:",
+            "/api/compute-auction/dashboard:",
+            "/healthz:",
+            "/metrics:",
+        ] {
+            assert!(OPENAPI_YAML.contains(path), "openapi.yaml lacks {path}");
+        }
+        assert!(OPENAPI_YAML.starts_with("openapi: 3."));
+    }
+}

@@ -1,0 +1,215 @@
+//! compute-auction-driver: keeps a compute_auction market running.
+//!
+//! See `compute-auction-driver --help`. All market logic is in the
+//! compute_auction PostgreSQL extension; this binary schedules its clearing
+//! rounds, serves its data over HTTP, and can generate a demo workload.
+
+mod config;
+mod dashboard;
+mod db;
+mod http;
+mod metrics;
+mod scheduler;
+mod simulate;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use tokio::sync::watch;
+
+use config::{Cli, Command, ServeArgs};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async_main(cli))
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}
+
+async fn async_main(cli: Cli) -> ExitCode {
+    let Some(url) = cli.database_url.as_deref() else {
+        eprintln!("error: no database given: pass --database-url or set DATABASE_URL");
+        return ExitCode::from(2);
+    };
+    let pg = match db::parse_config(url) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command {
+        Command::Version => version(&pg).await,
+        Command::Clear(args) => clear(&pg, &args).await,
+        Command::Serve(args) => serve(pg, args).await,
+        Command::Simulate(args) => {
+            let pool = db::make_pool(&pg, 4);
+            let (tx, rx) = watch::channel(false);
+            tokio::spawn(async move {
+                wait_for_signal().await;
+                tracing::info!("stopping the simulation");
+                let _ = tx.send(true);
+            });
+            match simulate::run(pool, args, rx).await {
+                Ok(summary) => {
+                    println!("{summary}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn version(pg: &tokio_postgres::Config) -> ExitCode {
+    let client = match db::connect(pg).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match db::extension_version(&client).await {
+        Ok(Some(v)) => {
+            println!("{v}");
+            ExitCode::SUCCESS
+        }
+        Ok(None) => {
+            eprintln!("error: the compute_auction extension is not installed in this database (CREATE EXTENSION compute_auction)");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn clear(pg: &tokio_postgres::Config, args: &config::ClearArgs) -> ExitCode {
+    let mut client = match db::connect(pg).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cycle = scheduler::run_cycle(&mut client, args.cycle.assignment_timeout).await;
+    let out = cycle.to_json();
+    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_else(|_| out.to_string()));
+    if let Err(e) = &cycle.clear {
+        eprintln!("error: clear_round failed: {e}");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+async fn serve(pg: tokio_postgres::Config, args: ServeArgs) -> ExitCode {
+    let pool = db::make_pool(&pg, args.pool_size as usize);
+    let metrics = Arc::new(metrics::Metrics::new());
+    let (tx, rx) = watch::channel(false);
+
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot listen on {}: {e}", args.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = listener.local_addr().unwrap_or(args.listen);
+
+    let sched = scheduler::Scheduler::new(
+        pool.clone(),
+        pg,
+        scheduler::SchedulerConfig {
+            interval: args.interval,
+            assignment_timeout: args.cycle.assignment_timeout,
+            fallback_after: args.fallback_after,
+            daily_budget_tokens: args.daily_budget_tokens,
+            max_backoff: args.max_backoff,
+        },
+        metrics.clone(),
+    );
+    let sched_task = tokio::spawn(sched.run(rx.clone()));
+
+    let state = Arc::new(http::AppState {
+        pool,
+        metrics,
+        max_depth: args.order_book_max_depth,
+        interval: args.interval,
+        fallback_after: args.fallback_after,
+    });
+    let mut http_rx = rx.clone();
+    let server = axum::serve(listener, http::router(state)).with_graceful_shutdown(async move {
+        let _ = http_rx.wait_for(|stop| *stop).await;
+    });
+    let mut server_task = tokio::spawn(async move { server.await });
+    tracing::info!(listen = %addr, "dashboard at http://{addr}/resources");
+
+    let mut code = ExitCode::SUCCESS;
+    tokio::select! {
+        _ = wait_for_signal() => {}
+        r = &mut server_task => {
+            tracing::error!(result = ?r, "HTTP server stopped unexpectedly");
+            code = ExitCode::FAILURE;
+        }
+    }
+    tracing::info!("shutting down: finishing the in-flight round");
+    let _ = tx.send(true);
+    match tokio::time::timeout(args.shutdown_timeout, sched_task).await {
+        Ok(_) => {}
+        Err(_) => tracing::warn!("the in-flight round did not finish in time; exiting (the database rolls it back)"),
+    }
+    if !server_task.is_finished()
+        && tokio::time::timeout(std::time::Duration::from_secs(5), &mut server_task).await.is_err()
+    {
+        tracing::warn!("HTTP connections still open after 5 s; closing them");
+    }
+    tracing::info!("stopped");
+    code
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

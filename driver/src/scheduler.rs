@@ -1,0 +1,477 @@
+//! The clearing loop: leader election on a dedicated connection, one cycle
+//! (refund_unfilled, abort_stale, clear_round) per interval while leading,
+//! capped exponential backoff while the database is unreachable, and the
+//! degraded / proportional-fallback switch.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use serde::Serialize;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+use tokio::time::{sleep_until, timeout, Instant};
+use tokio_postgres::Client;
+
+use crate::db::{self, ClearOutcome, DbError, Refunds, LEADER_LOCK};
+use crate::metrics::Metrics;
+
+/// How long a statement on the dedicated leader connection may take before
+/// the connection is considered dead.
+const LEADER_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long to wait for a pooled connection for a cycle.
+const POOL_GET_TIMEOUT: Duration = Duration::from_secs(5);
+/// While degraded, the fallback allocation is rewritten at most this often.
+const FALLBACK_EVERY: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    pub interval: Duration,
+    pub assignment_timeout: Duration,
+    pub fallback_after: u32,
+    pub daily_budget_tokens: Option<i64>,
+    pub max_backoff: Duration,
+}
+
+/// Capped exponential backoff: base, 2·base, 4·base, ... up to cap.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    base: Duration,
+    cap: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    pub fn new(base: Duration, cap: Duration) -> Self {
+        Backoff { base, cap: cap.max(base), attempt: 0 }
+    }
+
+    /// The delay before the next attempt; each call doubles the following one.
+    pub fn next_delay(&mut self) -> Duration {
+        let factor = 1u32.checked_shl(self.attempt.min(30)).unwrap_or(u32::MAX);
+        self.attempt = self.attempt.saturating_add(1);
+        self.base.saturating_mul(factor).min(self.cap)
+    }
+
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+
+    pub fn attempts(&self) -> u32 {
+        self.attempt
+    }
+}
+
+/// Everything one cycle did, step by step.
+#[derive(Debug)]
+pub struct Cycle {
+    pub refunds: Result<Refunds, DbError>,
+    pub aborted: Result<i64, DbError>,
+    pub clear: Result<ClearOutcome, DbError>,
+    pub clear_duration: Duration,
+}
+
+impl Cycle {
+    /// The first "database unreachable" error of the cycle, if any.
+    pub fn unavailable(&self) -> Option<&DbError> {
+        [self.refunds.as_ref().err(), self.aborted.as_ref().err(), self.clear.as_ref().err()]
+            .into_iter()
+            .flatten()
+            .find(|e| e.is_unavailable())
+    }
+
+    /// The JSON printed by the `clear` subcommand.
+    pub fn to_json(&self) -> Value {
+        fn err(e: &DbError) -> Value {
+            json!({"error": e.message(), "sqlstate": e.code()})
+        }
+        let (round, assignments) = match &self.clear {
+            Ok(o) => (json!(o.round), json!(o.assignments)),
+            Err(_) => (Value::Null, json!([])),
+        };
+        json!({
+            "ok": self.clear.is_ok(),
+            "refund_unfilled": match &self.refunds { Ok(r) => json!(r), Err(e) => err(e) },
+            "abort_stale": match &self.aborted { Ok(n) => json!({"aborted": n}), Err(e) => err(e) },
+            "clear_round": match &self.clear { Ok(_) => json!({"ok": true}), Err(e) => err(e) },
+            "round": round,
+            "assignments": assignments,
+            "clear_duration_ms": (self.clear_duration.as_secs_f64() * 1e6).round() / 1e3,
+        })
+    }
+}
+
+/// One full cycle on one connection, each step in its own transaction. A
+/// step that finds the database unreachable skips the remaining steps.
+pub async fn run_cycle(client: &mut Client, assignment_timeout: Duration) -> Cycle {
+    let skipped = |e: &DbError| DbError::Unavailable(format!("skipped: {}", e.message()));
+    let refunds = db::refund_unfilled(client).await;
+    let aborted = match &refunds {
+        Err(e) if e.is_unavailable() => Err(skipped(e)),
+        _ => db::abort_stale(client, assignment_timeout).await,
+    };
+    let t0 = std::time::Instant::now();
+    let clear = match (&refunds, &aborted) {
+        (Err(e), _) | (_, Err(e)) if e.is_unavailable() => Err(skipped(e)),
+        _ => db::clear_round(client).await,
+    };
+    Cycle { refunds, aborted, clear, clear_duration: t0.elapsed() }
+}
+
+enum Tick {
+    /// The database answered (whether or not we lead, whether or not clearing
+    /// succeeded): wait one interval.
+    Done,
+    /// The database is unreachable: back off.
+    Unavailable(DbError),
+}
+
+pub struct Scheduler {
+    pool: Pool,
+    pg_config: tokio_postgres::Config,
+    cfg: SchedulerConfig,
+    metrics: Arc<Metrics>,
+    leader_conn: Option<Client>,
+    leading: bool,
+    last_fallback_attempt: Option<Instant>,
+}
+
+impl Scheduler {
+    pub fn new(pool: Pool, pg_config: tokio_postgres::Config, cfg: SchedulerConfig, metrics: Arc<Metrics>) -> Self {
+        Scheduler { pool, pg_config, cfg, metrics, leader_conn: None, leading: false, last_fallback_attempt: None }
+    }
+
+    /// Runs until `shutdown` turns true. A cycle in flight when the signal
+    /// arrives is finished (its transactions commit or roll back) first.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = Backoff::new(Duration::from_millis(200), self.cfg.max_backoff);
+        let mut next = Instant::now();
+        tracing::info!(
+            interval_ms = self.cfg.interval.as_millis() as u64,
+            assignment_timeout_s = self.cfg.assignment_timeout.as_secs_f64(),
+            fallback_after = self.cfg.fallback_after,
+            "clearing loop started"
+        );
+        loop {
+            tokio::select! {
+                _ = sleep_until(next) => {}
+                r = shutdown.changed() => { if r.is_err() { break; } }
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+            let started = Instant::now();
+            match self.tick().await {
+                Tick::Done => {
+                    if backoff.attempts() > 0 {
+                        tracing::info!("database reachable again; clearing loop resumed");
+                    }
+                    backoff.reset();
+                    next = started + self.cfg.interval;
+                }
+                Tick::Unavailable(e) => {
+                    self.metrics.db_unavailable.fetch_add(1, Relaxed);
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, attempt = backoff.attempts(), "database unavailable; backing off");
+                    next = Instant::now() + delay;
+                }
+            }
+        }
+        self.release_leadership().await;
+        tracing::info!("clearing loop stopped");
+    }
+
+    fn drop_leader_conn(&mut self, why: &str) {
+        if self.leading {
+            tracing::warn!(reason = why, "lost leadership");
+        }
+        self.leading = false;
+        self.metrics.leader.store(false, Relaxed);
+        self.leader_conn = None;
+    }
+
+    async fn release_leadership(&mut self) {
+        if let (true, Some(c)) = (self.leading, self.leader_conn.as_ref()) {
+            let r = timeout(
+                Duration::from_secs(2),
+                c.query_one("SELECT pg_advisory_unlock($1, $2)", &[&LEADER_LOCK.0, &LEADER_LOCK.1]),
+            )
+            .await;
+            match r {
+                Ok(Ok(_)) => tracing::info!("released leadership"),
+                _ => tracing::info!("leadership ends with the connection"),
+            }
+        }
+        self.leading = false;
+        self.metrics.leader.store(false, Relaxed);
+        self.leader_conn = None;
+    }
+
+    /// Makes sure we have a live dedicated connection and know whether we
+    /// lead. Returns Ok(true) when this process should clear.
+    async fn ensure_leadership(&mut self) -> Result<bool, DbError> {
+        if self.leader_conn.as_ref().is_some_and(|c| c.is_closed()) {
+            self.drop_leader_conn("leader connection closed");
+        }
+        if self.leader_conn.is_none() {
+            let c = db::connect(&self.pg_config).await?;
+            self.leader_conn = Some(c);
+        }
+        let client = self.leader_conn.as_ref().expect("just connected");
+        if self.leading {
+            // The lock lives as long as the session: prove the session is alive.
+            match timeout(LEADER_QUERY_TIMEOUT, client.simple_query("SELECT 1")).await {
+                Ok(Ok(_)) => return Ok(true),
+                Ok(Err(e)) => {
+                    let e = DbError::from(e);
+                    self.drop_leader_conn("leader connection failed");
+                    return Err(DbError::Unavailable(e.message()));
+                }
+                Err(_) => {
+                    self.drop_leader_conn("leader connection timed out");
+                    return Err(DbError::Unavailable("leader connection timed out".into()));
+                }
+            }
+        }
+        let r = timeout(
+            LEADER_QUERY_TIMEOUT,
+            client.query_one("SELECT pg_try_advisory_lock($1, $2)", &[&LEADER_LOCK.0, &LEADER_LOCK.1]),
+        )
+        .await;
+        let got: bool = match r {
+            Ok(Ok(row)) => row.try_get(0).map_err(DbError::from)?,
+            Ok(Err(e)) => {
+                let e = DbError::from(e);
+                self.drop_leader_conn("lock query failed");
+                return Err(DbError::Unavailable(e.message()));
+            }
+            Err(_) => {
+                self.drop_leader_conn("lock query timed out");
+                return Err(DbError::Unavailable("lock query timed out".into()));
+            }
+        };
+        if got {
+            self.leading = true;
+            self.metrics.leadership_acquired.fetch_add(1, Relaxed);
+            tracing::info!(lock = ?LEADER_LOCK, "acquired leadership; this driver clears rounds");
+        } else if self.metrics.leader.load(Relaxed) || self.metrics.leadership_acquired.load(Relaxed) == 0 {
+            tracing::debug!("another driver holds the leader lock; standing by");
+        }
+        self.metrics.leader.store(got, Relaxed);
+        Ok(got)
+    }
+
+    async fn tick(&mut self) -> Tick {
+        match self.ensure_leadership().await {
+            Ok(true) => {}
+            Ok(false) => return Tick::Done,
+            Err(e) => return Tick::Unavailable(e),
+        }
+        let mut client = match timeout(POOL_GET_TIMEOUT, self.pool.get()).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Tick::Unavailable(e.into()),
+            Err(_) => return Tick::Unavailable(DbError::Unavailable("timed out waiting for a pooled connection".into())),
+        };
+        let cycle = run_cycle(&mut client, self.cfg.assignment_timeout).await;
+        drop(client);
+        self.record(&cycle).await
+    }
+
+    async fn record(&mut self, cycle: &Cycle) -> Tick {
+        let m = &self.metrics;
+        match &cycle.refunds {
+            Ok(r) => {
+                m.bids_refunded.fetch_add(r.bids_expired.max(0) as u64, Relaxed);
+                m.tokens_refunded.fetch_add(r.tokens_refunded.max(0) as u64, Relaxed);
+            }
+            Err(e) if !e.is_unavailable() => {
+                m.refund_errors.fetch_add(1, Relaxed);
+                tracing::error!(error = %e, "refund_unfilled failed");
+            }
+            Err(_) => {}
+        }
+        match &cycle.aborted {
+            Ok(n) => {
+                m.assignments_aborted.fetch_add((*n).max(0) as u64, Relaxed);
+                if *n > 0 {
+                    tracing::warn!(aborted = n, "abort_stale aborted stale assignments with full refunds");
+                }
+            }
+            Err(e) if !e.is_unavailable() => {
+                m.abort_stale_errors.fetch_add(1, Relaxed);
+                tracing::error!(error = %e, "abort_stale failed");
+            }
+            Err(_) => {}
+        }
+        if let Some(e) = cycle.unavailable() {
+            return Tick::Unavailable(e.clone());
+        }
+        m.observe_round_duration(cycle.clear_duration);
+        let duration_ms = (cycle.clear_duration.as_secs_f64() * 1e6).round() / 1e3;
+        match &cycle.clear {
+            Ok(outcome) => {
+                m.rounds_cleared.fetch_add(1, Relaxed);
+                m.slots_filled.fetch_add(outcome.assignments.len() as u64, Relaxed);
+                let was_failing = m.consecutive_failures.swap(0, Relaxed);
+                if m.degraded.swap(false, Relaxed) {
+                    tracing::info!(after_failures = was_failing, "clearing succeeded again; market no longer degraded");
+                }
+                self.last_fallback_attempt = None;
+                let (expired, refunded) = cycle.refunds.as_ref().map(|r| (r.bids_expired, r.tokens_refunded)).unwrap_or((0, 0));
+                match &outcome.round {
+                    Some(r) => {
+                        m.last_round_id.store(r.round_id, Relaxed);
+                        if let Some(p) = r.clearing_price_tokens {
+                            m.set_last_price(p);
+                        }
+                        tracing::info!(
+                            round_id = r.round_id,
+                            price = r.clearing_price_tokens,
+                            slots_filled = outcome.assignments.len(),
+                            slots_offered = r.slots_offered,
+                            bids_eligible = r.bids_eligible,
+                            bids_expired = expired,
+                            tokens_refunded = refunded,
+                            duration_ms,
+                            "round cleared"
+                        );
+                    }
+                    None => tracing::warn!(slots_filled = outcome.assignments.len(), duration_ms, "round cleared but no round row is visible"),
+                }
+            }
+            Err(e) => {
+                m.clearing_errors.fetch_add(1, Relaxed);
+                let n = m.consecutive_failures.fetch_add(1, Relaxed) + 1;
+                tracing::error!(error = %e, consecutive_failures = n, duration_ms, "clear_round failed");
+                if n >= u64::from(self.cfg.fallback_after) {
+                    if !m.degraded.swap(true, Relaxed) {
+                        tracing::warn!(consecutive_failures = n, "market degraded: clearing keeps failing");
+                    }
+                    self.fallback().await;
+                }
+            }
+        }
+        Tick::Done
+    }
+
+    /// Writes the proportional allocation for the day while degraded (at
+    /// once, then at most every FALLBACK_EVERY).
+    async fn fallback(&mut self) {
+        let Some(budget) = self.cfg.daily_budget_tokens else {
+            if self.last_fallback_attempt.is_none() {
+                tracing::warn!("no --daily-budget-tokens: no proportional fallback allocation is written");
+                self.last_fallback_attempt = Some(Instant::now());
+            }
+            return;
+        };
+        if self.last_fallback_attempt.is_some_and(|t| t.elapsed() < FALLBACK_EVERY) {
+            return;
+        }
+        self.last_fallback_attempt = Some(Instant::now());
+        let mut client = match timeout(POOL_GET_TIMEOUT, self.pool.get()).await {
+            Ok(Ok(c)) => c,
+            _ => {
+                self.metrics.fallback_errors.fetch_add(1, Relaxed);
+                tracing::error!("proportional fallback skipped: no database connection");
+                return;
+            }
+        };
+        match db::allocate_proportional(&mut client, budget).await {
+            Ok(a) => {
+                self.metrics.fallback_allocations.fetch_add(1, Relaxed);
+                tracing::warn!(day = %a.day, quests = a.quests, allocated_tokens = a.allocated_tokens, daily_budget_tokens = budget,
+                    "degraded: wrote the proportional fallback allocation");
+            }
+            Err(e) => {
+                self.metrics.fallback_errors.fetch_add(1, Relaxed);
+                tracing::error!(error = %e, "degraded: proportional fallback allocation failed; staying degraded");
+            }
+        }
+    }
+}
+
+/// The `status` reported by /healthz.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    Ok,
+    Degraded,
+}
+
+/// Degraded when this driver's own clearing has failed `fallback_after`
+/// times in a row, or when nobody has cleared for much longer than the
+/// interval (the leader, wherever it runs, is failing).
+pub fn health(consecutive_failures: u64, fallback_after: u32, last_round_age: Option<f64>, interval: Duration) -> Health {
+    if consecutive_failures >= u64::from(fallback_after) {
+        return Health::Degraded;
+    }
+    let stale_after = stale_after(fallback_after, interval);
+    match last_round_age {
+        Some(age) if age > stale_after.as_secs_f64() => Health::Degraded,
+        _ => Health::Ok,
+    }
+}
+
+/// No round for this long means the market is not being cleared.
+pub fn stale_after(fallback_after: u32, interval: Duration) -> Duration {
+    interval.saturating_mul(fallback_after.saturating_add(2)).max(Duration::from_secs(30))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let mut b = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        let got: Vec<u64> = (0..8).map(|_| b.next_delay().as_millis() as u64).collect();
+        assert_eq!(got, vec![200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_millis(200));
+    }
+
+    #[test]
+    fn backoff_never_overflows() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+        for _ in 0..1000 {
+            assert!(b.next_delay() <= Duration::from_secs(60));
+        }
+        // a cap below the base is raised to the base
+        let mut b = Backoff::new(Duration::from_secs(2), Duration::from_secs(1));
+        assert_eq!(b.next_delay(), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn health_rules() {
+        let i = Duration::from_secs(1);
+        assert_eq!(health(0, 3, None, i), Health::Ok);
+        assert_eq!(health(2, 3, Some(1.0), i), Health::Ok);
+        assert_eq!(health(3, 3, Some(1.0), i), Health::Degraded);
+        assert_eq!(health(0, 3, Some(29.0), i), Health::Ok);
+        assert_eq!(health(0, 3, Some(31.0), i), Health::Degraded);
+        let ten = Duration::from_secs(10);
+        assert_eq!(stale_after(3, ten), Duration::from_secs(50));
+        assert_eq!(health(0, 3, Some(45.0), ten), Health::Ok);
+        assert_eq!(health(0, 3, Some(55.0), ten), Health::Degraded);
+    }
+
+    #[test]
+    fn cycle_json_reports_each_step() {
+        let c = Cycle {
+            refunds: Ok(Refunds { bids_expired: 2, tokens_refunded: 300 }),
+            aborted: Err(DbError::Sql { code: "42883".into(), message: "no such function".into(), detail: None, hint: None }),
+            clear: Ok(ClearOutcome { round: None, assignments: vec![] }),
+            clear_duration: Duration::from_micros(1500),
+        };
+        let v = c.to_json();
+        assert_eq!(v["ok"], true);
+        assert_eq!(v["refund_unfilled"]["tokens_refunded"], 300);
+        assert_eq!(v["abort_stale"]["sqlstate"], "42883");
+        assert_eq!(v["clear_duration_ms"], 1.5);
+        assert!(c.unavailable().is_none());
+        let c2 = Cycle { clear: Err(DbError::Unavailable("down".into())), ..c };
+        assert!(c2.unavailable().is_some());
+        assert_eq!(c2.to_json()["ok"], false);
+    }
+}
