@@ -1,0 +1,9 @@
+//! The market rules of compute_auction, as plain Rust with no PostgreSQL types.
+//!
+//! The pgrx layer (`extension/src`) reads rows over SPI, calls these functions, and writes the
+//! result back. Keeping the arithmetic here means it is unit- and property-tested without a
+//! database, and every token amount is an `i64` handled with checked arithmetic.
+
+pub mod clearing;
+pub mod tokens;
+pub mod validate;

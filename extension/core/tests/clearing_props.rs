@@ -1,0 +1,106 @@
+//! Property tests of the clearing rule (no database needed).
+use compute_auction_core::clearing::{bid_order, clear, clear_unsorted, slot_order, Bid, Slot};
+use proptest::prelude::*;
+
+fn bids() -> impl Strategy<Value = Vec<Bid>> {
+    prop::collection::vec((1i64..1_000_000, 0i64..1_000), 0..40).prop_map(|v| {
+        v.into_iter()
+            .enumerate()
+            .map(|(i, (price, placed_at))| Bid { id: i as i64 + 1, price, placed_at })
+            .collect()
+    })
+}
+
+fn slots() -> impl Strategy<Value = Vec<Slot>> {
+    prop::collection::vec((0i64..200_000, 0i64..1_000), 0..20).prop_map(|v| {
+        v.into_iter()
+            .enumerate()
+            .map(|(i, (reserve, available_at))| Slot { id: format!("s{i:03}"), reserve, available_at })
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    #[test]
+    fn price_bounds(mut b in bids(), mut s in slots()) {
+        let o = clear_unsorted(&mut b, &mut s);
+        let k = o.filled;
+        prop_assert!(k <= b.len() && k <= s.len());
+        match o.price {
+            None => prop_assert_eq!(k, 0),
+            Some(p) => {
+                prop_assert!(p >= 0);
+                for w in &b[..k] {
+                    prop_assert!(p <= w.price, "price {} above winner bid {}", p, w.price);
+                }
+                for l in &b[k..] {
+                    prop_assert!(p >= l.price, "price {} below losing bid {}", p, l.price);
+                }
+                for slot in &s[..k] {
+                    prop_assert!(p >= slot.reserve, "price {} below filled reserve {}", p, slot.reserve);
+                }
+            }
+        }
+        // every filled slot's reserve is met by the bid that wins it
+        for i in 0..k {
+            prop_assert!(b[i].price >= s[i].reserve);
+        }
+        // k is maximal: the next pair would not match
+        if k < b.len() && k < s.len() {
+            prop_assert!(b[k].price < s[k].reserve);
+        }
+    }
+
+    #[test]
+    fn winners_are_exactly_the_top_k(mut b in bids(), mut s in slots()) {
+        let o = clear_unsorted(&mut b, &mut s);
+        let k = o.filled;
+        for w in &b[..k] {
+            for l in &b[k..] {
+                prop_assert!(bid_order(w, l).is_lt(), "loser {:?} ranks above winner {:?}", l, w);
+            }
+        }
+        let ordered = s.windows(2).all(|p| slot_order(&p[0], &p[1]).is_le());
+        prop_assert!(ordered);
+    }
+
+    #[test]
+    fn a_winner_raising_its_own_bid_pays_the_same(mut b in bids(), mut s in slots(), pick in any::<prop::sample::Index>(), raise in 1i64..1_000_000) {
+        let before = clear_unsorted(&mut b, &mut s);
+        prop_assume!(before.filled > 0);
+        let who = pick.index(before.filled);
+        let winner_id = b[who].id;
+        let mut raised = b.clone();
+        raised[who].price += raise;
+        let mut s2 = s.clone();
+        let after = clear_unsorted(&mut raised, &mut s2);
+        prop_assert_eq!(after.price, before.price);
+        prop_assert_eq!(after.filled, before.filled);
+        prop_assert!(raised[..after.filled].iter().any(|x| x.id == winner_id));
+    }
+
+    #[test]
+    fn a_loser_lowering_its_bid_never_raises_the_price(mut b in bids(), mut s in slots(), pick in any::<prop::sample::Index>()) {
+        let before = clear_unsorted(&mut b, &mut s);
+        prop_assume!(before.filled < b.len());
+        let who = before.filled + pick.index(b.len() - before.filled);
+        let mut lowered = b.clone();
+        lowered[who].price = 1;
+        let mut s2 = s.clone();
+        let after = clear_unsorted(&mut lowered, &mut s2);
+        prop_assert!(after.price.unwrap_or(0) <= before.price.unwrap_or(0));
+    }
+
+    #[test]
+    fn only_the_first_n_plus_one_bids_matter(b in bids(), s in slots()) {
+        let mut b = b; let mut s = s;
+        b.sort_by(bid_order); s.sort_by(slot_order);
+        let prices: Vec<i64> = b.iter().map(|x| x.price).collect();
+        let reserves: Vec<i64> = s.iter().map(|x| x.reserve).collect();
+        let full = clear(&prices, &reserves);
+        let cut = clear(&prices[..prices.len().min(reserves.len() + 1)], &reserves);
+        prop_assert_eq!(full, cut);
+    }
+}

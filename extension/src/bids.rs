@@ -1,0 +1,226 @@
+//! Placing, replacing and cancelling bids. A bid escrows `max_price_tokens` from the bidder's
+//! spendable balance into `held_tokens` until it settles, expires, is cancelled or aborted.
+//!
+//! Lock order (see docs/CONCURRENCY.md): task advisory lock -> bid row -> account row.
+
+use compute_auction_core::validate;
+use pgrx::datum::DatumWithOid;
+use pgrx::prelude::*;
+
+use crate::errors::{self, Code, OrRaise};
+use crate::ledger::{self, Entry};
+use crate::spi;
+
+/// Takes the task lock and resolves the TTL: (ttl_at, ttl in range).
+const TASK_LOCK_AND_TTL: &str = "
+SELECT coalesce($3, now() + interval '15 minutes'),
+       ($3 IS NULL OR ($3 > now() AND $3 <= now() + interval '30 days'))
+  FROM (SELECT pg_catalog.pg_advisory_xact_lock($1, pg_catalog.hashtext($2))) AS l";
+
+const LIVE_BID: &str = "
+SELECT id, bidder_id, status, max_price_tokens
+  FROM compute_auction.compute_auction_bids
+ WHERE task_id = $1 AND status IN ('open', 'won')
+   FOR UPDATE";
+
+const INSERT_BID: &str = "
+WITH b AS (
+    INSERT INTO compute_auction.compute_auction_bids
+           (bidder_id, task_id, max_price_tokens, expected_value_usd, ttl_at)
+    VALUES ($1, $2, $3, $4, $5)
+ RETURNING id
+), c AS (
+    INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT 1 FROM b
+)
+SELECT id FROM b";
+
+const REPLACE_BID: &str = "
+UPDATE compute_auction.compute_auction_bids
+   SET max_price_tokens   = $2,
+       expected_value_usd = $3,
+       ttl_at             = $4,
+       placed_at          = CASE WHEN max_price_tokens = $2 THEN placed_at ELSE now() END,
+       last_result        = NULL,
+       updated_at         = now()
+ WHERE id = $1";
+
+/// Places a bid for `task_id`, or replaces the bidder's own open bid on it in place (same id,
+/// escrow adjusted by the difference). Returns the bid id.
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_catalog, pg_temp)]
+pub fn place_bid(
+    bidder_id: Option<&str>,
+    task_id: Option<&str>,
+    max_price_tokens: Option<i64>,
+    expected_value_usd: default!(Option<f64>, "NULL"),
+    ttl_at: default!(Option<TimestampWithTimeZone>, "NULL"),
+) -> i64 {
+    let bidder = ledger::check_id("bidder_id", bidder_id);
+    let task = ledger::check_id("task_id", task_id);
+    let price = validate::required("max_price_tokens", max_price_tokens).or_raise();
+    let price = validate::positive("max_price_tokens", price).or_raise();
+    if let Some(ev) = expected_value_usd {
+        validate::finite("expected_value_usd", ev).or_raise();
+    }
+    spi::with(|c| place(c, bidder, task, price, expected_value_usd, ttl_at).0)
+}
+
+/// What place_bid did.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Placed {
+    New,
+    Replaced,
+}
+
+/// The body of place_bid, shared with submit_bids_for_tasks. Returns (bid id, what happened).
+pub fn place(
+    c: &mut pgrx::spi::SpiClient<'_>,
+    bidder: &str,
+    task: &str,
+    price: i64,
+    ev: Option<f64>,
+    ttl_at: Option<TimestampWithTimeZone>,
+) -> (i64, Placed) {
+    let t = spi::run(c, TASK_LOCK_AND_TTL, &[spi::LOCK_CLASS_TASK.into(), task.into(), ttl_at.into()]);
+    let row = t.first();
+    let ttl: TimestampWithTimeZone = spi::get_req(&row, 1);
+    if !spi::get_req::<bool>(&row, 2) {
+        errors::raise(
+            Code::ERRCODE_INVALID_PARAMETER_VALUE,
+            "ttl_at must be in the future and at most 30 days ahead",
+            Some("pass NULL for the default of now() + 15 minutes"),
+        );
+    }
+
+    let live = spi::run(c, LIVE_BID, &[task.into()]);
+    let existing = if live.is_empty() {
+        None
+    } else {
+        let r = live.first();
+        Some((
+            spi::get_req::<i64>(&r, 1),
+            spi::get_req::<String>(&r, 2),
+            spi::get_req::<String>(&r, 3),
+            spi::get_req::<i64>(&r, 4),
+        ))
+    };
+    let old_price = match &existing {
+        None => 0,
+        Some((id, owner, status, old)) => {
+            if owner != bidder {
+                errors::raise(
+                    Code::ERRCODE_UNIQUE_VIOLATION,
+                    format!("task {task} already has a live bid ({id}) by another bidder"),
+                    Some("at most one open or won bid per task"),
+                );
+            }
+            if status == "won" {
+                errors::wrong_state(
+                    format!("task {task} was already won by bid {id}"),
+                    Some("a won bid cannot be replaced; settle or abort its slot first"),
+                );
+            }
+            *old
+        }
+    };
+
+    let acct = ledger::lock_owned(c, bidder);
+    let diff = price - old_price; // both positive i64: cannot overflow
+    if diff > acct.balance {
+        errors::insufficient_funds(bidder, diff, acct.balance);
+    }
+    compute_auction_core::tokens::add("held_tokens", acct.held, diff).or_raise();
+
+    let (id, what) = match existing {
+        None => {
+            let args: [DatumWithOid; 5] = [bidder.into(), task.into(), price.into(), ev.into(), ttl.into()];
+            let id = spi::first::<i64>(spi::run(c, INSERT_BID, &args), 1)
+                .unwrap_or_else(|| errors::internal("insert bid returned nothing"));
+            (id, Placed::New)
+        }
+        Some((id, ..)) => {
+            let args: [DatumWithOid; 4] = [id.into(), price.into(), ev.into(), ttl.into()];
+            spi::run(c, REPLACE_BID, &args);
+            (id, Placed::Replaced)
+        }
+    };
+    if diff != 0 {
+        let (kind, reason) = match (what, diff > 0) {
+            (Placed::New, _) => ("escrow", "bid placed"),
+            (Placed::Replaced, true) => ("escrow", "bid raised"),
+            (Placed::Replaced, false) => ("release", "bid lowered"),
+        };
+        ledger::post(
+            c,
+            &Entry {
+                account: bidder,
+                delta_balance: -diff,
+                delta_held: diff,
+                kind,
+                bid_id: Some(id),
+                reason: Some(reason),
+                ..Default::default()
+            },
+        );
+    }
+    (id, what)
+}
+
+const LOCK_BID: &str = "
+SELECT bidder_id, status, max_price_tokens
+  FROM compute_auction.compute_auction_bids
+ WHERE id = $1
+   FOR UPDATE";
+
+const CANCEL: &str = "
+WITH b AS (
+    UPDATE compute_auction.compute_auction_bids
+       SET status = 'cancelled', last_result = $2, updated_at = now()
+     WHERE id = $1
+), c AS (
+    INSERT INTO compute_auction.open_bid_count_deltas (delta) VALUES (-1)
+)
+SELECT 1";
+
+/// Cancels an open bid and releases its escrow. Returns the tokens released.
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_catalog, pg_temp)]
+fn cancel_bid(bid_id: Option<i64>) -> i64 {
+    let id = validate::required("bid_id", bid_id).or_raise();
+    spi::with(|c| cancel(c, id, "cancelled", true))
+}
+
+/// Cancels open bid `id` (lock order bid -> account). `check_owner` is false only when the
+/// caller already checked the bidder's ownership.
+pub fn cancel(c: &mut pgrx::spi::SpiClient<'_>, id: i64, why: &str, check_owner: bool) -> i64 {
+    let t = spi::run(c, LOCK_BID, &[id.into()]);
+    if t.is_empty() {
+        errors::not_found("bid", &id.to_string());
+    }
+    let r = t.first();
+    let bidder: String = spi::get_req(&r, 1);
+    let status: String = spi::get_req(&r, 2);
+    let price: i64 = spi::get_req(&r, 3);
+    if status != "open" {
+        errors::wrong_state(format!("bid {id} is {status}, not open"), Some("only open bids can be cancelled"));
+    }
+    if check_owner {
+        ledger::lock_owned(c, &bidder);
+    } else {
+        ledger::lock(c, &bidder);
+    }
+    spi::run(c, CANCEL, &[id.into(), why.into()]);
+    ledger::post(
+        c,
+        &Entry {
+            account: &bidder,
+            delta_balance: price,
+            delta_held: -price,
+            kind: "release",
+            bid_id: Some(id),
+            reason: Some(why),
+            ..Default::default()
+        },
+    );
+    price
+}

@@ -1,0 +1,38 @@
+//! compute_auction: a continuous uniform-price auction for AI-agent compute slots, inside
+//! PostgreSQL.
+//!
+//! Modules by concern: `ledger` (wallets and the token journal), `bids`, `slots`, `clearing`
+//! (clear_round), `settlement` (settle, abort, refunds), `reporting` (order book, stats, audit).
+//! The market rules are pure Rust in the `compute_auction_core` crate; this crate is the thin
+//! SPI layer around them. The DDL is `sql/schema.sql`.
+
+use pgrx::prelude::*;
+
+::pgrx::pg_module_magic!();
+
+mod bids;
+mod clearing;
+mod errors;
+mod ledger;
+mod reporting;
+mod settlement;
+mod slots;
+mod spi;
+
+extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    include!("pg_tests.rs");
+}
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}

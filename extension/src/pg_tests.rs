@@ -1,0 +1,210 @@
+// `#[pg_test]` unit tests: each runs inside a transaction that is rolled back. Commit
+// behaviour, concurrency and the full acceptance scenario live in the Python suite (tests/).
+
+use pgrx::prelude::*;
+
+fn one<T: pgrx::datum::FromDatum + pgrx::datum::IntoDatum>(sql: &str) -> Option<T> {
+    Spi::get_one::<T>(sql).expect("query failed")
+}
+
+fn audit_clean() {
+    let n = one::<i64>("SELECT count(*) FROM compute_auction.audit()").unwrap();
+    assert_eq!(n, 0, "audit() found problems");
+}
+
+#[pg_test]
+fn open_deposit_withdraw_balance() {
+    assert_eq!(one::<i64>("SELECT compute_auction.open_account('a1', 'agent', 100)"), Some(100));
+    assert_eq!(one::<i64>("SELECT compute_auction.deposit('a1', 50, 'good work')"), Some(150));
+    assert_eq!(one::<i64>("SELECT compute_auction.withdraw('a1', 30, 'payout')"), Some(120));
+    assert_eq!(one::<i64>("SELECT balance_tokens FROM compute_auction.balance('a1')"), Some(120));
+    assert_eq!(one::<i64>("SELECT count(*) FROM compute_auction.token_ledger WHERE account_id = 'a1'"), Some(3));
+    audit_clean();
+}
+
+#[pg_test]
+fn open_account_defaults_to_agent_with_zero() {
+    assert_eq!(one::<i64>("SELECT compute_auction.open_account('a2')"), Some(0));
+    assert_eq!(
+        one::<String>("SELECT kind FROM compute_auction.token_accounts WHERE account_id = 'a2'"),
+        Some("agent".into())
+    );
+    assert_eq!(one::<i64>("SELECT count(*) FROM compute_auction.token_ledger"), Some(0));
+}
+
+#[pg_test]
+fn ids_with_sql_are_stored_literally() {
+    let id = "x'); DROP TABLE compute_auction.token_ledger; --";
+    Spi::run_with_args(
+        "SELECT compute_auction.open_account($1, 'quest', 5)",
+        &[id.into()],
+    )
+    .unwrap();
+    let got = Spi::get_one_with_args::<String>(
+        "SELECT account_id FROM compute_auction.token_accounts WHERE account_id = $1",
+        &[id.into()],
+    )
+    .unwrap();
+    assert_eq!(got.as_deref(), Some(id));
+}
+
+#[pg_test(error = "account a3 already exists")]
+fn open_account_twice_fails() {
+    Spi::run("SELECT compute_auction.open_account('a3')").unwrap();
+    Spi::run("SELECT compute_auction.open_account('a3')").unwrap();
+}
+
+#[pg_test(error = "account_id must not be NULL")]
+fn null_account_is_22004() {
+    Spi::run("SELECT compute_auction.open_account(NULL)").unwrap();
+}
+
+#[pg_test(error = "amount must be positive, got 0")]
+fn zero_deposit_fails() {
+    Spi::run("SELECT compute_auction.open_account('a4')").unwrap();
+    Spi::run("SELECT compute_auction.deposit('a4', 0, 'x')").unwrap();
+}
+
+#[pg_test(error = "insufficient funds in account a5: needs 11 tokens, has 10 spendable")]
+fn overdraw_fails() {
+    Spi::run("SELECT compute_auction.open_account('a5', 'agent', 10)").unwrap();
+    Spi::run("SELECT compute_auction.withdraw('a5', 11, 'x')").unwrap();
+}
+
+#[pg_test(error = "balance_tokens would overflow bigint")]
+fn deposit_overflow_is_22003() {
+    Spi::run("SELECT compute_auction.open_account('a6', 'agent', 9223372036854775000)").unwrap();
+    Spi::run("SELECT compute_auction.deposit('a6', 1000, 'x')").unwrap();
+}
+
+#[pg_test(error = "kind is out of range: \"robot\" is not one of agent, quest, system")]
+fn unknown_kind_fails() {
+    Spi::run("SELECT compute_auction.open_account('a7', 'robot')").unwrap();
+}
+
+#[pg_test]
+fn idempotent_deposit_replays() {
+    Spi::run("SELECT compute_auction.open_account('a8', 'agent', 10)").unwrap();
+    assert_eq!(one::<i64>("SELECT compute_auction.deposit('a8', 5, 'r', 'k1')"), Some(15));
+    assert_eq!(one::<i64>("SELECT compute_auction.deposit('a8', 5, 'r', 'k1')"), Some(15));
+    assert_eq!(one::<i64>("SELECT balance_tokens FROM compute_auction.balance('a8')"), Some(15));
+    audit_clean();
+}
+
+fn market(n_slots: usize, prices: &[i64]) {
+    for i in 0..n_slots {
+        Spi::run_with_args("SELECT compute_auction.offer_slot($1, now() - interval '1 minute')", &[format!("s{i}").as_str().into()]).unwrap();
+    }
+    for (i, p) in prices.iter().enumerate() {
+        let acct = format!("bidder{i}");
+        Spi::run_with_args("SELECT compute_auction.open_account($1, 'agent', 1000000)", &[acct.as_str().into()]).unwrap();
+        Spi::run_with_args(
+            "SELECT compute_auction.place_bid($1, $2, $3)",
+            &[acct.as_str().into(), format!("task{i}").as_str().into(), (*p).into()],
+        )
+        .unwrap();
+    }
+}
+
+#[pg_test]
+fn place_bid_escrows_and_clear_round_prices_at_k_plus_one() {
+    market(2, &[100, 300, 200, 50]);
+    assert_eq!(one::<i64>("SELECT held_tokens FROM compute_auction.balance('bidder1')"), Some(300));
+    assert_eq!(one::<i64>("SELECT count(*) FROM compute_auction.clear_round()"), Some(2));
+    assert_eq!(
+        one::<i64>("SELECT clearing_price_tokens FROM compute_auction.compute_auction_rounds ORDER BY round_id DESC LIMIT 1"),
+        Some(100)
+    );
+    assert_eq!(
+        one::<String>("SELECT string_agg(bidder_id, ',' ORDER BY bidder_id) FROM compute_auction.compute_auction_bids WHERE status = 'won'"),
+        Some("bidder1,bidder2".into())
+    );
+    assert_eq!(
+        one::<String>("SELECT last_result FROM compute_auction.compute_auction_bids WHERE bidder_id = 'bidder0'"),
+        Some("outbid at 100".into())
+    );
+    audit_clean();
+}
+
+#[pg_test]
+fn settle_charges_clearing_price_and_returns_premium() {
+    market(1, &[500, 200]);
+    let slot = one::<String>("SELECT slot_id FROM compute_auction.clear_round()").unwrap();
+    let charged = Spi::get_one_with_args::<i64>(
+        "SELECT compute_auction.settle($1, 10, 2.5)",
+        &[slot.as_str().into()],
+    )
+    .unwrap();
+    assert_eq!(charged, Some(200));
+    assert_eq!(one::<i64>("SELECT balance_tokens FROM compute_auction.balance('bidder0')"), Some(1_000_000 - 200));
+    assert_eq!(one::<i64>("SELECT held_tokens FROM compute_auction.balance('bidder0')"), Some(0));
+    assert_eq!(one::<i64>("SELECT total_spent FROM compute_auction.token_accounts WHERE account_id = 'bidder0'"), Some(200));
+    assert_eq!(one::<String>("SELECT status FROM compute_auction.compute_slots WHERE slot_id = 's0'"), Some("idle".into()));
+    audit_clean();
+}
+
+#[pg_test]
+fn replace_bid_keeps_id_and_adjusts_escrow() {
+    market(0, &[100]);
+    let id1 = one::<i64>("SELECT compute_auction.place_bid('bidder0', 'task0', 250)");
+    let id0 = one::<i64>("SELECT id FROM compute_auction.compute_auction_bids WHERE task_id = 'task0'");
+    assert_eq!(id1, id0);
+    assert_eq!(one::<i64>("SELECT held_tokens FROM compute_auction.balance('bidder0')"), Some(250));
+    one::<i64>("SELECT compute_auction.place_bid('bidder0', 'task0', 40)");
+    assert_eq!(one::<i64>("SELECT held_tokens FROM compute_auction.balance('bidder0')"), Some(40));
+    assert_eq!(one::<i64>("SELECT balance_tokens FROM compute_auction.balance('bidder0')"), Some(1_000_000 - 40));
+    audit_clean();
+}
+
+#[pg_test]
+fn cancel_releases_escrow() {
+    market(0, &[100]);
+    assert_eq!(one::<i64>("SELECT compute_auction.cancel_bid(id) FROM compute_auction.compute_auction_bids"), Some(100));
+    assert_eq!(one::<i64>("SELECT held_tokens FROM compute_auction.balance('bidder0')"), Some(0));
+    audit_clean();
+}
+
+#[pg_test(error = "bid 999999 does not exist")]
+fn cancel_unknown_bid() {
+    Spi::run("SELECT compute_auction.cancel_bid(999999)").unwrap();
+}
+
+#[pg_test]
+fn refund_unfilled_expires_and_refunds() {
+    market(0, &[100, 200]);
+    let row = Spi::get_two::<i64, i64>(
+        "SELECT * FROM compute_auction.refund_unfilled(now() + interval '1 hour')",
+    )
+    .unwrap();
+    assert_eq!(row, (Some(2), Some(300)));
+    assert_eq!(one::<i64>("SELECT count(*) FROM compute_auction.compute_auction_bids WHERE status = 'expired'"), Some(2));
+    audit_clean();
+}
+
+#[pg_test]
+fn abort_slot_refunds_fully() {
+    market(1, &[500, 200]);
+    Spi::run("SELECT * FROM compute_auction.clear_round()").unwrap();
+    assert_eq!(one::<i64>("SELECT compute_auction.abort_slot('s0', 'runner died')"), Some(500));
+    assert_eq!(one::<i64>("SELECT balance_tokens FROM compute_auction.balance('bidder0')"), Some(1_000_000));
+    audit_clean();
+}
+
+#[pg_test]
+fn order_book_and_stats_shapes() {
+    market(2, &[100, 300, 200]);
+    let book = one::<pgrx::JsonB>("SELECT compute_auction.order_book(2)").unwrap().0;
+    assert_eq!(book["bids"].as_array().unwrap().len(), 2);
+    assert_eq!(book["bids"][0]["max_price_tokens"], 300);
+    assert_eq!(book["asks"].as_array().unwrap().len(), 2);
+    Spi::run("SELECT * FROM compute_auction.clear_round()").unwrap();
+    let stats = one::<pgrx::JsonB>("SELECT compute_auction.stats()").unwrap().0;
+    assert_eq!(stats["rounds"].as_array().unwrap().len(), 1);
+    assert_eq!(stats["fill_rate"], 1.0);
+    assert_eq!(stats["top_winners"][0]["max_price_tokens"], 300);
+}
+
+#[pg_test(error = "depth is out of range: -1 is not in 0..=10000")]
+fn order_book_bad_depth() {
+    Spi::run("SELECT compute_auction.order_book(-1)").unwrap();
+}

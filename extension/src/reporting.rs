@@ -1,0 +1,282 @@
+//! Read-only views of the market: the order book, a bid's status, round statistics, price
+//! history for dashboards, and the consistency audit. The queries read only the top of the book
+//! or a time window, never the whole book (except audit, an operator's full check).
+
+use compute_auction_core::validate::{self, Invalid};
+use pgrx::datum::DatumWithOid;
+use pgrx::prelude::*;
+
+use crate::errors::{self, OrRaise};
+use crate::spi;
+
+/// The largest depth order_book accepts.
+pub const MAX_DEPTH: i32 = 10_000;
+
+const ORDER_BOOK: &str = "
+SELECT jsonb_build_object(
+  'bids', coalesce((
+     SELECT jsonb_agg(jsonb_build_object(
+              'bid_id', b.id, 'bidder_id', b.bidder_id, 'task_id', b.task_id,
+              'max_price_tokens', b.max_price_tokens, 'expected_value_usd', b.expected_value_usd,
+              'ttl_at', b.ttl_at, 'placed_at', b.placed_at)
+            ORDER BY b.max_price_tokens DESC, b.placed_at, b.id)
+       FROM (SELECT id, bidder_id, task_id, max_price_tokens, expected_value_usd, ttl_at, placed_at
+               FROM compute_auction.compute_auction_bids
+              WHERE status = 'open' AND ttl_at > now()
+              ORDER BY max_price_tokens DESC, placed_at, id
+              LIMIT $1) AS b), '[]'::jsonb),
+  'asks', coalesce((
+     SELECT jsonb_agg(jsonb_build_object(
+              'slot_id', s.slot_id, 'available_at', s.available_at,
+              'reserve_price_tokens', s.reserve_price_tokens)
+            ORDER BY s.available_at, s.slot_id)
+       FROM (SELECT slot_id, available_at, reserve_price_tokens
+               FROM compute_auction.compute_slots
+              WHERE status = 'idle'
+              ORDER BY available_at, slot_id
+              LIMIT $1) AS s), '[]'::jsonb))";
+
+/// The live book: open bids best first, idle slots soonest first, `depth` of each.
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_catalog, pg_temp)]
+fn order_book(depth: default!(Option<i32>, 100)) -> pgrx::JsonB {
+    let depth = validate::required("depth", depth).or_raise();
+    if !(0..=MAX_DEPTH).contains(&depth) {
+        errors::invalid(Invalid::OutOfRange { arg: "depth", detail: format!("{depth} is not in 0..={MAX_DEPTH}") });
+    }
+    json(ORDER_BOOK, &[depth.into()])
+}
+
+fn json(sql: &'static str, args: &[DatumWithOid<'_>]) -> pgrx::JsonB {
+    spi::with(|c| spi::first::<pgrx::JsonB>(spi::run(c, sql, args), 1))
+        .unwrap_or(pgrx::JsonB(serde_json::Value::Null))
+}
+
+const BID_STATUS: &str = "
+SELECT jsonb_build_object(
+  'bid_id', b.id, 'bidder_id', b.bidder_id, 'task_id', b.task_id, 'status', b.status,
+  'max_price_tokens', b.max_price_tokens, 'expected_value_usd', b.expected_value_usd,
+  'ttl_at', b.ttl_at, 'placed_at', b.placed_at, 'last_result', b.last_result,
+  'round_id', b.round_id, 'slot_id', c.slot_id,
+  'clearing_price_tokens', c.clearing_price_tokens,
+  'actual_impact', c.actual_impact,
+  'why_not_won', CASE
+      WHEN b.status <> 'open' THEN NULL
+      WHEN b.ttl_at <= now() THEN 'expired; refund pending'
+      WHEN r.round_id IS NULL THEN 'no round has cleared yet'
+      WHEN b.updated_at > r.cleared_at THEN
+           'placed after the latest round (' || r.round_id || '); waiting for the next round'
+      WHEN r.slots_offered = 0 THEN 'no slot was available in round ' || r.round_id
+      WHEN r.slots_filled < r.slots_offered THEN 'below reserve in round ' || r.round_id
+      ELSE 'outbid at ' || r.clearing_price_tokens || ' in round ' || r.round_id
+  END)
+  FROM compute_auction.compute_auction_bids AS b
+  LEFT JOIN compute_auction.compute_auction_clears AS c ON c.bid_id = b.id
+  LEFT JOIN LATERAL (SELECT * FROM compute_auction.compute_auction_rounds
+                      ORDER BY round_id DESC LIMIT 1) AS r ON true
+ WHERE b.id = $1";
+
+/// Any bid's status and prices, and for an open bid why it has not won (derived from the
+/// latest round, so rounds never write to every losing bid).
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_catalog, pg_temp)]
+fn bid_status(bid_id: Option<i64>) -> pgrx::JsonB {
+    let id = validate::required("bid_id", bid_id).or_raise();
+    let v = spi::with(|c| spi::first::<pgrx::JsonB>(spi::run(c, BID_STATUS, &[id.into()]), 1));
+    v.unwrap_or_else(|| errors::not_found("bid", &id.to_string()))
+}
+
+const STATS: &str = "
+WITH r AS (
+    SELECT * FROM compute_auction.compute_auction_rounds WHERE cleared_at >= $1
+), w AS (
+    SELECT c.*
+      FROM compute_auction.compute_auction_clears AS c
+     WHERE c.round_id >= coalesce((SELECT min(round_id) FROM r), 9223372036854775807)
+       AND c.round_id IN (SELECT round_id FROM r)
+       AND c.status <> 'aborted'
+     ORDER BY c.max_price_tokens DESC, c.bid_id
+     LIMIT 10
+)
+SELECT jsonb_build_object(
+  'rounds', coalesce((SELECT jsonb_agg(jsonb_build_object(
+                 'round_id', round_id, 'cleared_at', cleared_at,
+                 'clearing_price_tokens', clearing_price_tokens, 'slots_offered', slots_offered,
+                 'slots_filled', slots_filled, 'bids_eligible', bids_eligible) ORDER BY round_id)
+                FROM r), '[]'::jsonb),
+  'fill_rate', (SELECT CASE WHEN sum(slots_offered) > 0
+                            THEN sum(slots_filled)::float8 / sum(slots_offered) END FROM r),
+  'top_winners', coalesce((SELECT jsonb_agg(jsonb_build_object(
+                 'bid_id', bid_id, 'task_id', winning_task_id, 'bidder_id', bidder_id,
+                 'max_price_tokens', max_price_tokens, 'clearing_price_tokens', clearing_price_tokens,
+                 'actual_impact', actual_impact, 'status', status, 'round_id', round_id,
+                 'slot_id', slot_id,
+                 'roi', CASE WHEN status = 'settled' AND clearing_price_tokens > 0
+                             THEN actual_impact / clearing_price_tokens END)
+               ORDER BY max_price_tokens DESC, bid_id) FROM w), '[]'::jsonb))";
+
+/// Rounds, fill rate and the top 10 winning bids (with realised impact and roi) since `since`.
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_catalog, pg_temp)]
+fn stats(since: default!(Option<TimestampWithTimeZone>, "now() - interval '24 hours'")) -> pgrx::JsonB {
+    let since = validate::required("since", since).or_raise();
+    json(STATS, &[since.into()])
+}
+
+const PRICE_HISTORY: &str = "
+WITH p AS (
+    SELECT greatest(1.0, extract(epoch FROM now() - $1) / $2) AS width
+)
+SELECT to_timestamp(floor(extract(epoch FROM r.cleared_at) / p.width) * p.width) AS bucket_start,
+       count(*)::bigint,
+       round(avg(r.clearing_price_tokens))::bigint,
+       min(r.clearing_price_tokens),
+       max(r.clearing_price_tokens),
+       sum(r.slots_filled)::bigint,
+       sum(r.slots_offered)::bigint
+  FROM compute_auction.compute_auction_rounds AS r, p
+ WHERE r.cleared_at >= $1
+ GROUP BY 1
+ ORDER BY 1";
+
+/// Rounds since `since` aggregated into about `buckets` time buckets (empty buckets omitted), so
+/// a dashboard never ships every round.
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_catalog, pg_temp)]
+fn price_history(
+    since: default!(Option<TimestampWithTimeZone>, "now() - interval '24 hours'"),
+    buckets: default!(Option<i32>, 96),
+) -> TableIterator<
+    'static,
+    (
+        name!(bucket_start, TimestampWithTimeZone),
+        name!(rounds, i64),
+        name!(avg_price_tokens, Option<i64>),
+        name!(min_price_tokens, Option<i64>),
+        name!(max_price_tokens, Option<i64>),
+        name!(slots_filled, i64),
+        name!(slots_offered, i64),
+    ),
+> {
+    let since = validate::required("since", since).or_raise();
+    let buckets = validate::required("buckets", buckets).or_raise();
+    if !(1..=10_000).contains(&buckets) {
+        errors::invalid(Invalid::OutOfRange { arg: "buckets", detail: format!("{buckets} is not in 1..=10000") });
+    }
+    let rows = spi::with(|c| {
+        let args: [DatumWithOid; 2] = [since.into(), (buckets as f64).into()];
+        spi::run(c, PRICE_HISTORY, &args)
+            .map(|r| {
+                (
+                    spi::req(&r, 1),
+                    spi::req(&r, 2),
+                    spi::col(&r, 3),
+                    spi::col(&r, 4),
+                    spi::col(&r, 5),
+                    spi::req(&r, 6),
+                    spi::req(&r, 7),
+                )
+            })
+            .collect::<Vec<_>>()
+    });
+    TableIterator::new(rows)
+}
+
+const LAST_ROUND: &str = "
+SELECT to_jsonb(r) FROM (
+    SELECT round_id, cleared_at, slots_offered, bids_eligible, slots_filled, clearing_price_tokens, duration_ms
+      FROM compute_auction.compute_auction_rounds ORDER BY round_id DESC LIMIT 1) AS r";
+
+/// The latest round as JSON, or JSON null before the first.
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_catalog, pg_temp)]
+fn last_round() -> pgrx::JsonB {
+    json(LAST_ROUND, &[])
+}
+
+const MARKET_SUMMARY: &str = "
+SELECT jsonb_build_object(
+  'open_bids', coalesce((SELECT open_bids FROM compute_auction.open_bid_count WHERE id = 1), 0)
+             + coalesce((SELECT sum(delta) FROM compute_auction.open_bid_count_deltas), 0),
+  'idle_slots', (SELECT count(*) FROM compute_auction.compute_slots WHERE status = 'idle'),
+  'assigned_slots', (SELECT count(*) FROM compute_auction.compute_slots WHERE status = 'assigned'),
+  'bids_placed_total', (SELECT CASE WHEN is_called THEN last_value ELSE 0 END
+                          FROM compute_auction.compute_auction_bids_id_seq),
+  'last_round', (SELECT to_jsonb(r) FROM (
+        SELECT round_id, cleared_at, slots_offered, bids_eligible, slots_filled,
+               clearing_price_tokens, duration_ms
+          FROM compute_auction.compute_auction_rounds ORDER BY round_id DESC LIMIT 1) AS r))";
+
+/// Small, cheap counters for dashboards and metrics.
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_catalog, pg_temp)]
+fn market_summary() -> pgrx::JsonB {
+    json(MARKET_SUMMARY, &[])
+}
+
+const AUDIT: &str = "
+WITH l AS (
+    SELECT account_id, sum(delta_balance) AS b, sum(delta_held) AS h
+      FROM compute_auction.token_ledger GROUP BY account_id
+), live AS (
+    SELECT bidder_id, sum(max_price_tokens) AS held
+      FROM compute_auction.compute_auction_bids WHERE status IN ('open', 'won') GROUP BY bidder_id
+)
+SELECT 'ledger_mismatch', format('account %s: balance %s held %s, ledger sums %s and %s',
+                                 a.account_id, a.balance_tokens, a.held_tokens, coalesce(l.b, 0), coalesce(l.h, 0))
+  FROM compute_auction.token_accounts a LEFT JOIN l USING (account_id)
+ WHERE a.balance_tokens <> coalesce(l.b, 0) OR a.held_tokens <> coalesce(l.h, 0)
+UNION ALL
+SELECT 'negative_balance', format('account %s: balance %s held %s', account_id, balance_tokens, held_tokens)
+  FROM compute_auction.token_accounts WHERE balance_tokens < 0 OR held_tokens < 0
+UNION ALL
+SELECT 'held_mismatch', format('account %s: held %s, live bids escrow %s', a.account_id, a.held_tokens, coalesce(live.held, 0))
+  FROM compute_auction.token_accounts a LEFT JOIN live ON live.bidder_id = a.account_id
+ WHERE a.held_tokens <> coalesce(live.held, 0)
+UNION ALL
+SELECT 'totals_mismatch', format('account %s: deposited %s - withdrawn %s - spent %s <> balance %s + held %s',
+                                 account_id, total_deposited, total_withdrawn, total_spent, balance_tokens, held_tokens)
+  FROM compute_auction.token_accounts
+ WHERE total_deposited - total_withdrawn - total_spent <> balance_tokens + held_tokens
+UNION ALL
+SELECT 'slot_double_assigned', format('slot %s has %s assigned clears', slot_id, count(*))
+  FROM compute_auction.compute_auction_clears WHERE status = 'assigned'
+ GROUP BY slot_id HAVING count(*) > 1
+UNION ALL
+SELECT 'won_without_clear', format('bid %s is won with %s assigned clears', b.id,
+       (SELECT count(*) FROM compute_auction.compute_auction_clears c WHERE c.bid_id = b.id AND c.status = 'assigned'))
+  FROM compute_auction.compute_auction_bids b
+ WHERE b.status = 'won'
+   AND (SELECT count(*) FROM compute_auction.compute_auction_clears c
+         WHERE c.bid_id = b.id AND c.status = 'assigned') <> 1
+UNION ALL
+SELECT 'clear_bid_mismatch', format('clear of bid %s is %s but the bid is %s', c.bid_id, c.status, b.status)
+  FROM compute_auction.compute_auction_clears c JOIN compute_auction.compute_auction_bids b ON b.id = c.bid_id
+ WHERE (c.status = 'assigned' AND b.status <> 'won')
+    OR (c.status = 'settled' AND b.status <> 'settled')
+    OR (c.status = 'aborted' AND b.status <> 'aborted')
+UNION ALL
+SELECT 'slot_state_mismatch', format('slot %s is %s with %s assigned clears', s.slot_id, s.status, count(c.slot_id))
+  FROM compute_auction.compute_slots s
+  LEFT JOIN compute_auction.compute_auction_clears c ON c.slot_id = s.slot_id AND c.status = 'assigned'
+ GROUP BY s.slot_id, s.status
+HAVING (s.status = 'assigned') <> (count(c.slot_id) = 1)
+UNION ALL
+SELECT 'price_above_bid', format('clear of bid %s: price %s above bid %s', bid_id, clearing_price_tokens, max_price_tokens)
+  FROM compute_auction.compute_auction_clears WHERE clearing_price_tokens > max_price_tokens
+UNION ALL
+SELECT 'open_count_mismatch', format('open-bid counter %s, actual %s', n.cnt, o.cnt)
+  FROM (SELECT coalesce((SELECT open_bids FROM compute_auction.open_bid_count WHERE id = 1), 0)
+             + coalesce((SELECT sum(delta) FROM compute_auction.open_bid_count_deltas), 0) AS cnt) n,
+       (SELECT count(*) AS cnt FROM compute_auction.compute_auction_bids WHERE status = 'open') o
+ WHERE n.cnt <> o.cnt";
+
+/// Consistency checks; zero rows means the books are consistent.
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_catalog, pg_temp)]
+fn audit() -> TableIterator<'static, (name!(check_name, String), name!(detail, String))> {
+    let rows = spi::with(|c| {
+        spi::run(c, AUDIT, &[]).map(|r| (spi::req(&r, 1), spi::req(&r, 2))).collect::<Vec<_>>()
+    });
+    TableIterator::new(rows)
+}

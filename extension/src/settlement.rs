@@ -1,0 +1,325 @@
+//! The end of a bid's life: settle (charge the clearing price, return the premium), abort (full
+//! refund), abort_stale, and refund_unfilled (expired open bids get their escrow back).
+//!
+//! Lock order: slot -> clear -> bid -> accounts (account_id order).
+
+use std::collections::BTreeMap;
+
+use compute_auction_core::{tokens, validate};
+use pgrx::datum::DatumWithOid;
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+
+use crate::errors::{self, Code, OrRaise};
+use crate::ledger::{self, check_id, Entry};
+use crate::spi;
+
+const LOCK_SLOT: &str = "
+SELECT status FROM compute_auction.compute_slots WHERE slot_id = $1 FOR UPDATE";
+
+const LOCK_CLEAR: &str = "
+SELECT round_id, bid_id, bidder_id, clearing_price_tokens, max_price_tokens
+  FROM compute_auction.compute_auction_clears
+ WHERE slot_id = $1 AND status = 'assigned'
+   FOR UPDATE";
+
+const LOCK_BID: &str = "SELECT 1 FROM compute_auction.compute_auction_bids WHERE id = $1 FOR UPDATE";
+
+const FINISH: &str = "
+WITH c AS (
+    UPDATE compute_auction.compute_auction_clears
+       SET status = $3, slot_finished_at = now(),
+           actual_cost_tokens = $4, actual_impact = $5, abort_reason = $6
+     WHERE round_id = $1 AND slot_id = $2
+), b AS (
+    UPDATE compute_auction.compute_auction_bids
+       SET status = $3, last_result = $7, updated_at = now()
+     WHERE id = $8
+)
+UPDATE compute_auction.compute_slots
+   SET status = CASE WHEN retire_requested THEN 'retired' ELSE 'idle' END,
+       retire_requested = false,
+       available_at = CASE WHEN retire_requested THEN available_at ELSE now() END,
+       updated_at = now()
+ WHERE slot_id = $2";
+
+/// How an assignment ends.
+pub enum Finish<'a> {
+    Settle { cost: i64, impact: f64 },
+    Abort { reason: &'a str },
+}
+
+/// Ends the slot's assigned run. Returns Some(tokens charged or refunded), or None when the slot
+/// has nothing assigned and `must_exist` is false.
+pub fn finish(c: &mut SpiClient<'_>, slot: &str, how: &Finish<'_>, must_exist: bool) -> Option<i64> {
+    if spi::run(c, LOCK_SLOT, &[slot.into()]).is_empty() {
+        errors::not_found("slot", slot);
+    }
+    let t = spi::run(c, LOCK_CLEAR, &[slot.into()]);
+    if t.is_empty() {
+        if !must_exist {
+            return None;
+        }
+        errors::wrong_state(
+            format!("slot {slot} has nothing assigned"),
+            Some("a slot is settled or aborted once per won round"),
+        );
+    }
+    let t = t.first();
+    let round_id: i64 = spi::get_req(&t, 1);
+    let bid_id: i64 = spi::get_req(&t, 2);
+    let bidder: String = spi::get_req(&t, 3);
+    let price: i64 = spi::get_req(&t, 4);
+    let max_price: i64 = spi::get_req(&t, 5);
+    spi::run(c, LOCK_BID, &[bid_id.into()]);
+    ledger::lock(c, &bidder);
+
+    let (status, result, cost, impact, reason, moved) = match how {
+        Finish::Settle { cost, impact } => {
+            let premium = tokens::premium(max_price, price).or_raise();
+            if price > 0 {
+                ledger::post(
+                    c,
+                    &Entry {
+                        account: &bidder,
+                        delta_held: -price,
+                        kind: "charge",
+                        bid_id: Some(bid_id),
+                        slot_id: Some(slot),
+                        round_id: Some(round_id),
+                        reason: Some("clearing price of a settled run"),
+                        spent: price,
+                        ..Default::default()
+                    },
+                );
+            }
+            if premium > 0 {
+                ledger::post(
+                    c,
+                    &Entry {
+                        account: &bidder,
+                        delta_balance: premium,
+                        delta_held: -premium,
+                        kind: "premium",
+                        bid_id: Some(bid_id),
+                        slot_id: Some(slot),
+                        round_id: Some(round_id),
+                        reason: Some("winning premium returned"),
+                        ..Default::default()
+                    },
+                );
+            }
+            ("settled", format!("settled at {price}"), Some(*cost), Some(*impact), None, price)
+        }
+        Finish::Abort { reason } => {
+            ledger::post(
+                c,
+                &Entry {
+                    account: &bidder,
+                    delta_balance: max_price,
+                    delta_held: -max_price,
+                    kind: "refund",
+                    bid_id: Some(bid_id),
+                    slot_id: Some(slot),
+                    round_id: Some(round_id),
+                    reason: Some(reason),
+                    ..Default::default()
+                },
+            );
+            ("aborted", format!("run aborted: {reason}"), None, None, Some(*reason), max_price)
+        }
+    };
+    let args: [DatumWithOid; 8] = [
+        round_id.into(),
+        slot.into(),
+        status.into(),
+        cost.into(),
+        impact.into(),
+        reason.into(),
+        result.as_str().into(),
+        bid_id.into(),
+    ];
+    spi::run(c, FINISH, &args);
+    Some(moved)
+}
+
+/// Settles the slot's assigned run: charges the winner the clearing price (not its bid) and
+/// returns the premium, all from escrow. Returns the tokens charged.
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_catalog, pg_temp)]
+fn settle(slot_id: Option<&str>, actual_cost_tokens: Option<i64>, actual_impact: Option<f64>) -> i64 {
+    let slot = check_id("slot_id", slot_id);
+    let cost = validate::required("actual_cost_tokens", actual_cost_tokens).or_raise();
+    validate::non_negative("actual_cost_tokens", cost).or_raise();
+    let impact = validate::required("actual_impact", actual_impact).or_raise();
+    validate::finite("actual_impact", impact).or_raise();
+    spi::with(|c| finish(c, slot, &Finish::Settle { cost, impact }, true).unwrap_or(0))
+}
+
+/// The run never happened: refunds the winner's whole escrow, marks bid and clear aborted, and
+/// makes the slot available again at once. Returns the tokens refunded.
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_catalog, pg_temp)]
+fn abort_slot(slot_id: Option<&str>, reason: Option<&str>) -> i64 {
+    let slot = check_id("slot_id", slot_id);
+    let reason = validate::required("reason", reason).or_raise();
+    spi::with(|c| finish(c, slot, &Finish::Abort { reason }, true).unwrap_or(0))
+}
+
+/// Aborts, with full refunds, every assignment not settled within `older_than` of its round.
+/// Returns how many were aborted.
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_catalog, pg_temp)]
+fn abort_stale(
+    older_than: default!(Option<Interval>, "'1 hour'"),
+    now: default!(Option<TimestampWithTimeZone>, "now()"),
+) -> i64 {
+    let older_than = validate::required("older_than", older_than).or_raise();
+    let now = validate::required("now", now).or_raise();
+    spi::with(|c| {
+        let args: [DatumWithOid; 2] = [now.into(), older_than.into()];
+        let t = spi::run(
+            c,
+            "SELECT $2 < interval '0',
+                    array(SELECT slot_id FROM compute_auction.compute_auction_clears
+                           WHERE status = 'assigned' AND slot_started_at <= $1 - $2
+                           ORDER BY slot_id)",
+            &args,
+        )
+        .first();
+        if spi::get_req::<bool>(&t, 1) {
+            errors::raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "older_than must not be negative", None);
+        }
+        let stale: Vec<String> = spi::get_req(&t, 2);
+        let reason = "stale: not settled in time";
+        let mut n = 0;
+        for slot in &stale {
+            // re-checked under the slot lock: a run settled meanwhile is left alone
+            let args: [DatumWithOid; 3] = [slot.as_str().into(), now.into(), older_than.into()];
+            let still = spi::run(
+                c,
+                "SELECT 1 FROM compute_auction.compute_slots s
+                  WHERE s.slot_id = $1 FOR UPDATE",
+                &args[..1],
+            );
+            if still.is_empty() {
+                continue;
+            }
+            let t = spi::run(
+                c,
+                "SELECT 1 FROM compute_auction.compute_auction_clears
+                  WHERE slot_id = $1 AND status = 'assigned' AND slot_started_at <= $2 - $3",
+                &args,
+            );
+            if t.is_empty() {
+                continue;
+            }
+            if finish(c, slot, &Finish::Abort { reason }, false).is_some() {
+                n += 1;
+            }
+        }
+        n
+    })
+}
+
+const EXPIRED: &str = "
+SELECT id, bidder_id, max_price_tokens
+  FROM compute_auction.compute_auction_bids
+ WHERE status = 'open' AND ttl_at <= $1
+ ORDER BY id
+   FOR UPDATE";
+
+const LOCK_ACCOUNTS: &str = "
+SELECT account_id, balance_tokens, held_tokens
+  FROM compute_auction.token_accounts
+ WHERE account_id = ANY($1)
+ ORDER BY account_id
+   FOR UPDATE";
+
+const REFUND: &str = "
+WITH e AS (
+    UPDATE compute_auction.compute_auction_bids
+       SET status = 'expired', last_result = 'expired unfilled', updated_at = now()
+     WHERE id = ANY($1)
+), a AS (
+    UPDATE compute_auction.token_accounts AS a
+       SET balance_tokens = a.balance_tokens + d.amount,
+           held_tokens    = a.held_tokens - d.amount,
+           updated_at     = now()
+      FROM unnest($2::text[], $3::bigint[]) AS d(account_id, amount)
+     WHERE a.account_id = d.account_id
+), l AS (
+    INSERT INTO compute_auction.token_ledger
+           (account_id, delta_balance, delta_held, entry_kind, bid_id, reason, balance_after, held_after)
+    SELECT r.account_id, r.amount, -r.amount, 'refund', r.bid_id, 'bid expired unfilled', r.bal, r.held
+      FROM unnest($4::text[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[])
+           AS r(account_id, amount, bid_id, bal, held)
+), c AS (
+    INSERT INTO compute_auction.open_bid_count_deltas (delta) VALUES ($9)
+)
+SELECT 1";
+
+/// Every open bid whose TTL has passed becomes `expired` and its escrow goes back to its bidder.
+/// The cost grows with the number of expired bids, not with the book.
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_catalog, pg_temp)]
+fn refund_unfilled(
+    now: default!(Option<TimestampWithTimeZone>, "now()"),
+) -> TableIterator<'static, (name!(bids_expired, i64), name!(tokens_refunded, i64))> {
+    let now = validate::required("now", now).or_raise();
+    TableIterator::once(spi::with(|c| refund(c, now)))
+}
+
+pub fn refund(c: &mut SpiClient<'_>, now: TimestampWithTimeZone) -> (i64, i64) {
+    let expired: Vec<(i64, String, i64)> = spi::run(c, EXPIRED, &[now.into()])
+        .map(|r| (spi::req(&r, 1), spi::req(&r, 2), spi::req(&r, 3)))
+        .collect();
+    if expired.is_empty() {
+        return (0, 0);
+    }
+    // per account, in account order: the refund total and each entry's running balances
+    let mut by_account: BTreeMap<&str, Vec<(i64, i64)>> = BTreeMap::new();
+    for (id, bidder, amount) in &expired {
+        by_account.entry(bidder.as_str()).or_default().push((*id, *amount));
+    }
+    let names: Vec<&str> = by_account.keys().copied().collect();
+    let mut start: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for r in spi::run(c, LOCK_ACCOUNTS, &[names.clone().into()]) {
+        start.insert(spi::req(&r, 1), (spi::req(&r, 2), spi::req(&r, 3)));
+    }
+    let (mut acc_ids, mut acc_sums) = (Vec::new(), Vec::new());
+    let (mut l_acc, mut l_amt, mut l_bid, mut l_bal, mut l_held) = (vec![], vec![], vec![], vec![], vec![]);
+    let mut total: i64 = 0;
+    for (acct, entries) in &by_account {
+        let (mut bal, mut held) = *start.get(*acct).unwrap_or_else(|| errors::not_found("account", acct));
+        let mut sum: i64 = 0;
+        for (bid, amount) in entries {
+            bal = tokens::add("balance_tokens", bal, *amount).or_raise();
+            held = tokens::sub("held_tokens", held, *amount).or_raise();
+            sum = tokens::add("refund", sum, *amount).or_raise();
+            l_acc.push(acct.to_string());
+            l_amt.push(*amount);
+            l_bid.push(*bid);
+            l_bal.push(bal);
+            l_held.push(held);
+        }
+        total = tokens::add("tokens_refunded", total, sum).or_raise();
+        acc_ids.push(acct.to_string());
+        acc_sums.push(sum);
+    }
+    let ids: Vec<i64> = expired.iter().map(|e| e.0).collect();
+    let n = ids.len() as i64;
+    let args: [DatumWithOid; 9] = [
+        ids.into(),
+        acc_ids.into(),
+        acc_sums.into(),
+        l_acc.into(),
+        l_amt.into(),
+        l_bid.into(),
+        l_bal.into(),
+        l_held.into(),
+        (-n).into(),
+    ];
+    spi::run(c, REFUND, &args);
+    (n, total)
+}

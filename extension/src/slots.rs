@@ -1,0 +1,107 @@
+//! Slots: the asks. An agent slot runs one task at a time; it is `idle` (offered), `assigned`
+//! (won by a bid, until settled or aborted) or `retired`.
+
+use compute_auction_core::validate;
+use pgrx::datum::DatumWithOid;
+use pgrx::prelude::*;
+
+use crate::errors::{self, OrRaise};
+use crate::ledger::check_id;
+use crate::spi;
+
+const OFFER: &str = "
+INSERT INTO compute_auction.compute_slots (slot_id, available_at, reserve_price_tokens)
+VALUES ($1, $2, $3)
+ON CONFLICT (slot_id) DO UPDATE
+   SET available_at         = EXCLUDED.available_at,
+       reserve_price_tokens = EXCLUDED.reserve_price_tokens,
+       status               = 'idle',
+       retire_requested     = false,
+       updated_at           = now()
+ WHERE compute_slots.status IN ('idle', 'retired')
+RETURNING 1";
+
+/// Registers a slot, or re-offers an idle (or retired) one with a new time and reserve.
+/// An assigned slot cannot be re-offered (55000) until its run settles or aborts.
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_catalog, pg_temp)]
+fn offer_slot(
+    slot_id: Option<&str>,
+    available_at: default!(Option<TimestampWithTimeZone>, "now()"),
+    reserve_price_tokens: default!(Option<i64>, 0),
+) {
+    let slot = check_id("slot_id", slot_id);
+    let at = validate::required("available_at", available_at).or_raise();
+    let reserve = validate::required("reserve_price_tokens", reserve_price_tokens).or_raise();
+    validate::non_negative("reserve_price_tokens", reserve).or_raise();
+    spi::with(|c| {
+        let args: [DatumWithOid; 3] = [slot.into(), at.into(), reserve.into()];
+        if spi::run(c, OFFER, &args).is_empty() {
+            errors::wrong_state(
+                format!("slot {slot} is assigned"),
+                Some("settle or abort its run first; it can be re-offered once idle"),
+            );
+        }
+    })
+}
+
+/// Takes a slot out of later rounds. An assigned slot retires when its run settles or aborts.
+/// Retiring a retired slot does nothing.
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_catalog, pg_temp)]
+fn retire_slot(slot_id: Option<&str>) {
+    let slot = check_id("slot_id", slot_id);
+    spi::with(|c| {
+        let t = spi::run(
+            c,
+            "UPDATE compute_auction.compute_slots
+                SET status = CASE WHEN status = 'assigned' THEN 'assigned' ELSE 'retired' END,
+                    retire_requested = (status = 'assigned'),
+                    updated_at = now()
+              WHERE slot_id = $1
+             RETURNING 1",
+            &[slot.into()],
+        );
+        if t.is_empty() {
+            errors::not_found("slot", slot);
+        }
+    })
+}
+
+/// What an agent runner calls before asking for other work: the task its slot won, or no row.
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_catalog, pg_temp)]
+fn claim_slot(
+    slot_id: Option<&str>,
+) -> TableIterator<
+    'static,
+    (
+        name!(bid_id, i64),
+        name!(task_id, String),
+        name!(bidder_id, String),
+        name!(clearing_price_tokens, i64),
+    ),
+> {
+    let slot = check_id("slot_id", slot_id);
+    let rows = spi::with(|c| {
+        let t = spi::run(
+            c,
+            "SELECT 1 FROM compute_auction.compute_slots WHERE slot_id = $1",
+            &[slot.into()],
+        );
+        if t.is_empty() {
+            errors::not_found("slot", slot);
+        }
+        let t = spi::run(
+            c,
+            "UPDATE compute_auction.compute_auction_clears
+                SET claimed_at = coalesce(claimed_at, now())
+              WHERE slot_id = $1 AND status = 'assigned'
+             RETURNING bid_id, winning_task_id, bidder_id, clearing_price_tokens",
+            &[slot.into()],
+        );
+        t.map(|r| (spi::req(&r, 1), spi::req(&r, 2), spi::req(&r, 3), spi::req(&r, 4)))
+            .collect::<Vec<_>>()
+    });
+    TableIterator::new(rows)
+}

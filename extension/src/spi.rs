@@ -1,0 +1,106 @@
+//! A thin layer over SPI: every statement is prepared once per backend and kept (like
+//! PL/pgSQL's plan cache), arguments are always passed as SPI parameters (never formatted into
+//! SQL), and SPI-level failures map to `errors::internal`.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use pgrx::datum::DatumWithOid;
+use pgrx::pg_sys::PgOid;
+use pgrx::prelude::*;
+use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiTupleTable};
+
+use crate::errors::internal;
+
+thread_local! {
+    static PLANS: RefCell<HashMap<(&'static str, Vec<u32>), Rc<OwnedPreparedStatement>>> =
+        RefCell::new(HashMap::new());
+}
+
+fn plan_for(client: &SpiClient<'_>, sql: &'static str, args: &[DatumWithOid<'_>]) -> Rc<OwnedPreparedStatement> {
+    let oids: Vec<u32> = args.iter().map(|a| a.oid().to_u32()).collect();
+    let key = (sql, oids);
+    if let Some(p) = PLANS.with(|m| m.borrow().get(&key).cloned()) {
+        return p;
+    }
+    let types: Vec<PgOid> = args.iter().map(|a| PgOid::from(a.oid())).collect();
+    let plan = match client.prepare_mut(sql, &types) {
+        Ok(p) => Rc::new(p.keep()),
+        Err(e) => internal(format!("preparing statement: {e}")),
+    };
+    PLANS.with(|m| m.borrow_mut().insert(key, plan.clone()));
+    plan
+}
+
+/// Runs one statement (reading or writing) with its cached plan.
+pub fn run<'conn>(
+    client: &mut SpiClient<'conn>,
+    sql: &'static str,
+    args: &[DatumWithOid<'_>],
+) -> SpiTupleTable<'conn> {
+    let plan = plan_for(client, sql, args);
+    match client.update(&*plan, None, args) {
+        Ok(t) => t,
+        Err(e) => internal(format!("executing statement: {e}")),
+    }
+}
+
+/// Column `ordinal` (1-based) of the first row, or None when there is no row or it is NULL.
+pub fn first<T: FromDatum + IntoDatum>(table: SpiTupleTable<'_>, ordinal: usize) -> Option<T> {
+    if table.is_empty() {
+        return None;
+    }
+    match table.first().get::<T>(ordinal) {
+        Ok(v) => v,
+        Err(e) => internal(format!("reading column {ordinal}: {e}")),
+    }
+}
+
+/// Column `ordinal` of the current row of an iterated table; NULL becomes None.
+pub fn col<T: FromDatum + IntoDatum>(row: &pgrx::spi::SpiHeapTupleData<'_>, ordinal: usize) -> Option<T> {
+    match row.get::<T>(ordinal) {
+        Ok(v) => v,
+        Err(e) => internal(format!("reading column {ordinal}: {e}")),
+    }
+}
+
+/// Like [`col`] for a column that is NOT NULL by schema.
+pub fn req<T: FromDatum + IntoDatum>(row: &pgrx::spi::SpiHeapTupleData<'_>, ordinal: usize) -> T {
+    match col::<T>(row, ordinal) {
+        Some(v) => v,
+        None => internal(format!("column {ordinal} is unexpectedly NULL")),
+    }
+}
+
+/// Runs `f` inside an SPI connection that may write.
+pub fn with<R>(f: impl FnOnce(&mut SpiClient<'_>) -> R) -> R {
+    Spi::connect_mut(|c| f(c))
+}
+
+/// Key space of the extension's advisory locks (two-int4 form): "CAUC".
+pub const LOCK_CLASS: i32 = 0x4341_5543;
+/// Transaction lock that serializes clear_round (and run_cycle) calls.
+pub const LOCK_CLEARING: i32 = 1;
+/// Session lock held by the driver's leader; the extension never takes it (documented here so
+/// the key space stays in one place).
+#[allow(dead_code)]
+pub const LOCK_DRIVER_LEADER: i32 = 2;
+/// Class of the per-task transaction locks taken by place_bid: (LOCK_CLASS + 1, hashtext(task_id)).
+pub const LOCK_CLASS_TASK: i32 = LOCK_CLASS + 1;
+
+/// Column `ordinal` (1-based) of the table's current row; NULL becomes None.
+pub fn get<T: FromDatum + IntoDatum>(t: &SpiTupleTable<'_>, ordinal: usize) -> Option<T> {
+    match t.get::<T>(ordinal) {
+        Ok(v) => v,
+        Err(e) => internal(format!("reading column {ordinal}: {e}")),
+    }
+}
+
+/// Like [`get`] for a column that is NOT NULL by schema.
+pub fn get_req<T: FromDatum + IntoDatum>(t: &SpiTupleTable<'_>, ordinal: usize) -> T {
+    match get::<T>(t, ordinal) {
+        Some(v) => v,
+        None => internal(format!("column {ordinal} is unexpectedly NULL")),
+    }
+}

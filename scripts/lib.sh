@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Shared helpers for scripts/run.sh, scripts/test.sh and friends. Source it; don't run it.
+# Everything here is idempotent: running it on a machine that already has the tools is quick.
+set -euo pipefail
+
+CA_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export CA_ROOT
+CARGO_PGRX_VERSION="0.18.1"
+
+log() { printf '\033[1;34m==>\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
+
+# conf SECTION.KEY -> value from pgrx.toml (the one place that names the Postgres target).
+conf() {
+  python3 - "$CA_ROOT/pgrx.toml" "$1" <<'PY'
+import sys, tomllib
+with open(sys.argv[1], "rb") as f:
+    data = tomllib.load(f)
+node = data
+for part in sys.argv[2].split("."):
+    node = node[part]
+print(node)
+PY
+}
+
+PG_MAJOR="$(conf postgres.major)"
+PG_CONFIG="$(conf postgres.pg_config)"
+PG_BINDIR="$(dirname "$PG_CONFIG")"
+PG_RUNAS="$(conf postgres.run_as)"
+export PG_MAJOR PG_CONFIG PG_BINDIR PG_RUNAS
+export PATH="$HOME/.cargo/bin:$PATH"
+
+ensure_debian_packages() {
+  local wanted=("$(conf postgres.dev_package)" "$(conf postgres.cron_package)" libclang-dev clang sudo python3-venv "$@")
+  local missing=()
+  for p in "${wanted[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing Debian packages: ${missing[*]}"
+    [ "$(id -u)" = 0 ] || die "need root to apt-get install ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+ensure_cargo_pgrx() {
+  if ! cargo pgrx --version 2>/dev/null | grep -q "cargo-pgrx ${CARGO_PGRX_VERSION}\$"; then
+    log "installing cargo-pgrx ${CARGO_PGRX_VERSION} (about 10 minutes, once per machine)"
+    cargo install cargo-pgrx --version "=${CARGO_PGRX_VERSION}" --locked --force >/dev/null
+  fi
+  local cfg="$HOME/.pgrx/config.toml"
+  if ! grep -qs "pg${PG_MAJOR} = \"${PG_CONFIG}\"" "$cfg"; then
+    log "cargo pgrx init --pg${PG_MAJOR} ${PG_CONFIG}"
+    cargo pgrx init "--pg${PG_MAJOR}" "$PG_CONFIG" >/dev/null
+  fi
+}
+
+# Python virtual environment for the integration tests and examples: target/venv.
+ensure_venv() {
+  local venv="$CA_ROOT/target/venv"
+  local req="$CA_ROOT/tests/requirements.txt"
+  local stamp="$venv/.requirements.sha256"
+  local want
+  want="$(sha256sum "$req" | cut -d' ' -f1)"
+  if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    log "preparing Python virtualenv (target/venv)"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --upgrade pip >/dev/null
+    "$venv/bin/pip" install -q -r "$req"
+    echo "$want" >"$stamp"
+  fi
+  export CA_VENV="$venv"
+}
+
+ensure_all() {
+  ensure_debian_packages "$@"
+  ensure_cargo_pgrx
+  ensure_venv
+}
+
+# Build and install the extension (release) into the server named by pgrx.toml.
+install_extension() {
+  log "building and installing the compute_auction extension (release)"
+  (cd "$CA_ROOT/extension" && cargo pgrx install --release --pg-config "$PG_CONFIG" >/dev/null)
+}
+
+build_driver() {
+  log "building the driver (release)"
+  (cd "$CA_ROOT" && cargo build --release -q -p compute-auction-driver)
+  export CA_DRIVER_BIN="$CA_ROOT/target/release/compute-auction-driver"
+}
+
+as_pg() { sudo -u "$PG_RUNAS" -- "$@"; }
+
+# cluster_start DATA_DIR PORT [extra postgresql.conf lines...]
+# Creates (if needed) and starts a private cluster owned by the postgres OS user, trust auth on
+# loopback only, sockets in the data directory.
+cluster_start() {
+  local dir="$1" port="$2"; shift 2
+  mkdir -p "$(dirname "$dir")"
+  if [ ! -f "$dir/PG_VERSION" ]; then
+    mkdir -p "$dir"; chown "$PG_RUNAS" "$dir"; chmod 700 "$dir"
+    as_pg "$PG_BINDIR/initdb" -D "$dir" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+    {
+      echo "listen_addresses = '127.0.0.1'"
+      echo "port = $port"
+      echo "unix_socket_directories = '$dir'"
+      echo "max_connections = 200"
+      echo "fsync = on"
+      echo "log_min_messages = warning"
+      for line in "$@"; do echo "$line"; done
+    } >>"$dir/postgresql.conf"
+  fi
+  if ! as_pg "$PG_BINDIR/pg_ctl" -D "$dir" status >/dev/null 2>&1; then
+    as_pg "$PG_BINDIR/pg_ctl" -D "$dir" -l "$dir/server.log" -w -t 60 start >/dev/null
+  fi
+}
+
+cluster_stop() {
+  local dir="$1"
+  if [ -f "$dir/PG_VERSION" ] && as_pg "$PG_BINDIR/pg_ctl" -D "$dir" status >/dev/null 2>&1; then
+    as_pg "$PG_BINDIR/pg_ctl" -D "$dir" -m fast -w stop >/dev/null || true
+  fi
+}
+
+# The postgres OS user must be able to reach data directories under the repo.
+ensure_target_dir() {
+  mkdir -p "$CA_ROOT/target"
+  chmod o+rx "$CA_ROOT/target" 2>/dev/null || true
+  local d="$CA_ROOT"
+  while [ "$d" != "/" ]; do chmod o+x "$d" 2>/dev/null || true; d="$(dirname "$d")"; done
+}

@@ -1,0 +1,184 @@
+-- compute_auction schema: the token ledger, the order book, the rounds and their clears.
+-- Included first (bootstrap) by the extension; every object is schema-qualified.
+-- Tokens are bigint everywhere. Rows change only through the extension's functions.
+
+---------------------------------------------------------------------------------------------
+-- Token accounts (wallets) and their append-only ledger
+---------------------------------------------------------------------------------------------
+CREATE TABLE compute_auction.token_accounts (
+    account_id      text        PRIMARY KEY
+                                CHECK (length(account_id) BETWEEN 1 AND 256),
+    kind            text        NOT NULL DEFAULT 'agent'
+                                CHECK (kind IN ('agent', 'quest', 'system')),
+    -- spendable
+    balance_tokens  bigint      NOT NULL DEFAULT 0 CHECK (balance_tokens >= 0),
+    -- escrowed in live (open or won) bids
+    held_tokens     bigint      NOT NULL DEFAULT 0 CHECK (held_tokens >= 0),
+    total_deposited bigint      NOT NULL DEFAULT 0 CHECK (total_deposited >= 0),
+    total_spent     bigint      NOT NULL DEFAULT 0 CHECK (total_spent >= 0),
+    total_withdrawn bigint      NOT NULL DEFAULT 0 CHECK (total_withdrawn >= 0),
+    -- optional database role that owns the wallet (see docs/SECURITY.md)
+    owner_role      text        NULL,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE compute_auction.token_accounts IS
+    'Wallets of agents, quests and the system. balance_tokens is spendable, held_tokens is escrowed in live bids.';
+
+CREATE TABLE compute_auction.token_ledger (
+    id              bigserial   PRIMARY KEY,
+    at              timestamptz NOT NULL DEFAULT now(),
+    account_id      text        NOT NULL REFERENCES compute_auction.token_accounts (account_id),
+    delta_balance   bigint      NOT NULL,
+    delta_held      bigint      NOT NULL,
+    entry_kind      text        NOT NULL CHECK (entry_kind IN (
+                                    'open',      -- initial tokens of a new account
+                                    'deposit',   -- credit (refill through good work)
+                                    'withdraw',  -- debit out of the market
+                                    'escrow',    -- balance -> held for a bid (new or raised)
+                                    'release',   -- held -> balance: bid cancelled or lowered
+                                    'refund',    -- held -> balance: bid expired unfilled or run aborted
+                                    'charge',    -- held -> gone: the clearing price of a settled win
+                                    'premium'    -- held -> balance: max price minus clearing price
+                                )),
+    bid_id          bigint      NULL,
+    slot_id         text        NULL,
+    round_id        bigint      NULL,
+    reason          text        NULL,
+    -- the account's balances right after this entry
+    balance_after   bigint      NOT NULL,
+    held_after      bigint      NOT NULL,
+    -- retry key of deposit/withdraw: a repeated key returns the first call's result
+    idempotency_key text        NULL,
+    CHECK (delta_balance <> 0 OR delta_held <> 0)
+);
+COMMENT ON TABLE compute_auction.token_ledger IS
+    'Append-only journal: for every account, balance_tokens = sum(delta_balance) and held_tokens = sum(delta_held).';
+CREATE INDEX token_ledger_account_idx ON compute_auction.token_ledger (account_id, id);
+CREATE INDEX token_ledger_bid_idx ON compute_auction.token_ledger (bid_id) WHERE bid_id IS NOT NULL;
+CREATE UNIQUE INDEX token_ledger_idempotency_idx
+    ON compute_auction.token_ledger (account_id, entry_kind, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+
+---------------------------------------------------------------------------------------------
+-- Slots (the asks)
+---------------------------------------------------------------------------------------------
+CREATE TABLE compute_auction.compute_slots (
+    slot_id              text        PRIMARY KEY CHECK (length(slot_id) BETWEEN 1 AND 256),
+    status               text        NOT NULL DEFAULT 'idle'
+                                     CHECK (status IN ('idle', 'assigned', 'retired')),
+    available_at         timestamptz NOT NULL DEFAULT now(),
+    reserve_price_tokens bigint      NOT NULL DEFAULT 0 CHECK (reserve_price_tokens >= 0),
+    -- retire_slot on an assigned slot: it retires when its run settles or aborts
+    retire_requested     boolean     NOT NULL DEFAULT false,
+    created_at           timestamptz NOT NULL DEFAULT now(),
+    updated_at           timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX compute_slots_idle_idx
+    ON compute_auction.compute_slots (available_at, slot_id) WHERE status = 'idle';
+
+---------------------------------------------------------------------------------------------
+-- Bids
+---------------------------------------------------------------------------------------------
+CREATE TABLE compute_auction.compute_auction_bids (
+    id                 bigserial        PRIMARY KEY,
+    bidder_id          text             NOT NULL REFERENCES compute_auction.token_accounts (account_id),
+    task_id            text             NOT NULL CHECK (length(task_id) BETWEEN 1 AND 256),
+    max_price_tokens   bigint           NOT NULL CHECK (max_price_tokens > 0),
+    expected_value_usd double precision NULL
+                                        CHECK (expected_value_usd IS NULL
+                                               OR expected_value_usd NOT IN ('NaN', 'Infinity', '-Infinity')),
+    ttl_at             timestamptz      NOT NULL,
+    status             text             NOT NULL DEFAULT 'open'
+                                        CHECK (status IN ('open', 'won', 'settled', 'expired', 'cancelled', 'aborted')),
+    placed_at          timestamptz      NOT NULL DEFAULT now(),
+    last_result        text             NULL,
+    -- the round this bid won, once it has
+    round_id           bigint           NULL,
+    updated_at         timestamptz      NOT NULL DEFAULT now()
+);
+-- the original design's index
+CREATE INDEX compute_auction_bids_status_price_idx
+    ON compute_auction.compute_auction_bids (status, max_price_tokens DESC);
+-- the book in clearing order: clear_round reads the top k+1 from here
+CREATE INDEX compute_auction_bids_book_idx
+    ON compute_auction.compute_auction_bids (max_price_tokens DESC, placed_at, id) WHERE status = 'open';
+-- expiry: refund_unfilled and the eligible count read only the expired part of the book
+CREATE INDEX compute_auction_bids_ttl_idx
+    ON compute_auction.compute_auction_bids (ttl_at) WHERE status = 'open';
+-- at most one live bid per task
+CREATE UNIQUE INDEX compute_auction_bids_live_task_idx
+    ON compute_auction.compute_auction_bids (task_id) WHERE status IN ('open', 'won');
+CREATE INDEX compute_auction_bids_bidder_idx
+    ON compute_auction.compute_auction_bids (bidder_id) WHERE status IN ('open', 'won');
+
+-- Open-bid count without scanning the book and without a hot counter row: writers append
+-- +n/-n deltas (no row locks, no contention); clear_round folds them into the single base row
+-- under its clearing lock.
+CREATE TABLE compute_auction.open_bid_count (
+    id        int    PRIMARY KEY CHECK (id = 1),
+    open_bids bigint NOT NULL
+);
+-- (the base row is created by the first clear_round, so a restored dump never collides with it)
+CREATE TABLE compute_auction.open_bid_count_deltas (
+    delta bigint NOT NULL
+);
+
+---------------------------------------------------------------------------------------------
+-- Rounds and clears
+---------------------------------------------------------------------------------------------
+CREATE TABLE compute_auction.compute_auction_rounds (
+    round_id              bigserial        PRIMARY KEY,
+    cleared_at            timestamptz      NOT NULL,
+    slots_offered         int              NOT NULL,
+    bids_eligible         int              NOT NULL,
+    slots_filled          int              NOT NULL,
+    clearing_price_tokens bigint           NULL,
+    duration_ms           double precision NULL
+);
+CREATE INDEX compute_auction_rounds_cleared_at_idx ON compute_auction.compute_auction_rounds (cleared_at);
+
+CREATE TABLE compute_auction.compute_auction_clears (
+    slot_id               text             NOT NULL REFERENCES compute_auction.compute_slots (slot_id),
+    round_id              bigint           NOT NULL REFERENCES compute_auction.compute_auction_rounds (round_id),
+    bid_id                bigint           NOT NULL UNIQUE REFERENCES compute_auction.compute_auction_bids (id),
+    bidder_id             text             NOT NULL,
+    winning_task_id       text             NOT NULL,
+    runner_up_task_id     text             NULL,
+    clearing_price_tokens bigint           NOT NULL CHECK (clearing_price_tokens >= 0),
+    max_price_tokens      bigint           NOT NULL,
+    slot_started_at       timestamptz      NOT NULL,
+    slot_finished_at      timestamptz      NULL,
+    actual_cost_tokens    bigint           NULL,
+    actual_impact         double precision NULL,
+    status                text             NOT NULL DEFAULT 'assigned'
+                                           CHECK (status IN ('assigned', 'settled', 'aborted')),
+    claimed_at            timestamptz      NULL,
+    abort_reason          text             NULL,
+    PRIMARY KEY (round_id, slot_id),
+    CHECK (clearing_price_tokens <= max_price_tokens)
+);
+-- no slot is assigned to two live clears
+CREATE UNIQUE INDEX compute_auction_clears_live_slot_idx
+    ON compute_auction.compute_auction_clears (slot_id) WHERE status = 'assigned';
+CREATE INDEX compute_auction_clears_stale_idx
+    ON compute_auction.compute_auction_clears (slot_started_at) WHERE status = 'assigned';
+
+---------------------------------------------------------------------------------------------
+-- pg_dump keeps the market's data (extension member tables are skipped otherwise)
+---------------------------------------------------------------------------------------------
+SELECT pg_catalog.pg_extension_config_dump('compute_auction.token_accounts', '');
+SELECT pg_catalog.pg_extension_config_dump('compute_auction.token_ledger', '');
+SELECT pg_catalog.pg_extension_config_dump('compute_auction.token_ledger_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('compute_auction.compute_slots', '');
+SELECT pg_catalog.pg_extension_config_dump('compute_auction.compute_auction_bids', '');
+SELECT pg_catalog.pg_extension_config_dump('compute_auction.compute_auction_bids_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('compute_auction.open_bid_count', '');
+SELECT pg_catalog.pg_extension_config_dump('compute_auction.open_bid_count_deltas', '');
+SELECT pg_catalog.pg_extension_config_dump('compute_auction.compute_auction_rounds', '');
+SELECT pg_catalog.pg_extension_config_dump('compute_auction.compute_auction_rounds_round_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('compute_auction.compute_auction_clears', '');
+
+-- Nobody but the owner writes these tables directly; access is through the functions.
+REVOKE ALL ON ALL TABLES IN SCHEMA compute_auction FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA compute_auction FROM PUBLIC;
