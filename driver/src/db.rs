@@ -106,21 +106,37 @@ impl From<tokio_postgres::Error> for DbError {
         if e.is_closed() {
             return DbError::Unavailable("connection closed".into());
         }
+        let text = error_chain(&e);
         // Walk the source chain: I/O errors and timeouts mean the connection
         // is gone; anything else (type conversions) is our bug.
         let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
         while let Some(s) = src {
             if s.is::<std::io::Error>() {
-                return DbError::Unavailable(e.to_string());
+                return DbError::Unavailable(text);
             }
             src = s.source();
         }
-        let text = e.to_string();
         if text.contains("error connecting") || text.contains("timeout") || text.contains("timed out") {
             return DbError::Unavailable(text);
         }
         DbError::Internal(text)
     }
+}
+
+/// An error and its causes, "outer: inner: innermost" (tokio-postgres keeps
+/// the interesting part, e.g. "Connection refused", in the source chain).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        src = s.source();
+    }
+    text
 }
 
 impl From<PoolError> for DbError {
@@ -179,7 +195,7 @@ pub async fn connect(cfg: &tokio_postgres::Config) -> Result<Client, DbError> {
     let (client, connection) = cfg
         .connect(NoTls)
         .await
-        .map_err(|e| DbError::Unavailable(DbError::from(e).to_string()))?;
+        .map_err(|e| DbError::Unavailable(DbError::from(e).message()))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "dedicated connection ended");
