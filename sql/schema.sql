@@ -182,3 +182,18 @@ SELECT pg_catalog.pg_extension_config_dump('compute_auction.compute_auction_clea
 -- Nobody but the owner writes these tables directly; access is through the functions.
 REVOKE ALL ON ALL TABLES IN SCHEMA compute_auction FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA compute_auction FROM PUBLIC;
+
+---------------------------------------------------------------------------------------------
+-- The proportional split: the old central plan, kept as the fallback when the auction fails
+---------------------------------------------------------------------------------------------
+CREATE TABLE compute_auction.quest_budget_allocations (
+    day              date             NOT NULL,
+    quest_id         text             NOT NULL CHECK (length(quest_id) BETWEEN 1 AND 256),
+    allocated_tokens bigint           NOT NULL CHECK (allocated_tokens >= 0),
+    share            double precision NOT NULL CHECK (share >= 0 AND share <= 1),
+    source           text             NOT NULL DEFAULT 'proportional',
+    created_at       timestamptz      NOT NULL DEFAULT now(),
+    PRIMARY KEY (day, quest_id)
+);
+SELECT pg_catalog.pg_extension_config_dump('compute_auction.quest_budget_allocations', '');
+REVOKE ALL ON compute_auction.quest_budget_allocations FROM PUBLIC;

@@ -12,14 +12,21 @@ use pgrx::prelude::*;
 
 mod bids;
 mod clearing;
+mod cycle;
 mod errors;
 mod ledger;
+mod quests;
 mod reporting;
 mod settlement;
 mod slots;
 mod spi;
 
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
+extension_sql_file!(
+    "../sql/quests.sql",
+    name = "quests",
+    requires = [quests::submit_bids_for_task_arrays, quests::allocate_proportional_arrays]
+);
 
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]

@@ -208,3 +208,44 @@ fn order_book_and_stats_shapes() {
 fn order_book_bad_depth() {
     Spi::run("SELECT compute_auction.order_book(-1)").unwrap();
 }
+
+#[pg_test]
+fn submit_bids_for_tasks_is_idempotent_and_capped() {
+    Spi::run("SELECT compute_auction.open_account('q1', 'quest', 1000)").unwrap();
+    let tasks = r#"'[{"task_id":"t1","expected_value_usd":10,"blocked":false},
+                    {"task_id":"t2","expected_value_usd":1000,"blocked":false},
+                    {"task_id":"t3","expected_value_usd":5,"blocked":true}]'::jsonb"#;
+    let sql = format!("SELECT string_agg(task_id || ':' || coalesce(max_price_tokens::text, '-') || ':' || outcome, ',' ORDER BY task_id) FROM compute_auction.submit_bids_for_tasks('q1', {tasks}, 10)");
+    // t1: floor(0.6*10*10)=60; t2: capped at floor(1000/2)=500
+    assert_eq!(one::<String>(&sql), Some("t1:60:placed,t2:500:placed,t3:-:skipped: blocked".into()));
+    assert_eq!(one::<String>(&sql), Some("t1:60:replaced,t2:500:replaced,t3:-:skipped: blocked".into()));
+    assert_eq!(one::<i64>("SELECT held_tokens FROM compute_auction.balance('q1')"), Some(560));
+    audit_clean();
+}
+
+#[pg_test]
+fn allocate_proportional_sums_to_budget() {
+    let sum = one::<i64>(
+        r#"SELECT sum(allocated_tokens)::bigint FROM compute_auction.allocate_proportional('2026-01-01', 1000,
+             '[{"quest_id":"a","expected_value":1},{"quest_id":"b","expected_value":1},{"quest_id":"c","expected_value":1}]')"#,
+    );
+    assert_eq!(sum, Some(1000));
+    assert_eq!(one::<i64>("SELECT count(*) FROM compute_auction.quest_budget_allocations"), Some(3));
+}
+
+#[pg_test]
+fn price_to_win_and_run_cycle() {
+    market(2, &[100, 300, 200]);
+    let advice = one::<pgrx::JsonB>("SELECT compute_auction.price_to_win()").unwrap().0;
+    assert_eq!(advice["slots_available"], 2);
+    assert_eq!(advice["price_to_win_now"], 201);
+    let cycle = one::<pgrx::JsonB>("SELECT compute_auction.run_cycle()").unwrap().0;
+    assert_eq!(cycle["winners"].as_array().unwrap().len(), 2);
+    assert_eq!(cycle["round"]["clearing_price_tokens"], 100);
+    audit_clean();
+}
+
+#[pg_test(error = "pg_cron is not installed in this database")]
+fn schedule_clearing_without_pg_cron() {
+    Spi::run("SELECT compute_auction.schedule_clearing()").unwrap();
+}

@@ -205,3 +205,60 @@ mod tests {
         assert_eq!(ids, ["soon", "late", "pricey"]);
     }
 }
+
+/// The smallest bid that would win a slot if the round cleared now, for a newcomer that ranks
+/// after every existing bid of the same price (it is placed last). `bid_prices` and `reserves`
+/// are in clearing order; only the first `reserves.len()` bids matter. `None` when no slot is
+/// available.
+pub fn price_to_win(bid_prices: &[i64], reserves: &[i64]) -> Option<i64> {
+    if reserves.is_empty() {
+        return None;
+    }
+    let n = reserves.len();
+    let top = &bid_prices[..bid_prices.len().min(n)];
+    let wins = |x: i64| -> bool {
+        // the newcomer goes after every existing bid >= x
+        let pos = top.partition_point(|&p| p >= x);
+        if pos >= n {
+            return false;
+        }
+        let mut with: Vec<i64> = Vec::with_capacity(top.len() + 1);
+        with.extend_from_slice(&top[..pos]);
+        with.push(x);
+        with.extend_from_slice(&top[pos..]);
+        clear(&with, reserves).filled > pos
+    };
+    // wins() is monotone in x; the answer is at most max(top bid + 1, largest reserve) <= i64::MAX
+    let mut hi = top.first().map_or(0, |&p| p.saturating_add(1)).max(reserves[n - 1]).max(1);
+    if !wins(hi) {
+        // cannot happen: a bid above every other bid and every reserve wins the first slot
+        hi = i64::MAX;
+    }
+    let mut lo = 1;
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if wins(mid) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    Some(lo)
+}
+
+#[cfg(test)]
+mod price_to_win_tests {
+    use super::*;
+
+    #[test]
+    fn examples() {
+        assert_eq!(price_to_win(&[], &[]), None);
+        assert_eq!(price_to_win(&[], &[0]), Some(1));
+        assert_eq!(price_to_win(&[], &[50]), Some(50));
+        // two slots, bids 100 and 80: must beat 80 (ties lose to the earlier bid)
+        assert_eq!(price_to_win(&[100, 80, 10], &[0, 0]), Some(81));
+        // one free slot above the only bid's reserve
+        assert_eq!(price_to_win(&[100], &[0, 120]), Some(101));
+        assert_eq!(price_to_win(&[100], &[0, 0]), Some(1));
+    }
+}

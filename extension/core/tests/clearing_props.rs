@@ -104,3 +104,29 @@ proptest! {
         prop_assert_eq!(full, cut);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
+    #[test]
+    fn price_to_win_is_the_least_winning_bid(mut b in bids(), mut s in slots()) {
+        b.sort_by(bid_order); s.sort_by(slot_order);
+        let prices: Vec<i64> = b.iter().map(|x| x.price).collect();
+        let reserves: Vec<i64> = s.iter().map(|x| x.reserve).collect();
+        let p = compute_auction_core::clearing::price_to_win(&prices, &reserves);
+        let newcomer_wins = |x: i64| {
+            let mut all = b.clone();
+            all.push(Bid { id: 1_000_000, price: x, placed_at: 10_000 });
+            let mut s2 = s.clone();
+            let o = clear_unsorted(&mut all, &mut s2);
+            all[..o.filled].iter().any(|w| w.id == 1_000_000)
+        };
+        match p {
+            None => prop_assert!(s.is_empty()),
+            Some(x) => {
+                prop_assert!(newcomer_wins(x), "bidding {} should win", x);
+                if x > 1 { prop_assert!(!newcomer_wins(x - 1), "bidding {} should lose", x - 1); }
+            }
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! One full market cycle for schedulers (pg_cron or anything that can run SQL), its pg_cron
+//! registration, and bid advice (price_to_win).
+
+use compute_auction_core::{clearing as rule, validate};
+use pgrx::datum::DatumWithOid;
+use pgrx::prelude::*;
+
+use crate::errors::{self, Code, OrRaise};
+use crate::spi;
+
+/// The pg_cron job name used by schedule_clearing / unschedule_clearing.
+pub const CRON_JOB: &str = "compute_auction_clearing";
+const CRON_COMMAND: &str = "SELECT compute_auction.run_cycle()";
+
+/// Runs one cycle at now(): refund_unfilled, abort_stale(assignment_timeout), clear_round, in
+/// the caller's transaction. Returns what each step did.
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_catalog, pg_temp)]
+fn run_cycle(assignment_timeout: default!(Option<Interval>, "'1 hour'")) -> pgrx::JsonB {
+    let timeout = validate::required("assignment_timeout", assignment_timeout).or_raise();
+    spi::with(|c| {
+        let now: TimestampWithTimeZone = spi::first(spi::run(c, "SELECT now()", &[]), 1)
+            .unwrap_or_else(|| errors::internal("now() returned nothing"));
+        let (expired, refunded) = crate::settlement::refund(c, now);
+        let args: [DatumWithOid; 2] = [timeout.into(), now.into()];
+        let aborted: i64 = spi::first(spi::run(c, "SELECT compute_auction.abort_stale($1, $2)", &args), 1).unwrap_or(0);
+        let winners = crate::clearing::clear(c, now);
+        let round = spi::first::<pgrx::JsonB>(spi::run(c, "SELECT compute_auction.last_round()", &[]), 1)
+            .map(|j| j.0)
+            .unwrap_or(serde_json::Value::Null);
+        pgrx::JsonB(serde_json::json!({
+            "bids_expired": expired,
+            "tokens_refunded": refunded,
+            "assignments_aborted": aborted,
+            "round": round,
+            "winners": winners.iter().map(|w| serde_json::json!({
+                "slot_id": w.0, "bid_id": w.1, "task_id": w.2, "bidder_id": w.3,
+                "clearing_price_tokens": w.4,
+            })).collect::<Vec<_>>(),
+        }))
+    })
+}
+
+fn cron_here(c: &mut pgrx::spi::SpiClient<'_>) -> bool {
+    spi::first::<bool>(
+        spi::run(c, "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_cron')", &[]),
+        1,
+    )
+    .unwrap_or(false)
+}
+
+fn current_db(c: &mut pgrx::spi::SpiClient<'_>) -> String {
+    spi::first(spi::run(c, "SELECT pg_catalog.current_database()::text", &[]), 1).unwrap_or_default()
+}
+
+/// Quotes a SQL literal for the hint text shown to an administrator (never executed here).
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Registers `SELECT compute_auction.run_cycle()` with pg_cron under the job name
+/// compute_auction_clearing (re-scheduling replaces it) and returns the job id. pg_cron must be
+/// installed in this database; otherwise the error's hint is the exact call to run in the
+/// pg_cron database (cron.database_name).
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_catalog, pg_temp)]
+fn schedule_clearing(schedule: default!(Option<&str>, "'* * * * *'")) -> i64 {
+    let schedule = validate::required("schedule", schedule).or_raise();
+    if schedule.trim().is_empty() {
+        errors::raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "schedule must not be empty", None);
+    }
+    spi::with(|c| {
+        if !cron_here(c) {
+            let hint = format!(
+                "In the pg_cron database run: SELECT cron.schedule_in_database({}, {}, {}, {});",
+                literal(CRON_JOB),
+                literal(schedule),
+                literal(CRON_COMMAND),
+                literal(&current_db(c))
+            );
+            errors::raise(
+                Code::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                "pg_cron is not installed in this database",
+                Some(&hint),
+            );
+        }
+        let args: [DatumWithOid; 3] = [CRON_JOB.into(), schedule.into(), CRON_COMMAND.into()];
+        spi::first::<i64>(spi::run(c, "SELECT cron.schedule($1, $2, $3)", &args), 1)
+            .unwrap_or_else(|| errors::internal("cron.schedule returned nothing"))
+    })
+}
+
+/// Removes the compute_auction_clearing pg_cron job. Returns whether a job was removed.
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_catalog, pg_temp)]
+fn unschedule_clearing() -> bool {
+    spi::with(|c| {
+        if !cron_here(c) {
+            let hint = format!("In the pg_cron database run: SELECT cron.unschedule({});", literal(CRON_JOB));
+            errors::raise(
+                Code::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                "pg_cron is not installed in this database",
+                Some(&hint),
+            );
+        }
+        let exists = spi::first::<bool>(
+            spi::run(c, "SELECT EXISTS (SELECT 1 FROM cron.job WHERE jobname = $1)", &[CRON_JOB.into()]),
+            1,
+        )
+        .unwrap_or(false);
+        if !exists {
+            return false;
+        }
+        spi::first::<bool>(spi::run(c, "SELECT cron.unschedule($1::text)", &[CRON_JOB.into()]), 1).unwrap_or(false)
+    })
+}
+
+const ADVICE: &str = "
+SELECT array(SELECT reserve_price_tokens FROM compute_auction.compute_slots
+              WHERE status = 'idle' AND available_at <= now()
+              ORDER BY reserve_price_tokens, available_at, slot_id),
+       (SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY clearing_price_tokens)
+          FROM compute_auction.compute_auction_rounds
+         WHERE cleared_at >= now() - interval '24 hours' AND clearing_price_tokens IS NOT NULL),
+       (SELECT percentile_disc(0.9) WITHIN GROUP (ORDER BY clearing_price_tokens)
+          FROM compute_auction.compute_auction_rounds
+         WHERE cleared_at >= now() - interval '24 hours' AND clearing_price_tokens IS NOT NULL)";
+
+const TOP_BIDS: &str = "
+SELECT array(SELECT max_price_tokens FROM compute_auction.compute_auction_bids
+              WHERE status = 'open' AND ttl_at > now()
+              ORDER BY max_price_tokens DESC, placed_at, id
+              LIMIT $1)";
+
+/// Bid advice: how many slots are free now, the smallest bid that would win one if the round
+/// cleared now (null when none is free), and the last 24 h's clearing-price p50 and p90.
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_catalog, pg_temp)]
+fn price_to_win() -> pgrx::JsonB {
+    spi::with(|c| {
+        let t = spi::run(c, ADVICE, &[]).first();
+        let reserves: Vec<i64> = spi::get(&t, 1).unwrap_or_default();
+        let p50: Option<i64> = spi::get(&t, 2);
+        let p90: Option<i64> = spi::get(&t, 3);
+        let n = reserves.len() as i64;
+        let top: Vec<i64> = spi::first(spi::run(c, TOP_BIDS, &[n.into()]), 1).unwrap_or_default();
+        pgrx::JsonB(serde_json::json!({
+            "slots_available": n,
+            "price_to_win_now": rule::price_to_win(&top, &reserves),
+            "recent_clearing_p50": p50,
+            "recent_clearing_p90": p90,
+        }))
+    })
+}

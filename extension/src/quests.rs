@@ -1,0 +1,226 @@
+//! Quests bid on behalf of their backlog (submit_bids_for_tasks), and the old proportional
+//! split kept as the fallback (allocate_proportional).
+//!
+//! The public functions are PL/pgSQL wrappers in sql/quests.sql: they take the `jsonb`
+//! arguments apart with PostgreSQL's own JSON functions (any shape, any depth, with the
+//! documented SQLSTATEs) and call the array-taking functions below, which are revoked from
+//! PUBLIC.
+
+use compute_auction_core::{tokens, validate};
+use pgrx::datum::DatumWithOid;
+use pgrx::prelude::*;
+
+use crate::bids::{self, Placed};
+use crate::errors::{self, Code, OrRaise};
+use crate::ledger::{self, check_id};
+use crate::spi;
+
+fn arrays<T: Clone>(arg: &'static str, v: Option<Vec<Option<T>>>) -> Vec<T> {
+    validate::required(arg, v)
+        .or_raise()
+        .into_iter()
+        .map(|x| validate::required(arg, x).or_raise())
+        .collect()
+}
+
+const LOCK_TASK: &str = "SELECT pg_catalog.pg_advisory_xact_lock($1, pg_catalog.hashtext($2))";
+
+const LIVE_BIDS: &str = "
+SELECT id, task_id, bidder_id, status, max_price_tokens
+  FROM compute_auction.compute_auction_bids
+ WHERE task_id = ANY($1) AND status IN ('open', 'won')
+ ORDER BY id
+   FOR UPDATE";
+
+/// Array form of submit_bids_for_tasks (see sql/quests.sql for the public function).
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_catalog, pg_temp)]
+#[allow(clippy::type_complexity)]
+fn submit_bids_for_task_arrays(
+    quest_id: Option<&str>,
+    task_ids: Option<Vec<Option<String>>>,
+    expected_values_usd: Option<Vec<Option<f64>>>,
+    blocked: Option<Vec<Option<bool>>>,
+    tokens_per_usd: Option<f64>,
+    bid_fraction: Option<f64>,
+    ttl_at: Option<TimestampWithTimeZone>,
+) -> TableIterator<
+    'static,
+    (
+        name!(task_id, String),
+        name!(bid_id, Option<i64>),
+        name!(max_price_tokens, Option<i64>),
+        name!(outcome, String),
+    ),
+> {
+    let quest = check_id("quest_id", quest_id);
+    let tasks: Vec<String> = arrays("tasks", task_ids);
+    let evs: Vec<f64> = arrays("expected_value_usd", expected_values_usd);
+    let blocked: Vec<bool> = arrays("blocked", blocked);
+    if evs.len() != tasks.len() || blocked.len() != tasks.len() {
+        errors::raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "task arrays differ in length", None);
+    }
+    let tpu = validate::required("tokens_per_usd", tokens_per_usd).or_raise();
+    validate::finite("tokens_per_usd", tpu).or_raise();
+    if tpu <= 0.0 {
+        errors::raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "tokens_per_usd must be positive", None);
+    }
+    let frac = validate::required("bid_fraction", bid_fraction).or_raise();
+    if !(frac > 0.0 && frac <= 1.0) {
+        errors::raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "bid_fraction must be in (0, 1]", None);
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (t, ev) in tasks.iter().zip(&evs) {
+        validate::id("task_id", t).or_raise();
+        validate::finite("expected_value_usd", *ev).or_raise();
+        if *ev < 0.0 {
+            errors::raise(
+                Code::ERRCODE_INVALID_PARAMETER_VALUE,
+                format!("expected_value_usd of task {t} is negative"),
+                None,
+            );
+        }
+        if !seen.insert(t.as_str()) {
+            errors::raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, format!("task {t} is listed twice"), None);
+        }
+    }
+
+    let rows = spi::with(|c| {
+        // lock order: task locks (sorted) -> live bids (id order) -> the quest's account
+        let mut sorted: Vec<&str> = tasks.iter().map(String::as_str).collect();
+        sorted.sort_unstable();
+        for t in &sorted {
+            let args: [DatumWithOid; 2] = [spi::LOCK_CLASS_TASK.into(), (*t).into()];
+            spi::run(c, LOCK_TASK, &args);
+        }
+        let live: Vec<(i64, String, String, String, i64)> = spi::run(c, LIVE_BIDS, &[tasks.clone().into()])
+            .map(|r| (spi::req(&r, 1), spi::req(&r, 2), spi::req(&r, 3), spi::req(&r, 4), spi::req(&r, 5)))
+            .collect();
+        let acct = ledger::lock_owned(c, quest);
+        let find = |t: &str| live.iter().find(|b| b.1 == t);
+
+        // budget: spendable balance plus what the quest's own open bids on these tasks hold
+        let mut budget = acct.balance;
+        for b in &live {
+            if b.2 == quest && b.3 == "open" {
+                budget = tokens::add("budget", budget, b.4).or_raise();
+            }
+        }
+        let open_count = blocked.iter().filter(|b| !**b).count() as i64;
+        let cap = if open_count > 0 { budget / open_count } else { 0 };
+
+        enum Plan {
+            Skip(&'static str, Option<i64>),
+            Cancel(i64, &'static str),
+            Place(i64),
+        }
+        let plans: Vec<Plan> = tasks
+            .iter()
+            .zip(&evs)
+            .zip(&blocked)
+            .map(|((t, ev), blk)| {
+                let mine_open = find(t).filter(|b| b.2 == quest && b.3 == "open").map(|b| b.0);
+                match find(t) {
+                    Some(b) if b.2 != quest => return Plan::Skip("skipped: live bid by another bidder", None),
+                    Some(b) if b.3 == "won" => return Plan::Skip("skipped: already won", Some(b.0)),
+                    _ => {}
+                }
+                if *blk {
+                    return match mine_open {
+                        Some(id) => Plan::Cancel(id, "cancelled: blocked"),
+                        None => Plan::Skip("skipped: blocked", None),
+                    };
+                }
+                let price = tokens::quest_bid_price(frac, *ev, tpu, cap);
+                if price == 0 {
+                    return match mine_open {
+                        Some(id) => Plan::Cancel(id, "skipped: zero price"),
+                        None => Plan::Skip("skipped: zero price", None),
+                    };
+                }
+                Plan::Place(price)
+            })
+            .collect();
+
+        // releases first (cancels, then lowered bids), then raises and new bids, so the wallet
+        // never needs more than its budget at any step
+        let mut out: Vec<Option<(String, Option<i64>, Option<i64>, String)>> = (0..tasks.len()).map(|_| None).collect();
+        for (i, p) in plans.iter().enumerate() {
+            match p {
+                Plan::Skip(why, id) => out[i] = Some((tasks[i].clone(), *id, None, why.to_string())),
+                Plan::Cancel(id, why) => {
+                    bids::cancel(c, *id, why, false);
+                    out[i] = Some((tasks[i].clone(), Some(*id), None, why.to_string()));
+                }
+                Plan::Place(_) => {}
+            }
+        }
+        let old_price = |t: &str| find(t).filter(|b| b.2 == quest && b.3 == "open").map(|b| b.4);
+        let mut order: Vec<usize> = (0..tasks.len()).filter(|&i| matches!(plans[i], Plan::Place(_))).collect();
+        order.sort_by_key(|&i| match plans[i] {
+            Plan::Place(p) => (old_price(&tasks[i]).map_or(1, |o| if p <= o { 0 } else { 1 }), i),
+            _ => (2, i),
+        });
+        for i in order {
+            if let Plan::Place(price) = plans[i] {
+                let (id, what) = bids::place(c, quest, &tasks[i], price, Some(evs[i]), ttl_at);
+                let outcome = match what {
+                    Placed::New => "placed",
+                    Placed::Replaced => "replaced",
+                };
+                out[i] = Some((tasks[i].clone(), Some(id), Some(price), outcome.to_string()));
+            }
+        }
+        out.into_iter().flatten().collect::<Vec<_>>()
+    });
+    TableIterator::new(rows)
+}
+
+/// Array form of allocate_proportional (see sql/quests.sql for the public function).
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_catalog, pg_temp)]
+fn allocate_proportional_arrays(
+    day: Option<pgrx::datum::Date>,
+    daily_budget_tokens: Option<i64>,
+    quest_ids: Option<Vec<Option<String>>>,
+    expected_values: Option<Vec<Option<f64>>>,
+    source: Option<&str>,
+) -> TableIterator<'static, (name!(quest_id, String), name!(allocated_tokens, i64))> {
+    let day = validate::required("day", day).or_raise();
+    let budget = validate::required("daily_budget_tokens", daily_budget_tokens).or_raise();
+    validate::non_negative("daily_budget_tokens", budget).or_raise();
+    let ids: Vec<String> = arrays("quests", quest_ids);
+    let evs: Vec<f64> = arrays("expected_value", expected_values);
+    let source = validate::required("source", source).or_raise();
+    if ids.len() != evs.len() {
+        errors::raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "quest arrays differ in length", None);
+    }
+    let mut seen = std::collections::HashSet::new();
+    for id in &ids {
+        validate::id("quest_id", id).or_raise();
+        if !seen.insert(id.as_str()) {
+            errors::raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, format!("quest {id} is listed twice"), None);
+        }
+    }
+    let shares = compute_auction_core::tokens::largest_remainder(budget, &evs).or_raise();
+    let total: f64 = evs.iter().sum();
+    let fractions: Vec<f64> = evs
+        .iter()
+        .map(|e| if total > 0.0 { e / total } else if evs.is_empty() { 0.0 } else { 1.0 / evs.len() as f64 })
+        .map(|f| f.clamp(0.0, 1.0))
+        .collect();
+    spi::with(|c| {
+        let args: [DatumWithOid; 2] = [(spi::LOCK_CLASS + 2).into(), day.into()];
+        spi::run(c, "SELECT pg_catalog.pg_advisory_xact_lock($1, ($2::date - date '2000-01-01'))", &args);
+        spi::run(c, "DELETE FROM compute_auction.quest_budget_allocations WHERE day = $1", &[day.into()]);
+        let args: [DatumWithOid; 5] =
+            [day.into(), ids.clone().into(), shares.clone().into(), fractions.into(), source.into()];
+        spi::run(
+            c,
+            "INSERT INTO compute_auction.quest_budget_allocations (day, quest_id, allocated_tokens, share, source)
+             SELECT $1, q, a, s, $5 FROM unnest($2::text[], $3::bigint[], $4::float8[]) AS u(q, a, s)",
+            &args,
+        );
+    });
+    TableIterator::new(ids.into_iter().zip(shares))
+}
