@@ -1,0 +1,536 @@
+"""compute-auction-driver against a real database: the clearing loop, leader
+election and hand-over, reconnection after the server restarts, graceful
+shutdown, the JSON API (shapes, 400s, 404s), /healthz, /metrics, the
+degraded switch, and the simulate workload.
+
+Fixtures come from conftest.py: cluster, fresh_db_url, conn, driver_bin,
+free_port.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import psycopg
+import pytest
+
+LEADER_LOCK = (1128355139, 2)
+
+
+# ----------------------------------------------------------------- helpers --
+
+def other_free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(fn, timeout: float, interval: float = 0.1, what: str = "condition"):
+    """Polls fn() until it returns a truthy value; returns it."""
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while True:
+        try:
+            v = fn()
+            if v:
+                return v
+        except Exception as e:  # noqa: BLE001 - polled conditions may fail while things start
+            last_exc = e
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_exc!r})")
+        time.sleep(interval)
+
+
+def sql(url: str, query: str, params=None):
+    """One query on a new connection (survives cluster restarts)."""
+    with psycopg.connect(url, autocommit=True, connect_timeout=3) as c:
+        cur = c.execute(query, params)
+        return cur.fetchall() if cur.description else None
+
+
+def round_count(url: str) -> int:
+    return sql(url, "SELECT count(*) FROM compute_auction.compute_auction_rounds")[0][0]
+
+
+def http(port: int, path: str, timeout: float = 5.0):
+    """GET → (status, headers, body bytes); never raises for HTTP errors."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def http_json(port: int, path: str, timeout: float = 5.0):
+    status, headers, body = http(port, path, timeout)
+    assert headers.get("Content-Type", "").startswith("application/json"), (path, status, headers.get("Content-Type"), body[:200])
+    return status, json.loads(body)
+
+
+def metrics(port: int) -> dict[str, float]:
+    status, headers, body = http(port, "/metrics")
+    assert status == 200
+    out = {}
+    for line in body.decode().splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+class Driver:
+    """A running `compute-auction-driver serve`, logs in a file."""
+
+    def __init__(self, binary: str, url: str, port: int, log: Path, *extra: str, interval: str = "1s"):
+        self.port = port
+        self.log_path = log
+        self._log = open(log, "wb")
+        self.proc = subprocess.Popen(
+            [binary, "serve", "--database-url", url, "--interval", interval,
+             "--listen", f"127.0.0.1:{port}", *extra],
+            stdout=self._log, stderr=subprocess.STDOUT,
+            env={**os.environ, "RUST_LOG": "info"},
+        )
+        wait_until(self._listening, 15, what=f"driver on port {port} to listen")
+
+    def _listening(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"driver exited with {self.proc.returncode}:\n{self.log()}")
+        try:
+            http(self.port, "/healthz", timeout=3)
+            return True
+        except OSError:
+            return False
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def is_leader(self) -> bool:
+        return metrics(self.port).get("compute_auction_leader") == 1.0
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 15.0) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def drivers(driver_bin, tmp_path):
+    """Factory of Driver processes, all stopped at teardown."""
+    started: list[Driver] = []
+
+    def start(url: str, port: int | None = None, *extra: str, interval: str = "1s") -> Driver:
+        d = Driver(driver_bin, url, port or other_free_port(), tmp_path / f"driver{len(started)}.log", *extra, interval=interval)
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        d.stop()
+
+
+def seed_market(conn, bids=(500, 400, 300), slots=2, reserve=0, prefix="t"):
+    """Wallets, bids (one bidder each) and idle slots; returns the bid ids."""
+    ids = []
+    for i, price in enumerate(bids):
+        conn.execute("SELECT compute_auction.open_account(%s, 'agent', 1000000)", (f"{prefix}-agent-{i}",))
+        ids.append(conn.execute(
+            "SELECT compute_auction.place_bid(%s, %s, %s, 1.5, now() + interval '10 minutes')",
+            (f"{prefix}-agent-{i}", f"{prefix}-task-{i}", price),
+        ).fetchone()[0])
+    for j in range(slots):
+        conn.execute("SELECT compute_auction.offer_slot(%s, now() - interval '1 second', %s)", (f"{prefix}-slot-{j}", reserve))
+    return ids
+
+
+def assert_no_double_assignment(url: str) -> None:
+    twice = sql(url, """SELECT slot_id, count(*) FROM compute_auction.compute_auction_clears
+                        WHERE status = 'assigned' GROUP BY slot_id HAVING count(*) > 1""")
+    assert twice == [], f"slots assigned to two live clears: {twice}"
+    reused = sql(url, """SELECT bid_id, count(*) FROM compute_auction.compute_auction_clears
+                         GROUP BY bid_id HAVING count(*) > 1""")
+    assert reused == [], f"bids that won twice: {reused}"
+    assert sql(url, "SELECT check_name, detail FROM compute_auction.audit()") == []
+
+
+# ------------------------------------------------------------ subcommands --
+
+def test_version_prints_the_installed_extension_version(driver_bin, fresh_db_url, conn):
+    want = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'compute_auction'").fetchone()[0]
+    out = subprocess.run([driver_bin, "version"], env={**os.environ, "DATABASE_URL": fresh_db_url},
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == want
+
+
+def test_version_without_the_extension_fails_clearly(driver_bin, cluster):
+    out = subprocess.run([driver_bin, "--database-url", cluster.url("postgres"), "version"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0
+    assert "not installed" in out.stderr
+
+
+def test_missing_database_url_is_a_usage_error(driver_bin):
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    out = subprocess.run([driver_bin, "version"], env=env, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2
+    assert "--database-url" in out.stderr
+
+
+def test_help_explains_every_serve_flag(driver_bin):
+    out = subprocess.run([driver_bin, "serve", "--help"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0
+    for flag in ["--database-url", "--interval", "--listen", "--assignment-timeout", "--order-book-max-depth",
+                 "--fallback-after", "--daily-budget-tokens"]:
+        assert flag in out.stdout, flag
+
+
+def test_clear_runs_one_cycle_and_prints_json(driver_bin, fresh_db_url, conn):
+    ids = seed_market(conn, bids=(500, 400, 300), slots=2)
+    out = subprocess.run([driver_bin, "--database-url", fresh_db_url, "clear"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["ok"] is True
+    assert result["round"]["slots_filled"] == 2
+    assert result["round"]["clearing_price_tokens"] == 300  # the 3rd-highest bid
+    assert sorted(a["bid_id"] for a in result["assignments"]) == sorted(ids[:2])
+    assert all(a["clearing_price_tokens"] == 300 for a in result["assignments"])
+    assert result["refund_unfilled"] == {"bids_expired": 0, "tokens_refunded": 0}
+    assert round_count(fresh_db_url) == 1
+
+
+# ------------------------------------------------------------- the loop --
+
+def test_a_round_happens_each_interval(drivers, fresh_db_url, free_port):
+    d = drivers(fresh_db_url, free_port)
+    wait_until(lambda: round_count(fresh_db_url) >= 1, 5, what="the first round")
+    n0, t0 = round_count(fresh_db_url), time.monotonic()
+    time.sleep(6)
+    n1, t1 = round_count(fresh_db_url), time.monotonic()
+    rate = (n1 - n0) / (t1 - t0)
+    assert 0.6 <= rate <= 1.4, f"{n1 - n0} rounds in {t1 - t0:.1f}s"
+    m = metrics(d.port)
+    assert m["compute_auction_leader"] == 1.0
+    assert m["compute_auction_rounds_cleared_total"] >= n1 - 1
+    assert m["compute_auction_clearing_errors_total"] == 0
+    assert m["compute_auction_round_duration_seconds_count"] >= n1 - 1
+    assert "round cleared" in d.log() and "round_id=" in d.log()
+
+
+def test_rounds_fill_slots_and_report_price(drivers, fresh_db_url, conn, free_port):
+    seed_market(conn, bids=(900, 700, 650), slots=2)
+    d = drivers(fresh_db_url, free_port)
+    wait_until(lambda: metrics(d.port).get("compute_auction_slots_filled_total") == 2.0, 10, what="two slots filled")
+    m = metrics(d.port)
+    assert m["compute_auction_last_clearing_price_tokens"] == 650
+    rows = sql(fresh_db_url, "SELECT count(*) FROM compute_auction.compute_auction_clears WHERE clearing_price_tokens = 650")
+    assert rows[0][0] == 2
+
+
+def test_two_drivers_never_both_clear(drivers, driver_bin, fresh_db_url, tmp_path):
+    a = drivers(fresh_db_url)
+    b = drivers(fresh_db_url)
+    # a workload, so that there is something to double-assign if election failed
+    sim_log = open(tmp_path / "sim.log", "wb")
+    sim = subprocess.Popen([driver_bin, "--database-url", fresh_db_url, "simulate", "--agents", "8", "--quests", "2",
+                            "--slots", "3", "--duration", "9s", "--seed", "11", "--bids-per-second", "8"],
+                           stdout=subprocess.DEVNULL, stderr=sim_log)
+    try:
+        wait_until(lambda: a.is_leader() or b.is_leader(), 5, what="a leader")
+        time.sleep(1.5)
+        n0, t0 = round_count(fresh_db_url), time.monotonic()
+        leaders = []
+        for _ in range(12):
+            leaders.append((a.is_leader(), b.is_leader()))
+            time.sleep(0.5)
+        n1, t1 = round_count(fresh_db_url), time.monotonic()
+    finally:
+        sim.wait(30)
+        sim_log.close()
+    assert all(x != y for x, y in leaders), f"leader flags over time: {leaders}"
+    rate = (n1 - n0) / (t1 - t0)
+    assert rate <= 1.4, f"{n1 - n0} rounds in {t1 - t0:.1f}s: both drivers clear"
+    assert rate >= 0.6, f"{n1 - n0} rounds in {t1 - t0:.1f}s"
+    leader, follower = (a, b) if a.is_leader() else (b, a)
+    assert metrics(follower.port)["compute_auction_rounds_cleared_total"] == 0
+    assert "round cleared" not in follower.log()
+    assert_no_double_assignment(fresh_db_url)
+    assert sql(fresh_db_url, "SELECT count(*) FROM compute_auction.compute_auction_clears")[0][0] > 0
+
+
+def test_leader_death_hands_over_within_two_intervals(drivers, fresh_db_url):
+    a = drivers(fresh_db_url)
+    b = drivers(fresh_db_url)
+    wait_until(lambda: a.is_leader() or b.is_leader(), 5, what="a leader")
+    leader, follower = (a, b) if a.is_leader() else (b, a)
+    wait_until(lambda: round_count(fresh_db_url) >= 2, 5, what="rounds from the leader")
+    last = sql(fresh_db_url, "SELECT max(round_id) FROM compute_auction.compute_auction_rounds")[0][0]
+    leader.proc.send_signal(signal.SIGKILL)
+    leader.proc.wait(5)
+    killed = time.monotonic()
+    wait_until(follower.is_leader, 5, interval=0.05, what="the follower to take the lock")
+    wait_until(lambda: sql(fresh_db_url, "SELECT max(round_id) FROM compute_auction.compute_auction_rounds")[0][0] > last,
+               5, interval=0.05, what="a round by the new leader")
+    took = time.monotonic() - killed
+    assert took <= 2.5, f"hand-over took {took:.2f}s (interval 1s)"
+    n0 = round_count(fresh_db_url)
+    time.sleep(3)
+    assert round_count(fresh_db_url) >= n0 + 2
+    assert "acquired leadership" in follower.log()
+
+
+def test_sigterm_stops_gracefully_and_releases_the_lock(drivers, fresh_db_url, conn):
+    d = drivers(fresh_db_url)
+    wait_until(d.is_leader, 5, what="leadership")
+    wait_until(lambda: round_count(fresh_db_url) >= 1, 5, what="a round")
+    t0 = time.monotonic()
+    code = d.stop(signal.SIGTERM)
+    assert code == 0, d.log()
+    assert time.monotonic() - t0 < 5
+    log = d.log_path.read_text()
+    assert "shutting down" in log and "stopped" in log
+    # the leader lock is free again: anyone can take it at once
+    got = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", LEADER_LOCK).fetchone()[0]
+    assert got is True
+    conn.execute("SELECT pg_advisory_unlock(%s, %s)", LEADER_LOCK)
+
+
+def test_a_lock_held_elsewhere_keeps_the_driver_on_standby(drivers, fresh_db_url, conn):
+    conn.execute("SELECT pg_advisory_lock(%s, %s)", LEADER_LOCK)
+    d = drivers(fresh_db_url)
+    time.sleep(2.5)
+    assert not d.is_leader()
+    assert round_count(fresh_db_url) == 0
+    conn.execute("SELECT pg_advisory_unlock(%s, %s)", LEADER_LOCK)
+    wait_until(d.is_leader, 3, what="leadership once the lock is free")
+    wait_until(lambda: round_count(fresh_db_url) >= 1, 3, what="a round")
+
+
+def test_reconnects_after_the_database_restarts(drivers, fresh_db_url, cluster):
+    d = drivers(fresh_db_url)
+    wait_until(lambda: round_count(fresh_db_url) >= 2, 6, what="rounds before the restart")
+    cluster.restart()
+    restarted = sql(fresh_db_url, "SELECT now()")[0][0]
+    wait_until(lambda: sql(fresh_db_url, "SELECT count(*) FROM compute_auction.compute_auction_rounds WHERE cleared_at > %s",
+                           (restarted,))[0][0] >= 3, 30, interval=0.25, what="rounds after the restart")
+    assert d.proc.poll() is None, "the driver died"
+    status, body = http_json(d.port, "/healthz")
+    assert status == 200 and body["leader"] is True, body
+    assert metrics(d.port)["compute_auction_leader"] == 1.0
+
+
+def test_healthz_is_503_while_the_database_is_down(drivers, fresh_db_url, cluster):
+    d = drivers(fresh_db_url)
+    wait_until(lambda: round_count(fresh_db_url) >= 1, 6, what="a round")
+    status, body = http_json(d.port, "/healthz")
+    assert status == 200 and body["status"] == "ok"
+    cluster.stop()
+    try:
+        t0 = time.monotonic()
+        status, body = http_json(d.port, "/healthz", timeout=10)
+        assert status == 503, body
+        assert body["status"] == "unavailable" and body["error"]
+        assert time.monotonic() - t0 < 4
+        status, body = http_json(d.port, "/api/compute-auction/order-book")
+        assert status == 503 and "error" in body
+        time.sleep(2)
+        assert d.proc.poll() is None
+    finally:
+        cluster.start()
+    wait_until(lambda: http(d.port, "/healthz")[0] == 200, 20, interval=0.25, what="healthz back to 200")
+    n = round_count(fresh_db_url)
+    wait_until(lambda: round_count(fresh_db_url) >= n + 2, 20, interval=0.25, what="rounds after the outage")
+    assert metrics(d.port)["compute_auction_database_unavailable_total"] >= 1
+
+
+def test_degraded_after_consecutive_failures_and_back(drivers, fresh_db_url, conn):
+    d = drivers(fresh_db_url, None, "--fallback-after", "2", "--daily-budget-tokens", "1000")
+    wait_until(lambda: round_count(fresh_db_url) >= 1, 6, what="a round")
+    # make clear_round fail while the database still accepts writes
+    conn.execute("ALTER FUNCTION compute_auction.clear_round(timestamptz) RENAME TO clear_round_disabled")
+    try:
+        wait_until(lambda: metrics(d.port)["compute_auction_degraded"] == 1.0, 8, what="degraded")
+        status, body = http_json(d.port, "/healthz")
+        assert status == 200 and body["status"] == "degraded" and body["consecutive_failures"] >= 2
+        m = metrics(d.port)
+        assert m["compute_auction_clearing_errors_total"] >= 2
+        # the proportional fallback was attempted (written once issue 5's function exists)
+        assert m["compute_auction_fallback_allocations_total"] + m["compute_auction_fallback_errors_total"] >= 1
+    finally:
+        conn.execute("ALTER FUNCTION compute_auction.clear_round_disabled(timestamptz) RENAME TO clear_round")
+    wait_until(lambda: metrics(d.port)["compute_auction_degraded"] == 0.0, 8, what="back to normal")
+    status, body = http_json(d.port, "/healthz")
+    assert status == 200 and body["status"] == "ok" and body["consecutive_failures"] == 0
+
+
+# ---------------------------------------------------------------- the API --
+
+def test_order_book_shape_is_exactly_the_spec(drivers, fresh_db_url, conn, free_port):
+    seed_market(conn, bids=(500, 400, 300), slots=0)
+    conn.execute("SELECT compute_auction.offer_slot('later-slot', now() + interval '1 hour', 7)")
+    conn.execute("SELECT pg_advisory_lock(%s, %s)", LEADER_LOCK)  # keep the driver from clearing
+    d = drivers(fresh_db_url, free_port)
+    status, book = http_json(d.port, "/api/compute-auction/order-book")
+    assert status == 200
+    assert set(book) == {"bids", "asks"}
+    assert [b["max_price_tokens"] for b in book["bids"]] == [500, 400, 300]
+    for b in book["bids"]:
+        assert set(b) == {"bid_id", "bidder_id", "task_id", "max_price_tokens", "expected_value_usd", "ttl_at", "placed_at"}
+        assert isinstance(b["max_price_tokens"], int) and isinstance(b["bid_id"], int)
+    assert book["asks"] == [{"slot_id": "later-slot", "available_at": book["asks"][0]["available_at"], "reserve_price_tokens": 7}]
+    assert set(book["asks"][0]) == {"slot_id", "available_at", "reserve_price_tokens"}
+    # verbatim: the same document order_book() returns
+    want = conn.execute("SELECT compute_auction.order_book(100)").fetchone()[0]
+    assert book == want
+    status, book = http_json(d.port, "/api/compute-auction/order-book?depth=1")
+    assert status == 200 and len(book["bids"]) == 1 and book["bids"][0]["max_price_tokens"] == 500
+    status, book = http_json(d.port, "/api/compute-auction/order-book?depth=0")
+    assert status == 200 and book == {"bids": [], "asks": []}
+
+
+@pytest.mark.parametrize("query", ["depth=-1", "depth=1001", "depth=abc", "depth=1.5", "depth=", "depth=1e3",
+                                   "depth=99999999999999999999", "depth=%FF"])
+def test_order_book_rejects_bad_depth(drivers, fresh_db_url, free_port, query):
+    d = drivers(fresh_db_url, free_port)
+    status, body = http_json(d.port, f"/api/compute-auction/order-book?{query}")
+    assert status == 400, (query, body)
+    assert isinstance(body["error"], str) and body["error"]
+
+
+def test_order_book_max_depth_flag(drivers, fresh_db_url, free_port):
+    d = drivers(fresh_db_url, free_port, "--order-book-max-depth", "5")
+    assert http_json(d.port, "/api/compute-auction/order-book?depth=5")[0] == 200
+    status, body = http_json(d.port, "/api/compute-auction/order-book?depth=6")
+    assert status == 400 and "5" in body["error"]
+    assert http_json(d.port, "/api/compute-auction/order-book")[0] == 200  # default capped at 5
+
+
+def test_bid_status_found_unknown_and_malformed(drivers, fresh_db_url, conn, free_port):
+    ids = seed_market(conn, bids=(500,), slots=0)
+    d = drivers(fresh_db_url, free_port)
+    status, body = http_json(d.port, f"/api/compute-auction/bids/{ids[0]}")
+    assert status == 200
+    assert body == conn.execute("SELECT compute_auction.bid_status(%s)", (ids[0],)).fetchone()[0]
+    for unknown in [ids[0] + 1000, 0, -5, 9223372036854775807]:
+        status, body = http_json(d.port, f"/api/compute-auction/bids/{unknown}")
+        assert status == 404, (unknown, body)
+        assert body["error"]
+    for bad in ["abc", "1.5", "9223372036854775808", "%20"]:
+        status, body = http_json(d.port, f"/api/compute-auction/bids/{bad}")
+        assert status == 400, (bad, body)
+
+
+def test_stats_window_and_bad_hours(drivers, fresh_db_url, conn, free_port):
+    seed_market(conn, bids=(500, 400, 300), slots=2)
+    d = drivers(fresh_db_url, free_port)
+    wait_until(lambda: round_count(fresh_db_url) >= 2, 6, what="rounds")
+    status, body = http_json(d.port, "/api/compute-auction/stats?hours=24")
+    assert status == 200
+    assert set(body) >= {"rounds", "fill_rate", "top_winners"}
+    assert len(body["rounds"]) >= 2
+    assert [w["max_price_tokens"] for w in body["top_winners"]] == [500, 400]
+    status, default = http_json(d.port, "/api/compute-auction/stats")
+    assert status == 200 and set(default) >= {"rounds", "fill_rate", "top_winners"}
+    assert http_json(d.port, "/api/compute-auction/stats?hours=0.5")[0] == 200
+    assert http_json(d.port, "/api/compute-auction/stats?hours=720")[0] == 200
+    for bad in ["0", "-1", "720.5", "abc", "", "nan", "inf", "1e999"]:
+        status, body = http_json(d.port, f"/api/compute-auction/stats?hours={urllib.parse.quote(bad)}")
+        assert status == 400, (bad, body)
+        assert body["error"]
+
+
+def test_price_to_win_is_json_either_way(drivers, fresh_db_url, free_port):
+    d = drivers(fresh_db_url, free_port)
+    status, body = http_json(d.port, "/api/compute-auction/price-to-win")
+    assert status in (200, 503), body
+    if status == 200:
+        assert set(body) >= {"slots_available", "price_to_win_now", "recent_clearing_p50", "recent_clearing_p90"}
+    else:
+        assert "price_to_win" in body["error"]
+
+
+def test_healthz_metrics_openapi_and_unknown_paths(drivers, fresh_db_url, free_port):
+    d = drivers(fresh_db_url, free_port)
+    wait_until(lambda: round_count(fresh_db_url) >= 1, 6, what="a round")
+    status, body = http_json(d.port, "/healthz")
+    assert status == 200
+    assert body["status"] == "ok" and body["leader"] is True and body["last_round_at"]
+    status, headers, text = http(d.port, "/metrics")
+    assert status == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    text = text.decode()
+    for name in ["compute_auction_rounds_cleared_total", "compute_auction_slots_filled_total",
+                 "compute_auction_bids_refunded_total", "compute_auction_tokens_refunded_total",
+                 "compute_auction_clearing_errors_total", "compute_auction_round_duration_seconds_bucket",
+                 "compute_auction_consecutive_failures", "compute_auction_leader", "compute_auction_open_bids",
+                 "compute_auction_bids_placed"]:
+        assert f"\n{name}" in text, name
+    status, headers, spec = http(d.port, "/openapi.yaml")
+    assert status == 200 and spec.startswith(b"openapi: 3.")
+    assert spec == (Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml").read_bytes()
+    status, body = http_json(d.port, "/no/such/path")
+    assert status == 404 and body["error"]
+
+
+def test_dashboard_bundle_aggregates_rounds(drivers, fresh_db_url, conn, free_port):
+    seed_market(conn, bids=(500, 400, 300), slots=2)
+    for _ in range(3):
+        conn.execute("SELECT * FROM compute_auction.clear_round()")
+    conn.execute("SELECT pg_advisory_lock(%s, %s)", LEADER_LOCK)
+    d = drivers(fresh_db_url, free_port)
+    status, body = http_json(d.port, "/api/compute-auction/dashboard")
+    assert status == 200
+    assert body["totals"]["rounds"] == 3
+    assert body["totals"]["slots_filled"] == 2
+    assert sum(b["rounds"] for b in body["chart"]["buckets"]) == 3
+    assert len(body["chart"]["buckets"]) <= 96
+    assert body["last_priced_round"]["clearing_price_tokens"] == 300
+    assert [w["max_price_tokens"] for w in body["top_winners"]] == [500, 400]
+    assert set(body["order_book"]) == {"bids", "asks"}
+    assert body["market"]["open_bids"] == 1
+    assert body["driver"]["leader"] is False
+    assert "rounds" not in body  # never the raw rounds
+    status, headers, page = http(d.port, "/resources")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert b'id="fill-rate"' in page and b"__INITIAL_DATA__" not in page
+
+
+# ---------------------------------------------------------------- simulate --
+
+def test_simulate_keeps_the_market_moving(drivers, driver_bin, fresh_db_url, free_port):
+    d = drivers(fresh_db_url, free_port)
+    out = subprocess.run([driver_bin, "--database-url", fresh_db_url, "simulate", "--duration", "20s", "--seed", "7"],
+                         capture_output=True, text=True, timeout=90)
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["bids_placed"] >= 40, summary
+    assert summary["settled"] >= 5, summary
+    assert summary["unexpected_errors"] == {}, summary
+    accounts = sql(fresh_db_url, "SELECT kind, count(*) FROM compute_auction.token_accounts "
+                                 "WHERE account_id LIKE 'sim-%%' GROUP BY kind ORDER BY kind")
+    assert accounts == [("agent", 30), ("quest", 6)]
+    prices = sql(fresh_db_url, "SELECT DISTINCT clearing_price_tokens FROM compute_auction.compute_auction_rounds "
+                               "WHERE clearing_price_tokens IS NOT NULL")
+    assert len(prices) >= 3, f"clearing prices did not move: {prices}"
+    assert_no_double_assignment(fresh_db_url)
+    # a second run reuses the wallets (23505 ignored) and still works
+    out = subprocess.run([driver_bin, "--database-url", fresh_db_url, "simulate", "--duration", "2s", "--seed", "8"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert d.proc.poll() is None
