@@ -124,7 +124,8 @@ pub async fn collect(client: &Client, driver: Value) -> Result<Value, DbError> {
         }
     }
     let t = totals(day.as_deref().unwrap_or(&[]));
-    let bucket_seconds = (now - chart_since).num_milliseconds() as f64 / 1000.0 / f64::from(CHART_BUCKETS);
+    // price_history buckets are at least one second wide
+    let bucket_seconds = ((now - chart_since).num_milliseconds() as f64 / 1000.0 / f64::from(CHART_BUCKETS)).max(1.0);
 
     let stats = part!("stats", db::stats_summary(client, window_start));
     let (fill_rate, top_winners) = stats.unwrap_or((Value::Null, Value::Array(vec![])));

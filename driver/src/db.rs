@@ -320,6 +320,9 @@ pub struct FallbackAllocation {
     pub allocated_tokens: i64,
 }
 
+/// `source` of the quest_budget_allocations rows the driver writes.
+pub const FALLBACK_SOURCE: &str = "driver-fallback";
+
 /// The issue-5 fallback: `allocate_proportional(current_date, budget, quests)`
 /// with each quest's summed expected value over its open bids.
 pub async fn allocate_proportional(client: &mut Client, daily_budget_tokens: i64) -> Result<FallbackAllocation, DbError> {
@@ -334,8 +337,8 @@ pub async fn allocate_proportional(client: &mut Client, daily_budget_tokens: i64
                        FROM compute_auction.compute_auction_bids b \
                        JOIN compute_auction.token_accounts a ON a.account_id = b.bidder_id \
                        WHERE b.status = 'open' AND a.kind = 'quest' \
-                       GROUP BY b.bidder_id) q)) a",
-            &[&daily_budget_tokens],
+                       GROUP BY b.bidder_id) q), $2::text) a",
+            &[&daily_budget_tokens, &FALLBACK_SOURCE],
         )
         .await?;
     tx.commit().await?;
