@@ -459,20 +459,16 @@ pub async fn db_now(client: &Client) -> Result<DateTime<Utc>, DbError> {
     Ok(client.query_one("SELECT now()", &[]).await?.try_get(0)?)
 }
 
-/// fill_rate and top_winners of `stats(since)`, extracted in SQL so the
-/// (possibly 86,400-element) rounds array never leaves the database.
-pub async fn stats_summary(client: &Client, since: DateTime<Utc>) -> Result<(Value, Value), DbError> {
+/// top_winners of `stats(since)`, extracted in SQL so the (possibly
+/// 86,400-element) rounds array never leaves the database.
+pub async fn stats_top_winners(client: &Client, since: DateTime<Utc>) -> Result<Value, DbError> {
     let row = client
         .query_one(
-            "SELECT s -> 'fill_rate', coalesce(s -> 'top_winners', '[]'::jsonb) \
-             FROM compute_auction.stats($1::timestamptz) AS s",
+            "SELECT coalesce(s -> 'top_winners', '[]'::jsonb) FROM compute_auction.stats($1::timestamptz) AS s",
             &[&since],
         )
         .await?;
-    Ok((
-        row.try_get::<_, Option<Value>>(0)?.unwrap_or(Value::Null),
-        row.try_get::<_, Option<Value>>(1)?.unwrap_or(Value::Array(vec![])),
-    ))
+    Ok(row.try_get::<_, Option<Value>>(0)?.unwrap_or(Value::Array(vec![])))
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -40,6 +40,7 @@ pub struct AppState {
     pub max_depth: u32,
     pub interval: Duration,
     pub fallback_after: u32,
+    pub winners: Arc<dashboard::WinnersCache>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -220,7 +221,7 @@ async fn price_to_win(State(st): State<Arc<AppState>>) -> Result<Response, ApiEr
 
 async fn dashboard_data(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let c = client(&st.pool).await?;
-    let v = timed(dashboard::collect(&c, driver_status(&st))).await?;
+    let v = timed(dashboard::collect(&c, &st.pool, &st.winners, driver_status(&st))).await?;
     let mut r = Json(v).into_response();
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(r)
@@ -228,7 +229,7 @@ async fn dashboard_data(State(st): State<Arc<AppState>>) -> Result<Response, Api
 
 async fn resources_page(State(st): State<Arc<AppState>>) -> Response {
     let data = match client(&st.pool).await {
-        Ok(c) => match timed(dashboard::collect(&c, driver_status(&st))).await {
+        Ok(c) => match timed(dashboard::collect(&c, &st.pool, &st.winners, driver_status(&st))).await {
             Ok(v) => v,
             Err(e) => json!({ "error": e.message }),
         },

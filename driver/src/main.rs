@@ -159,6 +159,7 @@ async fn serve(pg: tokio_postgres::Config, args: ServeArgs) -> ExitCode {
         max_depth: args.order_book_max_depth,
         interval: args.interval,
         fallback_after: args.fallback_after,
+        winners: Default::default(),
     });
     let mut http_rx = rx.clone();
     let server = axum::serve(listener, http::router(state)).with_graceful_shutdown(async move {
