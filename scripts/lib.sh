@@ -79,10 +79,20 @@ ensure_all() {
   ensure_venv
 }
 
+# quietly CMD...: runs CMD with its output in target/logs/; shows the log's tail if it fails.
+quietly() {
+  mkdir -p "$CA_ROOT/target/logs"
+  local logf="$CA_ROOT/target/logs/$(basename "$1")-$$.log"
+  if ! "$@" >"$logf" 2>&1; then
+    tail -n 60 "$logf" >&2
+    die "failed: $* (full log: $logf)"
+  fi
+}
+
 # Build and install the extension (release) into the server named by pgrx.toml.
 install_extension() {
   log "building and installing the compute_auction extension (release)"
-  (cd "$CA_ROOT/extension" && cargo pgrx install --release --pg-config "$PG_CONFIG" >/dev/null)
+  (cd "$CA_ROOT/extension" && quietly cargo pgrx install --release --pg-config "$PG_CONFIG")
 }
 
 build_driver() {

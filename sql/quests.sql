@@ -88,6 +88,5 @@ BEGIN
 END
 $fn$;
 
--- The array forms are internal: only the wrappers (running as the owner) call them.
-REVOKE ALL ON FUNCTION compute_auction.submit_bids_for_task_arrays(text, text[], double precision[], boolean[], double precision, double precision, timestamptz) FROM PUBLIC;
-REVOKE ALL ON FUNCTION compute_auction.allocate_proportional_arrays(date, bigint, text[], double precision[], text) FROM PUBLIC;
+-- The array forms are internal: only these wrappers (running as the owner) call them; the
+-- documented role grants (docs/roles.sql) never grant them.

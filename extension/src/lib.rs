@@ -27,6 +27,7 @@ extension_sql_file!(
     name = "quests",
     requires = [quests::submit_bids_for_task_arrays, quests::allocate_proportional_arrays]
 );
+extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The whole test suite (the README's test command; .ci/run calls exactly this).
+#   1. installs what is missing (Debian packages, cargo-pgrx, pgrx init, Python venv)
+#   2. pure Rust tests: the market rules' unit and property tests, the driver's unit tests
+#   3. #[pg_test] unit tests of the extension (cargo pgrx test, its own throw-away cluster)
+#   4. builds and installs the release extension and driver
+#   5. starts a fresh private cluster and runs the Python integration suite (tests/) against it
+# Extra arguments are passed to pytest (e.g. scripts/test.sh -k ledger -x).
+source "$(dirname "$0")/lib.sh"
+
+ensure_all chromium
+ensure_target_dir
+cd "$CA_ROOT"
+
+log "pure Rust tests (clearing rule, token arithmetic, driver)"
+cargo test -q -p compute_auction_core -p compute-auction-driver
+
+log "#[pg_test] unit tests (cargo pgrx test)"
+pgrx_data="$CA_ROOT/$(conf cluster.pgrx_test_data_dir)"
+rm -rf "$pgrx_data"; mkdir -p "$pgrx_data"; chown "$PG_RUNAS" "$pgrx_data"
+(cd extension && cargo pgrx test "pg${PG_MAJOR}" --runas "$PG_RUNAS" --pgdata "$pgrx_data")
+rm -rf "$pgrx_data"
+
+install_extension
+build_driver
+
+test_data="$CA_ROOT/$(conf cluster.test_data_dir)"
+test_port="$(conf cluster.test_port)"
+cluster_stop "$test_data"
+rm -rf "$test_data"
+trap 'cluster_stop "$test_data"' EXIT
+log "starting a private test cluster on port $test_port"
+cluster_start "$test_data" "$test_port"
+
+export CA_TEST_DATA_DIR="$test_data" CA_TEST_PORT="$test_port" CA_PG_BINDIR="$PG_BINDIR" CA_PG_RUNAS="$PG_RUNAS"
+export CA_ADMIN_URL="postgresql://postgres@127.0.0.1:${test_port}/postgres"
+log "Python integration tests (pytest)"
+"$CA_VENV/bin/python" -m pytest -p no:cacheprovider tests "$@"
