@@ -69,11 +69,12 @@ class Cluster:
                 time.sleep(0.2)
 
 
-TEMPLATE = "ca_template"
+# One template per pytest process, so concurrent pytest runs on one cluster don't collide.
+TEMPLATE = f"ca_template_{os.getpid()}"
 
 
 @pytest.fixture(scope="session")
-def cluster() -> Cluster:
+def cluster():
     c = Cluster()
     c.wait_ready()
     with psycopg.connect(c.url(), autocommit=True) as admin:
@@ -81,7 +82,13 @@ def cluster() -> Cluster:
         admin.execute(f"CREATE DATABASE {TEMPLATE}")
     with psycopg.connect(c.url(TEMPLATE), autocommit=True) as t:
         t.execute("CREATE EXTENSION compute_auction")
-    return c
+    yield c
+    try:
+        c.wait_ready()
+        with psycopg.connect(c.url(), autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
+    except psycopg.Error:
+        pass
 
 
 def new_database(cluster: Cluster, with_extension: bool = True) -> str:
