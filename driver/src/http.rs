@@ -348,6 +348,85 @@ mod tests {
         assert_eq!(ApiError::from(DbError::Unavailable("x".into())).status, StatusCode::SERVICE_UNAVAILABLE);
     }
 
+    /// A router whose database refuses connections: everything that must not
+    /// need the database (parameter validation, routing) still answers.
+    fn offline_router() -> Router {
+        let cfg = db::parse_config("postgres://nobody@127.0.0.1:1/none?connect_timeout=1").unwrap();
+        router(Arc::new(AppState {
+            pool: db::make_pool(&cfg, 2),
+            metrics: Arc::new(Metrics::new()),
+            max_depth: 1000,
+            interval: Duration::from_secs(1),
+            fallback_after: 3,
+            winners: Default::default(),
+        }))
+    }
+
+    async fn get(path: &str) -> (StatusCode, String, String) {
+        use tower::ServiceExt;
+        let req = axum::http::Request::builder().uri(path).body(axum::body::Body::empty()).unwrap();
+        let resp = offline_router().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let ctype = resp.headers().get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        (status, ctype, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn bad_parameters_are_400_json_without_touching_the_database() {
+        for path in [
+            "/api/compute-auction/order-book?depth=-1",
+            "/api/compute-auction/order-book?depth=abc",
+            "/api/compute-auction/order-book?depth=1001",
+            "/api/compute-auction/stats?hours=0",
+            "/api/compute-auction/stats?hours=nan",
+            "/api/compute-auction/stats?hours=721",
+            "/api/compute-auction/bids/abc",
+            "/api/compute-auction/bids/1.5",
+        ] {
+            let (status, ctype, body) = get(path).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+            assert_eq!(ctype, "application/json", "{path}");
+            let v: Value = serde_json::from_str(&body).unwrap();
+            assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{path}: {body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn database_down_is_503_json() {
+        for path in ["/api/compute-auction/order-book", "/api/compute-auction/bids/1", "/api/compute-auction/stats",
+                     "/api/compute-auction/price-to-win", "/api/compute-auction/dashboard"] {
+            let (status, ctype, body) = get(path).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}: {body}");
+            assert_eq!(ctype, "application/json");
+            assert!(body.contains("database unavailable"), "{path}: {body}");
+        }
+        let (status, _, body) = get("/healthz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["status"], "unavailable");
+        assert_eq!(v["leader"], false);
+    }
+
+    #[tokio::test]
+    async fn static_routes_answer_offline() {
+        let (status, ctype, body) = get("/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(ctype.starts_with("text/plain; version=0.0.4"));
+        assert!(body.contains("compute_auction_database_up 0\n"));
+        let (status, _, body) = get("/openapi.yaml").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, OPENAPI_YAML);
+        let (status, ctype, body) = get("/resources").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(ctype.starts_with("text/html"));
+        assert!(body.contains("database unavailable") && !body.contains("__INITIAL_DATA__"));
+        let (status, ctype, body) = get("/no/such/thing").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(ctype, "application/json");
+        assert_eq!(body, r#"{"error":"not found"}"#);
+    }
+
     #[test]
     fn openapi_document_lists_every_route() {
         for path in [
