@@ -65,7 +65,7 @@ WITH w AS (
     SELECT * FROM unnest($1::bigint[], $2::text[]) AS w(bid_id, slot_id)
 ), b AS (
     UPDATE compute_auction.compute_auction_bids AS b
-       SET status = 'won', round_id = $3, last_result = $5, updated_at = now()
+       SET status = 'won', round_id = $3, updated_at = now()
       FROM w
      WHERE b.id = w.bid_id AND b.status = 'open'
  RETURNING b.id, b.bidder_id, b.task_id, b.max_price_tokens, w.slot_id
@@ -79,10 +79,10 @@ WITH w AS (
     INSERT INTO compute_auction.compute_auction_clears
            (slot_id, round_id, bid_id, bidder_id, winning_task_id, runner_up_task_id,
             clearing_price_tokens, max_price_tokens, slot_started_at)
-    SELECT b.slot_id, $3, b.id, b.bidder_id, b.task_id, $6, $4, b.max_price_tokens, $7 FROM b
+    SELECT b.slot_id, $3, b.id, b.bidder_id, b.task_id, $5, $4, b.max_price_tokens, $6 FROM b
  RETURNING 1
 ), d AS (
-    INSERT INTO compute_auction.open_bid_count_deltas (delta) VALUES ($8)
+    INSERT INTO compute_auction.open_bid_count_deltas (delta) VALUES ($7)
 )
 SELECT (SELECT count(*) FROM b), (SELECT count(*) FROM s), (SELECT count(*) FROM c)";
 
@@ -177,13 +177,12 @@ pub fn clear(c: &mut SpiClient<'_>, now: TimestampWithTimeZone) -> Vec<(String, 
         let runner_up = outcome.runner_up.map(|i| bids[i].task.as_str());
         let bid_ids: Vec<i64> = bids[..k].iter().map(|b| b.id).collect();
         let slot_ids: Vec<String> = slots[..k].iter().map(|s| s.id.clone()).collect();
-        let won = format!("won at {price} in round {round_id}");
-        let args: [DatumWithOid; 8] = [
+        // last_result is written only on the (k+1)-th bid; a winner's result is its clear row
+        let args: [DatumWithOid; 7] = [
             bid_ids.into(),
             slot_ids.into(),
             round_id.into(),
             price.into(),
-            won.as_str().into(),
             runner_up.into(),
             now.into(),
             (-(k as i64)).into(),

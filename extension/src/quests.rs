@@ -70,6 +70,21 @@ fn submit_bids_for_task_arrays(
         errors::raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "bid_fraction must be in (0, 1]", None);
     }
     let mut seen = std::collections::HashSet::new();
+    if let Some(ttl) = ttl_at {
+        let ok = spi::with(|c| {
+            spi::first::<bool>(
+                spi::run(c, "SELECT $1 > now() AND $1 <= now() + interval '30 days'", &[ttl.into()]),
+                1,
+            )
+        });
+        if ok != Some(true) {
+            errors::raise(
+                Code::ERRCODE_INVALID_PARAMETER_VALUE,
+                "ttl_at must be in the future and at most 30 days ahead",
+                Some("pass NULL for the default of now() + 15 minutes"),
+            );
+        }
+    }
     for (t, ev) in tasks.iter().zip(&evs) {
         validate::id("task_id", t).or_raise();
         validate::finite("expected_value_usd", *ev).or_raise();
@@ -203,12 +218,7 @@ fn allocate_proportional_arrays(
         }
     }
     let shares = compute_auction_core::tokens::largest_remainder(budget, &evs).or_raise();
-    let total: f64 = evs.iter().sum();
-    let fractions: Vec<f64> = evs
-        .iter()
-        .map(|e| if total > 0.0 { e / total } else if evs.is_empty() { 0.0 } else { 1.0 / evs.len() as f64 })
-        .map(|f| f.clamp(0.0, 1.0))
-        .collect();
+    let fractions = compute_auction_core::tokens::shares(&evs);
     spi::with(|c| {
         let args: [DatumWithOid; 2] = [(spi::LOCK_CLASS + 2).into(), day.into()];
         spi::run(c, "SELECT pg_catalog.pg_advisory_xact_lock($1, ($2::date - date '2000-01-01'))", &args);

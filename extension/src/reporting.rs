@@ -60,6 +60,9 @@ SELECT jsonb_build_object(
   'round_id', b.round_id, 'slot_id', c.slot_id,
   'clearing_price_tokens', c.clearing_price_tokens,
   'actual_impact', c.actual_impact,
+  'result', CASE WHEN b.status = 'won'
+                 THEN 'won at ' || c.clearing_price_tokens || ' in round ' || c.round_id
+                 ELSE b.last_result END,
   'why_not_won', CASE
       WHEN b.status <> 'open' THEN NULL
       WHEN b.ttl_at <= now() THEN 'expired; refund pending'

@@ -21,6 +21,19 @@ pub fn premium(max_price: i64, clearing_price: i64) -> Result<i64, Invalid> {
 /// one each to the largest remainders (ties to the earlier entry). The result sums to exactly
 /// `budget`. All-zero weights give everything zero except when `budget` is 0; in that case the
 /// caller must decide (we split evenly).
+/// Each weight's share of the total, in [0, 1], computed without overflow (even split when all
+/// weights are zero).
+pub fn shares(weights: &[f64]) -> Vec<f64> {
+    let max = weights.iter().cloned().fold(0.0f64, f64::max);
+    if !(max > 0.0) || !max.is_finite() {
+        let n = weights.len().max(1) as f64;
+        return weights.iter().map(|_| 1.0 / n).collect();
+    }
+    let scaled: Vec<f64> = weights.iter().map(|w| w / max).collect();
+    let total: f64 = scaled.iter().sum();
+    scaled.iter().map(|w| (w / total).clamp(0.0, 1.0)).collect()
+}
+
 pub fn largest_remainder(budget: i64, weights: &[f64]) -> Result<Vec<i64>, Invalid> {
     if budget < 0 {
         return Err(Invalid::Negative { arg: "daily_budget_tokens", value: budget });
@@ -36,6 +49,10 @@ pub fn largest_remainder(budget: i64, weights: &[f64]) -> Result<Vec<i64>, Inval
             return Err(Invalid::OutOfRange { arg: "expected_value", detail: format!("{w} is negative") });
         }
     }
+    // scale by the largest weight first, so weights near f64::MAX cannot sum to infinity
+    let max = weights.iter().cloned().fold(0.0f64, f64::max);
+    let scaled: Vec<f64> = weights.iter().map(|w| if max > 0.0 { w / max } else { 0.0 }).collect();
+    let weights = &scaled[..];
     let total: f64 = weights.iter().sum();
     let even = total <= 0.0 || !total.is_finite();
     let n = weights.len();
@@ -108,6 +125,7 @@ mod tests {
         assert_eq!(largest_remainder(0, &[1.0, 2.0]).unwrap(), vec![0, 0]);
         assert!(largest_remainder(5, &[f64::NAN]).is_err());
         assert!(largest_remainder(5, &[-1.0]).is_err());
+        assert_eq!(largest_remainder(10, &[1e308, 1e308]).unwrap(), vec![5, 5]);
     }
 
     #[test]

@@ -1,0 +1,158 @@
+"""Table-driven hostile input across every public function: each call must raise its documented
+SQLSTATE (never XX000/22000, never a backend crash) and leave every table unchanged."""
+import psycopg
+import pytest
+
+from conftest import assert_audit_clean, drop_database, new_database, snapshot, sqlstate_of
+
+LONG = "x" * 257
+SQLI = "a''); DELETE FROM compute_auction.token_accounts; --"  # quote doubled inside the literal
+DEEP = "[" * 3000 + "]" * 3000
+FUT = "now() + interval '1 hour'"
+
+CASES = [
+    # (sql, expected sqlstate)
+    # --- ledger
+    ("SELECT compute_auction.open_account(NULL)", "22004"),
+    ("SELECT compute_auction.open_account('n1', NULL)", "22004"),
+    ("SELECT compute_auction.open_account('n1', 'agent', NULL)", "22004"),
+    ("SELECT compute_auction.open_account('')", "22023"),
+    (f"SELECT compute_auction.open_account('{LONG}')", "22001"),
+    ("SELECT compute_auction.open_account('n1', 'robot')", "22023"),
+    ("SELECT compute_auction.open_account('n1', 'agent', -1)", "22023"),
+    ("SELECT compute_auction.open_account('rich')", "23505"),
+    ("SELECT compute_auction.deposit(NULL, 1, 'r')", "22004"),
+    ("SELECT compute_auction.deposit('rich', NULL, 'r')", "22004"),
+    ("SELECT compute_auction.deposit('rich', 1, NULL)", "22004"),
+    ("SELECT compute_auction.deposit('rich', 0, 'r')", "22023"),
+    ("SELECT compute_auction.deposit('rich', -5, 'r')", "22023"),
+    ("SELECT compute_auction.deposit('rich', 9223372036854775807, 'r')", "22003"),
+    ("SELECT compute_auction.deposit('nobody', 5, 'r')", "P0002"),
+    (f"SELECT compute_auction.deposit('{SQLI}', 5, 'r')", "P0002"),
+    ("SELECT compute_auction.deposit('rich', 5, 'r', 'key-1')", "22023"),  # key reused, other amount
+    ("SELECT compute_auction.withdraw('rich', 1000001, 'r')", "23514"),
+    ("SELECT compute_auction.withdraw('rich', 0, 'r')", "22023"),
+    ("SELECT * FROM compute_auction.balance(NULL)", "22004"),
+    ("SELECT * FROM compute_auction.balance('nobody')", "P0002"),
+    ("SELECT compute_auction.set_account_owner('nobody', 'r')", "P0002"),
+    # --- slots
+    ("SELECT compute_auction.offer_slot(NULL)", "22004"),
+    ("SELECT compute_auction.offer_slot('s9', NULL)", "22004"),
+    ("SELECT compute_auction.offer_slot('s9', now(), -1)", "22023"),
+    (f"SELECT compute_auction.offer_slot('{LONG}')", "22001"),
+    ("SELECT compute_auction.offer_slot('busy')", "55000"),
+    ("SELECT compute_auction.retire_slot('nope')", "P0002"),
+    ("SELECT * FROM compute_auction.claim_slot('nope')", "P0002"),
+    ("SELECT * FROM compute_auction.claim_slot('')", "22023"),
+    # --- bids
+    ("SELECT compute_auction.place_bid(NULL, 't', 1)", "22004"),
+    ("SELECT compute_auction.place_bid('rich', NULL, 1)", "22004"),
+    ("SELECT compute_auction.place_bid('rich', 't', NULL)", "22004"),
+    ("SELECT compute_auction.place_bid('rich', 't', 0)", "22023"),
+    ("SELECT compute_auction.place_bid('rich', 't', -10)", "22023"),
+    ("SELECT compute_auction.place_bid('rich', 't', 10, 'NaN')", "22023"),
+    ("SELECT compute_auction.place_bid('rich', 't', 10, 'Infinity')", "22023"),
+    ("SELECT compute_auction.place_bid('rich', 't', 10, '-Infinity')", "22023"),
+    ("SELECT compute_auction.place_bid('rich', 't', 10, NULL, now() - interval '1 second')", "22023"),
+    ("SELECT compute_auction.place_bid('rich', 't', 10, NULL, now() + interval '31 days')", "22023"),
+    ("SELECT compute_auction.place_bid('rich', 't', 10, NULL, 'infinity')", "22023"),
+    ("SELECT compute_auction.place_bid('poor', 't', 11)", "23514"),
+    ("SELECT compute_auction.place_bid('rich', 'open-task', 10)", "23505"),  # poor's live bid
+    ("SELECT compute_auction.place_bid('rich', 'won-task', 10)", "55000"),
+    ("SELECT compute_auction.place_bid('nobody', 't', 10)", "P0002"),
+    (f"SELECT compute_auction.place_bid('rich', '{LONG}', 10)", "22001"),
+    ("SELECT compute_auction.place_bid('rich', 't', 9223372036854775807)", "23514"),
+    ("SELECT compute_auction.open_account('big', 'agent', 9223372036854775807), compute_auction.deposit('big', 1, 'r')", "22003"),
+    ("SELECT compute_auction.cancel_bid(NULL)", "22004"),
+    ("SELECT compute_auction.cancel_bid(-1)", "P0002"),
+    ("SELECT compute_auction.cancel_bid((SELECT id FROM compute_auction.compute_auction_bids WHERE status = 'settled'))", "55000"),
+    ("SELECT compute_auction.cancel_bid((SELECT id FROM compute_auction.compute_auction_bids WHERE status = 'won'))", "55000"),
+    ("SELECT compute_auction.bid_status(NULL)", "22004"),
+    ("SELECT compute_auction.bid_status(123456789)", "P0002"),
+    # --- clearing and settlement
+    ("SELECT * FROM compute_auction.clear_round(NULL)", "22004"),
+    ("SELECT compute_auction.settle(NULL, 1, 1)", "22004"),
+    ("SELECT compute_auction.settle('busy', NULL, 1)", "22004"),
+    ("SELECT compute_auction.settle('busy', 1, NULL)", "22004"),
+    ("SELECT compute_auction.settle('busy', 1, 'NaN')", "22023"),
+    ("SELECT compute_auction.settle('busy', 1, 'Infinity')", "22023"),
+    ("SELECT compute_auction.settle('busy', -1, 1)", "22023"),
+    ("SELECT compute_auction.settle('idle-slot', 1, 1)", "55000"),
+    ("SELECT compute_auction.settle('nope', 1, 1)", "P0002"),
+    ("SELECT compute_auction.abort_slot('idle-slot', 'x')", "55000"),
+    ("SELECT compute_auction.abort_slot('busy', NULL)", "22004"),
+    ("SELECT compute_auction.abort_stale(NULL)", "22004"),
+    ("SELECT compute_auction.abort_stale(interval '-1 hour')", "22023"),
+    ("SELECT compute_auction.abort_stale('1 hour', NULL)", "22004"),
+    ("SELECT * FROM compute_auction.refund_unfilled(NULL)", "22004"),
+    ("SELECT compute_auction.run_cycle(NULL)", "22004"),
+    # --- reporting
+    ("SELECT compute_auction.order_book(NULL)", "22004"),
+    ("SELECT compute_auction.order_book(-1)", "22023"),
+    ("SELECT compute_auction.order_book(10001)", "22023"),
+    ("SELECT compute_auction.stats(NULL)", "22004"),
+    ("SELECT * FROM compute_auction.price_history(now(), 0)", "22023"),
+    # --- quests and fallback (JSON)
+    ("SELECT * FROM compute_auction.submit_bids_for_tasks('quest', NULL, 1)", "22004"),
+    ("SELECT * FROM compute_auction.submit_bids_for_tasks(NULL, '[]', 1)", "22004"),
+    ("SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '{}', 1)", "22023"),
+    ("SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[1, 2]', 1)", "22023"),
+    ("""SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": 5, "expected_value_usd": 1}]', 1)""", "22023"),
+    ("""SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": "t"}]', 1)""", "22023"),
+    ("""SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": "t", "expected_value_usd": -1}]', 1)""", "22023"),
+    ("""SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": "t", "expected_value_usd": 1e400}]', 1)""", "22003"),
+    ("""SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": "t", "expected_value_usd": 1}]', 0)""", "22023"),
+    ("""SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": "t", "expected_value_usd": 1}]', 'NaN')""", "22023"),
+    ("""SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": "t", "expected_value_usd": 1}]', 1, 1.5)""", "22023"),
+    ("""SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": "t", "expected_value_usd": 1}]', 1, 0)""", "22023"),
+    ("""SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": "t", "expected_value_usd": 1}, {"task_id": "t", "expected_value_usd": 2}]', 1)""", "22023"),
+    (f"SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '{DEEP}', 1)", "22023"),
+    ("SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{\"task_id\": \"t\", \"expected_value_usd\": 1', 1)", "22P02"),
+    ("SELECT * FROM compute_auction.allocate_proportional(NULL, 10, '[]')", "22004"),
+    ("SELECT * FROM compute_auction.allocate_proportional('2026-01-01', -1, '[]')", "22023"),
+    ("SELECT * FROM compute_auction.allocate_proportional('2026-01-01', 10, '\"x\"')", "22023"),
+    ("""SELECT * FROM compute_auction.allocate_proportional('2026-01-01', 10, '[{"quest_id": "q", "expected_value": -3}]')""", "22023"),
+    (f"SELECT * FROM compute_auction.allocate_proportional('2026-01-01', 10, '{DEEP}')", "22023"),
+    ("SELECT compute_auction.schedule_clearing(NULL)", "22004"),
+    ("SELECT compute_auction.schedule_clearing('* * * * *')", "55000"),
+]
+
+
+@pytest.fixture(scope="module")
+def market(cluster):
+    """A small market with one of everything the cases refer to, shared by the module's cases:
+    every case must fail and change nothing, which each case asserts, so they cannot interfere."""
+    name = new_database(cluster)
+    conn = psycopg.connect(cluster.url(name), autocommit=True)
+    conn.execute("SELECT compute_auction.open_account('rich', 'agent', 1000000)")
+    conn.execute("SELECT compute_auction.open_account('poor', 'agent', 10)")
+    conn.execute("SELECT compute_auction.open_account('quest', 'quest', 1000)")
+    conn.execute("SELECT compute_auction.deposit('rich', 7, 'first', 'key-1')")
+    conn.execute("SELECT compute_auction.offer_slot('busy', now() - interval '1 minute')")
+    conn.execute("SELECT compute_auction.offer_slot('done', now() - interval '1 minute', 1)")
+    conn.execute("SELECT compute_auction.place_bid('rich', 'won-task', 500)")
+    conn.execute("SELECT compute_auction.place_bid('rich', 'settled-task', 400)")
+    conn.execute("SELECT * FROM compute_auction.clear_round()")
+    conn.execute("SELECT compute_auction.settle('done', 1, 1.0)")
+    conn.execute("SELECT compute_auction.offer_slot('idle-slot', now() + interval '1 day')")
+    conn.execute("SELECT compute_auction.place_bid('poor', 'open-task', 5)")
+    assert conn.execute("SELECT status FROM compute_auction.compute_slots WHERE slot_id = 'busy'").fetchone() == ("assigned",)
+    yield conn
+    conn.close()
+    drop_database(cluster, name)
+
+
+def test_there_are_at_least_40_cases():
+    assert len(CASES) >= 40
+
+
+@pytest.mark.parametrize("sql,expected", CASES, ids=[c[0][:70] for c in CASES])
+def test_hostile_input(market: psycopg.Connection, sql: str, expected: str):
+    before = snapshot(market)
+    got = sqlstate_of(market, sql)
+    assert got not in ("XX000", "22000", None), f"{sql!r} gave {got}"
+    assert got == expected, f"{sql!r}: expected {expected}, got {got}"
+    # the backend survived and nothing changed
+    assert market.execute("SELECT 1").fetchone() == (1,)
+    assert snapshot(market) == before
+    assert_audit_clean(market)
