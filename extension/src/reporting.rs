@@ -102,11 +102,11 @@ WITH r AS (
      LIMIT 10
 )
 SELECT jsonb_build_object(
-  'rounds', coalesce((SELECT jsonb_agg(jsonb_build_object(
+  'rounds', CASE WHEN NOT $2 THEN NULL ELSE coalesce((SELECT jsonb_agg(jsonb_build_object(
                  'round_id', round_id, 'cleared_at', cleared_at,
                  'clearing_price_tokens', clearing_price_tokens, 'slots_offered', slots_offered,
                  'slots_filled', slots_filled, 'bids_eligible', bids_eligible) ORDER BY round_id)
-                FROM r), '[]'::jsonb),
+                FROM r), '[]'::jsonb) END,
   'fill_rate', (SELECT CASE WHEN sum(slots_offered) > 0
                             THEN sum(slots_filled)::float8 / sum(slots_offered) END FROM r),
   'top_winners', coalesce((SELECT jsonb_agg(jsonb_build_object(
@@ -119,11 +119,17 @@ SELECT jsonb_build_object(
                ORDER BY max_price_tokens DESC, bid_id) FROM w), '[]'::jsonb))";
 
 /// Rounds, fill rate and the top 10 winning bids (with realised impact and roi) since `since`.
+/// `include_rounds => false` leaves out the per-round list (null), for dashboards whose window
+/// holds tens of thousands of rounds.
 #[pg_extern(security_definer)]
 #[search_path(@extschema@, pg_catalog, pg_temp)]
-fn stats(since: default!(Option<TimestampWithTimeZone>, "now() - interval '24 hours'")) -> pgrx::JsonB {
+fn stats(
+    since: default!(Option<TimestampWithTimeZone>, "now() - interval '24 hours'"),
+    include_rounds: default!(Option<bool>, true),
+) -> pgrx::JsonB {
     let since = validate::required("since", since).or_raise();
-    json(STATS, &[since.into()])
+    let include = validate::required("include_rounds", include_rounds).or_raise();
+    json(STATS, &[since.into(), include.into()])
 }
 
 const PRICE_HISTORY: &str = "
