@@ -99,6 +99,12 @@ const MAX_LOCK_ATTEMPTS: usize = 20;
 
 /// Locks the available slots and the top `n + 1` eligible bids, and returns them read after the
 /// locks were granted (so their values are current and cannot change before commit).
+///
+/// Bids are locked in id order. When the book changed while we waited (a bid was cancelled,
+/// replaced or outbid by a new one), the re-read can name a bid we do not hold, possibly with a
+/// lower id than one we do: taking it now would break the id order and could deadlock. So each
+/// attempt runs in a subtransaction that is rolled back (releasing its bid locks) before the
+/// next attempt locks the new top of the book, again in id order from scratch.
 fn lock_book(c: &mut SpiClient<'_>, now: TimestampWithTimeZone) -> (Vec<Slot>, Vec<BookBid>) {
     let mut slots: Vec<Slot> = spi::run(c, LOCK_SLOTS, &[now.into()])
         .map(|r| Slot { id: spi::req(&r, 1), reserve: spi::req(&r, 2), available_at: spi::req(&r, 3) })
@@ -108,15 +114,21 @@ fn lock_book(c: &mut SpiClient<'_>, now: TimestampWithTimeZone) -> (Vec<Slot>, V
         return (slots, Vec::new());
     }
     let want = slots.len() as i64 + 1;
-    let mut locked: HashSet<i64> = HashSet::new();
     for _ in 0..MAX_LOCK_ATTEMPTS {
-        let args: [DatumWithOid; 2] = [now.into(), want.into()];
-        locked.extend(spi::run(c, LOCK_BIDS, &args).map(|r| spi::req::<i64>(&r, 1)));
-        let args: [DatumWithOid; 2] = [now.into(), want.into()];
-        let bids: Vec<BookBid> = spi::run(c, READ_BIDS, &args)
-            .map(|r| BookBid { id: spi::req(&r, 1), price: spi::req(&r, 2), task: spi::req(&r, 3), bidder: spi::req(&r, 4) })
-            .collect();
-        if bids.iter().all(|b| locked.contains(&b.id)) {
+        let stable = spi::in_subtransaction(|| {
+            let args: [DatumWithOid; 2] = [now.into(), want.into()];
+            let locked: HashSet<i64> = spi::run(c, LOCK_BIDS, &args).map(|r| spi::req::<i64>(&r, 1)).collect();
+            let args: [DatumWithOid; 2] = [now.into(), want.into()];
+            let bids: Vec<BookBid> = spi::run(c, READ_BIDS, &args)
+                .map(|r| BookBid { id: spi::req(&r, 1), price: spi::req(&r, 2), task: spi::req(&r, 3), bidder: spi::req(&r, 4) })
+                .collect();
+            if bids.iter().all(|b| locked.contains(&b.id)) {
+                (true, Some(bids))
+            } else {
+                (false, None)
+            }
+        });
+        if let Some(bids) = stable {
             return (slots, bids);
         }
     }

@@ -182,7 +182,7 @@ fn abort_stale(
             c,
             "SELECT $2 < interval '0',
                     array(SELECT slot_id FROM compute_auction.compute_auction_clears
-                           WHERE status = 'assigned' AND slot_started_at <= $1 - $2
+                           WHERE status = 'assigned' AND slot_started_at < $1 - $2
                            ORDER BY slot_id)",
             &args,
         )
@@ -191,29 +191,26 @@ fn abort_stale(
             errors::raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "older_than must not be negative", None);
         }
         let stale: Vec<String> = spi::get_req(&t, 2);
+        if stale.is_empty() {
+            return 0;
+        }
+        // Lock everything in the global order before changing anything: all the stale slots
+        // (slot_id order), their clears, their bids (id order), their winners' accounts
+        // (account_id order). Aborting slot by slot instead would hold one winner's account
+        // while locking the next slot, and deadlock against settle or refund_unfilled.
+        spi::run(c, LOCK_STALE_SLOTS, &[stale.clone().into()]);
+        let args: [DatumWithOid; 3] = [stale.into(), now.into(), older_than.into()];
+        let still: Vec<(String, i64, String)> = spi::run(c, LOCK_STALE_CLEARS, &args)
+            .map(|r| (spi::req(&r, 1), spi::req(&r, 2), spi::req(&r, 3)))
+            .collect();
+        let bids: Vec<i64> = still.iter().map(|x| x.1).collect();
+        spi::run(c, LOCK_BIDS, &[bids.into()]);
+        let accounts: Vec<String> = still.iter().map(|x| x.2.clone()).collect();
+        spi::run(c, LOCK_ACCOUNTS, &[accounts.into()]);
+        let still: Vec<String> = still.into_iter().map(|x| x.0).collect();
         let reason = "stale: not settled in time";
         let mut n = 0;
-        for slot in &stale {
-            // re-checked under the slot lock: a run settled meanwhile is left alone
-            let args: [DatumWithOid; 3] = [slot.as_str().into(), now.into(), older_than.into()];
-            let still = spi::run(
-                c,
-                "SELECT 1 FROM compute_auction.compute_slots s
-                  WHERE s.slot_id = $1 FOR UPDATE",
-                &args[..1],
-            );
-            if still.is_empty() {
-                continue;
-            }
-            let t = spi::run(
-                c,
-                "SELECT 1 FROM compute_auction.compute_auction_clears
-                  WHERE slot_id = $1 AND status = 'assigned' AND slot_started_at <= $2 - $3",
-                &args,
-            );
-            if t.is_empty() {
-                continue;
-            }
+        for slot in &still {
             if finish(c, slot, &Finish::Abort { reason }, false).is_some() {
                 n += 1;
             }
@@ -222,12 +219,41 @@ fn abort_stale(
     })
 }
 
+const LOCK_STALE_SLOTS: &str = "
+SELECT 1 FROM compute_auction.compute_slots WHERE slot_id = ANY($1) ORDER BY slot_id FOR UPDATE";
+
+/// The clears still assigned and stale once their slots are locked (a run settled meanwhile is
+/// left alone).
+const LOCK_STALE_CLEARS: &str = "
+SELECT slot_id, bid_id, bidder_id
+  FROM compute_auction.compute_auction_clears
+ WHERE slot_id = ANY($1) AND status = 'assigned' AND slot_started_at < $2 - $3
+ ORDER BY slot_id
+   FOR UPDATE";
+
+const LOCK_BIDS: &str = "
+SELECT 1 FROM compute_auction.compute_auction_bids WHERE id = ANY($1) ORDER BY id FOR UPDATE";
+
 const EXPIRED: &str = "
 SELECT id, bidder_id, max_price_tokens
   FROM compute_auction.compute_auction_bids
  WHERE status = 'open' AND ttl_at <= $1
  ORDER BY id
    FOR UPDATE";
+
+const EXPIRED_SKIP_LOCKED: &str = "
+SELECT id, bidder_id, max_price_tokens
+  FROM compute_auction.compute_auction_bids
+ WHERE status = 'open' AND ttl_at <= $1
+ ORDER BY id
+   FOR UPDATE SKIP LOCKED";
+
+const LOCK_ACCOUNTS_SKIP_LOCKED: &str = "
+SELECT account_id, balance_tokens, held_tokens
+  FROM compute_auction.token_accounts
+ WHERE account_id = ANY($1)
+ ORDER BY account_id
+   FOR UPDATE SKIP LOCKED";
 
 const LOCK_ACCOUNTS: &str = "
 SELECT account_id, balance_tokens, held_tokens
@@ -267,11 +293,16 @@ fn refund_unfilled(
     now: default!(Option<TimestampWithTimeZone>, "now()"),
 ) -> TableIterator<'static, (name!(bids_expired, i64), name!(tokens_refunded, i64))> {
     let now = validate::required("now", now).or_raise();
-    TableIterator::once(spi::with(|c| refund(c, now)))
+    TableIterator::once(spi::with(|c| refund(c, now, false)))
 }
 
-pub fn refund(c: &mut SpiClient<'_>, now: TimestampWithTimeZone) -> (i64, i64) {
-    let expired: Vec<(i64, String, i64)> = spi::run(c, EXPIRED, &[now.into()])
+/// Expires and refunds the open bids past their TTL at `now`. With `skip_locked`, bids and
+/// accounts another transaction holds are left for the next cycle instead of waited for: the
+/// caller (run_cycle) already holds account locks, and waiting for more could deadlock.
+pub fn refund(c: &mut SpiClient<'_>, now: TimestampWithTimeZone, skip_locked: bool) -> (i64, i64) {
+    let (expired_sql, accounts_sql) =
+        if skip_locked { (EXPIRED_SKIP_LOCKED, LOCK_ACCOUNTS_SKIP_LOCKED) } else { (EXPIRED, LOCK_ACCOUNTS) };
+    let expired: Vec<(i64, String, i64)> = spi::run(c, expired_sql, &[now.into()])
         .map(|r| (spi::req(&r, 1), spi::req(&r, 2), spi::req(&r, 3)))
         .collect();
     if expired.is_empty() {
@@ -284,8 +315,14 @@ pub fn refund(c: &mut SpiClient<'_>, now: TimestampWithTimeZone) -> (i64, i64) {
     }
     let names: Vec<&str> = by_account.keys().copied().collect();
     let mut start: BTreeMap<String, (i64, i64)> = BTreeMap::new();
-    for r in spi::run(c, LOCK_ACCOUNTS, &[names.clone().into()]) {
+    for r in spi::run(c, accounts_sql, &[names.clone().into()]) {
         start.insert(spi::req(&r, 1), (spi::req(&r, 2), spi::req(&r, 3)));
+    }
+    if skip_locked {
+        by_account.retain(|acct, _| start.contains_key(*acct));
+        if by_account.is_empty() {
+            return (0, 0);
+        }
     }
     let (mut acc_ids, mut acc_sums) = (Vec::new(), Vec::new());
     let (mut l_acc, mut l_amt, mut l_bid, mut l_bal, mut l_held) = (vec![], vec![], vec![], vec![], vec![]);
@@ -307,7 +344,7 @@ pub fn refund(c: &mut SpiClient<'_>, now: TimestampWithTimeZone) -> (i64, i64) {
         acc_ids.push(acct.to_string());
         acc_sums.push(sum);
     }
-    let ids: Vec<i64> = expired.iter().map(|e| e.0).collect();
+    let ids: Vec<i64> = by_account.values().flatten().map(|(id, _)| *id).collect();
     let n = ids.len() as i64;
     let args: [DatumWithOid; 9] = [
         ids.into(),

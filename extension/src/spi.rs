@@ -104,3 +104,28 @@ pub fn get_req<T: FromDatum + IntoDatum>(t: &SpiTupleTable<'_>, ordinal: usize) 
         None => internal(format!("column {ordinal} is unexpectedly NULL")),
     }
 }
+
+/// Runs `f` in an internal subtransaction (like a PL/pgSQL block with an EXCEPTION clause).
+/// When `f` returns `(true, v)` the subtransaction is released into the parent, keeping its row
+/// locks; with `(false, v)` it is rolled back, which releases every row lock taken inside it.
+/// `f` must not keep SPI tuple tables past its return. An ERROR inside `f` aborts the whole
+/// transaction as usual.
+pub fn in_subtransaction<R>(f: impl FnOnce() -> (bool, R)) -> R {
+    // SAFETY: the same sequence PL/pgSQL's exec_stmt_block uses; we restore the memory
+    // context and resource owner the subtransaction switched.
+    unsafe {
+        let ctx = pgrx::pg_sys::CurrentMemoryContext;
+        let owner = pgrx::pg_sys::CurrentResourceOwner;
+        pgrx::pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        pgrx::pg_sys::MemoryContextSwitchTo(ctx);
+        let (keep, r) = f();
+        if keep {
+            pgrx::pg_sys::ReleaseCurrentSubTransaction();
+        } else {
+            pgrx::pg_sys::RollbackAndReleaseCurrentSubTransaction();
+        }
+        pgrx::pg_sys::MemoryContextSwitchTo(ctx);
+        pgrx::pg_sys::CurrentResourceOwner = owner;
+        r
+    }
+}
