@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""An agent runner that asks the auction for work before its old task queue.
+
+Each agent slot runs one task at a time. Before picking work the runner calls
+
+    SELECT * FROM compute_auction.claim_slot(slot_id)
+
+which returns the task its slot won in the last clearing round (or no row). If it won one, the
+runner runs it and reports the run with
+
+    SELECT compute_auction.settle(slot_id, actual_cost_tokens, actual_impact)
+
+(the winner is charged the clearing price, its premium comes back, and the slot is offered
+again). If the run cannot happen, `abort_slot` refunds the winner in full. Without a won task
+the runner falls back to the application's old task queue, exactly as before the auction.
+
+Optionally it LISTENs on `compute_auction_cleared` and waits a little for the next round
+before falling back, instead of polling.
+
+Run it:
+    python examples/python/agent_loop.py --dsn postgresql://app@db/app --slot agent-slot-1 \
+        [--iterations 10] [--old-queue legacy-1,legacy-2] [--offer] [--wait 5]
+
+or import it:  `from agent_loop import main; main(dsn, "agent-slot-1", ...)`.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import psycopg
+
+
+@dataclass
+class RunResult:
+    cost_tokens: int  # what the run consumed (model tokens, in the market's token unit)
+    impact: float  # the application's measure of what the run achieved
+
+
+def run_task(task_id: str) -> RunResult:
+    """Stand-in for the agent's real work: deterministic numbers derived from the task id.
+    Replace with the call into your agent; raise to report that the run could not happen."""
+    h = hashlib.sha256(task_id.encode()).digest()
+    return RunResult(cost_tokens=100 + h[0] * 10, impact=round(h[1] / 255, 3))
+
+
+class OldQueue:
+    """The application's task queue from before the auction (here: an in-memory FIFO)."""
+
+    def __init__(self, task_ids: Iterable[str] = ()):
+        self._q = collections.deque(task_ids)
+
+    def next(self) -> str | None:
+        return self._q.popleft() if self._q else None
+
+    def __len__(self) -> int:
+        return len(self._q)
+
+
+def claim(conn: psycopg.Connection, slot_id: str):
+    """(bid_id, task_id, bidder_id, clearing_price_tokens) of the slot's won task, or None."""
+    return conn.execute(
+        "SELECT bid_id, task_id, bidder_id, clearing_price_tokens FROM compute_auction.claim_slot(%s)",
+        (slot_id,),
+    ).fetchone()
+
+
+def offer(conn: psycopg.Connection, slot_id: str, reserve_price_tokens: int = 0) -> bool:
+    """Registers the slot (or re-offers it while idle). False when it is assigned: it then has a
+    won task waiting, which claim() returns."""
+    try:
+        conn.execute("SELECT compute_auction.offer_slot(%s, now(), %s)", (slot_id, reserve_price_tokens))
+        return True
+    except psycopg.errors.ObjectNotInPrerequisiteState:
+        return False
+
+
+def wait_for_round(conn: psycopg.Connection, seconds: float) -> bool:
+    """Waits up to `seconds` for a NOTIFY compute_auction_cleared (needs LISTEN first)."""
+    for _ in conn.notifies(timeout=seconds, stop_after=1):
+        return True
+    return False
+
+
+def step(
+    conn: psycopg.Connection,
+    slot_id: str,
+    old_queue: OldQueue,
+    run: Callable[[str], RunResult] = run_task,
+    wait_s: float = 0.0,
+) -> dict:
+    """One unit of work: the auction's task if the slot won one (waiting up to `wait_s` for a
+    round when it has not, if the connection LISTENs), else the old queue's."""
+    won = claim(conn, slot_id)
+    if won is None and wait_s > 0 and wait_for_round(conn, wait_s):
+        won = claim(conn, slot_id)
+    if won is not None:
+        bid_id, task_id, bidder_id, price = won
+        try:
+            result = run(task_id)
+        except Exception as e:  # the run never happened: full refund, slot offered again
+            refunded = conn.execute(
+                "SELECT compute_auction.abort_slot(%s, %s)", (slot_id, f"run failed: {e}"[:500])
+            ).fetchone()[0]
+            return {"source": "auction", "task_id": task_id, "bid_id": bid_id, "bidder_id": bidder_id,
+                    "clearing_price_tokens": price, "aborted": True, "refunded_tokens": refunded}
+        charged = conn.execute(
+            "SELECT compute_auction.settle(%s, %s, %s)", (slot_id, result.cost_tokens, result.impact)
+        ).fetchone()[0]
+        return {"source": "auction", "task_id": task_id, "bid_id": bid_id, "bidder_id": bidder_id,
+                "clearing_price_tokens": price, "charged_tokens": charged,
+                "cost_tokens": result.cost_tokens, "impact": result.impact}
+
+    task_id = old_queue.next()
+    if task_id is None:
+        return {"source": "idle"}
+    result = run(task_id)
+    return {"source": "old_queue", "task_id": task_id, "cost_tokens": result.cost_tokens, "impact": result.impact}
+
+
+def main(
+    dsn: str,
+    slot_id: str,
+    iterations: int = 1,
+    old_queue: OldQueue | Iterable[str] | None = None,
+    run: Callable[[str], RunResult] = run_task,
+    offer_slot: bool = False,
+    reserve_price_tokens: int = 0,
+    wait_s: float = 0.0,
+) -> list[dict]:
+    """Runs `iterations` steps on `slot_id` and returns what each did."""
+    queue = old_queue if isinstance(old_queue, OldQueue) else OldQueue(old_queue or ())
+    events: list[dict] = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        if offer_slot:
+            offer(conn, slot_id, reserve_price_tokens)
+        if wait_s > 0:
+            conn.execute("LISTEN compute_auction_cleared")
+        for _ in range(iterations):
+            events.append(step(conn, slot_id, queue, run, wait_s))
+    return events
+
+
+def cli(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dsn", default=os.environ.get("DATABASE_URL"), help="libpq connection string (default: $DATABASE_URL)")
+    p.add_argument("--slot", required=True, help="this runner's slot id")
+    p.add_argument("--iterations", type=int, default=1)
+    p.add_argument("--old-queue", default="", help="comma-separated task ids of the old queue (demo)")
+    p.add_argument("--offer", action="store_true", help="register/re-offer the slot first")
+    p.add_argument("--reserve", type=int, default=0, help="reserve price when offering the slot")
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="wait up to this long for a clearing round before using the old queue")
+    args = p.parse_args(argv)
+    if not args.dsn:
+        p.error("--dsn or DATABASE_URL is required")
+    old = [t for t in args.old_queue.split(",") if t]
+    events = main(args.dsn, args.slot, args.iterations, old, offer_slot=args.offer,
+                  reserve_price_tokens=args.reserve, wait_s=args.wait)
+    for e in events:
+        print(json.dumps(e, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,274 @@
+"""The Python integration examples (examples/python/) against a brand-new database: the EV
+scorer bids for each quest's unblocked tasks, the agent loop claims its slot's won task,
+settles it with the run's cost and impact, and falls back to the old queue otherwise. Both are
+used as a library (imported) and as scripts (subprocesses with the venv's python).
+"""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import threading
+import time
+
+import psycopg
+import pytest
+
+from conftest import ROOT, assert_audit_clean, snapshot
+
+EXAMPLES = ROOT / "examples" / "python"
+sys.path.insert(0, str(EXAMPLES))
+
+import agent_loop  # noqa: E402
+import ev_scorer  # noqa: E402
+
+
+def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args],
+        capture_output=True, text=True, timeout=60,
+    )
+
+
+def live_bids(conn, bidder):
+    rows = conn.execute(
+        "SELECT task_id, max_price_tokens, expected_value_usd FROM compute_auction.compute_auction_bids"
+        " WHERE bidder_id = %s AND status = 'open' ORDER BY task_id",
+        (bidder,),
+    ).fetchall()
+    return {r[0]: (r[1], r[2]) for r in rows}
+
+
+def expected_prices(tasks, balance, tokens_per_usd=100.0, bid_fraction=0.6):
+    unblocked = [t for t in tasks if not t.blocked]
+    cap = balance // len(unblocked)
+    out = {}
+    for t in unblocked:
+        p = min(math.floor(bid_fraction * t.expected_value_usd * tokens_per_usd), cap)
+        if p > 0:
+            out[t.task_id] = p
+    return out
+
+
+# ------------------------------------------------------------------- scorer --
+
+def test_ev_scorer_bids_for_each_quests_unblocked_tasks(fresh_db_url, conn):
+    report = ev_scorer.main(fresh_db_url, fund_tokens=10_000)
+    assert report["errors"] == {}
+    assert set(report["quests"]) == set(ev_scorer.DEMO_BACKLOG)
+    for quest_id, tasks in ev_scorer.DEMO_BACKLOG.items():
+        rows = {r["task_id"]: r for r in report["quests"][quest_id]}
+        assert set(rows) == {t.task_id for t in tasks}
+        want = expected_prices(tasks, 10_000)
+        assert want, "the demo backlog places bids"
+        assert {t: (p, pytest.approx(next(x.expected_value_usd for x in tasks if x.task_id == t)))
+                for t, p in want.items()} == live_bids(conn, quest_id)
+        for t in tasks:
+            if t.blocked:
+                assert rows[t.task_id]["outcome"] == "skipped: blocked"
+            elif t.task_id in want:
+                assert (rows[t.task_id]["outcome"], rows[t.task_id]["max_price_tokens"]) == ("placed", want[t.task_id])
+    assert_audit_clean(conn)
+
+    # rescoring the same backlog changes nothing (no new ledger rows, same prices)
+    ledger = conn.execute("SELECT count(*) FROM compute_auction.token_ledger").fetchone()[0]
+    again = ev_scorer.main(fresh_db_url, fund_tokens=10_000)
+    assert again["errors"] == {}
+    assert conn.execute("SELECT count(*) FROM compute_auction.token_ledger").fetchone()[0] == ledger
+    for quest_id in ev_scorer.DEMO_BACKLOG:
+        assert [(r["task_id"], r["bid_id"], r["max_price_tokens"]) for r in again["quests"][quest_id]] == [
+            (r["task_id"], r["bid_id"], r["max_price_tokens"]) for r in report["quests"][quest_id]
+        ]
+
+
+def test_ev_scorer_cancels_a_task_that_became_blocked(fresh_db_url, conn):
+    backlog = {"quest-x": [ev_scorer.Task("x-1", 1.0, 10.0), ev_scorer.Task("x-2", 1.0, 20.0)]}
+    ev_scorer.main(fresh_db_url, backlog, fund_tokens=50_000)
+    assert set(live_bids(conn, "quest-x")) == {"x-1", "x-2"}
+    backlog["quest-x"][0].blocked = True
+    report = ev_scorer.main(fresh_db_url, backlog)
+    assert [r["outcome"] for r in report["quests"]["quest-x"]] == ["cancelled: blocked", "replaced"]
+    assert set(live_bids(conn, "quest-x")) == {"x-2"}
+    assert_audit_clean(conn)
+
+
+def test_ev_scorer_reports_a_quest_without_wallet_and_continues(fresh_db_url, conn):
+    conn.execute("SELECT compute_auction.open_account('quest-ok', 'quest', 1000)")
+    backlog = {
+        "quest-missing": [ev_scorer.Task("m-1", 1.0, 5.0)],
+        "quest-ok": [ev_scorer.Task("ok-1", 1.0, 5.0)],
+    }
+    report = ev_scorer.main(fresh_db_url, backlog)
+    assert report["errors"]["quest-missing"].startswith("P0002")
+    assert [r["outcome"] for r in report["quests"]["quest-ok"]] == ["placed"]
+    assert live_bids(conn, "quest-missing") == {}
+
+
+def test_ev_scorer_script(fresh_db_url, conn, tmp_path):
+    backlog = tmp_path / "backlog.json"
+    backlog.write_text(json.dumps({
+        "quest-a": [
+            {"task_id": "a-1", "success_probability": 0.5, "value_usd": 10},
+            {"task_id": "a-2", "expected_value_usd": 3.5},
+            {"task_id": "a-3", "success_probability": 0.9, "value_usd": 50, "blocked": True},
+        ],
+        "quest-b": [{"task_id": "b-1", "expected_value_usd": 100}],
+    }))
+    r = run_script("ev_scorer.py", "--dsn", fresh_db_url, "--backlog", str(backlog), "--fund", "5000",
+                   "--tokens-per-usd", "50", "--bid-fraction", "0.8", "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["errors"] == {}
+    assert live_bids(conn, "quest-a") == {"a-1": (200, 5.0), "a-2": (140, 3.5)}
+    assert live_bids(conn, "quest-b") == {"b-1": (4000, 100.0)}
+    assert [row["outcome"] for row in report["quests"]["quest-a"]] == ["placed", "placed", "skipped: blocked"]
+
+    # human-readable output, and the exit status when a quest fails
+    r = run_script("ev_scorer.py", "--dsn", fresh_db_url, "--backlog", str(backlog))
+    assert r.returncode == 0, r.stderr
+    assert "quest-a" in r.stdout and "replaced" in r.stdout
+    missing = tmp_path / "missing.json"
+    missing.write_text(json.dumps({"quest-nowallet": [{"task_id": "n-1", "expected_value_usd": 1}]}))
+    r = run_script("ev_scorer.py", "--dsn", fresh_db_url, "--backlog", str(missing))
+    assert r.returncode == 1
+    assert "P0002" in r.stderr
+    assert_audit_clean(conn)
+
+
+# --------------------------------------------------------------- agent loop --
+
+def fixed_run(cost: int, impact: float):
+    calls = []
+
+    def run(task_id: str) -> agent_loop.RunResult:
+        calls.append(task_id)
+        return agent_loop.RunResult(cost_tokens=cost, impact=impact)
+
+    run.calls = calls
+    return run
+
+
+def clear_row(conn, slot_id):
+    return conn.execute(
+        "SELECT winning_task_id, bidder_id, status, clearing_price_tokens, max_price_tokens,"
+        "       actual_cost_tokens, actual_impact, claimed_at IS NOT NULL, slot_finished_at IS NOT NULL"
+        "  FROM compute_auction.compute_auction_clears WHERE slot_id = %s ORDER BY round_id DESC LIMIT 1",
+        (slot_id,),
+    ).fetchone()
+
+
+def test_agent_loop_claims_settles_and_falls_back(fresh_db_url, conn):
+    ev_scorer.main(fresh_db_url, fund_tokens=10_000)
+    bal_before = dict(conn.execute(
+        "SELECT account_id, balance_tokens + held_tokens FROM compute_auction.token_accounts").fetchall())
+
+    # nothing cleared yet: the runner registers its slot and uses the old queue
+    run = fixed_run(1234, 0.75)
+    events = agent_loop.main(fresh_db_url, "slot-a", iterations=1, old_queue=["legacy-1"], run=run, offer_slot=True)
+    assert events == [{"source": "old_queue", "task_id": "legacy-1", "cost_tokens": 1234, "impact": 0.75}]
+    assert conn.execute("SELECT status FROM compute_auction.compute_slots WHERE slot_id = 'slot-a'").fetchone() == ("idle",)
+
+    # a round assigns the slot to the best bid; the runner runs that task and settles it
+    winner = conn.execute("SELECT slot_id, bid_id, task_id, bidder_id, clearing_price_tokens FROM compute_auction.clear_round()").fetchall()
+    assert len(winner) == 1
+    _, bid_id, task_id, bidder, price = winner[0]
+    queue = agent_loop.OldQueue(["legacy-2"])
+    events = agent_loop.main(fresh_db_url, "slot-a", iterations=2, old_queue=queue, run=run)
+    assert events[0] == {"source": "auction", "task_id": task_id, "bid_id": bid_id, "bidder_id": bidder,
+                         "clearing_price_tokens": price, "charged_tokens": price, "cost_tokens": 1234, "impact": 0.75}
+    # the second iteration has no won task any more: back to the old queue
+    assert events[1]["source"] == "old_queue" and events[1]["task_id"] == "legacy-2"
+    assert run.calls == ["legacy-1", task_id, "legacy-2"]
+
+    row = clear_row(conn, "slot-a")
+    assert row[:4] == (task_id, bidder, "settled", price)
+    assert row[5:] == (1234, 0.75, True, True)  # cost, impact, claimed_at and slot_finished_at set
+    assert conn.execute("SELECT status FROM compute_auction.compute_auction_bids WHERE id = %s", (bid_id,)).fetchone() == ("settled",)
+    assert conn.execute("SELECT status FROM compute_auction.compute_slots WHERE slot_id = 'slot-a'").fetchone() == ("idle",)
+    # the winner paid exactly the clearing price
+    after = conn.execute("SELECT balance_tokens + held_tokens FROM compute_auction.token_accounts WHERE account_id = %s",
+                         (bidder,)).fetchone()[0]
+    assert after == bal_before[bidder] - price
+
+    # nothing anywhere: idle
+    assert agent_loop.main(fresh_db_url, "slot-a", iterations=1, run=run) == [{"source": "idle"}]
+    assert_audit_clean(conn)
+
+
+def test_agent_loop_aborts_a_run_that_fails(fresh_db_url, conn):
+    ev_scorer.main(fresh_db_url, fund_tokens=10_000)
+    conn.execute("SELECT compute_auction.offer_slot('slot-f')")
+    (slot, bid_id, task_id, bidder, price), = conn.execute("SELECT * FROM compute_auction.clear_round()").fetchall()
+    max_price = conn.execute("SELECT max_price_tokens FROM compute_auction.compute_auction_bids WHERE id = %s", (bid_id,)).fetchone()[0]
+    held_before = conn.execute("SELECT held_tokens FROM compute_auction.token_accounts WHERE account_id = %s", (bidder,)).fetchone()[0]
+
+    def broken(task):
+        raise RuntimeError("model endpoint unavailable")
+
+    events = agent_loop.main(fresh_db_url, "slot-f", run=broken)
+    assert events == [{"source": "auction", "task_id": task_id, "bid_id": bid_id, "bidder_id": bidder,
+                       "clearing_price_tokens": price, "aborted": True, "refunded_tokens": max_price}]
+    assert conn.execute("SELECT status FROM compute_auction.compute_auction_bids WHERE id = %s", (bid_id,)).fetchone() == ("aborted",)
+    assert conn.execute("SELECT held_tokens FROM compute_auction.token_accounts WHERE account_id = %s", (bidder,)).fetchone()[0] == held_before - max_price
+    assert conn.execute("SELECT status FROM compute_auction.compute_slots WHERE slot_id = 'slot-f'").fetchone() == ("idle",)
+    assert_audit_clean(conn)
+
+
+def test_agent_loop_waits_for_the_next_round(fresh_db_url, conn):
+    ev_scorer.main(fresh_db_url, fund_tokens=10_000)
+    conn.execute("SELECT compute_auction.offer_slot('slot-w')")
+    winners = []
+
+    def clear_later():
+        time.sleep(1.0)
+        with psycopg.connect(fresh_db_url, autocommit=True) as c:
+            winners.extend(c.execute("SELECT task_id FROM compute_auction.clear_round()").fetchall())
+
+    t = threading.Thread(target=clear_later)
+    t.start()
+    started = time.monotonic()
+    events = agent_loop.main(fresh_db_url, "slot-w", old_queue=["legacy"], run=fixed_run(10, 1.0), wait_s=15)
+    t.join()
+    assert time.monotonic() - started < 10, "the NOTIFY should have woken the runner"
+    assert events[0]["source"] == "auction"
+    assert [(events[0]["task_id"],)] == winners
+    assert clear_row(conn, "slot-w")[2] == "settled"
+    assert_audit_clean(conn)
+
+
+def test_agent_loop_script(fresh_db_url, conn):
+    ev_scorer.main(fresh_db_url, fund_tokens=10_000)
+    r = run_script("agent_loop.py", "--dsn", fresh_db_url, "--slot", "slot-s", "--offer", "--old-queue", "legacy-9")
+    assert r.returncode == 0, r.stderr
+    assert [json.loads(line) for line in r.stdout.splitlines()][0]["source"] == "old_queue"
+
+    (_, bid_id, task_id, bidder, price), = conn.execute("SELECT * FROM compute_auction.clear_round()").fetchall()
+    before = snapshot(conn)
+    r = run_script("agent_loop.py", "--dsn", fresh_db_url, "--slot", "slot-s", "--iterations", "2",
+                   "--old-queue", "legacy-10")
+    assert r.returncode == 0, r.stderr
+    events = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [e["source"] for e in events] == ["auction", "old_queue"]
+    assert (events[0]["task_id"], events[0]["bid_id"], events[0]["charged_tokens"]) == (task_id, bid_id, price)
+    cost, impact = events[0]["cost_tokens"], events[0]["impact"]
+    expect = agent_loop.run_task(task_id)
+    assert (cost, impact) == (expect.cost_tokens, expect.impact)
+    row = clear_row(conn, "slot-s")
+    assert row[2] == "settled" and row[5] == cost and row[6] == pytest.approx(impact)
+    assert snapshot(conn) != before
+    # --offer on an assigned slot is not an error: the won task is waiting for the runner
+    conn.execute("SELECT * FROM compute_auction.clear_round()")
+    r = run_script("agent_loop.py", "--dsn", fresh_db_url, "--slot", "slot-s", "--offer")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.splitlines()[0])["source"] == "auction"
+    assert_audit_clean(conn)
+
+
+def test_scripts_print_usage_without_a_dsn():
+    env_free = subprocess.run([sys.executable, str(EXAMPLES / "agent_loop.py"), "--slot", "x"],
+                              capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"})
+    assert env_free.returncode == 2 and "--dsn" in env_free.stderr
+    r = subprocess.run([sys.executable, str(EXAMPLES / "ev_scorer.py")],
+                       capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"})
+    assert r.returncode == 2 and "--dsn" in r.stderr
