@@ -140,7 +140,7 @@ def hint_call(hint: str) -> str:
 
 def expected_call(db: str, schedule: str = "* * * * *") -> str:
     lit = lambda s: "'" + s.replace("'", "''") + "'"  # noqa: E731
-    return f"SELECT cron.schedule_in_database({lit(JOB)}, {lit(schedule)}, {lit(COMMAND)}, {lit(db)});"
+    return f"SELECT cron.schedule_in_database({lit(JOB + ':' + db)}, {lit(schedule)}, {lit(COMMAND)}, {lit(db)});"
 
 
 def cron_runs(cluster: CronCluster, db: str):
@@ -376,7 +376,7 @@ def test_same_database_schedule_clearing_returns_the_job_id(observed):
     jobs = {j[0]: j for j in observed.jobs_after_scheduling}
     assert observed.same_db_job in jobs, observed.jobs_after_scheduling
     _, name, db, schedule, command = jobs[observed.same_db_job]
-    assert (name, db, schedule, command) == (JOB, "crondb", "* * * * *", COMMAND)
+    assert (name, db, schedule, command) == (f"{JOB}:crondb", "crondb", "* * * * *", COMMAND)
 
 
 def test_same_database_job_runs_and_clears_a_round(observed):

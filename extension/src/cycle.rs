@@ -8,8 +8,10 @@ use pgrx::prelude::*;
 use crate::errors::{self, Code, OrRaise};
 use crate::spi;
 
-/// The pg_cron job name used by schedule_clearing / unschedule_clearing.
-pub const CRON_JOB: &str = "compute_auction_clearing";
+/// Prefix of the pg_cron job name used by schedule_clearing / unschedule_clearing; the full
+/// name is `compute_auction_clearing:<database>`, one job per database (pg_cron keys jobs by
+/// name and user, so a shared name would make databases overwrite each other's job).
+pub const CRON_JOB_PREFIX: &str = "compute_auction_clearing";
 const CRON_COMMAND: &str = "SELECT compute_auction.run_cycle()";
 
 /// Runs one cycle at now() in the caller's transaction: clear_round, abort_stale
@@ -59,15 +61,19 @@ fn current_db(c: &mut pgrx::spi::SpiClient<'_>) -> String {
     spi::first(spi::run(c, "SELECT pg_catalog.current_database()::text", &[]), 1).unwrap_or_default()
 }
 
+fn job_name(db: &str) -> String {
+    format!("{CRON_JOB_PREFIX}:{db}")
+}
+
 /// Quotes a SQL literal for the hint text shown to an administrator (never executed here).
 fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
 /// Registers `SELECT compute_auction.run_cycle()` with pg_cron under the job name
-/// compute_auction_clearing (re-scheduling replaces it) and returns the job id. pg_cron must be
-/// installed in this database; otherwise the error's hint is the exact call to run in the
-/// pg_cron database (cron.database_name).
+/// `compute_auction_clearing:<this database>` (re-scheduling replaces it) and returns the job
+/// id. pg_cron must be installed in this database; otherwise the error's hint is the exact
+/// statement to run in the pg_cron database (cron.database_name).
 #[pg_extern(security_definer)]
 #[search_path(@extschema@, pg_catalog, pg_temp)]
 fn schedule_clearing(schedule: default!(Option<&str>, "'* * * * *'")) -> i64 {
@@ -76,48 +82,55 @@ fn schedule_clearing(schedule: default!(Option<&str>, "'* * * * *'")) -> i64 {
         errors::raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "schedule must not be empty", None);
     }
     spi::with(|c| {
+        let db = current_db(c);
+        let job = job_name(&db);
         if !cron_here(c) {
             let hint = format!(
-                "In the pg_cron database run: SELECT cron.schedule_in_database({}, {}, {}, {});",
-                literal(CRON_JOB),
+                "SELECT cron.schedule_in_database({}, {}, {}, {});",
+                literal(&job),
                 literal(schedule),
                 literal(CRON_COMMAND),
-                literal(&current_db(c))
+                literal(&db)
             );
-            errors::raise(
+            errors::raise_with_detail(
                 Code::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                 "pg_cron is not installed in this database",
-                Some(&hint),
+                "Run the statement in the hint in the database where pg_cron is installed (cron.database_name).",
+                &hint,
             );
         }
-        let args: [DatumWithOid; 3] = [CRON_JOB.into(), schedule.into(), CRON_COMMAND.into()];
+        let args: [DatumWithOid; 3] = [job.as_str().into(), schedule.into(), CRON_COMMAND.into()];
         spi::first::<i64>(spi::run(c, "SELECT cron.schedule($1, $2, $3)", &args), 1)
             .unwrap_or_else(|| errors::internal("cron.schedule returned nothing"))
     })
 }
 
-/// Removes the compute_auction_clearing pg_cron job. Returns whether a job was removed.
+/// Removes this database's compute_auction_clearing pg_cron job. Returns whether a job was
+/// removed.
 #[pg_extern(security_definer)]
 #[search_path(@extschema@, pg_catalog, pg_temp)]
 fn unschedule_clearing() -> bool {
     spi::with(|c| {
+        let job = job_name(&current_db(c));
         if !cron_here(c) {
-            let hint = format!("In the pg_cron database run: SELECT cron.unschedule({});", literal(CRON_JOB));
-            errors::raise(
+            let hint = format!("SELECT cron.unschedule({});", literal(&job));
+            errors::raise_with_detail(
                 Code::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                 "pg_cron is not installed in this database",
-                Some(&hint),
+                "Run the statement in the hint in the database where pg_cron is installed (cron.database_name).",
+                &hint,
             );
         }
         let exists = spi::first::<bool>(
-            spi::run(c, "SELECT EXISTS (SELECT 1 FROM cron.job WHERE jobname = $1)", &[CRON_JOB.into()]),
+            spi::run(c, "SELECT EXISTS (SELECT 1 FROM cron.job WHERE jobname = $1)", &[job.as_str().into()]),
             1,
         )
         .unwrap_or(false);
         if !exists {
             return false;
         }
-        spi::first::<bool>(spi::run(c, "SELECT cron.unschedule($1::text)", &[CRON_JOB.into()]), 1).unwrap_or(false)
+        spi::first::<bool>(spi::run(c, "SELECT cron.unschedule($1::text)", &[job.as_str().into()]), 1)
+            .unwrap_or(false)
     })
 }
 

@@ -19,6 +19,15 @@ pub fn raise(code: PgSqlErrorCode, message: impl Into<String>, hint: Option<&str
     unreachable!("ERROR does not return")
 }
 
+/// Raises an ERROR with a detail and a hint. Never returns.
+pub fn raise_with_detail(code: PgSqlErrorCode, message: &str, detail: &str, hint: &str) -> ! {
+    ErrorReport::new(code, message.to_string(), function_name!())
+        .set_detail(detail.to_string())
+        .set_hint(hint.to_string())
+        .report(PgLogLevel::ERROR);
+    unreachable!("ERROR does not return")
+}
+
 /// The SQLSTATE of each kind of bad input.
 pub fn invalid_code(e: &Invalid) -> PgSqlErrorCode {
     match e {

@@ -16,11 +16,6 @@ pub fn premium(max_price: i64, clearing_price: i64) -> Result<i64, Invalid> {
     sub("premium", max_price, clearing_price)
 }
 
-/// Splits `budget` tokens over `weights` proportionally, in whole tokens, by the largest-remainder
-/// (Hamilton) method: every share gets the floor of its exact quota, and the tokens left over go
-/// one each to the largest remainders (ties to the earlier entry). The result sums to exactly
-/// `budget`. All-zero weights give everything zero except when `budget` is 0; in that case the
-/// caller must decide (we split evenly).
 /// Each weight's share of the total, in [0, 1], computed without overflow (even split when all
 /// weights are zero).
 pub fn shares(weights: &[f64]) -> Vec<f64> {
@@ -34,7 +29,30 @@ pub fn shares(weights: &[f64]) -> Vec<f64> {
     scaled.iter().map(|w| (w / total).clamp(0.0, 1.0)).collect()
 }
 
+/// A non-negative finite f64 as an exact `mantissa * 2^exponent`.
+fn decompose(x: f64) -> (u64, i32) {
+    if x == 0.0 {
+        return (0, 0);
+    }
+    let bits = x.to_bits();
+    let exp = ((bits >> 52) & 0x7ff) as i32;
+    let frac = bits & ((1u64 << 52) - 1);
+    if exp == 0 {
+        (frac, -1074)
+    } else {
+        (frac | (1u64 << 52), exp - 1075)
+    }
+}
+
+/// Splits `budget` tokens over `weights` proportionally, in whole tokens, by the largest-remainder
+/// (Hamilton) method: every share gets the floor of its exact quota `budget * w / sum(w)`, and
+/// the tokens left over go one each to the largest remainders (ties to the earlier entry). The
+/// quotas are computed exactly (each f64 weight is an exact binary fraction; the arithmetic is
+/// on big integers), so every share is within one token of its quota at any budget, and the
+/// shares sum to exactly `budget`. All-zero weights split evenly.
 pub fn largest_remainder(budget: i64, weights: &[f64]) -> Result<Vec<i64>, Invalid> {
+    use num_bigint::BigUint;
+
     if budget < 0 {
         return Err(Invalid::Negative { arg: "daily_budget_tokens", value: budget });
     }
@@ -49,44 +67,34 @@ pub fn largest_remainder(budget: i64, weights: &[f64]) -> Result<Vec<i64>, Inval
             return Err(Invalid::OutOfRange { arg: "expected_value", detail: format!("{w} is negative") });
         }
     }
-    // scale by the largest weight first, so weights near f64::MAX cannot sum to infinity
-    let max = weights.iter().cloned().fold(0.0f64, f64::max);
-    let scaled: Vec<f64> = weights.iter().map(|w| if max > 0.0 { w / max } else { 0.0 }).collect();
-    let weights = &scaled[..];
-    let total: f64 = weights.iter().sum();
-    let even = total <= 0.0 || !total.is_finite();
     let n = weights.len();
-    // exact quotas, as (floor, remainder) using 128-bit integer arithmetic on scaled weights
-    // where possible, so large budgets do not lose whole tokens to float rounding.
+    let parts: Vec<(u64, i32)> = if weights.iter().all(|w| *w == 0.0) {
+        vec![(1, 0); n]
+    } else {
+        weights.iter().map(|w| decompose(*w)).collect()
+    };
+    let min_exp = parts.iter().filter(|p| p.0 != 0).map(|p| p.1).min().unwrap_or(0);
+    let big: Vec<BigUint> = parts
+        .iter()
+        .map(|&(m, e)| if m == 0 { BigUint::from(0u32) } else { BigUint::from(m) << ((e - min_exp) as usize) })
+        .collect();
+    let total: BigUint = big.iter().sum();
+    let budget_big = BigUint::from(budget as u64);
     let mut floors = Vec::with_capacity(n);
     let mut rems = Vec::with_capacity(n);
-    for w in weights {
-        let share = if even { 1.0 / n as f64 } else { w / total };
-        let exact = share * budget as f64;
-        let fl = exact.floor().clamp(0.0, budget as f64);
-        floors.push(fl as i64);
-        rems.push(exact - fl);
+    for w in &big {
+        let product = &budget_big * w;
+        let q = &product / &total;
+        rems.push(product - &q * &total);
+        // q <= budget, so it fits
+        floors.push(u64::try_from(q).unwrap_or(budget as u64) as i64);
     }
     let assigned: i128 = floors.iter().map(|&x| x as i128).sum();
-    let mut left = budget as i128 - assigned;
+    let left = (budget as i128 - assigned) as usize; // 0 <= left < n
     let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by(|&a, &b| rems[b].partial_cmp(&rems[a]).unwrap_or(std::cmp::Ordering::Equal).then(a.cmp(&b)));
-    // float rounding can leave `left` outside 0..n; hand out or take back one token at a time.
-    let mut i = 0;
-    while left > 0 {
-        let idx = order[i % n];
+    order.sort_by(|&a, &b| rems[b].cmp(&rems[a]).then(a.cmp(&b)));
+    for &idx in order.iter().take(left) {
         floors[idx] += 1;
-        left -= 1;
-        i += 1;
-    }
-    let mut j = n;
-    while left < 0 {
-        j = if j == 0 { n - 1 } else { j - 1 };
-        let idx = order[j];
-        if floors[idx] > 0 {
-            floors[idx] -= 1;
-            left += 1;
-        }
     }
     Ok(floors)
 }
@@ -126,6 +134,11 @@ mod tests {
         assert!(largest_remainder(5, &[f64::NAN]).is_err());
         assert!(largest_remainder(5, &[-1.0]).is_err());
         assert_eq!(largest_remainder(10, &[1e308, 1e308]).unwrap(), vec![5, 5]);
+        // exact at the largest budget (the floats' exact binary values, by big integers)
+        assert_eq!(
+            largest_remainder(i64::MAX, &[3.0, 1e-300, 7.0]).unwrap(),
+            vec![2767011611056432742, 0, 6456360425798343065]
+        );
     }
 
     #[test]
@@ -142,6 +155,20 @@ mod tests {
             let shares = largest_remainder(budget, &w).unwrap();
             prop_assert_eq!(shares.iter().map(|&x| x as i128).sum::<i128>(), budget as i128);
             prop_assert!(shares.iter().all(|&x| x >= 0));
+        }
+
+        #[test]
+        fn largest_remainder_is_within_one_of_quota_at_any_budget(budget in 0i64..i64::MAX, w in prop::collection::vec(0.0f64..1e12, 1..20)) {
+            // exact check with 128-bit integers on integer-valued weights
+            let w: Vec<f64> = w.iter().map(|x| x.floor()).collect();
+            prop_assume!(w.iter().any(|x| *x > 0.0));
+            let shares = largest_remainder(budget, &w).unwrap();
+            let total: u128 = w.iter().map(|x| *x as u128).sum();
+            for (s, wi) in shares.iter().zip(&w) {
+                let num = budget as u128 * (*wi as u128);
+                let fl = (num / total) as i64;
+                prop_assert!(*s == fl || *s == fl + 1, "share {} quota floor {}", s, fl);
+            }
         }
 
         #[test]
