@@ -209,6 +209,22 @@ fn replay(c: &mut SpiClient<'_>, account: &str, kind: &'static str, key: Option<
     Some(spi::get_req(&row, 2))
 }
 
+/// The validated (account, amount, reason) of deposit and withdraw.
+fn transfer_args<'a>(
+    account_id: Option<&'a str>,
+    amount: Option<i64>,
+    reason: Option<&'a str>,
+    idempotency_key: Option<&str>,
+) -> (&'a str, i64, &'a str) {
+    let account = check_id("account_id", account_id);
+    let amount = validate::positive("amount", validate::required("amount", amount).or_raise()).or_raise();
+    let reason = validate::required("reason", reason).or_raise();
+    if let Some(k) = idempotency_key {
+        validate::id("idempotency_key", k).or_raise();
+    }
+    (account, amount, reason)
+}
+
 /// Credits an account (how agents and quests refill through good work). Returns the new
 /// spendable balance. A repeated `idempotency_key` returns the first call's result.
 #[pg_extern(security_definer)]
@@ -219,12 +235,7 @@ fn deposit(
     reason: Option<&str>,
     idempotency_key: default!(Option<&str>, "NULL"),
 ) -> i64 {
-    let account = check_id("account_id", account_id);
-    let amount = validate::positive("amount", validate::required("amount", amount).or_raise()).or_raise();
-    let reason = validate::required("reason", reason).or_raise();
-    if let Some(k) = idempotency_key {
-        validate::id("idempotency_key", k).or_raise();
-    }
+    let (account, amount, reason) = transfer_args(account_id, amount, reason, idempotency_key);
     spi::with(|c| {
         let l = lock(c, account);
         if let Some(first) = replay(c, account, "deposit", idempotency_key, amount) {
@@ -258,12 +269,7 @@ fn withdraw(
     reason: Option<&str>,
     idempotency_key: default!(Option<&str>, "NULL"),
 ) -> i64 {
-    let account = check_id("account_id", account_id);
-    let amount = validate::positive("amount", validate::required("amount", amount).or_raise()).or_raise();
-    let reason = validate::required("reason", reason).or_raise();
-    if let Some(k) = idempotency_key {
-        validate::id("idempotency_key", k).or_raise();
-    }
+    let (account, amount, reason) = transfer_args(account_id, amount, reason, idempotency_key);
     spi::with(|c| {
         let l = lock_owned(c, account);
         if let Some(first) = replay(c, account, "withdraw", idempotency_key, -amount) {
