@@ -24,7 +24,8 @@ def test_schemathesis_finds_no_server_errors(drivers, fresh_db_url, conn, free_p
         "--request-timeout", "10",
         "--report-dir", str(tmp_path / "report"),
     ]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    # run in tmp_path: schemathesis keeps its example database in the working directory
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     log = out.stdout + out.stderr
     assert out.returncode == 0, log[-6000:]
     assert "Server error" not in log, log[-6000:]
