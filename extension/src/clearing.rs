@@ -32,13 +32,16 @@ SELECT slot_id, reserve_price_tokens, (extract(epoch FROM available_at) * 100000
  ORDER BY slot_id
    FOR UPDATE";
 
+// `= ANY (ARRAY(...))`, not `IN (...)`: with a generic plan the IN form can become a hash
+// semi-join over a sequential scan of the whole book; this form is a primary-key index scan
+// whatever the plan.
 const LOCK_BIDS: &str = "
 SELECT id
   FROM compute_auction.compute_auction_bids
- WHERE id IN (SELECT id FROM compute_auction.compute_auction_bids
-               WHERE status = 'open' AND ttl_at > $1
-               ORDER BY max_price_tokens DESC, placed_at, id
-               LIMIT $2)
+ WHERE id = ANY (ARRAY(SELECT id FROM compute_auction.compute_auction_bids
+                        WHERE status = 'open' AND ttl_at > $1
+                        ORDER BY max_price_tokens DESC, placed_at, id
+                        LIMIT $2))
  ORDER BY id
    FOR UPDATE";
 

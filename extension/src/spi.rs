@@ -13,15 +13,40 @@ use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiTupleTable};
 
 use crate::errors::internal;
 
+/// Plans are keyed by the statement's address: every statement is a `&'static str` constant, so
+/// its address identifies it without hashing its text on every call. Each key keeps the plans of
+/// the argument-type lists it was called with (in practice exactly one).
+type PlanList = Vec<(Vec<u32>, Rc<OwnedPreparedStatement>)>;
+
+#[derive(Default)]
+struct AddressHasher(u64);
+
+impl std::hash::Hasher for AddressHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (self.0 ^ n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 thread_local! {
-    static PLANS: RefCell<HashMap<(&'static str, Vec<u32>), Rc<OwnedPreparedStatement>>> =
-        RefCell::new(HashMap::new());
+    static PLANS: RefCell<HashMap<(usize, usize), PlanList, std::hash::BuildHasherDefault<AddressHasher>>> =
+        RefCell::new(HashMap::default());
 }
 
 fn plan_for(client: &SpiClient<'_>, sql: &'static str, args: &[DatumWithOid<'_>]) -> Rc<OwnedPreparedStatement> {
-    let oids: Vec<u32> = args.iter().map(|a| a.oid().to_u32()).collect();
-    let key = (sql, oids);
-    if let Some(p) = PLANS.with(|m| m.borrow().get(&key).cloned()) {
+    let key = (sql.as_ptr() as usize, sql.len());
+    let same_types = |oids: &[u32]| oids.len() == args.len() && oids.iter().zip(args).all(|(o, a)| *o == a.oid().to_u32());
+    let cached = PLANS.with(|m| {
+        m.borrow().get(&key).and_then(|list| list.iter().find(|(oids, _)| same_types(oids)).map(|(_, p)| p.clone()))
+    });
+    if let Some(p) = cached {
         return p;
     }
     let types: Vec<PgOid> = args.iter().map(|a| PgOid::from(a.oid())).collect();
@@ -29,7 +54,8 @@ fn plan_for(client: &SpiClient<'_>, sql: &'static str, args: &[DatumWithOid<'_>]
         Ok(p) => Rc::new(p.keep()),
         Err(e) => internal(format!("preparing statement: {e}")),
     };
-    PLANS.with(|m| m.borrow_mut().insert(key, plan.clone()));
+    let oids: Vec<u32> = args.iter().map(|a| a.oid().to_u32()).collect();
+    PLANS.with(|m| m.borrow_mut().entry(key).or_default().push((oids, plan.clone())));
     plan
 }
 
