@@ -165,6 +165,20 @@ CREATE INDEX compute_auction_clears_stale_idx
     ON compute_auction.compute_auction_clears (slot_started_at) WHERE status = 'assigned';
 
 ---------------------------------------------------------------------------------------------
+-- Autovacuum for the hot tables: bids change status (leaving the open-book indexes with dead
+-- entries that clear_round's index scan must step over), the delta log is emptied every round
+-- and the counter row is rewritten every round. Vacuum them early rather than at 20% churn.
+---------------------------------------------------------------------------------------------
+ALTER TABLE compute_auction.compute_auction_bids
+    SET (autovacuum_vacuum_scale_factor = 0.05, autovacuum_analyze_scale_factor = 0.02);
+ALTER TABLE compute_auction.open_bid_count_deltas
+    SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
+ALTER TABLE compute_auction.open_bid_count
+    SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 200);
+ALTER TABLE compute_auction.compute_slots
+    SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
+
+---------------------------------------------------------------------------------------------
 -- pg_dump keeps the market's data (extension member tables are skipped otherwise)
 ---------------------------------------------------------------------------------------------
 SELECT pg_catalog.pg_extension_config_dump('compute_auction.token_accounts', '');
