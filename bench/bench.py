@@ -584,7 +584,7 @@ INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT count(*) FROM b
         # tiny table that autovacuum has already analyzed, a fresh connection's generic plan for
         # the live-bid lookup is a sequential scan (see stale_plan), which would distort the
         # breakdown (the run of 2026-11-23 15:38 caught exactly that).
-        self.sql("diag_bids", "SELECT count(compute_auction.place_bid('acct-' || (i % %s + 1), 'seed-' || i, 5)) "
+        self.sql("diag_bids", "SELECT count(compute_auction.place_bid('acct-' || (i %% %s + 1), 'seed-' || i, 5)) "
                  "FROM generate_series(1, 5000) AS i", (INTAKE_ACCOUNTS,))
         self.sql("diag_bids", "ANALYZE compute_auction.compute_auction_bids")
 
