@@ -105,15 +105,15 @@ pub struct ClearArgs {
 #[derive(Debug, Clone, Args)]
 pub struct SimulateArgs {
     /// Number of agent wallets (sim-agent-NNN).
-    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=999))]
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub agents: u32,
 
     /// Number of quest wallets (sim-quest-NN); quests bid with an expected value.
-    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=99))]
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=10_000))]
     pub quests: u32,
 
     /// Number of compute slots (sim-slot-NN) to offer and run.
-    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=99))]
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub slots: u32,
 
     /// How long to run; 0 means until SIGINT/SIGTERM. Accepts "90s", "5m", or
