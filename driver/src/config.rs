@@ -158,8 +158,7 @@ pub fn parse_duration_arg(s: &str) -> Result<Duration, String> {
         }
         return Ok(Duration::from_secs_f64(secs));
     }
-    humantime::parse_duration(t)
-        .map_err(|e| format!("invalid duration {t:?}: {e} (examples: 10s, 500ms, 1h, 2.5)"))
+    humantime::parse_duration(t).map_err(|e| format!("invalid duration {t:?}: {e} (examples: 10s, 500ms, 1h, 2.5)"))
 }
 
 /// Like [`parse_duration_arg`] but rejects zero (a clearing interval or tick
@@ -217,9 +216,22 @@ mod tests {
     #[test]
     fn serve_flags_after_subcommand() {
         let cli = Cli::try_parse_from([
-            "x", "serve", "--interval", "1s", "--listen", "127.0.0.1:9", "--database-url", "postgres://h/d",
-            "--order-book-max-depth", "50", "--assignment-timeout", "90s", "--fallback-after", "2",
-            "--daily-budget-tokens", "1000",
+            "x",
+            "serve",
+            "--interval",
+            "1s",
+            "--listen",
+            "127.0.0.1:9",
+            "--database-url",
+            "postgres://h/d",
+            "--order-book-max-depth",
+            "50",
+            "--assignment-timeout",
+            "90s",
+            "--fallback-after",
+            "2",
+            "--daily-budget-tokens",
+            "1000",
         ])
         .unwrap();
         let Command::Serve(s) = cli.command else { panic!("not serve") };

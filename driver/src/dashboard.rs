@@ -132,7 +132,8 @@ impl WinnersCache {
                 tokio::spawn(async move {
                     match Self::load(&pool).await {
                         Ok((value, cost)) => {
-                            *me.slot.lock().await = Some(CachedWinners { at: Instant::now(), ttl: winners_ttl(cost), value });
+                            *me.slot.lock().await =
+                                Some(CachedWinners { at: Instant::now(), ttl: winners_ttl(cost), value });
                         }
                         Err(e) => tracing::warn!(error = %e, "refreshing the top winners failed"),
                     }
@@ -150,7 +151,12 @@ impl WinnersCache {
 /// Collects the dashboard bundle. Each part that fails for a reason other
 /// than an unreachable database is reported under "errors" and left null, so
 /// an older extension (e.g. without price_to_win) still gets a page.
-pub async fn collect(client: &Client, pool: &Pool, winners: &Arc<WinnersCache>, driver: Value) -> Result<Value, DbError> {
+pub async fn collect(
+    client: &Client,
+    pool: &Pool,
+    winners: &Arc<WinnersCache>,
+    driver: Value,
+) -> Result<Value, DbError> {
     let mut errors = Map::new();
     let now = db::db_now(client).await?;
     let window_start = now - ChronoDuration::hours(WINDOW_HOURS);
@@ -258,7 +264,16 @@ mod tests {
     #[test]
     fn page_is_self_contained() {
         let page = render_page(&Value::Null);
-        for id in ["fill-rate", "rounds-count", "last-price", "top-winners", "order-book-bids", "order-book-asks", "price-chart", "price-to-win"] {
+        for id in [
+            "fill-rate",
+            "rounds-count",
+            "last-price",
+            "top-winners",
+            "order-book-bids",
+            "order-book-asks",
+            "price-chart",
+            "price-to-win",
+        ] {
             assert!(page.contains(&format!("id=\"{id}\"")), "missing #{id}");
         }
         // no external resources: the machine running it may be offline

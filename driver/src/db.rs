@@ -24,12 +24,7 @@ pub enum DbError {
     /// connection broke: back off and retry.
     Unavailable(String),
     /// The server answered with an error (SQLSTATE `code`).
-    Sql {
-        code: String,
-        message: String,
-        detail: Option<String>,
-        hint: Option<String>,
-    },
+    Sql { code: String, message: String, detail: Option<String>, hint: Option<String> },
     /// Anything else (e.g. a result of an unexpected type).
     Internal(String),
 }
@@ -145,9 +140,7 @@ impl From<PoolError> for DbError {
             PoolError::Backend(e) => match DbError::from(e) {
                 // Any failure while opening or checking a connection means we
                 // have no usable connection.
-                DbError::Sql { code, message, .. } => {
-                    DbError::Unavailable(format!("{message} (SQLSTATE {code})"))
-                }
+                DbError::Sql { code, message, .. } => DbError::Unavailable(format!("{message} (SQLSTATE {code})")),
                 other => DbError::Unavailable(other.message()),
             },
             PoolError::Timeout(t) => DbError::Unavailable(format!("timed out getting a connection ({t:?})")),
@@ -159,8 +152,7 @@ impl From<PoolError> for DbError {
 /// Parses the connection string and fills in driver defaults (connect
 /// timeout, application_name) where the URL does not set them.
 pub fn parse_config(url: &str) -> Result<tokio_postgres::Config, String> {
-    let mut cfg: tokio_postgres::Config =
-        url.parse().map_err(|e| format!("invalid database URL: {e}"))?;
+    let mut cfg: tokio_postgres::Config = url.parse().map_err(|e| format!("invalid database URL: {e}"))?;
     if cfg.get_connect_timeout().is_none() {
         cfg.connect_timeout(Duration::from_secs(5));
     }
@@ -174,11 +166,7 @@ pub fn parse_config(url: &str) -> Result<tokio_postgres::Config, String> {
 
 /// A lazily connecting pool: creating it never touches the network.
 pub fn make_pool(cfg: &tokio_postgres::Config, size: usize) -> Pool {
-    let mgr = Manager::from_config(
-        cfg.clone(),
-        NoTls,
-        ManagerConfig { recycling_method: RecyclingMethod::Verified },
-    );
+    let mgr = Manager::from_config(cfg.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Verified });
     Pool::builder(mgr)
         .max_size(size)
         .runtime(Runtime::Tokio1)
@@ -192,10 +180,8 @@ pub fn make_pool(cfg: &tokio_postgres::Config, size: usize) -> Pool {
 /// Opens one dedicated connection (outside the pool) and drives it on a
 /// background task. Used for the leader lock and by one-shot subcommands.
 pub async fn connect(cfg: &tokio_postgres::Config) -> Result<Client, DbError> {
-    let (client, connection) = cfg
-        .connect(NoTls)
-        .await
-        .map_err(|e| DbError::Unavailable(DbError::from(e).message()))?;
+    let (client, connection) =
+        cfg.connect(NoTls).await.map_err(|e| DbError::Unavailable(DbError::from(e).message()))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "dedicated connection ended");
@@ -241,10 +227,7 @@ pub struct ClearOutcome {
 pub async fn refund_unfilled(client: &mut Client) -> Result<Refunds, DbError> {
     let tx = client.transaction().await?;
     let rows = tx
-        .query(
-            "SELECT bids_expired::bigint, tokens_refunded::bigint FROM compute_auction.refund_unfilled(now())",
-            &[],
-        )
+        .query("SELECT bids_expired::bigint, tokens_refunded::bigint FROM compute_auction.refund_unfilled(now())", &[])
         .await?;
     tx.commit().await?;
     let mut r = Refunds::default();
@@ -325,7 +308,10 @@ pub const FALLBACK_SOURCE: &str = "driver-fallback";
 
 /// The issue-5 fallback: `allocate_proportional(current_date, budget, quests)`
 /// with each quest's summed expected value over its open bids.
-pub async fn allocate_proportional(client: &mut Client, daily_budget_tokens: i64) -> Result<FallbackAllocation, DbError> {
+pub async fn allocate_proportional(
+    client: &mut Client,
+    daily_budget_tokens: i64,
+) -> Result<FallbackAllocation, DbError> {
     let tx = client.transaction().await?;
     let row = tx
         .query_one(
@@ -342,11 +328,7 @@ pub async fn allocate_proportional(client: &mut Client, daily_budget_tokens: i64
         )
         .await?;
     tx.commit().await?;
-    Ok(FallbackAllocation {
-        day: row.try_get(0)?,
-        quests: row.try_get(1)?,
-        allocated_tokens: row.try_get(2)?,
-    })
+    Ok(FallbackAllocation { day: row.try_get(0)?, quests: row.try_get(1)?, allocated_tokens: row.try_get(2)? })
 }
 
 // ------------------------------------------------------------------ API ---
@@ -354,12 +336,20 @@ pub async fn allocate_proportional(client: &mut Client, daily_budget_tokens: i64
 /// Runs a query returning one jsonb value and hands back its text exactly as
 /// PostgreSQL rendered it (`null` for SQL NULL), so API responses are the SQL
 /// function's result verbatim.
-async fn json_text(client: &Client, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<String, DbError> {
+async fn json_text(
+    client: &Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<String, DbError> {
     let row = client.query_one(sql, params).await?;
     Ok(row.try_get::<_, Option<String>>(0)?.unwrap_or_else(|| "null".to_string()))
 }
 
-async fn json_value(client: &Client, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<Value, DbError> {
+async fn json_value(
+    client: &Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Value, DbError> {
     let row = client.query_one(sql, params).await?;
     Ok(row.try_get::<_, Option<Value>>(0)?.unwrap_or(Value::Null))
 }
@@ -411,9 +401,8 @@ pub async fn last_round_time(client: &Client) -> Result<LastRound, DbError> {
 }
 
 pub async fn extension_version(client: &Client) -> Result<Option<String>, DbError> {
-    let row = client
-        .query_opt("SELECT extversion::text FROM pg_extension WHERE extname = 'compute_auction'", &[])
-        .await?;
+    let row =
+        client.query_opt("SELECT extversion::text FROM pg_extension WHERE extname = 'compute_auction'", &[]).await?;
     Ok(match row {
         Some(r) => r.try_get(0)?,
         None => None,
@@ -491,7 +480,11 @@ pub async fn last_priced_round(client: &Client, lookback: i64) -> Result<Option<
         )
         .await?;
     Ok(match row {
-        Some(r) => Some(PricedRound { round_id: r.try_get(0)?, cleared_at: r.try_get(1)?, clearing_price_tokens: r.try_get(2)? }),
+        Some(r) => Some(PricedRound {
+            round_id: r.try_get(0)?,
+            cleared_at: r.try_get(1)?,
+            clearing_price_tokens: r.try_get(2)?,
+        }),
         None => None,
     })
 }

@@ -90,7 +90,9 @@ impl IntoResponse for ApiError {
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
         match &e {
-            DbError::Unavailable(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("database unavailable: {m}")),
+            DbError::Unavailable(m) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("database unavailable: {m}"))
+            }
             DbError::Sql { code, message, .. } => match code.as_str() {
                 "P0002" => ApiError::new(StatusCode::NOT_FOUND, message.clone()),
                 // undefined function / table / schema: an extension version without this feature
@@ -156,7 +158,9 @@ async fn client(pool: &Pool) -> Result<Object, ApiError> {
     match timeout(POOL_TIMEOUT, pool.get()).await {
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) => Err(DbError::from(e).into()),
-        Err(_) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database unavailable: timed out getting a connection")),
+        Err(_) => {
+            Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database unavailable: timed out getting a connection"))
+        }
     }
 }
 
@@ -193,7 +197,10 @@ async fn order_book(
     Ok(raw_json(timed(db::order_book_text(&c, depth)).await?))
 }
 
-async fn bid_status(State(st): State<Arc<AppState>>, id: Result<Path<String>, PathRejection>) -> Result<Response, ApiError> {
+async fn bid_status(
+    State(st): State<Arc<AppState>>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
     let Path(id) = id.map_err(|e| ApiError::bad_request(format!("invalid bid id: {}", e.body_text())))?;
     let id = parse_bid_id(&id)?;
     let c = client(&st.pool).await?;
@@ -294,7 +301,8 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
 }
 
 async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/yaml; charset=utf-8"))], OPENAPI_YAML).into_response()
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/yaml; charset=utf-8"))], OPENAPI_YAML)
+        .into_response()
 }
 
 #[cfg(test)]
@@ -367,7 +375,8 @@ mod tests {
         let req = axum::http::Request::builder().uri(path).body(axum::body::Body::empty()).unwrap();
         let resp = offline_router().oneshot(req).await.unwrap();
         let status = resp.status();
-        let ctype = resp.headers().get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+        let ctype =
+            resp.headers().get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
         let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
         (status, ctype, String::from_utf8_lossy(&body).into_owned())
     }
@@ -394,8 +403,13 @@ mod tests {
 
     #[tokio::test]
     async fn database_down_is_503_json() {
-        for path in ["/api/compute-auction/order-book", "/api/compute-auction/bids/1", "/api/compute-auction/stats",
-                     "/api/compute-auction/price-to-win", "/api/compute-auction/dashboard"] {
+        for path in [
+            "/api/compute-auction/order-book",
+            "/api/compute-auction/bids/1",
+            "/api/compute-auction/stats",
+            "/api/compute-auction/price-to-win",
+            "/api/compute-auction/dashboard",
+        ] {
             let (status, ctype, body) = get(path).await;
             assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{path}: {body}");
             assert_eq!(ctype, "application/json");

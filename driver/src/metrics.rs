@@ -107,16 +107,56 @@ impl Metrics {
         let g = |out: &mut String, name: &str, help: &str, v: String| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         };
-        c(&mut out, "compute_auction_rounds_cleared_total", "Clearing rounds run by this driver.", self.rounds_cleared.load(Relaxed));
-        c(&mut out, "compute_auction_slots_filled_total", "Slots filled by rounds this driver ran.", self.slots_filled.load(Relaxed));
+        c(
+            &mut out,
+            "compute_auction_rounds_cleared_total",
+            "Clearing rounds run by this driver.",
+            self.rounds_cleared.load(Relaxed),
+        );
+        c(
+            &mut out,
+            "compute_auction_slots_filled_total",
+            "Slots filled by rounds this driver ran.",
+            self.slots_filled.load(Relaxed),
+        );
         if let Some(p) = self.last_price() {
-            g(&mut out, "compute_auction_last_clearing_price_tokens", "Clearing price of the newest round (run by this driver) that filled a slot.", p.to_string());
+            g(
+                &mut out,
+                "compute_auction_last_clearing_price_tokens",
+                "Clearing price of the newest round (run by this driver) that filled a slot.",
+                p.to_string(),
+            );
         }
-        g(&mut out, "compute_auction_last_round_id", "round_id of the newest round this driver ran (0 before the first).", self.last_round_id.load(Relaxed).to_string());
-        c(&mut out, "compute_auction_bids_refunded_total", "Expired open bids refunded by refund_unfilled.", self.bids_refunded.load(Relaxed));
-        c(&mut out, "compute_auction_tokens_refunded_total", "Tokens returned to bidders by refund_unfilled.", self.tokens_refunded.load(Relaxed));
-        c(&mut out, "compute_auction_assignments_aborted_total", "Stale assignments aborted with a full refund by abort_stale.", self.assignments_aborted.load(Relaxed));
-        c(&mut out, "compute_auction_clearing_errors_total", "Failed clear_round calls.", self.clearing_errors.load(Relaxed));
+        g(
+            &mut out,
+            "compute_auction_last_round_id",
+            "round_id of the newest round this driver ran (0 before the first).",
+            self.last_round_id.load(Relaxed).to_string(),
+        );
+        c(
+            &mut out,
+            "compute_auction_bids_refunded_total",
+            "Expired open bids refunded by refund_unfilled.",
+            self.bids_refunded.load(Relaxed),
+        );
+        c(
+            &mut out,
+            "compute_auction_tokens_refunded_total",
+            "Tokens returned to bidders by refund_unfilled.",
+            self.tokens_refunded.load(Relaxed),
+        );
+        c(
+            &mut out,
+            "compute_auction_assignments_aborted_total",
+            "Stale assignments aborted with a full refund by abort_stale.",
+            self.assignments_aborted.load(Relaxed),
+        );
+        c(
+            &mut out,
+            "compute_auction_clearing_errors_total",
+            "Failed clear_round calls.",
+            self.clearing_errors.load(Relaxed),
+        );
         let _ = writeln!(
             out,
             "# HELP compute_auction_cycle_step_errors_total Failed cycle steps, by step.\n# TYPE compute_auction_cycle_step_errors_total counter"
@@ -128,13 +168,48 @@ impl Metrics {
         ] {
             let _ = writeln!(out, "compute_auction_cycle_step_errors_total{{step=\"{step}\"}} {}", v.load(Relaxed));
         }
-        c(&mut out, "compute_auction_database_unavailable_total", "Cycles skipped because the database was unreachable.", self.db_unavailable.load(Relaxed));
-        g(&mut out, "compute_auction_consecutive_failures", "Consecutive failed clearing rounds (0 after a success).", self.consecutive_failures.load(Relaxed).to_string());
-        g(&mut out, "compute_auction_leader", "1 while this driver holds the leader lock and clears rounds.", u8::from(self.is_leader()).to_string());
-        g(&mut out, "compute_auction_degraded", "1 while clearing has failed --fallback-after times in a row.", u8::from(self.is_degraded()).to_string());
-        c(&mut out, "compute_auction_leadership_acquired_total", "Times this driver became leader.", self.leadership_acquired.load(Relaxed));
-        c(&mut out, "compute_auction_fallback_allocations_total", "Proportional fallback allocations written.", self.fallback_allocations.load(Relaxed));
-        c(&mut out, "compute_auction_fallback_errors_total", "Failed attempts to write the proportional fallback allocation.", self.fallback_errors.load(Relaxed));
+        c(
+            &mut out,
+            "compute_auction_database_unavailable_total",
+            "Cycles skipped because the database was unreachable.",
+            self.db_unavailable.load(Relaxed),
+        );
+        g(
+            &mut out,
+            "compute_auction_consecutive_failures",
+            "Consecutive failed clearing rounds (0 after a success).",
+            self.consecutive_failures.load(Relaxed).to_string(),
+        );
+        g(
+            &mut out,
+            "compute_auction_leader",
+            "1 while this driver holds the leader lock and clears rounds.",
+            u8::from(self.is_leader()).to_string(),
+        );
+        g(
+            &mut out,
+            "compute_auction_degraded",
+            "1 while clearing has failed --fallback-after times in a row.",
+            u8::from(self.is_degraded()).to_string(),
+        );
+        c(
+            &mut out,
+            "compute_auction_leadership_acquired_total",
+            "Times this driver became leader.",
+            self.leadership_acquired.load(Relaxed),
+        );
+        c(
+            &mut out,
+            "compute_auction_fallback_allocations_total",
+            "Proportional fallback allocations written.",
+            self.fallback_allocations.load(Relaxed),
+        );
+        c(
+            &mut out,
+            "compute_auction_fallback_errors_total",
+            "Failed attempts to write the proportional fallback allocation.",
+            self.fallback_errors.load(Relaxed),
+        );
 
         let name = "compute_auction_round_duration_seconds";
         let _ = writeln!(out, "# HELP {name} Wall time of clear_round transactions.\n# TYPE {name} histogram");
@@ -148,7 +223,12 @@ impl Metrics {
         let _ = writeln!(out, "{name}_sum {}", fmt_f64(self.duration_sum_micros.load(Relaxed) as f64 / 1e6));
         let _ = writeln!(out, "{name}_count {count}");
 
-        g(&mut out, "compute_auction_database_up", "1 if the database answered market_summary() for this scrape.", u8::from(market.is_some()).to_string());
+        g(
+            &mut out,
+            "compute_auction_database_up",
+            "1 if the database answered market_summary() for this scrape.",
+            u8::from(market.is_some()).to_string(),
+        );
         if let Some(m) = market {
             let num = |k: &str| m.get(k).and_then(Value::as_i64);
             if let Some(v) = num("open_bids") {
@@ -162,10 +242,20 @@ impl Metrics {
             }
             if let Some(v) = num("bids_placed_total") {
                 // A gauge: the database, not this process, owns the count.
-                g(&mut out, "compute_auction_bids_placed", "Bids ever placed (market_summary.bids_placed_total).", v.to_string());
+                g(
+                    &mut out,
+                    "compute_auction_bids_placed",
+                    "Bids ever placed (market_summary.bids_placed_total).",
+                    v.to_string(),
+                );
             }
             if let Some(v) = num("tokens_refunded_total") {
-                g(&mut out, "compute_auction_market_tokens_refunded", "Tokens ever refunded (market_summary.tokens_refunded_total).", v.to_string());
+                g(
+                    &mut out,
+                    "compute_auction_market_tokens_refunded",
+                    "Tokens ever refunded (market_summary.tokens_refunded_total).",
+                    v.to_string(),
+                );
             }
         }
         out
@@ -178,7 +268,11 @@ fn fmt_f64(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
     } else if v.is_infinite() {
-        if v > 0.0 { "+Inf".into() } else { "-Inf".into() }
+        if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
     } else {
         format!("{v}")
     }
@@ -190,7 +284,9 @@ mod tests {
     use serde_json::json;
 
     fn line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
-        text.lines().find(|l| l.starts_with(prefix) && l[prefix.len()..].starts_with(' ')).map(|l| &l[prefix.len() + 1..])
+        text.lines()
+            .find(|l| l.starts_with(prefix) && l[prefix.len()..].starts_with(' '))
+            .map(|l| &l[prefix.len() + 1..])
     }
 
     #[test]
@@ -241,7 +337,9 @@ mod tests {
         m.observe_round_duration(Duration::from_millis(30));
         m.observe_round_duration(Duration::from_secs(60)); // only +Inf
         let text = m.render(None);
-        let b = |le: &str| line(&text, &format!("compute_auction_round_duration_seconds_bucket{{le=\"{le}\"}}")).unwrap().to_string();
+        let b = |le: &str| {
+            line(&text, &format!("compute_auction_round_duration_seconds_bucket{{le=\"{le}\"}}")).unwrap().to_string()
+        };
         assert_eq!(b("0.005"), "1");
         assert_eq!(b("0.025"), "1");
         assert_eq!(b("0.05"), "3");

@@ -271,7 +271,9 @@ impl Scheduler {
         let mut client = match timeout(POOL_GET_TIMEOUT, self.pool.get()).await {
             Ok(Ok(c)) => c,
             Ok(Err(e)) => return Tick::Unavailable(e.into()),
-            Err(_) => return Tick::Unavailable(DbError::Unavailable("timed out waiting for a pooled connection".into())),
+            Err(_) => {
+                return Tick::Unavailable(DbError::Unavailable("timed out waiting for a pooled connection".into()))
+            }
         };
         let cycle = run_cycle(&mut client, self.cfg.assignment_timeout).await;
         drop(client);
@@ -318,7 +320,8 @@ impl Scheduler {
                     tracing::info!(after_failures = was_failing, "clearing succeeded again; market no longer degraded");
                 }
                 self.last_fallback_attempt = None;
-                let (expired, refunded) = cycle.refunds.as_ref().map(|r| (r.bids_expired, r.tokens_refunded)).unwrap_or((0, 0));
+                let (expired, refunded) =
+                    cycle.refunds.as_ref().map(|r| (r.bids_expired, r.tokens_refunded)).unwrap_or((0, 0));
                 match &outcome.round {
                     Some(r) => {
                         m.last_round_id.store(r.round_id, Relaxed);
@@ -337,7 +340,11 @@ impl Scheduler {
                             "round cleared"
                         );
                     }
-                    None => tracing::warn!(slots_filled = outcome.assignments.len(), duration_ms, "round cleared but no round row is visible"),
+                    None => tracing::warn!(
+                        slots_filled = outcome.assignments.len(),
+                        duration_ms,
+                        "round cleared but no round row is visible"
+                    ),
                 }
             }
             Err(e) => {
@@ -402,7 +409,12 @@ pub enum Health {
 /// Degraded when this driver's own clearing has failed `fallback_after`
 /// times in a row, or when nobody has cleared for much longer than the
 /// interval (the leader, wherever it runs, is failing).
-pub fn health(consecutive_failures: u64, fallback_after: u32, last_round_age: Option<f64>, interval: Duration) -> Health {
+pub fn health(
+    consecutive_failures: u64,
+    fallback_after: u32,
+    last_round_age: Option<f64>,
+    interval: Duration,
+) -> Health {
     if consecutive_failures >= u64::from(fallback_after) {
         return Health::Degraded;
     }
@@ -460,7 +472,12 @@ mod tests {
     fn cycle_json_reports_each_step() {
         let c = Cycle {
             refunds: Ok(Refunds { bids_expired: 2, tokens_refunded: 300 }),
-            aborted: Err(DbError::Sql { code: "42883".into(), message: "no such function".into(), detail: None, hint: None }),
+            aborted: Err(DbError::Sql {
+                code: "42883".into(),
+                message: "no such function".into(),
+                detail: None,
+                hint: None,
+            }),
             clear: Ok(ClearOutcome { round: None, assignments: vec![] }),
             clear_duration: Duration::from_micros(1500),
         };

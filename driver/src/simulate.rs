@@ -160,12 +160,22 @@ struct Sim {
     started: Instant,
 }
 
-pub async fn run(pool: Pool, args: SimulateArgs, mut shutdown: watch::Receiver<bool>) -> Result<serde_json::Value, DbError> {
-    let seed = args.seed.unwrap_or_else(|| {
-        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(42)
-    });
-    tracing::info!(seed, agents = args.agents, quests = args.quests, slots = args.slots,
-        duration_s = args.duration.as_secs_f64(), "simulation starting");
+pub async fn run(
+    pool: Pool,
+    args: SimulateArgs,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<serde_json::Value, DbError> {
+    let seed = args
+        .seed
+        .unwrap_or_else(|| SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(42));
+    tracing::info!(
+        seed,
+        agents = args.agents,
+        quests = args.quests,
+        slots = args.slots,
+        duration_s = args.duration.as_secs_f64(),
+        "simulation starting"
+    );
     let slots = (1..=args.slots).map(|i| (slot_id(i), SlotState::Idle)).collect();
     let mut sim = Sim {
         pool,
@@ -276,12 +286,7 @@ impl Sim {
         let mut offered = 0;
         for i in 1..=self.args.slots {
             let reserve = 5 + self.rng.below(46) as i64;
-            match c
-                .execute(
-                    "SELECT compute_auction.offer_slot($1, now(), $2::bigint)",
-                    &[&slot_id(i), &reserve],
-                )
-                .await
+            match c.execute("SELECT compute_auction.offer_slot($1, now(), $2::bigint)", &[&slot_id(i), &reserve]).await
             {
                 Ok(_) => offered += 1,
                 Err(e) => {
@@ -294,7 +299,12 @@ impl Sim {
                 }
             }
         }
-        tracing::info!(wallets_opened = opened, wallets_existing = wallets.len() - opened, slots_offered = offered, "simulation set up");
+        tracing::info!(
+            wallets_opened = opened,
+            wallets_existing = wallets.len() - opened,
+            slots_offered = offered,
+            "simulation set up"
+        );
         Ok(())
     }
 
@@ -403,7 +413,10 @@ impl Sim {
                 SlotState::Running { until, price, bidder } if *until <= now => {
                     let (price, bidder) = (*price, bidder.clone());
                     if self.rng.chance(0.04) {
-                        match c.query_one("SELECT compute_auction.abort_slot($1, $2)", &[&slot, &"sim: runner crashed"]).await {
+                        match c
+                            .query_one("SELECT compute_auction.abort_slot($1, $2)", &[&slot, &"sim: runner crashed"])
+                            .await
+                        {
                             Ok(_) => self.c.aborted += 1,
                             Err(e) => {
                                 let e = DbError::from(e);
@@ -415,9 +428,13 @@ impl Sim {
                         }
                     } else {
                         let cost = ((price.max(1) as f64) * self.rng.range(0.5, 1.2)).round() as i64;
-                        let impact = ((price.max(1) as f64 / 100.0) * (0.6 * self.rng.normal()).exp() * 1000.0).round() / 1000.0;
+                        let impact =
+                            ((price.max(1) as f64 / 100.0) * (0.6 * self.rng.normal()).exp() * 1000.0).round() / 1000.0;
                         match c
-                            .query_one("SELECT compute_auction.settle($1, $2::bigint, $3::float8)", &[&slot, &cost, &impact])
+                            .query_one(
+                                "SELECT compute_auction.settle($1, $2::bigint, $3::float8)",
+                                &[&slot, &cost, &impact],
+                            )
                             .await
                         {
                             Ok(row) => {
@@ -447,25 +464,25 @@ impl Sim {
     async fn refill(&mut self) -> Result<(), DbError> {
         let c = self.client().await?;
         let low = (self.args.mean_price * 20).min(self.args.initial_tokens / 2).max(1);
-        let ids: Vec<String> = (1..=self.args.agents).map(agent_id).chain((1..=self.args.quests).map(quest_id)).collect();
+        let ids: Vec<String> =
+            (1..=self.args.agents).map(agent_id).chain((1..=self.args.quests).map(quest_id)).collect();
         for id in ids {
-            let bal: Option<i64> = match c
-                .query_opt("SELECT balance_tokens::bigint FROM compute_auction.balance($1)", &[&id])
-                .await
-            {
-                Ok(Some(r)) => r.try_get(0)?,
-                Ok(None) => None,
-                Err(e) => {
-                    let e = DbError::from(e);
-                    if e.is_unavailable() {
-                        return Err(e);
+            let bal: Option<i64> =
+                match c.query_opt("SELECT balance_tokens::bigint FROM compute_auction.balance($1)", &[&id]).await {
+                    Ok(Some(r)) => r.try_get(0)?,
+                    Ok(None) => None,
+                    Err(e) => {
+                        let e = DbError::from(e);
+                        if e.is_unavailable() {
+                            return Err(e);
+                        }
+                        self.c.reject("balance", &e);
+                        continue;
                     }
-                    self.c.reject("balance", &e);
-                    continue;
-                }
-            };
+                };
             if bal.is_some_and(|b| b < low) {
-                let amount = self.args.initial_tokens / 2 + self.rng.below((self.args.initial_tokens / 2).max(1) as u64) as i64;
+                let amount =
+                    self.args.initial_tokens / 2 + self.rng.below((self.args.initial_tokens / 2).max(1) as u64) as i64;
                 match c
                     .query_one(
                         "SELECT compute_auction.deposit($1, $2::bigint, $3)",

@@ -123,7 +123,12 @@ fn lock_book(c: &mut SpiClient<'_>, now: TimestampWithTimeZone) -> (Vec<Slot>, V
             let locked: HashSet<i64> = spi::run(c, LOCK_BIDS, &args).map(|r| spi::req::<i64>(&r, 1)).collect();
             let args: [DatumWithOid; 2] = [now.into(), want.into()];
             let bids: Vec<BookBid> = spi::run(c, READ_BIDS, &args)
-                .map(|r| BookBid { id: spi::req(&r, 1), price: spi::req(&r, 2), task: spi::req(&r, 3), bidder: spi::req(&r, 4) })
+                .map(|r| BookBid {
+                    id: spi::req(&r, 1),
+                    price: spi::req(&r, 2),
+                    task: spi::req(&r, 3),
+                    bidder: spi::req(&r, 4),
+                })
                 .collect();
             if bids.iter().all(|b| locked.contains(&b.id)) {
                 (true, Some(bids))
@@ -218,11 +223,7 @@ pub fn clear(c: &mut SpiClient<'_>, now: TimestampWithTimeZone) -> Vec<(String, 
             RunnerUpReason::BelowReserve => "below reserve".to_string(),
         };
         let args: [DatumWithOid; 2] = [bids[i].id.into(), text.as_str().into()];
-        spi::run(
-            c,
-            "UPDATE compute_auction.compute_auction_bids SET last_result = $2 WHERE id = $1",
-            &args,
-        );
+        spi::run(c, "UPDATE compute_auction.compute_auction_bids SET last_result = $2 WHERE id = $1", &args);
     }
     if k > 0 {
         let args: [DatumWithOid; 3] = [round_id.into(), outcome.price.into(), (k as i64).into()];
@@ -236,10 +237,6 @@ pub fn clear(c: &mut SpiClient<'_>, now: TimestampWithTimeZone) -> Vec<(String, 
     }
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     let args: [DatumWithOid; 2] = [round_id.into(), ms.into()];
-    spi::run(
-        c,
-        "UPDATE compute_auction.compute_auction_rounds SET duration_ms = $2 WHERE round_id = $1",
-        &args,
-    );
+    spi::run(c, "UPDATE compute_auction.compute_auction_rounds SET duration_ms = $2 WHERE round_id = $1", &args);
     out
 }

@@ -129,8 +129,7 @@ fn unschedule_clearing() -> bool {
         if !exists {
             return false;
         }
-        spi::first::<bool>(spi::run(c, "SELECT cron.unschedule($1::text)", &[job.as_str().into()]), 1)
-            .unwrap_or(false)
+        spi::first::<bool>(spi::run(c, "SELECT cron.unschedule($1::text)", &[job.as_str().into()]), 1).unwrap_or(false)
     })
 }
 

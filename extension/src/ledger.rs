@@ -298,9 +298,7 @@ fn withdraw(
 /// The account's spendable and escrowed tokens.
 #[pg_extern(security_definer)]
 #[search_path(@extschema@, pg_catalog, pg_temp)]
-fn balance(
-    account_id: Option<&str>,
-) -> TableIterator<'static, (name!(balance_tokens, i64), name!(held_tokens, i64))> {
+fn balance(account_id: Option<&str>) -> TableIterator<'static, (name!(balance_tokens, i64), name!(held_tokens, i64))> {
     let account = check_id("account_id", account_id);
     let row = spi::with(|c| {
         let t = spi::run(

@@ -16,11 +16,7 @@ use crate::ledger::{self, check_id};
 use crate::spi;
 
 fn arrays<T: Clone>(arg: &'static str, v: Option<Vec<Option<T>>>) -> Vec<T> {
-    validate::required(arg, v)
-        .or_raise()
-        .into_iter()
-        .map(|x| validate::required(arg, x).or_raise())
-        .collect()
+    validate::required(arg, v).or_raise().into_iter().map(|x| validate::required(arg, x).or_raise()).collect()
 }
 
 const LOCK_TASK: &str = "SELECT pg_catalog.pg_advisory_xact_lock($1, pg_catalog.hashtext($2))";
@@ -46,12 +42,7 @@ fn submit_bids_for_task_arrays(
     ttl_at: Option<TimestampWithTimeZone>,
 ) -> TableIterator<
     'static,
-    (
-        name!(task_id, String),
-        name!(bid_id, Option<i64>),
-        name!(max_price_tokens, Option<i64>),
-        name!(outcome, String),
-    ),
+    (name!(task_id, String), name!(bid_id, Option<i64>), name!(max_price_tokens, Option<i64>), name!(outcome, String)),
 > {
     let quest = check_id("quest_id", quest_id);
     let tasks: Vec<String> = arrays("tasks", task_ids);
@@ -72,10 +63,7 @@ fn submit_bids_for_task_arrays(
     let mut seen = std::collections::HashSet::new();
     if let Some(ttl) = ttl_at {
         let ok = spi::with(|c| {
-            spi::first::<bool>(
-                spi::run(c, "SELECT $1 > now() AND $1 <= now() + interval '30 days'", &[ttl.into()]),
-                1,
-            )
+            spi::first::<bool>(spi::run(c, "SELECT $1 > now() AND $1 <= now() + interval '30 days'", &[ttl.into()]), 1)
         });
         if ok != Some(true) {
             errors::raise(

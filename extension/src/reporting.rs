@@ -48,8 +48,7 @@ fn order_book(depth: default!(Option<i32>, 100)) -> pgrx::JsonB {
 }
 
 fn json(sql: &'static str, args: &[DatumWithOid<'_>]) -> pgrx::JsonB {
-    spi::with(|c| spi::first::<pgrx::JsonB>(spi::run(c, sql, args), 1))
-        .unwrap_or(pgrx::JsonB(serde_json::Value::Null))
+    spi::with(|c| spi::first::<pgrx::JsonB>(spi::run(c, sql, args), 1)).unwrap_or(pgrx::JsonB(serde_json::Value::Null))
 }
 
 const BID_STATUS: &str = "
@@ -284,8 +283,6 @@ SELECT 'open_count_mismatch', format('open-bid counter %s, actual %s', n.cnt, o.
 #[pg_extern(security_definer)]
 #[search_path(@extschema@, pg_catalog, pg_temp)]
 fn audit() -> TableIterator<'static, (name!(check_name, String), name!(detail, String))> {
-    let rows = spi::with(|c| {
-        spi::run(c, AUDIT, &[]).map(|r| (spi::req(&r, 1), spi::req(&r, 2))).collect::<Vec<_>>()
-    });
+    let rows = spi::with(|c| spi::run(c, AUDIT, &[]).map(|r| (spi::req(&r, 1), spi::req(&r, 2))).collect::<Vec<_>>());
     TableIterator::new(rows)
 }

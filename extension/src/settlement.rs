@@ -302,9 +302,8 @@ fn refund_unfilled(
 pub fn refund(c: &mut SpiClient<'_>, now: TimestampWithTimeZone, skip_locked: bool) -> (i64, i64) {
     let (expired_sql, accounts_sql) =
         if skip_locked { (EXPIRED_SKIP_LOCKED, LOCK_ACCOUNTS_SKIP_LOCKED) } else { (EXPIRED, LOCK_ACCOUNTS) };
-    let expired: Vec<(i64, String, i64)> = spi::run(c, expired_sql, &[now.into()])
-        .map(|r| (spi::req(&r, 1), spi::req(&r, 2), spi::req(&r, 3)))
-        .collect();
+    let expired: Vec<(i64, String, i64)> =
+        spi::run(c, expired_sql, &[now.into()]).map(|r| (spi::req(&r, 1), spi::req(&r, 2), spi::req(&r, 3))).collect();
     if expired.is_empty() {
         return (0, 0);
     }

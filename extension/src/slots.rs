@@ -75,20 +75,11 @@ fn claim_slot(
     slot_id: Option<&str>,
 ) -> TableIterator<
     'static,
-    (
-        name!(bid_id, i64),
-        name!(task_id, String),
-        name!(bidder_id, String),
-        name!(clearing_price_tokens, i64),
-    ),
+    (name!(bid_id, i64), name!(task_id, String), name!(bidder_id, String), name!(clearing_price_tokens, i64)),
 > {
     let slot = check_id("slot_id", slot_id);
     let rows = spi::with(|c| {
-        let t = spi::run(
-            c,
-            "SELECT 1 FROM compute_auction.compute_slots WHERE slot_id = $1",
-            &[slot.into()],
-        );
+        let t = spi::run(c, "SELECT 1 FROM compute_auction.compute_slots WHERE slot_id = $1", &[slot.into()]);
         if t.is_empty() {
             errors::not_found("slot", slot);
         }
@@ -100,8 +91,7 @@ fn claim_slot(
              RETURNING bid_id, winning_task_id, bidder_id, clearing_price_tokens",
             &[slot.into()],
         );
-        t.map(|r| (spi::req(&r, 1), spi::req(&r, 2), spi::req(&r, 3), spi::req(&r, 4)))
-            .collect::<Vec<_>>()
+        t.map(|r| (spi::req(&r, 1), spi::req(&r, 2), spi::req(&r, 3), spi::req(&r, 4))).collect::<Vec<_>>()
     });
     TableIterator::new(rows)
 }

@@ -42,7 +42,8 @@ thread_local! {
 
 fn plan_for(client: &SpiClient<'_>, sql: &'static str, args: &[DatumWithOid<'_>]) -> Rc<OwnedPreparedStatement> {
     let key = (sql.as_ptr() as usize, sql.len());
-    let same_types = |oids: &[u32]| oids.len() == args.len() && oids.iter().zip(args).all(|(o, a)| *o == a.oid().to_u32());
+    let same_types =
+        |oids: &[u32]| oids.len() == args.len() && oids.iter().zip(args).all(|(o, a)| *o == a.oid().to_u32());
     let cached = PLANS.with(|m| {
         m.borrow().get(&key).and_then(|list| list.iter().find(|(oids, _)| same_types(oids)).map(|(_, p)| p.clone()))
     });
@@ -60,11 +61,7 @@ fn plan_for(client: &SpiClient<'_>, sql: &'static str, args: &[DatumWithOid<'_>]
 }
 
 /// Runs one statement (reading or writing) with its cached plan.
-pub fn run<'conn>(
-    client: &mut SpiClient<'conn>,
-    sql: &'static str,
-    args: &[DatumWithOid<'_>],
-) -> SpiTupleTable<'conn> {
+pub fn run<'conn>(client: &mut SpiClient<'conn>, sql: &'static str, args: &[DatumWithOid<'_>]) -> SpiTupleTable<'conn> {
     let plan = plan_for(client, sql, args);
     match client.update(&*plan, None, args) {
         Ok(t) => t,

@@ -35,18 +35,12 @@ pub struct Slot {
 
 /// The book order of bids: best first.
 pub fn bid_order(a: &Bid, b: &Bid) -> Ordering {
-    b.price
-        .cmp(&a.price)
-        .then(a.placed_at.cmp(&b.placed_at))
-        .then(a.id.cmp(&b.id))
+    b.price.cmp(&a.price).then(a.placed_at.cmp(&b.placed_at)).then(a.id.cmp(&b.id))
 }
 
 /// The order in which slots are filled: cheapest reserve first, then soonest, then by id.
 pub fn slot_order(a: &Slot, b: &Slot) -> Ordering {
-    a.reserve
-        .cmp(&b.reserve)
-        .then(a.available_at.cmp(&b.available_at))
-        .then_with(|| a.id.cmp(&b.id))
+    a.reserve.cmp(&b.reserve).then(a.available_at.cmp(&b.available_at)).then_with(|| a.id.cmp(&b.id))
 }
 
 /// Why the (k+1)-th bid, the best loser, did not win.
@@ -79,11 +73,7 @@ pub fn clear(bid_prices: &[i64], reserves: &[i64]) -> Outcome {
         k += 1;
     }
     let next_bid = bid_prices.get(k).copied();
-    let price = if k == 0 {
-        None
-    } else {
-        Some(reserves[k - 1].max(next_bid.unwrap_or(0)))
-    };
+    let price = if k == 0 { None } else { Some(reserves[k - 1].max(next_bid.unwrap_or(0))) };
     let (runner_up, runner_up_reason) = match next_bid {
         Some(_) if !reserves.is_empty() => {
             let reason = if k < reserves.len() {
@@ -185,10 +175,7 @@ mod tests {
 
     #[test]
     fn equal_time_ties_break_by_id() {
-        let mut bids = vec![
-            Bid { id: 9, price: 50, placed_at: 10 },
-            Bid { id: 4, price: 50, placed_at: 10 },
-        ];
+        let mut bids = vec![Bid { id: 9, price: 50, placed_at: 10 }, Bid { id: 4, price: 50, placed_at: 10 }];
         bids.sort_by(bid_order);
         assert_eq!(bids[0].id, 4);
     }

@@ -4,10 +4,7 @@ use proptest::prelude::*;
 
 fn bids() -> impl Strategy<Value = Vec<Bid>> {
     prop::collection::vec((1i64..1_000_000, 0i64..1_000), 0..40).prop_map(|v| {
-        v.into_iter()
-            .enumerate()
-            .map(|(i, (price, placed_at))| Bid { id: i as i64 + 1, price, placed_at })
-            .collect()
+        v.into_iter().enumerate().map(|(i, (price, placed_at))| Bid { id: i as i64 + 1, price, placed_at }).collect()
     })
 }
 
