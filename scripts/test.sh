@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite (the README's test command; .ci/run calls exactly this).
 #   1. installs what is missing (Debian packages, cargo-pgrx, pgrx init, Python venv)
+#   1b. the gate, failing fast: cargo fmt --check, cargo clippy -D warnings, ruff check/format
 #   2. pure Rust tests: the market rules' unit and property tests, the driver's unit tests
 #   3. #[pg_test] unit tests of the extension (cargo pgrx test, its own throw-away cluster)
 #   4. builds and installs the release extension and driver
@@ -11,6 +12,13 @@ source "$(dirname "$0")/lib.sh"
 ensure_all chromium
 ensure_target_dir
 cd "$CA_ROOT"
+
+log "gate: cargo fmt --check, cargo clippy -D warnings, ruff"
+cargo fmt --all --check
+# clippy shares the build's target directory; --all-targets lints the tests and #[pg_test]s too.
+cargo clippy -q --workspace --all-targets -- -D warnings
+"$CA_VENV/bin/ruff" check tests bench examples
+"$CA_VENV/bin/ruff" format --check tests bench examples
 
 log "pure Rust tests (clearing rule, token arithmetic, driver)"
 cargo test -q -p compute_auction_core -p compute-auction-driver
