@@ -5,6 +5,7 @@ Every measurement runs in this one process, on one cluster, one after the other,
 figures are ratios taken side by side. Results go to target/bench/results.json, and
 docs/BENCHMARKS.md + docs/bench_clearing_depth.png are written from them (bench/report.py).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -110,8 +111,7 @@ class Bench:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{db}"
 
     def conn(self, db: str = "postgres", autocommit: bool = True) -> psycopg.Connection:
-        return psycopg.connect(host="127.0.0.1", port=self.port, user="postgres", dbname=db,
-                               autocommit=autocommit)
+        return psycopg.connect(host="127.0.0.1", port=self.port, user="postgres", dbname=db, autocommit=autocommit)
 
     def sql(self, db: str, q: str, params=None):
         with self.conn(db) as c:
@@ -137,8 +137,9 @@ class Bench:
         functions at the copy: other engineers re-install the extension on this machine while the
         benchmark runs, and a shared library overwritten in place under a running backend kills it
         (SIGBUS). The copy also keeps one build for the whole run."""
-        pkglib = subprocess.run([str(self.bindir / "pg_config"), "--pkglibdir"], capture_output=True,
-                                text=True).stdout.strip()
+        pkglib = subprocess.run(
+            [str(self.bindir / "pg_config"), "--pkglibdir"], capture_output=True, text=True
+        ).stdout.strip()
 
         def is_release(path: Path) -> bool:
             # `cargo pgrx test` (part of scripts/test.sh) installs a debug build into the same
@@ -149,8 +150,10 @@ class Bench:
         candidates = [Path(pkglib) / "compute_auction.so", self.root / "target" / "release" / "libcompute_auction.so"]
         src = next((c for c in candidates if c.exists() and is_release(c)), None)
         if src is None:
-            raise SystemExit("no release build of compute_auction found (the installed library is a debug build, "
-                             "e.g. from `cargo pgrx test`): run `cargo pgrx install --release` in extension/")
+            raise SystemExit(
+                "no release build of compute_auction found (the installed library is a debug build, "
+                "e.g. from `cargo pgrx test`): run `cargo pgrx install --release` in extension/"
+            )
         if src != candidates[0]:
             log(f"the installed compute_auction.so is a debug build; using the release build {src}")
         data = src.read_bytes()
@@ -167,9 +170,14 @@ class Bench:
             if old != dst:
                 old.unlink()
         self.lib = str(dst)
-        self.r["library"] = {"installed": str(src), "sha256": digest, "snapshot": str(dst),
-                             "installed_at": dt.datetime.fromtimestamp(src.stat().st_mtime, dt.timezone.utc)
-                             .isoformat(timespec="seconds")}
+        self.r["library"] = {
+            "installed": str(src),
+            "sha256": digest,
+            "snapshot": str(dst),
+            "installed_at": dt.datetime.fromtimestamp(src.stat().st_mtime, dt.timezone.utc).isoformat(
+                timespec="seconds"
+            ),
+        }
 
     def create_db(self, name: str, template: str | None = None) -> None:
         self.sql("postgres", f'DROP DATABASE IF EXISTS "{name}"')
@@ -179,13 +187,32 @@ class Bench:
             self.sql("postgres", f'CREATE DATABASE "{name}"')
             self.sql(name, "CREATE EXTENSION compute_auction")
             # every C function of the extension loads the run's private copy of the library
-            self.sql(name, "UPDATE pg_catalog.pg_proc SET probin = %s WHERE probin = '$libdir/compute_auction'",
-                     (self.lib,))
+            self.sql(
+                name, "UPDATE pg_catalog.pg_proc SET probin = %s WHERE probin = '$libdir/compute_auction'", (self.lib,)
+            )
 
     def pgbench(self, db: str, script: Path, clients: int, seconds: int, tag: str) -> dict:
-        cmd = [str(self.bindir / "pgbench"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
-               "-n", "-M", "prepared", "-c", str(clients), "-j", str(min(clients, 2)),
-               "-T", str(seconds), "-f", str(script), db]
+        cmd = [
+            str(self.bindir / "pgbench"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            "-n",
+            "-M",
+            "prepared",
+            "-c",
+            str(clients),
+            "-j",
+            str(min(clients, 2)),
+            "-T",
+            str(seconds),
+            "-f",
+            str(script),
+            db,
+        ]
         p = subprocess.run(cmd, capture_output=True, text=True)
         (self.logs / f"pgbench-{tag}.log").write_text(p.stdout + "\n--- stderr ---\n" + p.stderr)
         out = p.stdout
@@ -210,9 +237,11 @@ class Bench:
     def intake(self) -> None:
         log("bid intake: preparing the template database (extension + 10,000 funded accounts)")
         self.create_db("intake_tmpl")
-        self.sql("intake_tmpl",
-                 "SELECT count(compute_auction.open_account('acct-' || i, 'agent', %s)) "
-                 "FROM generate_series(1, %s) AS i", (INTAKE_TOKENS, INTAKE_ACCOUNTS))
+        self.sql(
+            "intake_tmpl",
+            "SELECT count(compute_auction.open_account('acct-' || i, 'agent', %s)) FROM generate_series(1, %s) AS i",
+            (INTAKE_TOKENS, INTAKE_ACCOUNTS),
+        )
         # No VACUUM/ANALYZE here: the bids table must look like a fresh install's (never analyzed).
         # Analyzed while empty, the planner believes it is empty, and the generic plan that
         # place_bid caches for its live-bid lookup becomes a sequential scan that is kept while
@@ -223,7 +252,7 @@ class Bench:
         for sync in (False, True):
             self.set_sync(sync)
             for ci, clients in enumerate(self.intake_clients):
-                order = ALTERNATIVES[ci % 4:] + ALTERNATIVES[:ci % 4]  # rotate the running order
+                order = ALTERNATIVES[ci % 4 :] + ALTERNATIVES[: ci % 4]  # rotate the running order
                 for key, _label, _script in order:
                     db = f"intake_{key}"
                     self.create_db(db, "intake_tmpl")
@@ -237,16 +266,21 @@ class Bench:
                         db = f"intake_{key}"
                         self.sql(db, "CHECKPOINT")
                         tag = f"{key}-{'on' if sync else 'off'}-c{clients}-{chunk}"
-                        runs[key].append(self.pgbench(db, HERE / "pgbench" / script, clients,
-                                                      self.intake_seconds // chunks, tag))
+                        runs[key].append(
+                            self.pgbench(db, HERE / "pgbench" / script, clients, self.intake_seconds // chunks, tag)
+                        )
                 for key, _label, _script in order:
                     db = f"intake_{key}"
                     rs = runs[key]
                     ok = [x for x in rs if x.get("tps") is not None]
-                    res = {"alternative": key, "sync": "on" if sync else "off", "clients": clients,
-                           "chunks": [x.get("tps") for x in rs],
-                           "transactions": sum(x.get("transactions") or 0 for x in rs),
-                           "failed": sum(x.get("failed") or 0 for x in rs)}
+                    res = {
+                        "alternative": key,
+                        "sync": "on" if sync else "off",
+                        "clients": clients,
+                        "chunks": [x.get("tps") for x in rs],
+                        "transactions": sum(x.get("transactions") or 0 for x in rs),
+                        "failed": sum(x.get("failed") or 0 for x in rs),
+                    }
                     if len(ok) == len(rs):
                         # time-weighted: total transactions over total time
                         res["tps"] = sum(x["tps"] for x in ok) / len(ok)
@@ -257,9 +291,11 @@ class Bench:
                     if key != "insert":
                         res["audit_rows"] = self.one(db, "SELECT count(*) FROM compute_auction.audit()")
                     res["bids"] = self.one(db, "SELECT count(*) FROM compute_auction.compute_auction_bids")
-                    log(f"  {key}-{res['sync']}-c{clients:<12} {res['tps'] or 0:10.1f} tps "
+                    log(
+                        f"  {key}-{res['sync']}-c{clients:<12} {res['tps'] or 0:10.1f} tps "
                         f"{res.get('latency_ms') or 0:7.3f} ms  chunks {[round(x or 0) for x in res['chunks']]}"
-                        f"  audit rows {res.get('audit_rows', '-')}")
+                        f"  audit rows {res.get('audit_rows', '-')}"
+                    )
                     cells.append(res)
                     self.sql("postgres", f'DROP DATABASE "{db}"')
         self.set_sync(False)
@@ -317,15 +353,23 @@ INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT count(*) FROM b
         self.create_db(db)
         t = time.monotonic()
         with self.conn(db) as c:
-            c.execute("""INSERT INTO compute_auction.token_accounts (account_id, kind, balance_tokens, total_deposited)
+            c.execute(
+                """INSERT INTO compute_auction.token_accounts (account_id, kind, balance_tokens, total_deposited)
                          SELECT 'ca-' || i, 'agent', %(t)s, %(t)s FROM generate_series(1, %(n)s) AS i""",
-                      {"t": BOOK_TOKENS, "n": BOOK_ACCOUNTS})
-            c.execute("""INSERT INTO compute_auction.token_ledger
+                {"t": BOOK_TOKENS, "n": BOOK_ACCOUNTS},
+            )
+            c.execute(
+                """INSERT INTO compute_auction.token_ledger
                                 (account_id, delta_balance, delta_held, entry_kind, reason, balance_after, held_after)
                          SELECT 'ca-' || i, %(t)s, 0, 'open', 'initial tokens', %(t)s, 0
-                           FROM generate_series(1, %(n)s) AS i""", {"t": BOOK_TOKENS, "n": BOOK_ACCOUNTS})
-            c.execute("SELECT count(compute_auction.offer_slot('slot-' || lpad(i::text, 2, '0'), "
-                      "now() - interval '1 minute', 0)) FROM generate_series(1, %s) AS i", (SLOTS,))
+                           FROM generate_series(1, %(n)s) AS i""",
+                {"t": BOOK_TOKENS, "n": BOOK_ACCOUNTS},
+            )
+            c.execute(
+                "SELECT count(compute_auction.offer_slot('slot-' || lpad(i::text, 2, '0'), "
+                "now() - interval '1 minute', 0)) FROM generate_series(1, %s) AS i",
+                (SLOTS,),
+            )
         self.r.setdefault("timings", {})["accounts_s"] = time.monotonic() - t
         rnd = random.Random(7)
         g = 1
@@ -346,8 +390,16 @@ INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT count(*) FROM b
             vac_s = time.monotonic() - t
             open_now = self.one(db, "SELECT count(*) FROM compute_auction.compute_auction_bids WHERE status = 'open'")
             log(f"clearing: book of {open_now:,} open bids built in {build_s:.1f} s (+{vac_s:.1f} s VACUUM ANALYZE)")
-            st = {"depth": depth, "open_bids": open_now, "build_s": build_s, "vacuum_s": vac_s,
-                  "clear_ms": [], "clear_server_ms": [], "place74_ms": [], "filled": []}
+            st = {
+                "depth": depth,
+                "open_bids": open_now,
+                "build_s": build_s,
+                "vacuum_s": vac_s,
+                "clear_ms": [],
+                "clear_server_ms": [],
+                "place74_ms": [],
+                "filled": [],
+            }
             ttl = self.one(db, "SELECT now() + interval '1 day'")
             for i in range(self.rounds + 1):  # round 0 is the warm-up
                 t = time.perf_counter()
@@ -357,14 +409,23 @@ INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT count(*) FROM b
                     "SELECT duration_ms FROM compute_auction.compute_auction_rounds ORDER BY round_id DESC LIMIT 1"
                 ).fetchone()[0]
                 # re-open the slots (untimed): the winners' bids become aborted, refunded in full
-                clr_conn.execute("SELECT count(compute_auction.abort_slot(slot_id, 'bench: re-open')) "
-                                 "FROM compute_auction.compute_slots WHERE status = 'assigned'")
+                clr_conn.execute(
+                    "SELECT count(compute_auction.abort_slot(slot_id, 'bench: re-open')) "
+                    "FROM compute_auction.compute_slots WHERE status = 'assigned'"
+                )
                 # top the book back up with 74 single-client place_bid calls (timed: the comparison)
                 t = time.perf_counter()
                 for j in range(SLOTS):
-                    bid_conn.execute("SELECT compute_auction.place_bid(%s, %s, %s::bigint, NULL, %s)",
-                                     (f"ca-{rnd.randint(1, BOOK_ACCOUNTS)}", f"topup-{depth}-{i}-{j}",
-                                      rnd.randint(1, 1_000_000), ttl), prepare=True)
+                    bid_conn.execute(
+                        "SELECT compute_auction.place_bid(%s, %s, %s::bigint, NULL, %s)",
+                        (
+                            f"ca-{rnd.randint(1, BOOK_ACCOUNTS)}",
+                            f"topup-{depth}-{i}-{j}",
+                            rnd.randint(1, 1_000_000),
+                            ttl,
+                        ),
+                        prepare=True,
+                    )
                 p74 = (time.perf_counter() - t) * 1000
                 if i == 0:
                     continue
@@ -372,9 +433,11 @@ INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT count(*) FROM b
                 st["clear_server_ms"].append(server)
                 st["place74_ms"].append(p74)
                 st["filled"].append(len(rows))
-            log(f"clearing: depth {depth:>9,}: clear_round median {median(st['clear_ms']):.2f} ms "
+            log(
+                f"clearing: depth {depth:>9,}: clear_round median {median(st['clear_ms']):.2f} ms "
                 f"(server {median(st['clear_server_ms']):.2f} ms), 74 place_bid {median(st['place74_ms']):.2f} ms, "
-                f"filled {min(st['filled'])}..{max(st['filled'])}")
+                f"filled {min(st['filled'])}..{max(st['filled'])}"
+            )
             if depth in (self.depths[1], self.depths[-1]):
                 st["refund"] = self.refund_reps_at(db, g, depth)
                 g = st["refund"].pop("next_g")
@@ -392,12 +455,15 @@ INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT count(*) FROM b
                 g = self.add_bids(db, g, 1_000, "1 hour", prefix=f"expiring-{depth}-{i}")
                 t = time.perf_counter()
                 n, _tok = c.execute(
-                    "SELECT * FROM compute_auction.refund_unfilled(now() + interval '2 hours')").fetchone()
+                    "SELECT * FROM compute_auction.refund_unfilled(now() + interval '2 hours')"
+                ).fetchone()
                 out["ms"].append((time.perf_counter() - t) * 1000)
                 out["expired"].append(n)
         out["next_g"] = g
-        log(f"clearing: refund_unfilled of 1,000 at depth {depth:,}: median {median(out['ms']):.1f} ms "
-            f"(expired {out['expired']})")
+        log(
+            f"clearing: refund_unfilled of 1,000 at depth {depth:,}: median {median(out['ms']):.1f} ms "
+            f"(expired {out['expired']})"
+        )
         return out
 
     # ------------------------------------------------------------ 3. read path ---
@@ -406,22 +472,37 @@ INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT count(*) FROM b
         depth = self.one(db, "SELECT count(*) FROM compute_auction.compute_auction_bids WHERE status = 'open'")
         http_port = self.port + 1
         url = f"http://127.0.0.1:{http_port}/api/compute-auction/order-book?depth=100"
-        log(f"read path: {depth:,} open bids; wrk against the driver vs pgbench order_book(100), "
-            f"{self.read_seconds} s each, 8 connections")
+        log(
+            f"read path: {depth:,} open bids; wrk against the driver vs pgbench order_book(100), "
+            f"{self.read_seconds} s each, 8 connections"
+        )
         # Hold the driver's leader lock so its clearing loop stands by: the book must not change.
         holder = self.conn(db)
         holder.execute("SELECT pg_advisory_lock(%s, %s)", LEADER_LOCK)
         logf = open(self.logs / "driver-read.log", "w")
-        drv = subprocess.Popen([self.driver, "serve", "--database-url", self.url(db), "--interval", "1s",
-                                "--listen", f"127.0.0.1:{http_port}"], stdout=logf, stderr=subprocess.STDOUT)
+        drv = subprocess.Popen(
+            [
+                self.driver,
+                "serve",
+                "--database-url",
+                self.url(db),
+                "--interval",
+                "1s",
+                "--listen",
+                f"127.0.0.1:{http_port}",
+            ],
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+        )
         res: dict = {"open_bids": depth}
         try:
             self.wait_http(url)
             body = urllib.request.urlopen(url, timeout=10).read()
             res["response_bytes"] = len(body)
             res["response_bids"] = len(json.loads(body)["bids"])
-            p = subprocess.run(["wrk", "-t2", "-c8", f"-d{self.read_seconds}s", "--latency", url],
-                               capture_output=True, text=True)
+            p = subprocess.run(
+                ["wrk", "-t2", "-c8", f"-d{self.read_seconds}s", "--latency", url], capture_output=True, text=True
+            )
             (self.logs / "wrk.log").write_text(p.stdout + p.stderr)
             m = re.search(r"Requests/sec:\s+([\d.]+)", p.stdout)
             res["http_rps"] = float(m.group(1)) if m else None
@@ -467,8 +548,20 @@ INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT count(*) FROM b
         http_port = self.port + 2
         log(f"a day: serve --interval 1s + simulate {want} for {self.day_seconds} s")
         slog = open(self.logs / "driver-day.log", "w")
-        serve = subprocess.Popen([self.driver, "serve", "--database-url", self.url(db), "--interval", "1s",
-                                  "--listen", f"127.0.0.1:{http_port}"], stdout=slog, stderr=subprocess.STDOUT)
+        serve = subprocess.Popen(
+            [
+                self.driver,
+                "serve",
+                "--database-url",
+                self.url(db),
+                "--interval",
+                "1s",
+                "--listen",
+                f"127.0.0.1:{http_port}",
+            ],
+            stdout=slog,
+            stderr=subprocess.STDOUT,
+        )
         used = dict(want)
         notes = []
         try:
@@ -476,16 +569,30 @@ INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT count(*) FROM b
             t_start = self.one(db, "SELECT clock_timestamp()")
             wall = time.monotonic()
             while True:
-                cmd = [self.driver, "simulate", "--database-url", self.url(db), "--agents", str(used["agents"]),
-                       "--quests", str(used["quests"]), "--slots", str(used["slots"]),
-                       "--duration", f"{self.day_seconds}s", "--seed", "7"]
+                cmd = [
+                    self.driver,
+                    "simulate",
+                    "--database-url",
+                    self.url(db),
+                    "--agents",
+                    str(used["agents"]),
+                    "--quests",
+                    str(used["quests"]),
+                    "--slots",
+                    str(used["slots"]),
+                    "--duration",
+                    f"{self.day_seconds}s",
+                    "--seed",
+                    "7",
+                ]
                 p = subprocess.run(cmd, capture_output=True, text=True)
                 (self.logs / "simulate.log").write_text(p.stdout + "\n--- stderr ---\n" + p.stderr)
                 m = re.search(r"invalid value '(\d+)' for '--(\w+)[^']*': \d+ is not in (\d+)\.\.=(\d+)", p.stderr)
                 if p.returncode != 0 and m and m.group(2) in used:
                     flag, hi = m.group(2), int(m.group(4))
-                    notes.append(f"the driver's simulate accepts at most --{flag} {hi}; ran with {hi} "
-                                 f"instead of {used[flag]}")
+                    notes.append(
+                        f"the driver's simulate accepts at most --{flag} {hi}; ran with {hi} instead of {used[flag]}"
+                    )
                     log(f"a day: {notes[-1]}")
                     used[flag] = hi
                     t_start = self.one(db, "SELECT clock_timestamp()")
@@ -513,35 +620,58 @@ INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT count(*) FROM b
             except subprocess.TimeoutExpired:
                 serve.kill()
             slog.close()
-        rows = self.sql(db, """
+        rows = self.sql(
+            db,
+            """
             SELECT count(*), coalesce(sum(slots_filled), 0), coalesce(sum(slots_offered), 0),
                    percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms),
                    percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms),
                    max(duration_ms), min(cleared_at), max(cleared_at),
                    coalesce(max(bids_eligible), 0)
               FROM compute_auction.compute_auction_rounds
-             WHERE cleared_at BETWEEN %s AND %s""", (t_start, t_end))[0]
+             WHERE cleared_at BETWEEN %s AND %s""",
+            (t_start, t_end),
+        )[0]
         secs = (t_end - t_start).total_seconds()
         bids_db, first_bid = self.sql(
-            db, "SELECT count(*), min(placed_at) FROM compute_auction.compute_auction_bids "
-                "WHERE placed_at BETWEEN %s AND %s", (t_start, t_end))[0]
+            db,
+            "SELECT count(*), min(placed_at) FROM compute_auction.compute_auction_bids "
+            "WHERE placed_at BETWEEN %s AND %s",
+            (t_start, t_end),
+        )[0]
         active = (t_end - first_bid).total_seconds() if first_bid else None
         audit = self.sql(db, "SELECT check_name, detail FROM compute_auction.audit()")
         res = {
-            "wanted": want, "used": used, "notes": notes, "simulate_rc": p.returncode,
-            "seconds": secs, "wall_s": wall, "rounds": rows[0], "rounds_per_s": rows[0] / secs if secs else None,
-            "slots_filled": rows[1], "slots_offered": rows[2],
-            "p50_ms": rows[3], "p99_ms": rows[4], "max_ms": rows[5], "max_bids_eligible": rows[8],
-            "bids_in_db": bids_db, "bids_per_s_db": bids_db / secs if secs else None,
-            "active_s": active, "bids_per_s_active": bids_db / active if active else None,
+            "wanted": want,
+            "used": used,
+            "notes": notes,
+            "simulate_rc": p.returncode,
+            "seconds": secs,
+            "wall_s": wall,
+            "rounds": rows[0],
+            "rounds_per_s": rows[0] / secs if secs else None,
+            "slots_filled": rows[1],
+            "slots_offered": rows[2],
+            "p50_ms": rows[3],
+            "p99_ms": rows[4],
+            "max_ms": rows[5],
+            "max_bids_eligible": rows[8],
+            "bids_in_db": bids_db,
+            "bids_per_s_db": bids_db / secs if secs else None,
+            "active_s": active,
+            "bids_per_s_active": bids_db / active if active else None,
             "summary": summary,
             "bids_per_s": (summary.get("bids_placed", 0) / summary["elapsed_seconds"])
-            if summary.get("elapsed_seconds") else None,
-            "audit_rows": len(audit), "audit": [list(a) for a in audit[:10]],
+            if summary.get("elapsed_seconds")
+            else None,
+            "audit_rows": len(audit),
+            "audit": [list(a) for a in audit[:10]],
         }
-        log(f"a day: {res['rounds']} rounds in {secs:.1f} s ({res['rounds_per_s'] or 0:.2f}/s), "
+        log(
+            f"a day: {res['rounds']} rounds in {secs:.1f} s ({res['rounds_per_s'] or 0:.2f}/s), "
             f"{res['bids_per_s'] or 0:.2f} bids/s, p50 {res['p50_ms']} ms p99 {res['p99_ms']} ms, "
-            f"audit rows {len(audit)}")
+            f"audit rows {len(audit)}"
+        )
         self.r["day"] = res
 
     # --------------------------------------------------------- diagnostics ---
@@ -564,9 +694,23 @@ INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT count(*) FROM b
                  WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
                    AND query NOT ILIKE '%%pg_stat_statements%%'
                  ORDER BY total_exec_time DESC LIMIT 14""").fetchall()
-        return {"label": label, "n": n, "wall_ms": wall, "statements": [
-            {"toplevel": r[0], "calls": r[1], "total_ms": r[2], "mean_ms": r[3], "rows": r[4],
-             "blocks": r[5], "query": r[6][:220]} for r in rows]}
+        return {
+            "label": label,
+            "n": n,
+            "wall_ms": wall,
+            "statements": [
+                {
+                    "toplevel": r[0],
+                    "calls": r[1],
+                    "total_ms": r[2],
+                    "mean_ms": r[3],
+                    "rows": r[4],
+                    "blocks": r[5],
+                    "query": r[6][:220],
+                }
+                for r in rows
+            ],
+        }
 
     def diagnostics(self) -> None:
         diag: dict = {}
@@ -575,8 +719,12 @@ INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT count(*) FROM b
         rnd = random.Random(11)
         if self.one("postgres", "SELECT count(*) FROM pg_database WHERE datname = 'intake_tmpl'") == 0:
             self.create_db("intake_tmpl")
-            self.sql("intake_tmpl", "SELECT count(compute_auction.open_account('acct-' || i, 'agent', %s)) "
-                     "FROM generate_series(1, %s) AS i", (INTAKE_TOKENS, INTAKE_ACCOUNTS))
+            self.sql(
+                "intake_tmpl",
+                "SELECT count(compute_auction.open_account('acct-' || i, 'agent', %s)) "
+                "FROM generate_series(1, %s) AS i",
+                (INTAKE_TOKENS, INTAKE_ACCOUNTS),
+            )
         self.create_db("diag_bids", "intake_tmpl")
         self.sql("diag_bids", "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         self.sql("diag_bids", (HERE / "plpgsql_place_bid.sql").read_text())
@@ -584,17 +732,27 @@ INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT count(*) FROM b
         # tiny table that autovacuum has already analyzed, a fresh connection's generic plan for
         # the live-bid lookup is a sequential scan (see stale_plan), which would distort the
         # breakdown (the run of 2026-11-23 15:38 caught exactly that).
-        self.sql("diag_bids", "SELECT count(compute_auction.place_bid('acct-' || (i %% %s + 1), 'seed-' || i, 5)) "
-                 "FROM generate_series(1, 5000) AS i", (INTAKE_ACCOUNTS,))
+        self.sql(
+            "diag_bids",
+            "SELECT count(compute_auction.place_bid('acct-' || (i %% %s + 1), 'seed-' || i, 5)) "
+            "FROM generate_series(1, 5000) AS i",
+            (INTAKE_ACCOUNTS,),
+        )
         self.sql("diag_bids", "ANALYZE compute_auction.compute_auction_bids")
 
         def ext(c, i):
-            c.execute("SELECT compute_auction.place_bid(%s, %s, %s::bigint)",
-                      (f"acct-{rnd.randint(1, INTAKE_ACCOUNTS)}", f"diag-e-{i}", rnd.randint(1, 100000)), prepare=True)
+            c.execute(
+                "SELECT compute_auction.place_bid(%s, %s, %s::bigint)",
+                (f"acct-{rnd.randint(1, INTAKE_ACCOUNTS)}", f"diag-e-{i}", rnd.randint(1, 100000)),
+                prepare=True,
+            )
 
         def plp(c, i):
-            c.execute("SELECT bench_plpgsql.place_bid(%s, %s, %s::bigint)",
-                      (f"acct-{rnd.randint(1, INTAKE_ACCOUNTS)}", f"diag-p-{i}", rnd.randint(1, 100000)), prepare=True)
+            c.execute(
+                "SELECT bench_plpgsql.place_bid(%s, %s, %s::bigint)",
+                (f"acct-{rnd.randint(1, INTAKE_ACCOUNTS)}", f"diag-p-{i}", rnd.randint(1, 100000)),
+                prepare=True,
+            )
 
         for f in (ext, plp):  # warm both (plans, caches) before measuring
             for i in range(50):
@@ -604,12 +762,18 @@ INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT count(*) FROM b
         diag["plpgsql"] = self.stmt_breakdown("diag_bids", plp, "bench_plpgsql.place_bid", n)
         # the cost of calling an empty function of each kind (the per-call floor)
         with self.conn("diag_bids") as c:
-            c.execute("CREATE OR REPLACE FUNCTION bench_plpgsql.noop(text, text, bigint) RETURNS bigint "
-                      "LANGUAGE plpgsql SECURITY DEFINER SET search_path = compute_auction, pg_catalog, pg_temp "
-                      "AS $$BEGIN RETURN 1; END$$")
-            for q, key in (("SELECT bench_plpgsql.noop(%s, %s, %s::bigint)", "plpgsql_noop_us"),
-                           ("SELECT 1::bigint WHERE %s::text IS NOT NULL AND %s::text IS NOT NULL AND %s::bigint > 0",
-                            "select_noop_us")):
+            c.execute(
+                "CREATE OR REPLACE FUNCTION bench_plpgsql.noop(text, text, bigint) RETURNS bigint "
+                "LANGUAGE plpgsql SECURITY DEFINER SET search_path = compute_auction, pg_catalog, pg_temp "
+                "AS $$BEGIN RETURN 1; END$$"
+            )
+            for q, key in (
+                ("SELECT bench_plpgsql.noop(%s, %s, %s::bigint)", "plpgsql_noop_us"),
+                (
+                    "SELECT 1::bigint WHERE %s::text IS NOT NULL AND %s::text IS NOT NULL AND %s::bigint > 0",
+                    "select_noop_us",
+                ),
+            ):
                 for _ in range(100):
                     c.execute(q, ("a", "b", 1), prepare=True)
                 t = time.perf_counter()
@@ -627,8 +791,10 @@ INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT count(*) FROM b
             def clear(c, i):
                 c.execute("SELECT * FROM compute_auction.clear_round()").fetchall()
                 c.execute("SET pg_stat_statements.track = 'none'")
-                c.execute("SELECT count(compute_auction.abort_slot(slot_id, 'bench: re-open')) "
-                          "FROM compute_auction.compute_slots WHERE status = 'assigned'")
+                c.execute(
+                    "SELECT count(compute_auction.abort_slot(slot_id, 'bench: re-open')) "
+                    "FROM compute_auction.compute_slots WHERE status = 'assigned'"
+                )
                 c.execute("SET pg_stat_statements.track = 'all'")
 
             diag["clear_round"] = self.stmt_breakdown(db, clear, "compute_auction.clear_round", 5)
@@ -639,15 +805,22 @@ INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT count(*) FROM b
             def refund(c, i):
                 c.execute("SELECT * FROM compute_auction.refund_unfilled(now() + interval '2 hours')").fetchall()
 
-            diag["refund_unfilled"] = self.stmt_breakdown(db, refund, "compute_auction.refund_unfilled (1,000 expiring)", 1)
+            diag["refund_unfilled"] = self.stmt_breakdown(
+                db, refund, "compute_auction.refund_unfilled (1,000 expiring)", 1
+            )
             diag["plans"] = self.plans(db)
             diag["clear_generic"] = self.clear_generic(db)
             t = time.perf_counter()
             audit = self.sql(db, "SELECT check_name, detail FROM compute_auction.audit()")
-            diag["clearing_audit"] = {"rows": len(audit), "first": [list(a) for a in audit[:5]],
-                                      "ms": (time.perf_counter() - t) * 1000}
-            log(f"diagnostics: audit() on the clearing database: {len(audit)} rows "
-                f"({diag['clearing_audit']['ms'] / 1000:.1f} s)")
+            diag["clearing_audit"] = {
+                "rows": len(audit),
+                "first": [list(a) for a in audit[:5]],
+                "ms": (time.perf_counter() - t) * 1000,
+            }
+            log(
+                f"diagnostics: audit() on the clearing database: {len(audit)} rows "
+                f"({diag['clearing_audit']['ms'] / 1000:.1f} s)"
+            )
         self.r["diag"] = diag
 
     # The statements as extension/src/clearing.rs and reporting.rs prepare them (SPI plans are
@@ -672,10 +845,16 @@ INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT count(*) FROM b
     def plans(self, db: str) -> dict:
         out = {}
         cases = [
-            ("LOCK_BIDS in its former `id IN (subquery)` form (before commit fd0479d), generic plan",
-             self.LOCK_BIDS, "force_generic_plan"),
-            ("LOCK_BIDS as clearing.rs has it now (`id = ANY (ARRAY(subquery))`), generic plan",
-             self.LOCK_BIDS_ARRAY, "force_generic_plan"),
+            (
+                "LOCK_BIDS in its former `id IN (subquery)` form (before commit fd0479d), generic plan",
+                self.LOCK_BIDS,
+                "force_generic_plan",
+            ),
+            (
+                "LOCK_BIDS as clearing.rs has it now (`id = ANY (ARRAY(subquery))`), generic plan",
+                self.LOCK_BIDS_ARRAY,
+                "force_generic_plan",
+            ),
             ("LOCK_BIDS as clearing.rs has it now, custom plan", self.LOCK_BIDS_ARRAY, "force_custom_plan"),
             ("READ_BIDS (clearing.rs), generic plan", self.READ_BIDS, "force_generic_plan"),
             ("ELIGIBLE's expired count (clearing.rs), generic plan", self.ELIGIBLE, "force_generic_plan"),
@@ -683,8 +862,9 @@ INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT count(*) FROM b
         with self.conn(db, autocommit=False) as c:
             for i, (key, q, mode) in enumerate(cases):
                 c.execute(f"SET LOCAL plan_cache_mode = {mode}")
-                c.execute(f"PREPARE p{i}(timestamptz, bigint) AS {q}" if "$2" in q
-                          else f"PREPARE p{i}(timestamptz) AS {q}")
+                c.execute(
+                    f"PREPARE p{i}(timestamptz, bigint) AS {q}" if "$2" in q else f"PREPARE p{i}(timestamptz) AS {q}"
+                )
                 args = "(now(), 75)" if "$2" in q else "(now())"
                 rows = c.execute(f"EXPLAIN (ANALYZE, BUFFERS) EXECUTE p{i}{args}").fetchall()
                 out[key] = "\n".join(r[0] for r in rows)
@@ -702,8 +882,10 @@ INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT count(*) FROM b
                 t = time.perf_counter()
                 c.execute("SELECT * FROM compute_auction.clear_round()").fetchall()
                 ms = (time.perf_counter() - t) * 1000
-                c.execute("SELECT count(compute_auction.abort_slot(slot_id, 'bench: re-open')) "
-                          "FROM compute_auction.compute_slots WHERE status = 'assigned'")
+                c.execute(
+                    "SELECT count(compute_auction.abort_slot(slot_id, 'bench: re-open')) "
+                    "FROM compute_auction.compute_slots WHERE status = 'assigned'"
+                )
                 if i:
                     res["ms"].append(ms)
             c.execute("RESET plan_cache_mode")
@@ -711,8 +893,10 @@ INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT count(*) FROM b
                 t = time.perf_counter()
                 c.execute("SELECT * FROM compute_auction.clear_round()").fetchall()
                 ms = (time.perf_counter() - t) * 1000
-                c.execute("SELECT count(compute_auction.abort_slot(slot_id, 'bench: re-open')) "
-                          "FROM compute_auction.compute_slots WHERE status = 'assigned'")
+                c.execute(
+                    "SELECT count(compute_auction.abort_slot(slot_id, 'bench: re-open')) "
+                    "FROM compute_auction.compute_slots WHERE status = 'assigned'"
+                )
                 if i:
                     res.setdefault("ms_default", []).append(ms)
         log(f"diagnostics: clear_round with force_generic_plan: {res['ms']} ms; default: {res.get('ms_default')} ms")
@@ -725,8 +909,11 @@ INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT count(*) FROM b
         reps, secs = (2, 2) if self.quick else (3, 4)
         log(f"diagnostics: statement fusion experiment ({reps} x {secs} s per variant, 1 client)")
         out = {"reps": reps, "seconds": secs, "tps": {}}
-        variants = [("extension", "place_bid_extension.sql"), ("plpgsql", "place_bid_plpgsql.sql"),
-                    ("plpgsql_fused", "place_bid_plpgsql_fused.sql")]
+        variants = [
+            ("extension", "place_bid_extension.sql"),
+            ("plpgsql", "place_bid_plpgsql.sql"),
+            ("plpgsql_fused", "place_bid_plpgsql_fused.sql"),
+        ]
         dbs = [k for k, _ in variants] + ["client", "insert"]
         for key in dbs:
             self.create_db(f"fuse_{key}", "intake_tmpl")
@@ -741,7 +928,9 @@ INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT count(*) FROM b
         out["stale_plan"] = self.stale_plan()
         for key in dbs:
             if key != "insert":
-                out.setdefault("audit_rows", {})[key] = self.one(f"fuse_{key}", "SELECT count(*) FROM compute_auction.audit()")
+                out.setdefault("audit_rows", {})[key] = self.one(
+                    f"fuse_{key}", "SELECT count(*) FROM compute_auction.audit()"
+                )
             self.sql("postgres", f'DROP DATABASE "fuse_{key}"')
         log(f"diagnostics: fusion: { {k: round(median(v) or 0) for k, v in out['tps'].items()} } tps")
         return out
@@ -764,36 +953,59 @@ INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT count(*) FROM b
         def fn(name):
             def call(c, i):
                 c.execute(f"SELECT {name}(%s, %s, %s::bigint)", args(i), prepare=True)
+
             return call
 
         def insert(c, i):
-            c.execute("INSERT INTO compute_auction.compute_auction_bids (bidder_id, task_id, max_price_tokens, "
-                      "expected_value_usd, ttl_at) VALUES (%s, %s, %s::bigint, NULL, now() + interval '15 minutes')",
-                      args(i), prepare=True)
+            c.execute(
+                "INSERT INTO compute_auction.compute_auction_bids (bidder_id, task_id, max_price_tokens, "
+                "expected_value_usd, ttl_at) VALUES (%s, %s, %s::bigint, NULL, now() + interval '15 minutes')",
+                args(i),
+                prepare=True,
+            )
 
         def client(c, i):
             a, t, p = args(i)
             c.execute("BEGIN")
-            bal = c.execute("SELECT balance_tokens FROM compute_auction.token_accounts WHERE account_id = %s "
-                            "FOR UPDATE", (a,), prepare=True).fetchone()[0]
+            bal = c.execute(
+                "SELECT balance_tokens FROM compute_auction.token_accounts WHERE account_id = %s FOR UPDATE",
+                (a,),
+                prepare=True,
+            ).fetchone()[0]
             if bal < p:
                 c.execute("ROLLBACK")
                 return
-            nb, nh = c.execute("UPDATE compute_auction.token_accounts SET balance_tokens = balance_tokens - %s, "
-                               "held_tokens = held_tokens + %s, updated_at = now() WHERE account_id = %s "
-                               "RETURNING balance_tokens, held_tokens", (p, p, a), prepare=True).fetchone()
-            bid = c.execute("WITH b AS (INSERT INTO compute_auction.compute_auction_bids (bidder_id, task_id, "
-                            "max_price_tokens, expected_value_usd, ttl_at) VALUES (%s, %s, %s::bigint, NULL, "
-                            "now() + interval '15 minutes') RETURNING id), c AS (INSERT INTO "
-                            "compute_auction.open_bid_count_deltas (delta) SELECT 1 FROM b) SELECT id FROM b",
-                            (a, t, p), prepare=True).fetchone()[0]
-            c.execute("INSERT INTO compute_auction.token_ledger (account_id, delta_balance, delta_held, entry_kind, "
-                      "bid_id, reason, balance_after, held_after) VALUES (%s, %s, %s, 'escrow', %s, 'bid placed', "
-                      "%s, %s)", (a, -p, p, bid, nb, nh), prepare=True)
+            nb, nh = c.execute(
+                "UPDATE compute_auction.token_accounts SET balance_tokens = balance_tokens - %s, "
+                "held_tokens = held_tokens + %s, updated_at = now() WHERE account_id = %s "
+                "RETURNING balance_tokens, held_tokens",
+                (p, p, a),
+                prepare=True,
+            ).fetchone()
+            bid = c.execute(
+                "WITH b AS (INSERT INTO compute_auction.compute_auction_bids (bidder_id, task_id, "
+                "max_price_tokens, expected_value_usd, ttl_at) VALUES (%s, %s, %s::bigint, NULL, "
+                "now() + interval '15 minutes') RETURNING id), c AS (INSERT INTO "
+                "compute_auction.open_bid_count_deltas (delta) SELECT 1 FROM b) SELECT id FROM b",
+                (a, t, p),
+                prepare=True,
+            ).fetchone()[0]
+            c.execute(
+                "INSERT INTO compute_auction.token_ledger (account_id, delta_balance, delta_held, entry_kind, "
+                "bid_id, reason, balance_after, held_after) VALUES (%s, %s, %s, 'escrow', %s, 'bid placed', "
+                "%s, %s)",
+                (a, -p, p, bid, nb, nh),
+                prepare=True,
+            )
             c.execute("COMMIT")
 
-        variants = [("extension", fn("compute_auction.place_bid")), ("plpgsql", fn("bench_plpgsql.place_bid")),
-                    ("plpgsql_fused", fn("bench_plpgsql.place_bid_fused")), ("client", client), ("insert", insert)]
+        variants = [
+            ("extension", fn("compute_auction.place_bid")),
+            ("plpgsql", fn("bench_plpgsql.place_bid")),
+            ("plpgsql_fused", fn("bench_plpgsql.place_bid_fused")),
+            ("client", client),
+            ("insert", insert),
+        ]
         out: dict = {}
         for rep in range(2):
             for key, call in variants:
@@ -820,7 +1032,10 @@ INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT count(*) FROM b
         ("plan cache look-up and revalidation", "GetCachedPlan"),
         ("commit", "CommitTransactionCommand"),
         ("writing to the client socket", "secure_write"),
-        ("the function call as a whole (SECURITY DEFINER + SET search_path wrapper, inclusive)", "fmgr_security_definer"),
+        (
+            "the function call as a whole (SECURITY DEFINER + SET search_path wrapper, inclusive)",
+            "fmgr_security_definer",
+        ),
         ("… of which the extension's place_bid (Rust, inclusive)", "compute_auction::bids::place_bid"),
         ("… of which the PL/pgSQL interpreter (inclusive)", "plpgsql_exec_function"),
         ("statements run through SPI (inclusive)", "SPI_execute_plan"),
@@ -834,20 +1049,45 @@ INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT count(*) FROM b
             return {"skipped": "perf is not installed"}
         secs = 3 if self.quick else 6
         out: dict = {}
-        for key, script in (("extension", "place_bid_extension.sql"), ("plpgsql", "place_bid_plpgsql.sql"),
-                            ("client", "client_side.sql")):
+        for key, script in (
+            ("extension", "place_bid_extension.sql"),
+            ("plpgsql", "place_bid_plpgsql.sql"),
+            ("client", "client_side.sql"),
+        ):
             db = f"fuse_{key}"
             data = self.out / f"perf-{key}.data"
-            cmd = [str(self.bindir / "pgbench"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
-                   "-n", "-M", "prepared", "-c", "1", "-j", "1", "-T", str(secs + 3),
-                   "-f", str(HERE / "pgbench" / script), db]
+            cmd = [
+                str(self.bindir / "pgbench"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-n",
+                "-M",
+                "prepared",
+                "-c",
+                "1",
+                "-j",
+                "1",
+                "-T",
+                str(secs + 3),
+                "-f",
+                str(HERE / "pgbench" / script),
+                db,
+            ]
             pgb = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             try:
                 pid = None
                 for _ in range(50):
                     time.sleep(0.1)
-                    pid = self.one("postgres", "SELECT pid FROM pg_stat_activity WHERE datname = %s "
-                                   "AND backend_type = 'client backend' AND pid <> pg_backend_pid() LIMIT 1", (db,))
+                    pid = self.one(
+                        "postgres",
+                        "SELECT pid FROM pg_stat_activity WHERE datname = %s "
+                        "AND backend_type = 'client backend' AND pid <> pg_backend_pid() LIMIT 1",
+                        (db,),
+                    )
                     if pid:
                         break
                 if not pid:
@@ -857,16 +1097,35 @@ INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT count(*) FROM b
                 x0 = self.one(db, count)
                 # DWARF unwinding: neither the Debian server build nor the Rust release build keeps frame
                 # pointers, so frame-pointer call chains would be cut short
-                rec = subprocess.run(["perf", "record", "-F", "999", "--call-graph", "dwarf,8192", "-p", str(pid),
-                                      "-o", str(data),
-                                      "--", "sleep", str(secs)], capture_output=True, text=True)
+                rec = subprocess.run(
+                    [
+                        "perf",
+                        "record",
+                        "-F",
+                        "999",
+                        "--call-graph",
+                        "dwarf,8192",
+                        "-p",
+                        str(pid),
+                        "-o",
+                        str(data),
+                        "--",
+                        "sleep",
+                        str(secs),
+                    ],
+                    capture_output=True,
+                    text=True,
+                )
                 x1 = self.one(db, count)
             finally:
                 pgb.wait()
             if rec.returncode != 0 or not data.exists():
                 return {"skipped": f"perf record failed: {rec.stderr.strip()[-200:]}"}
-            rep = subprocess.run(["perf", "report", "-i", str(data), "--children", "--sort", "symbol", "--stdio",
-                                  "-g", "none"], capture_output=True, text=True).stdout
+            rep = subprocess.run(
+                ["perf", "report", "-i", str(data), "--children", "--sort", "symbol", "--stdio", "-g", "none"],
+                capture_output=True,
+                text=True,
+            ).stdout
             m = re.search(r"Event count \(approx.\): (\d+)", rep)
             total_ns = int(m.group(1)) if m else 0
             pct = {}
@@ -875,10 +1134,15 @@ INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT count(*) FROM b
                 if mm:
                     pct.setdefault(mm.group(3), float(mm.group(1)))
             txns = max(1, x1 - x0)  # bids committed while perf recorded (one per transaction)
-            out[key] = {"txns": txns, "total_us": total_ns / 1e3 / txns,
-                        "groups": {lab: pct.get(sym, 0.0) / 100 * total_ns / 1e3 / txns for lab, sym in self.PERF_GROUPS}}
+            out[key] = {
+                "txns": txns,
+                "total_us": total_ns / 1e3 / txns,
+                "groups": {lab: pct.get(sym, 0.0) / 100 * total_ns / 1e3 / txns for lab, sym in self.PERF_GROUPS},
+            }
             data.unlink(missing_ok=True)
-        log("diagnostics: perf, server CPU us per bid: " + ", ".join(f"{k} {v['total_us']:.0f}" for k, v in out.items()))
+        log(
+            "diagnostics: perf, server CPU us per bid: " + ", ".join(f"{k} {v['total_us']:.0f}" for k, v in out.items())
+        )
         return out
 
     def stale_plan(self) -> dict:
@@ -895,15 +1159,20 @@ INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT count(*) FROM b
             with self.conn(db) as c:
                 t = time.perf_counter()
                 for i in range(1, n + 1):
-                    c.execute("SELECT compute_auction.place_bid(%s, %s, 5::bigint)",
-                              (f"acct-{i % INTAKE_ACCOUNTS + 1}", f"stale-{i}"), prepare=True)
+                    c.execute(
+                        "SELECT compute_auction.place_bid(%s, %s, 5::bigint)",
+                        (f"acct-{i % INTAKE_ACCOUNTS + 1}", f"stale-{i}"),
+                        prepare=True,
+                    )
                     if i % seg == 0:
                         ms.append((time.perf_counter() - t) / seg * 1000)
                         t = time.perf_counter()
             out[key] = {"ms_per_call": ms, "segment": seg}
             self.sql("postgres", f'DROP DATABASE "{db}"')
-        log("diagnostics: place_bid ms/call as the book grows: " +
-            "; ".join(f"{k} {[round(x, 2) for x in v['ms_per_call']]}" for k, v in out.items()))
+        log(
+            "diagnostics: place_bid ms/call as the book grows: "
+            + "; ".join(f"{k} {[round(x, 2) for x in v['ms_per_call']]}" for k, v in out.items())
+        )
         return out
 
     _warm = None
@@ -928,12 +1197,15 @@ INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT count(*) FROM b
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-        settings = self.sql("postgres", """
+        settings = self.sql(
+            "postgres",
+            """
             SELECT name, setting, unit FROM pg_settings
              WHERE name IN ('shared_buffers', 'max_wal_size', 'checkpoint_timeout', 'fsync', 'wal_level',
                             'full_page_writes', 'jit', 'max_connections', 'work_mem', 'autovacuum',
                             'shared_preload_libraries', 'wal_sync_method', 'effective_cache_size')
-             ORDER BY name""")
+             ORDER BY name""",
+        )
         self.r["machine"] = {
             "nproc": sh("nproc"),
             "free": sh("free -h"),
@@ -950,8 +1222,13 @@ INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT count(*) FROM b
     def run(self) -> None:
         self.snapshot_library()
         self.machine()
-        steps = [("intake", self.intake), ("clearing", self.clearing), ("read", self.read_path),
-                 ("day", self.day), ("diag", self.diagnostics)]
+        steps = [
+            ("intake", self.intake),
+            ("clearing", self.clearing),
+            ("read", self.read_path),
+            ("day", self.day),
+            ("diag", self.diagnostics),
+        ]
         for name, f in steps:
             if name not in self.only:
                 continue
@@ -983,8 +1260,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", help="comma-separated sections: intake,clearing,read,day,diag")
     ap.add_argument("--write-docs", action="store_true", help="with --quick: write docs/ anyway")
-    ap.add_argument("--report-only", action="store_true",
-                    help="measure nothing: rewrite the report from target/bench/results.json")
+    ap.add_argument(
+        "--report-only", action="store_true", help="measure nothing: rewrite the report from target/bench/results.json"
+    )
     a = ap.parse_args()
     sys.path.insert(0, str(HERE))
     import report  # noqa: E402

@@ -1,4 +1,5 @@
 """Writes docs/BENCHMARKS.md and docs/bench_clearing_depth.png from bench.py's results."""
+
 from __future__ import annotations
 
 import statistics
@@ -32,8 +33,10 @@ def verdict(ok):
 def intake_table(cells, sync):
     clients = sorted({c["clients"] for c in cells if c["sync"] == sync})
     get = {(c["alternative"], c["clients"]): c for c in cells if c["sync"] == sync}
-    lines = ["| alternative | " + " | ".join(f"{n} client{'s' if n > 1 else ''}" for n in clients) + " |",
-             "|---|" + "---:|" * len(clients)]
+    lines = [
+        "| alternative | " + " | ".join(f"{n} client{'s' if n > 1 else ''}" for n in clients) + " |",
+        "|---|" + "---:|" * len(clients),
+    ]
     for key in ("extension", "insert", "client", "plpgsql"):
         row = []
         for n in clients:
@@ -43,12 +46,9 @@ def intake_table(cells, sync):
             else:
                 row.append(f"{c['tps']:,.0f} tps ({c['latency_ms']:.3f} ms)")
         lines.append(f"| {LABELS[key]} | " + " | ".join(row) + " |")
-    lines.append("| **place_bid ÷ client-side** | " + " | ".join(
-        ratio_cell(get, "client", n) for n in clients) + " |")
-    lines.append("| **place_bid ÷ PL/pgSQL** | " + " | ".join(
-        ratio_cell(get, "plpgsql", n) for n in clients) + " |")
-    lines.append("| **place_bid ÷ bare INSERT** | " + " | ".join(
-        ratio_cell(get, "insert", n) for n in clients) + " |")
+    lines.append("| **place_bid ÷ client-side** | " + " | ".join(ratio_cell(get, "client", n) for n in clients) + " |")
+    lines.append("| **place_bid ÷ PL/pgSQL** | " + " | ".join(ratio_cell(get, "plpgsql", n) for n in clients) + " |")
+    lines.append("| **place_bid ÷ bare INSERT** | " + " | ".join(ratio_cell(get, "insert", n) for n in clients) + " |")
     return "\n".join(lines)
 
 
@@ -80,10 +80,20 @@ def plot(r, path: Path):
     hi = [max(s["clear_ms"]) for s in stages]
     ax.plot(depths, wall, "o-", color="C0", label="clear_round, 74 slots (median, client wall clock)")
     ax.fill_between(depths, lo, hi, color="C0", alpha=0.15, label="clear_round min–max of the rounds")
-    ax.plot(depths, [med(s["clear_server_ms"]) for s in stages], "s--", color="C2",
-            label="clear_round duration_ms (inside the function)")
-    ax.plot(depths, [med(s["place74_ms"]) for s in stages], "^:", color="C3",
-            label="74 single-client place_bid calls (median)")
+    ax.plot(
+        depths,
+        [med(s["clear_server_ms"]) for s in stages],
+        "s--",
+        color="C2",
+        label="clear_round duration_ms (inside the function)",
+    )
+    ax.plot(
+        depths,
+        [med(s["place74_ms"]) for s in stages],
+        "^:",
+        color="C3",
+        label="74 single-client place_bid calls (median)",
+    )
     if wall[0] is not None:
         ax.axhline(2 * wall[0], color="grey", lw=0.8, ls="--", label="target: 2× the 1k-bid round")
     ax.set_xscale("log")
@@ -102,17 +112,26 @@ def plot(r, path: Path):
 def breakdown_table(b, limit=10):
     if not b:
         return "_not measured_"
-    extra = (" per iteration, which also re-opens the 74 slots with abort_slot (not tracked)"
-             if "clear_round" in b["label"] else " per call")
-    lines = [f"{b['label']}: {b['n']:,} calls, {b['wall_ms'] / b['n']:.3f} ms at the client{extra} "
-             f"(with pg_stat_statements tracking nested statements, which itself adds cost).", "",
-             "| level | calls | mean ms | total ms | statement |", "|---|---:|---:|---:|---|"]
+    extra = (
+        " per iteration, which also re-opens the 74 slots with abort_slot (not tracked)"
+        if "clear_round" in b["label"]
+        else " per call"
+    )
+    lines = [
+        f"{b['label']}: {b['n']:,} calls, {b['wall_ms'] / b['n']:.3f} ms at the client{extra} "
+        f"(with pg_stat_statements tracking nested statements, which itself adds cost).",
+        "",
+        "| level | calls | mean ms | total ms | statement |",
+        "|---|---:|---:|---:|---|",
+    ]
     for s in b["statements"][:limit]:
         q = s["query"].replace("|", "\\|")
         if len(q) > 150:
             q = q[:147] + "..."
-        lines.append(f"| {'top' if s['toplevel'] else 'nested'} | {s['calls']:,} | {s['mean_ms']:.4f} | "
-                     f"{s['total_ms']:.1f} | `{q}` |")
+        lines.append(
+            f"| {'top' if s['toplevel'] else 'nested'} | {s['calls']:,} | {s['mean_ms']:.4f} | "
+            f"{s['total_ms']:.1f} | `{q}` |"
+        )
     return "\n".join(lines)
 
 
@@ -134,26 +153,37 @@ def write(r: dict, docs: Path) -> None:
     w = out.append
     w("# Benchmarks")
     w("")
-    w("Written by `bench/run` (do not edit by hand; re-run it). Every figure below comes from one run of "
-      "that command on one private PostgreSQL cluster, the alternatives measured side by side, so the "
-      "**ratios** are the result: absolute numbers on this shared 2-core machine move from run to run. "
-      "To reproduce: the README's setup (the extension installed with `cargo pgrx install --release`), then "
-      "`bench/run` (it starts and wipes its own cluster in `target/pgdata-bench`, port 28830; "
-      "`bench/run --quick` is a small version for trying it out).")
+    w(
+        "Written by `bench/run` (do not edit by hand; re-run it). Every figure below comes from one run of "
+        "that command on one private PostgreSQL cluster, the alternatives measured side by side, so the "
+        "**ratios** are the result: absolute numbers on this shared 2-core machine move from run to run. "
+        "To reproduce: the README's setup (the extension installed with `cargo pgrx install --release`), then "
+        "`bench/run` (it starts and wipes its own cluster in `target/pgdata-bench`, port 28830; "
+        "`bench/run --quick` is a small version for trying it out)."
+    )
     if r.get("quick"):
         w("")
-        w("> **Quick run** (`bench/run --quick`): small sizes and short runs, for developing the benchmark. "
-          "The targets are judged on a full run only.")
+        w(
+            "> **Quick run** (`bench/run --quick`): small sizes and short runs, for developing the benchmark. "
+            "The targets are judged on a full run only."
+        )
     w("")
     w("## Machine and settings")
     w("")
-    w(f"- date: {r.get('started_at')} – {r.get('finished_at')} (UTC); the whole `bench/run` command took "
-      f"{f((r.get('command_s') or r.get('total_s') or 0) / 60, 1)} min (budget: 15 min), of which "
-      f"{f((r.get('total_s') or 0) / 60, 1)} min measuring; by section: " +
-      ", ".join(f"{k[:-2]} {v:.0f} s" for k, v in (r.get('timings') or {}).items() if k.endswith('_s')
-                and k[:-2] in ('intake', 'clearing', 'read', 'day', 'diag')))
-    w(f"- CPU: {m.get('cpu')}, `nproc` = {m.get('nproc')}; load average at start `{m.get('loadavg_start')}`, "
-      f"at end `{m.get('loadavg_end')}` (the machine is shared with other engineers' builds and tests)")
+    w(
+        f"- date: {r.get('started_at')} – {r.get('finished_at')} (UTC); the whole `bench/run` command took "
+        f"{f((r.get('command_s') or r.get('total_s') or 0) / 60, 1)} min (budget: 15 min), of which "
+        f"{f((r.get('total_s') or 0) / 60, 1)} min measuring; by section: "
+        + ", ".join(
+            f"{k[:-2]} {v:.0f} s"
+            for k, v in (r.get("timings") or {}).items()
+            if k.endswith("_s") and k[:-2] in ("intake", "clearing", "read", "day", "diag")
+        )
+    )
+    w(
+        f"- CPU: {m.get('cpu')}, `nproc` = {m.get('nproc')}; load average at start `{m.get('loadavg_start')}`, "
+        f"at end `{m.get('loadavg_end')}` (the machine is shared with other engineers' builds and tests)"
+    )
     w("- memory (`free -h`):")
     w("")
     w("```")
@@ -161,19 +191,25 @@ def write(r: dict, docs: Path) -> None:
     w("```")
     w("")
     w(f"- PostgreSQL: {m.get('pg_version')}")
-    w(f"- code: commit `{m.get('git')}`{' (extension/ or sql/ modified in the work tree)' if m.get('git_dirty') else ''}, "
-      f"extension installed with `cargo pgrx install --release`; driver `{m.get('driver_version')}`; {m.get('wrk')}")
+    w(
+        f"- code: commit `{m.get('git')}`{' (extension/ or sql/ modified in the work tree)' if m.get('git_dirty') else ''}, "
+        f"extension installed with `cargo pgrx install --release`; driver `{m.get('driver_version')}`; {m.get('wrk')}"
+    )
     lib = r.get("library") or {}
     if lib:
-        w(f"- extension library: `{lib.get('installed')}` (a release build, dated {lib.get('installed_at')}, "
-          f"sha256 `{lib.get('sha256', '')[:16]}…`), copied at the start of the run and used from that copy by "
-          "every benchmark database (their functions' `probin` point at it), so a re-install by someone else "
-          "during the run — or `cargo pgrx test` dropping a debug build in its place — changes nothing")
-    w("- private cluster `target/pgdata-bench` (fresh for every run), settings: " +
-      ", ".join(f"`{n}={v}`" for n, v in m.get("settings", [])) +
-      "; `synchronous_commit` is switched with `ALTER SYSTEM` + `pg_reload_conf()` (off everywhere except the "
-      "`on` half of the bid-intake runs); `pg_stat_statements` is loaded with `track = none` and switched on "
-      "only in the diagnostics session.")
+        w(
+            f"- extension library: `{lib.get('installed')}` (a release build, dated {lib.get('installed_at')}, "
+            f"sha256 `{lib.get('sha256', '')[:16]}…`), copied at the start of the run and used from that copy by "
+            "every benchmark database (their functions' `probin` point at it), so a re-install by someone else "
+            "during the run — or `cargo pgrx test` dropping a debug build in its place — changes nothing"
+        )
+    w(
+        "- private cluster `target/pgdata-bench` (fresh for every run), settings: "
+        + ", ".join(f"`{n}={v}`" for n, v in m.get("settings", []))
+        + "; `synchronous_commit` is switched with `ALTER SYSTEM` + `pg_reload_conf()` (off everywhere except the "
+        "`on` half of the bid-intake runs); `pg_stat_statements` is loaded with `track = none` and switched on "
+        "only in the diagnostics session."
+    )
     w("")
 
     # ------------------------------------------------------------------ summary
@@ -184,41 +220,81 @@ def write(r: dict, docs: Path) -> None:
     for n in clients:
         need = 2.0 if n == 1 else 1.5
         x = ratio(get_off, "client", n)
-        targets.append((f"place_bid ≥ {need}× client-side statements, {n} client(s), sync off",
-                        f"{x:.2f}×" if x else "n/a", None if x is None else x >= need))
+        targets.append(
+            (
+                f"place_bid ≥ {need}× client-side statements, {n} client(s), sync off",
+                f"{x:.2f}×" if x else "n/a",
+                None if x is None else x >= need,
+            )
+        )
     for n in clients:
         x = ratio(get_off, "plpgsql", n)
-        targets.append((f"place_bid ≥ 1.0× PL/pgSQL, {n} client(s), sync off",
-                        f"{x:.2f}×" if x else "n/a", None if x is None else x >= 1.0))
+        targets.append(
+            (
+                f"place_bid ≥ 1.0× PL/pgSQL, {n} client(s), sync off",
+                f"{x:.2f}×" if x else "n/a",
+                None if x is None else x >= 1.0,
+            )
+        )
     for n in clients:
         x = ratio(get_off, "insert", n)
-        targets.append((f"place_bid ≥ 0.6× bare INSERT, {n} client(s), sync off",
-                        f"{x:.2f}×" if x else "n/a", None if x is None else x >= 0.6))
+        targets.append(
+            (
+                f"place_bid ≥ 0.6× bare INSERT, {n} client(s), sync off",
+                f"{x:.2f}×" if x else "n/a",
+                None if x is None else x >= 0.6,
+            )
+        )
     st = r.get("clearing", {}).get("stages", [])
     c1k = med(st[0]["clear_ms"]) if st else None
     cmax = med(st[-1]["clear_ms"]) if st else None
     dmax = st[-1]["depth"] if st else None
     if st:
-        targets.append((f"clear_round at {dmax:,} bids ≤ 2× at {st[0]['depth']:,} bids",
-                        f"{cmax:.2f} ms vs {c1k:.2f} ms = {cmax / c1k:.2f}×", cmax <= 2 * c1k))
+        targets.append(
+            (
+                f"clear_round at {dmax:,} bids ≤ 2× at {st[0]['depth']:,} bids",
+                f"{cmax:.2f} ms vs {c1k:.2f} ms = {cmax / c1k:.2f}×",
+                cmax <= 2 * c1k,
+            )
+        )
         p74 = med(st[-1]["place74_ms"])
-        targets.append((f"clear_round at {dmax:,} bids ≤ 74 single-client place_bid calls",
-                        f"{cmax:.2f} ms vs {p74:.2f} ms", cmax <= p74))
+        targets.append(
+            (
+                f"clear_round at {dmax:,} bids ≤ 74 single-client place_bid calls",
+                f"{cmax:.2f} ms vs {p74:.2f} ms",
+                cmax <= p74,
+            )
+        )
         rf = [s for s in st if s.get("refund")]
         if len(rf) >= 2:
             a, b = med(rf[0]["refund"]["ms"]), med(rf[-1]["refund"]["ms"])
-            targets.append((f"refund_unfilled of 1,000 at {rf[-1]['depth']:,} ≤ 2× at {rf[0]['depth']:,}",
-                            f"{b:.1f} ms vs {a:.1f} ms = {b / a:.2f}×", b <= 2 * a))
+            targets.append(
+                (
+                    f"refund_unfilled of 1,000 at {rf[-1]['depth']:,} ≤ 2× at {rf[0]['depth']:,}",
+                    f"{b:.1f} ms vs {a:.1f} ms = {b / a:.2f}×",
+                    b <= 2 * a,
+                )
+            )
     rd = r.get("read", {})
     if rd:
         x = rd.get("ratio")
-        targets.append(("order-book over HTTP ≥ 0.5× order_book(100) over SQL",
-                        f"{x:.2f}×" if x else "n/a", None if x is None else x >= 0.5))
+        targets.append(
+            (
+                "order-book over HTTP ≥ 0.5× order_book(100) over SQL",
+                f"{x:.2f}×" if x else "n/a",
+                None if x is None else x >= 0.5,
+            )
+        )
     dy = r.get("day", {})
     if dy:
         ok = dy.get("audit_rows") == 0 and (dy.get("rounds_per_s") or 0) >= 0.9
-        targets.append(("a day: a round every second held, audit() clean",
-                        f"{f(dy.get('rounds_per_s'), 2)} rounds/s, audit rows {dy.get('audit_rows')}", ok))
+        targets.append(
+            (
+                "a day: a round every second held, audit() clean",
+                f"{f(dy.get('rounds_per_s'), 2)} rounds/s, audit rows {dy.get('audit_rows')}",
+                ok,
+            )
+        )
     w("## Targets")
     w("")
     w("| target | measured | verdict |")
@@ -228,9 +304,11 @@ def write(r: dict, docs: Path) -> None:
     w("")
     missed = [t for t in targets if t[2] is False]
     if missed:
-        w(f"{len(missed)} target(s) missed; for each, [Findings](#findings-what-was-tried-and-suggested-fixes) "
-          "at the end says which work was measured to dominate and what was tried, with the measurements in "
-          "[What dominates](#what-dominates).")
+        w(
+            f"{len(missed)} target(s) missed; for each, [Findings](#findings-what-was-tried-and-suggested-fixes) "
+            "at the end says which work was measured to dominate and what was tried, with the measurements in "
+            "[What dominates](#what-dominates)."
+        )
     else:
         w("Every target was met in this run.")
     w("")
@@ -241,32 +319,46 @@ def write(r: dict, docs: Path) -> None:
     # ------------------------------------------------------------------ 1
     w("## 1. Bid intake")
     w("")
-    w(f"pgbench (`-M prepared`, `-j` = min(clients, 2)), {sz.get('intake_seconds')} s per cell. For each "
-      "client count and setting, every alternative gets a **fresh database** cloned from one template that "
-      f"has the extension's tables and indexes and {sz.get('intake_accounts', 0):,} funded accounts; the "
-      f"alternatives then take turns in two chunks of {(sz.get('intake_seconds') or 0) // 2} s "
-      "(A B C D A B C D, a `CHECKPOINT` before each chunk), so a burst of other work on this shared machine "
-      "hits all of them rather than one; the figure is the mean of the two chunks (each chunk is in the collapsed table "
-      "below). The running order rotates from one client count to the next. Every transaction bids "
-      "from a random account on a new task (`task-<client>-<random bigint>`), so no bid conflicts. "
-      "Scripts: `bench/pgbench/*.sql`.")
+    w(
+        f"pgbench (`-M prepared`, `-j` = min(clients, 2)), {sz.get('intake_seconds')} s per cell. For each "
+        "client count and setting, every alternative gets a **fresh database** cloned from one template that "
+        f"has the extension's tables and indexes and {sz.get('intake_accounts', 0):,} funded accounts; the "
+        f"alternatives then take turns in two chunks of {(sz.get('intake_seconds') or 0) // 2} s "
+        "(A B C D A B C D, a `CHECKPOINT` before each chunk), so a burst of other work on this shared machine "
+        "hits all of them rather than one; the figure is the mean of the two chunks (each chunk is in the collapsed table "
+        "below). The running order rotates from one client count to the next. Every transaction bids "
+        "from a random account on a new task (`task-<client>-<random bigint>`), so no bid conflicts. "
+        "Scripts: `bench/pgbench/*.sql`."
+    )
     w("")
     w("- **place_bid**: `SELECT compute_auction.place_bid(account, task, price)`.")
-    w("- **bare INSERT**: the same bid row into the same table with the same six indexes and foreign key; "
-      "no wallet, no ledger, no counter.")
-    w("- **client-side statements**: `BEGIN`; `SELECT … FOR UPDATE` the wallet; check the balance in the "
-      "client (`\\if`); `UPDATE` the wallet (balance → held); `INSERT` the bid (+ the open-bid counter delta "
-      "in the same statement) `RETURNING id`; `INSERT` the ledger row (with the bid id and the balances "
-      "after); `COMMIT` — six round trips. It skips two things place_bid does: the per-task advisory lock "
-      "and the explicit live-bid lookup (it relies on the unique index instead).")
-    w("- **PL/pgSQL**: `bench/plpgsql_place_bid.sql`, statement for statement what place_bid does (same "
-      "checks, advisory lock, live-bid lookup, wallet lock with the ownership check, bid + counter delta, "
-      "wallet update + ledger row), `SECURITY DEFINER` with the same pinned `search_path`, in the schema "
-      "`bench_plpgsql` of its own database.")
+    w(
+        "- **bare INSERT**: the same bid row into the same table with the same six indexes and foreign key; "
+        "no wallet, no ledger, no counter."
+    )
+    w(
+        "- **client-side statements**: `BEGIN`; `SELECT … FOR UPDATE` the wallet; check the balance in the "
+        "client (`\\if`); `UPDATE` the wallet (balance → held); `INSERT` the bid (+ the open-bid counter delta "
+        "in the same statement) `RETURNING id`; `INSERT` the ledger row (with the bid id and the balances "
+        "after); `COMMIT` — six round trips. It skips two things place_bid does: the per-task advisory lock "
+        "and the explicit live-bid lookup (it relies on the unique index instead)."
+    )
+    w(
+        "- **PL/pgSQL**: `bench/plpgsql_place_bid.sql`, statement for statement what place_bid does (same "
+        "checks, advisory lock, live-bid lookup, wallet lock with the ownership check, bid + counter delta, "
+        "wallet update + ledger row), `SECURITY DEFINER` with the same pinned `search_path`, in the schema "
+        "`bench_plpgsql` of its own database."
+    )
     w("")
-    w("After every cell except the bare INSERT, `compute_auction.audit()` is run on that database: "
-      + (", ".join(sorted({str(c.get('audit_rows')) for c in cells if c['alternative'] != 'insert'}))
-         if cells else "n/a") + " row(s) (0 = books consistent, so all three did the full bookkeeping).")
+    w(
+        "After every cell except the bare INSERT, `compute_auction.audit()` is run on that database: "
+        + (
+            ", ".join(sorted({str(c.get("audit_rows")) for c in cells if c["alternative"] != "insert"}))
+            if cells
+            else "n/a"
+        )
+        + " row(s) (0 = books consistent, so all three did the full bookkeeping)."
+    )
     w("")
     for sync, what in (("off", "the CPU cost; the targets apply here"), ("on", "durable; reported")):
         w(f"### synchronous_commit = {sync} ({what})")
@@ -281,42 +373,52 @@ def write(r: dict, docs: Path) -> None:
         w("| setting | clients | alternative | chunks (tps) | transactions |")
         w("|---|---:|---|---|---:|")
         for c in cells:
-            w(f"| {c['sync']} | {c['clients']} | {LABELS[c['alternative']]} | "
-              f"{', '.join(f(x, 0) for x in c.get('chunks', []))} | {f(c.get('transactions'))} |")
+            w(
+                f"| {c['sync']} | {c['clients']} | {LABELS[c['alternative']]} | "
+                f"{', '.join(f(x, 0) for x in c.get('chunks', []))} | {f(c.get('transactions'))} |"
+            )
         w("")
         w("</details>")
         w("")
     failed = [c for c in cells if c.get("error")]
     if failed:
-        w("Failed cells: " + "; ".join(f"{c['alternative']} {c['sync']} {c['clients']}: `{c['error']}`"
-                                       for c in failed))
+        w(
+            "Failed cells: "
+            + "; ".join(f"{c['alternative']} {c['sync']} {c['clients']}: `{c['error']}`" for c in failed)
+        )
         w("")
 
     # ------------------------------------------------------------------ 2
     w("## 2. Clearing cost versus book depth")
     w("")
-    w(f"One database, {sz.get('book_accounts', 0):,} funded accounts, {sz.get('slots')} idle slots with "
-      "reserve 0. The book is built with bulk SQL in transactions of at most "
-      f"{sz.get('batch', 0):,} bids, each transaction touching {sz.get('batch', 0):,} distinct accounts, "
-      "writing exactly what place_bid writes (bid row, escrow on the wallet, `escrow` ledger row with the "
-      "balances after, one open-bid counter delta row per transaction); prices uniform in 1..1,000,000, "
-      "TTL one day. After each build step: `VACUUM ANALYZE` of the bids, accounts and ledger tables, "
-      "one warm-up round, then "
-      f"{sz.get('rounds')} timed rounds. Between rounds (untimed) the {sz.get('slots')} slots are re-opened "
-      "with `abort_slot` (the winners' bids become `aborted` and are refunded) and the book is topped "
-      f"back up with {sz.get('slots')} single-client `place_bid` calls, which are timed as the comparison "
-      "(autocommit, prepared, one connection). `clear_round()` is timed at the client around "
-      "`SELECT * FROM compute_auction.clear_round()` in its own transaction (so it includes the commit); "
-      "`duration_ms` is what the function itself records in `compute_auction_rounds`.")
+    w(
+        f"One database, {sz.get('book_accounts', 0):,} funded accounts, {sz.get('slots')} idle slots with "
+        "reserve 0. The book is built with bulk SQL in transactions of at most "
+        f"{sz.get('batch', 0):,} bids, each transaction touching {sz.get('batch', 0):,} distinct accounts, "
+        "writing exactly what place_bid writes (bid row, escrow on the wallet, `escrow` ledger row with the "
+        "balances after, one open-bid counter delta row per transaction); prices uniform in 1..1,000,000, "
+        "TTL one day. After each build step: `VACUUM ANALYZE` of the bids, accounts and ledger tables, "
+        "one warm-up round, then "
+        f"{sz.get('rounds')} timed rounds. Between rounds (untimed) the {sz.get('slots')} slots are re-opened "
+        "with `abort_slot` (the winners' bids become `aborted` and are refunded) and the book is topped "
+        f"back up with {sz.get('slots')} single-client `place_bid` calls, which are timed as the comparison "
+        "(autocommit, prepared, one connection). `clear_round()` is timed at the client around "
+        "`SELECT * FROM compute_auction.clear_round()` in its own transaction (so it includes the commit); "
+        "`duration_ms` is what the function itself records in `compute_auction_rounds`."
+    )
     w("")
     if st:
-        w("| open bids | build (s) | clear_round median ms (min–max) | duration_ms median | "
-          f"{sz.get('slots')} place_bid calls median ms | slots filled |")
+        w(
+            "| open bids | build (s) | clear_round median ms (min–max) | duration_ms median | "
+            f"{sz.get('slots')} place_bid calls median ms | slots filled |"
+        )
         w("|---:|---:|---:|---:|---:|---:|")
         for s in st:
-            w(f"| {s['open_bids']:,} | {s['build_s']:.1f} | {med(s['clear_ms']):.2f} "
-              f"({min(s['clear_ms']):.2f}–{max(s['clear_ms']):.2f}) | {med(s['clear_server_ms']):.2f} | "
-              f"{med(s['place74_ms']):.2f} | {min(s['filled'])}–{max(s['filled'])} |")
+            w(
+                f"| {s['open_bids']:,} | {s['build_s']:.1f} | {med(s['clear_ms']):.2f} "
+                f"({min(s['clear_ms']):.2f}–{max(s['clear_ms']):.2f}) | {med(s['clear_server_ms']):.2f} | "
+                f"{med(s['place74_ms']):.2f} | {min(s['filled'])}–{max(s['filled'])} |"
+            )
         w("")
         w(f"Building the book took {r['clearing']['build_total_s']:.0f} s in all.")
         w("")
@@ -325,19 +427,25 @@ def write(r: dict, docs: Path) -> None:
             w("")
         rf = [s for s in st if s.get("refund")]
         if rf:
-            w(f"`refund_unfilled` expiring 1,000 bids (TTL one hour, added with the same bulk SQL; called with "
-              f"`now` two hours ahead so only they expire), {sz.get('refund_reps')} repetitions:")
+            w(
+                f"`refund_unfilled` expiring 1,000 bids (TTL one hour, added with the same bulk SQL; called with "
+                f"`now` two hours ahead so only they expire), {sz.get('refund_reps')} repetitions:"
+            )
             w("")
             w("| open bids in the book | median ms | all runs (ms) | expired per call |")
             w("|---:|---:|---|---|")
             for s in rf:
-                w(f"| {s['open_bids']:,} | {med(s['refund']['ms']):.1f} | "
-                  f"{', '.join(f'{x:.1f}' for x in s['refund']['ms'])} | {sorted(set(s['refund']['expired']))} |")
+                w(
+                    f"| {s['open_bids']:,} | {med(s['refund']['ms']):.1f} | "
+                    f"{', '.join(f'{x:.1f}' for x in s['refund']['ms'])} | {sorted(set(s['refund']['expired']))} |"
+                )
             w("")
         one = [c for c in cells if c["sync"] == "off" and c["alternative"] == "extension" and c["clients"] == 1]
         if one and one[0].get("tps"):
-            w(f"For scale: at 1 client with `synchronous_commit = off` pgbench measured place_bid at "
-              f"{one[0]['tps']:,.0f} tps, i.e. 74 calls ≈ {74000 / one[0]['tps']:.1f} ms.")
+            w(
+                f"For scale: at 1 client with `synchronous_commit = off` pgbench measured place_bid at "
+                f"{one[0]['tps']:,.0f} tps, i.e. 74 calls ≈ {74000 / one[0]['tps']:.1f} ms."
+            )
             w("")
     else:
         w("_not measured_")
@@ -347,12 +455,14 @@ def write(r: dict, docs: Path) -> None:
     w("## 3. Read path")
     w("")
     if rd:
-        w(f"The book of section 2 ({rd.get('open_bids', 0):,} open bids). `compute-auction-driver serve` "
-          "(its clearing loop kept standing by: the benchmark holds the driver's leader advisory lock, so "
-          "the book does not change) answers `GET /api/compute-auction/order-book?depth=100` "
-          f"({rd.get('response_bids')} bids, {f(rd.get('response_bytes'))} bytes), loaded with "
-          f"`wrk -t2 -c8 -d{sz.get('read_seconds')}s`; then pgbench runs `SELECT compute_auction.order_book(100)` "
-          f"with 8 clients for {sz.get('read_seconds')} s. Client, server and database share the same 2 cores.")
+        w(
+            f"The book of section 2 ({rd.get('open_bids', 0):,} open bids). `compute-auction-driver serve` "
+            "(its clearing loop kept standing by: the benchmark holds the driver's leader advisory lock, so "
+            "the book does not change) answers `GET /api/compute-auction/order-book?depth=100` "
+            f"({rd.get('response_bids')} bids, {f(rd.get('response_bytes'))} bytes), loaded with "
+            f"`wrk -t2 -c8 -d{sz.get('read_seconds')}s`; then pgbench runs `SELECT compute_auction.order_book(100)` "
+            f"with 8 clients for {sz.get('read_seconds')} s. Client, server and database share the same 2 cores."
+        )
         w("")
         w("| path | requests/s | latency |")
         w("|---|---:|---:|")
@@ -372,10 +482,12 @@ def write(r: dict, docs: Path) -> None:
     w("")
     if dy:
         u = dy.get("used", {})
-        w(f"A fresh database; `compute-auction-driver serve --interval 1s` and "
-          f"`compute-auction-driver simulate --slots {u.get('slots')} --agents {u.get('agents')} "
-          f"--quests {u.get('quests')} --duration {sz.get('day_seconds')}s --seed 7` (the generator's default "
-          "rate of about 4 bids/s, claims, 1–6 s runs, settlements, aborts, refills).")
+        w(
+            f"A fresh database; `compute-auction-driver serve --interval 1s` and "
+            f"`compute-auction-driver simulate --slots {u.get('slots')} --agents {u.get('agents')} "
+            f"--quests {u.get('quests')} --duration {sz.get('day_seconds')}s --seed 7` (the generator's default "
+            "rate of about 4 bids/s, claims, 1–6 s runs, settlements, aborts, refills)."
+        )
         if dy.get("notes"):
             w("")
             for n in dy["notes"]:
@@ -388,8 +500,10 @@ def write(r: dict, docs: Path) -> None:
         w(f"| rounds per second held | {f(dy.get('rounds_per_s'), 2)} |")
         w(f"| bids placed per second (simulate's count) | {f(dy.get('bids_per_s'), 2)} |")
         w(f"| bids placed per second (rows in the table over the window) | {f(dy.get('bids_per_s_db'), 2)} |")
-        w(f"| bids placed per second once bidding started (after simulate's set-up, {f(dy.get('active_s'), 1)} s) "
-          f"| {f(dy.get('bids_per_s_active'), 2)} |")
+        w(
+            f"| bids placed per second once bidding started (after simulate's set-up, {f(dy.get('active_s'), 1)} s) "
+            f"| {f(dy.get('bids_per_s_active'), 2)} |"
+        )
         w(f"| slots filled / offered over the window | {f(dy.get('slots_filled'))} / {f(dy.get('slots_offered'))} |")
         w(f"| round duration p50 (duration_ms) | {f(dy.get('p50_ms'), 2)} ms |")
         w(f"| round duration p99 | {f(dy.get('p99_ms'), 2)} ms |")
@@ -398,8 +512,14 @@ def write(r: dict, docs: Path) -> None:
         s = dy.get("summary") or {}
         if s:
             w("")
-            w("simulate's summary: " + ", ".join(f"{k} {v}" for k, v in s.items() if not isinstance(v, dict)) +
-              "; rejected " + str(s.get("rejected")) + "; unexpected errors " + str(s.get("unexpected_errors")))
+            w(
+                "simulate's summary: "
+                + ", ".join(f"{k} {v}" for k, v in s.items() if not isinstance(v, dict))
+                + "; rejected "
+                + str(s.get("rejected"))
+                + "; unexpected errors "
+                + str(s.get("unexpected_errors"))
+            )
         if dy.get("audit"):
             w("")
             w("audit() rows: " + "; ".join(f"{a[0]}: {a[1]}" for a in dy["audit"]))
@@ -412,9 +532,11 @@ def write(r: dict, docs: Path) -> None:
     d = r.get("diag", {})
     w("## What dominates")
     w("")
-    w("Measured in the same run, after the timed sections: `pg_stat_statements` with `track = all` "
-      "(nested statements included) in one session, and `EXPLAIN (ANALYZE, BUFFERS)` of the clearing "
-      "queries on the largest book.")
+    w(
+        "Measured in the same run, after the timed sections: `pg_stat_statements` with `track = all` "
+        "(nested statements included) in one session, and `EXPLAIN (ANALYZE, BUFFERS)` of the clearing "
+        "queries on the largest book."
+    )
     w("")
     w("### One bid: place_bid vs the PL/pgSQL function")
     w("")
@@ -423,32 +545,40 @@ def write(r: dict, docs: Path) -> None:
     w(breakdown_table(d.get("plpgsql")))
     w("")
     if d.get("plpgsql_noop_us"):
-        w(f"Per-call floor on one connection: an empty `SECURITY DEFINER` PL/pgSQL function with a pinned "
-          f"`search_path` costs {d['plpgsql_noop_us']:.0f} µs per round trip, a trivial prepared `SELECT` "
-          f"{d['select_noop_us']:.0f} µs.")
+        w(
+            f"Per-call floor on one connection: an empty `SECURITY DEFINER` PL/pgSQL function with a pinned "
+            f"`search_path` costs {d['plpgsql_noop_us']:.0f} µs per round trip, a trivial prepared `SELECT` "
+            f"{d['select_noop_us']:.0f} µs."
+        )
         w("")
     for key in ("place_bid", "plpgsql"):
         top, nested = nested_sum(d.get(key))
         if top:
-            w(f"- {d[key]['label']}: nested statements {nested:.0f} ms of {top:.0f} ms top-level "
-              f"({100 * nested / top:.0f}%); the rest is the call itself (argument handling, SPI/executor "
-              "set-up, the `SET search_path` of the function, the result).")
+            w(
+                f"- {d[key]['label']}: nested statements {nested:.0f} ms of {top:.0f} ms top-level "
+                f"({100 * nested / top:.0f}%); the rest is the call itself (argument handling, SPI/executor "
+                "set-up, the `SET search_path` of the function, the result)."
+            )
     w("")
     fu = d.get("fusion")
     if fu:
         e, pl, fz = (med(fu["tps"].get(k, [])) for k in ("extension", "plpgsql", "plpgsql_fused"))
-        w(f"**Tried: fewer statements per bid.** `bench/plpgsql_place_bid_fused.sql` does the same work for a "
-          "new bid in two statements instead of five (task lock + TTL + live-bid lookup in one; the wallet "
-          "update with the balance and ownership checks in its `WHERE`, the bid, the counter delta and the "
-          "ledger row in one data-modifying `WITH`), falling back to the five-statement path for "
-          f"replacements and errors. 1 client, `synchronous_commit = off`, {fu['reps']} interleaved runs of "
-          f"{fu['seconds']} s each (median tps):")
+        w(
+            f"**Tried: fewer statements per bid.** `bench/plpgsql_place_bid_fused.sql` does the same work for a "
+            "new bid in two statements instead of five (task lock + TTL + live-bid lookup in one; the wallet "
+            "update with the balance and ownership checks in its `WHERE`, the bid, the counter delta and the "
+            "ledger row in one data-modifying `WITH`), falling back to the five-statement path for "
+            f"replacements and errors. 1 client, `synchronous_commit = off`, {fu['reps']} interleaved runs of "
+            f"{fu['seconds']} s each (median tps):"
+        )
         w("")
         w("| variant | tps (median) | runs | audit rows |")
         w("|---|---:|---|---:|")
-        for k, lab in (("extension", "place_bid (extension, 5 SPI statements)"),
-                       ("plpgsql", "PL/pgSQL, the same 5 statements"),
-                       ("plpgsql_fused", "PL/pgSQL, fused into 2 statements")):
+        for k, lab in (
+            ("extension", "place_bid (extension, 5 SPI statements)"),
+            ("plpgsql", "PL/pgSQL, the same 5 statements"),
+            ("plpgsql_fused", "PL/pgSQL, fused into 2 statements"),
+        ):
             v = fu["tps"].get(k, [])
             w(f"| {lab} | {f(med(v), 0)} | {', '.join(f(x, 0) for x in v)} | {fu.get('audit_rows', {}).get(k)} |")
         if pl and fz:
@@ -458,13 +588,17 @@ def write(r: dict, docs: Path) -> None:
         sp = fu.get("stale_plan") or {}
         if sp:
             seg = next(iter(sp.values()))["segment"]
-            w(f"**Found: a generic plan kept from an empty book.** place_bid called {seg * len(next(iter(sp.values()))['ms_per_call']):,} "
-              f"times on one connection while the book grows from empty, mean ms per call for each {seg:,} calls:")
+            w(
+                f"**Found: a generic plan kept from an empty book.** place_bid called {seg * len(next(iter(sp.values()))['ms_per_call']):,} "
+                f"times on one connection while the book grows from empty, mean ms per call for each {seg:,} calls:"
+            )
             w("")
             w("| bids table at the start | ms per call, segment by segment |")
             w("|---|---|")
-            for k, lab in (("never_analyzed", "never analyzed (a fresh install)"),
-                           ("analyzed_empty", "`ANALYZE`d while empty")):
+            for k, lab in (
+                ("never_analyzed", "never analyzed (a fresh install)"),
+                ("analyzed_empty", "`ANALYZE`d while empty"),
+            ):
                 if k in sp:
                     w(f"| {lab} | {' → '.join(f'{x:.2f}' for x in sp[k]['ms_per_call'])} |")
             w("")
@@ -472,9 +606,11 @@ def write(r: dict, docs: Path) -> None:
         if pf and not pf.get("skipped"):
             keys = [k for k in ("extension", "plpgsql", "client") if k in pf]
             heads = {"extension": "place_bid", "plpgsql": "PL/pgSQL", "client": "client-side"}
-            w("**Where a bid's server CPU goes** (`perf record --call-graph dwarf` of the server process while "
-              "pgbench places bids from 1 client, `synchronous_commit = off`; inclusive µs per bid, so nested "
-              "parts overlap and rows do not add up; sampled, so ±10%):")
+            w(
+                "**Where a bid's server CPU goes** (`perf record --call-graph dwarf` of the server process while "
+                "pgbench places bids from 1 client, `synchronous_commit = off`; inclusive µs per bid, so nested "
+                "parts overlap and rows do not add up; sampled, so ±10%):"
+            )
             w("")
             w("| part | " + " | ".join(heads[k] for k in keys) + " |")
             w("|---|" + "---:|" * len(keys))
@@ -491,27 +627,37 @@ def write(r: dict, docs: Path) -> None:
             w("")
         cpu = fu.get("cpu_us") or {}
         if cpu:
-            w("**Server CPU per bid** (user + system time of the backend process, from `/proc/PID/stat`, over "
-              "one connection with prepared statements, two interleaved runs; this hardly moves with the other "
-              "load on the machine, unlike throughput):")
+            w(
+                "**Server CPU per bid** (user + system time of the backend process, from `/proc/PID/stat`, over "
+                "one connection with prepared statements, two interleaved runs; this hardly moves with the other "
+                "load on the machine, unlike throughput):"
+            )
             w("")
             w("| alternative | server CPU µs per bid (median) | runs | ÷ place_bid |")
             w("|---|---:|---|---:|")
             base = med(cpu.get("extension", []))
-            for k, lab in (("extension", "place_bid (extension)"), ("plpgsql", "PL/pgSQL function"),
-                           ("plpgsql_fused", "PL/pgSQL, fused into 2 statements"),
-                           ("client", "client-side statements (6 round trips)"), ("insert", "bare INSERT")):
+            for k, lab in (
+                ("extension", "place_bid (extension)"),
+                ("plpgsql", "PL/pgSQL function"),
+                ("plpgsql_fused", "PL/pgSQL, fused into 2 statements"),
+                ("client", "client-side statements (6 round trips)"),
+                ("insert", "bare INSERT"),
+            ):
                 v = cpu.get(k, [])
-                w(f"| {lab} | {f(med(v), 0)} | {', '.join(f(x, 0) for x in v)} | "
-                  f"{f(med(v) / base, 2) + '×' if base and v else 'n/a'} |")
+                w(
+                    f"| {lab} | {f(med(v), 0)} | {', '.join(f(x, 0) for x in v)} | "
+                    f"{f(med(v) / base, 2) + '×' if base and v else 'n/a'} |"
+                )
             w("")
     w("### clear_round and refund_unfilled on the largest book")
     w("")
     cg = d.get("clear_generic")
     if cg and cg.get("ms"):
-        w(f"clear_round in a session with `plan_cache_mode = force_generic_plan`: "
-          f"{', '.join(f'{x:.1f}' for x in cg['ms'])} ms; the same session with the default plan cache mode: "
-          f"{', '.join(f'{x:.1f}' for x in cg.get('ms_default', []))} ms.")
+        w(
+            f"clear_round in a session with `plan_cache_mode = force_generic_plan`: "
+            f"{', '.join(f'{x:.1f}' for x in cg['ms'])} ms; the same session with the default plan cache mode: "
+            f"{', '.join(f'{x:.1f}' for x in cg.get('ms_default', []))} ms."
+        )
         w("")
     if d.get("clear_round"):
         w(breakdown_table(d.get("clear_round"), 12))
@@ -528,8 +674,10 @@ def write(r: dict, docs: Path) -> None:
         w("")
     if d.get("clearing_audit"):
         a = d["clearing_audit"]
-        w(f"`audit()` on the clearing database at the end (bulk-built book included): {a['rows']} row(s), "
-          f"{a['ms'] / 1000:.1f} s. " + ("; ".join(f"{x[0]}: {x[1]}" for x in a["first"])))
+        w(
+            f"`audit()` on the clearing database at the end (bulk-built book included): {a['rows']} row(s), "
+            f"{a['ms'] / 1000:.1f} s. " + ("; ".join(f"{x[0]}: {x[1]}" for x in a["first"]))
+        )
         w("")
     notes = Path(__file__).resolve().parent / "NOTES.md"
     if notes.exists():

@@ -9,6 +9,7 @@ Fixtures
 - free_port:     a free TCP port on 127.0.0.1
 Helpers: sqlstate_of(), snapshot(), assert_audit_clean().
 """
+
 from __future__ import annotations
 
 import os

@@ -6,6 +6,7 @@ explicit ttl_at / clear_round(now => ...) / refund_unfilled(now => ...) / abort_
 timestamps relative to it. Every error case asserts the SQLSTATE and that a snapshot of every
 extension table is unchanged; tests that move tokens end with assert_audit_clean().
 """
+
 from __future__ import annotations
 
 import json
@@ -41,6 +42,7 @@ WINNER_KEYS = {"bid_id", "task_id", "bidder_id", "max_price_tokens", "clearing_p
 
 
 # ----------------------------------------------------------------- helpers --
+
 
 def ts(text: str) -> datetime:
     """A timestamptz as rendered in jsonb."""
@@ -195,6 +197,7 @@ def one_win(market):
 
 # ------------------------------------------------------ acceptance scenario --
 
+
 def test_acceptance_ten_bids_five_slots(market, ten_bids):
     ranked = sorted(TEN_PRICES, reverse=True)
     winners, losers = ranked[:5], ranked[5:]
@@ -212,7 +215,11 @@ def test_acceptance_ten_bids_five_slots(market, ten_bids):
     ]
     (rnd,) = market.rounds()
     assert (rnd["slots_offered"], rnd["bids_eligible"], rnd["slots_filled"], rnd["clearing_price_tokens"]) == (
-        5, 10, 5, price)
+        5,
+        10,
+        5,
+        price,
+    )
     clears = market.clears()
     assert len(clears) == 5
     for c in clears:
@@ -268,27 +275,70 @@ def test_acceptance_ten_bids_five_slots(market, ten_bids):
 CLEARING_CASES = [
     pytest.param([0, 0], [], [], None, None, None, id="no-bids"),
     pytest.param([], [500, 400], [], None, None, None, id="no-slots"),
-    pytest.param([0, 0, 0], [500, 400], [("s0", 0), ("s1", 1)], 0, None, None,
-                 id="fewer-bids-than-slots-price-0"),
-    pytest.param([100, 200, 300], [1_000, 900], [("s0", 0), ("s1", 1)], 200, None, None,
-                 id="fewer-bids-than-slots-price-is-kth-reserve"),
+    pytest.param([0, 0, 0], [500, 400], [("s0", 0), ("s1", 1)], 0, None, None, id="fewer-bids-than-slots-price-0"),
+    pytest.param(
+        [100, 200, 300],
+        [1_000, 900],
+        [("s0", 0), ("s1", 1)],
+        200,
+        None,
+        None,
+        id="fewer-bids-than-slots-price-is-kth-reserve",
+    ),
     pytest.param([250], [1_000], [("s0", 0)], 250, None, None, id="single-bid-pays-reserve"),
-    pytest.param([0, 0], [100, 50, 50], [("s0", 0), ("s1", 1)], 50, 2, "outbid at 50",
-                 id="tie-at-boundary-earlier-bid-wins"),
+    pytest.param(
+        [0, 0], [100, 50, 50], [("s0", 0), ("s1", 1)], 50, 2, "outbid at 50", id="tie-at-boundary-earlier-bid-wins"
+    ),
     pytest.param([0], [70, 70, 70], [("s0", 0)], 70, 1, "outbid at 70", id="three-way-tie-earliest-wins"),
-    pytest.param([0, 500, 1_000], [800, 600, 300], [("s0", 0), ("s1", 1)], 500, 2, "below reserve",
-                 id="reserve-leaves-slot-unfilled-price-is-reserve"),
-    pytest.param([0, 100], [1_000, 800, 600], [("s0", 0), ("s1", 1)], 600, 2, "outbid at 600",
-                 id="price-is-next-bid-above-reserve"),
-    pytest.param([0, 700], [1_000, 800, 600], [("s0", 0), ("s1", 1)], 700, 2, "outbid at 700",
-                 id="price-is-reserve-above-next-bid"),
-    pytest.param([0, 900], [1_000, 800, 600], [("s0", 0)], 800, 1, "below reserve",
-                 id="second-slot-reserve-above-second-bid"),
+    pytest.param(
+        [0, 500, 1_000],
+        [800, 600, 300],
+        [("s0", 0), ("s1", 1)],
+        500,
+        2,
+        "below reserve",
+        id="reserve-leaves-slot-unfilled-price-is-reserve",
+    ),
+    pytest.param(
+        [0, 100],
+        [1_000, 800, 600],
+        [("s0", 0), ("s1", 1)],
+        600,
+        2,
+        "outbid at 600",
+        id="price-is-next-bid-above-reserve",
+    ),
+    pytest.param(
+        [0, 700],
+        [1_000, 800, 600],
+        [("s0", 0), ("s1", 1)],
+        700,
+        2,
+        "outbid at 700",
+        id="price-is-reserve-above-next-bid",
+    ),
+    pytest.param(
+        [0, 900], [1_000, 800, 600], [("s0", 0)], 800, 1, "below reserve", id="second-slot-reserve-above-second-bid"
+    ),
     pytest.param([2_000, 3_000], [1_000, 800], [], None, 0, "below reserve", id="all-bids-below-reserve"),
-    pytest.param([300, 0, 100], [50, 400, 150, 90], [("s1", 1), ("s2", 2)], 100, 3, "below reserve",
-                 id="slots-filled-cheapest-reserve-first"),
-    pytest.param([0, 0, 0], [5, 1_000, 20, 7], [("s0", 1), ("s1", 2), ("s2", 3)], 5, 0, "outbid at 5",
-                 id="winners-are-the-top-k-by-price"),
+    pytest.param(
+        [300, 0, 100],
+        [50, 400, 150, 90],
+        [("s1", 1), ("s2", 2)],
+        100,
+        3,
+        "below reserve",
+        id="slots-filled-cheapest-reserve-first",
+    ),
+    pytest.param(
+        [0, 0, 0],
+        [5, 1_000, 20, 7],
+        [("s0", 1), ("s1", 2), ("s2", 3)],
+        5,
+        0,
+        "outbid at 5",
+        id="winners-are-the-top-k-by-price",
+    ),
 ]
 
 
@@ -338,7 +388,9 @@ def test_settle_at_reserve_price_charges_the_reserve(market):
     b = market.bid("b", "tb", 900)
     rows = market.clear(1)
     assert [(r["slot_id"], r["bid_id"], r["clearing_price_tokens"]) for r in rows] == [
-        ("cheap", a, 200), ("dear", b, 200)]
+        ("cheap", a, 200),
+        ("dear", b, 200),
+    ]
     assert market.settle("cheap") == 200
     assert market.settle("dear") == 200
     assert market.balance("a") == (START - 200, 0)
@@ -358,7 +410,8 @@ def test_price_zero_round_settles_for_free(market):
     assert market.settle(row["slot_id"], 0, 2.0) == 0
     assert market.balance("a") == (START, 0)
     assert market.dicts("SELECT total_spent FROM compute_auction.token_accounts WHERE account_id='a'") == [
-        {"total_spent": 0}]
+        {"total_spent": 0}
+    ]
     assert_audit_clean(market.conn)
 
 
@@ -390,6 +443,7 @@ def test_losers_stay_open_and_win_later_rounds(market, ten_bids):
 
 # ---------------------------------------------------------------- place_bid --
 
+
 def test_place_bid_escrows_with_a_ledger_row_and_defaults(market):
     market.account("a", 1_000)
     bid_id = market.value("SELECT compute_auction.place_bid(%s, %s, %s)", ("a", "task-1", 400))
@@ -401,7 +455,11 @@ def test_place_bid_escrows_with_a_ledger_row_and_defaults(market):
     assert market.balance("a") == (600, 400)
     (entry,) = market.ledger_for_bid(bid_id)
     assert (entry["account_id"], entry["entry_kind"], entry["delta_balance"], entry["delta_held"]) == (
-        "a", "escrow", -400, 400)
+        "a",
+        "escrow",
+        -400,
+        400,
+    )
     assert (entry["balance_after"], entry["held_after"]) == (600, 400)
     # the whole balance may be escrowed, with an expected value and a TTL just under 30 days
     b2 = market.value(PLACE, ("a", "task-2", 600, 12.5, market.at(30 * 24 * 60 - 1)))
@@ -524,6 +582,7 @@ def test_place_bid_bad_input_is_rejected_and_changes_nothing(market, params, sql
 
 # ------------------------------------------------------------------ cancel --
 
+
 def test_cancel_releases_escrow(market):
     market.account("a", 1_000)
     market.account("b", 1_000)
@@ -533,7 +592,9 @@ def test_cancel_releases_escrow(market):
     assert market.bid_row(b)["status"] == "cancelled"
     assert market.balance("a") == (1_000, 0)
     assert [(e["entry_kind"], e["delta_balance"], e["delta_held"]) for e in market.ledger_for_bid(b)] == [
-        ("escrow", -400, 400), ("release", 400, -400)]
+        ("escrow", -400, 400),
+        ("release", 400, -400),
+    ]
     # a cancelled bid takes no part in later rounds, and its task is free again
     assert market.clear(1) == []
     assert market.rounds()[0]["bids_eligible"] == 0
@@ -562,12 +623,14 @@ def test_cancel_expired_bid(market):
 
 # ------------------------------------------------------------------ settle --
 
+
 def test_settle_charges_clearing_price_and_returns_premium(market, one_win):
     before = market.circulation()
     assert market.settle("s1", cost=42, impact=3.5) == 200
     assert market.balance("alice") == (START - 200, 0)
     assert market.dicts("SELECT total_spent FROM compute_auction.token_accounts WHERE account_id = 'alice'") == [
-        {"total_spent": 200}]
+        {"total_spent": 200}
+    ]
     entries = market.ledger_for_bid(one_win["winner"])[1:]  # after the escrow
     assert sum(e["delta_held"] for e in entries) == -300
     assert sum(e["delta_balance"] for e in entries) == 100  # the premium, 300 - 200
@@ -621,6 +684,7 @@ def test_settle_bad_input_is_rejected(market, one_win, params, sqlstate):
 
 
 # ------------------------------------------------------------------- abort --
+
 
 def test_abort_slot_refunds_in_full_and_frees_the_slot(market, one_win):
     assert market.abort("s1", "runner crashed") == 300  # the whole escrow, not the price
@@ -681,7 +745,11 @@ def test_abort_stale_aborts_only_old_assignments(market):
         assert market.balance(name) == (START, 0)
     assert market.slot("old-1")["status"] == "idle" and market.slot("old-2")["status"] == "idle"
     assert {c["slot_id"]: c["status"] for c in market.clears()} == {
-        "new": "settled", "old-1": "aborted", "old-2": "aborted", "late": "assigned"}
+        "new": "settled",
+        "old-1": "aborted",
+        "old-2": "aborted",
+        "late": "assigned",
+    }
     assert stale("1 hour", 61) == 0
     assert stale("10 minutes", 50) == 0
     assert stale("10 minutes", 56) == 1
@@ -713,6 +781,7 @@ def test_abort_stale_bad_input_is_rejected(market, one_win, older_than, now_minu
 
 # ------------------------------------------------------------------ expiry --
 
+
 def test_refund_unfilled_expires_open_bids_past_their_ttl(market, one_win):
     market.account("c", 1_000)
     short = [market.bid("c", "short-1", 100, ttl=5), market.bid("c", "short-2", 50, ttl=8)]
@@ -740,7 +809,8 @@ def test_refund_unfilled_default_now_and_null(market):
     market.account("a", 1_000)
     market.bid("a", "t", 100, ttl=5)
     assert market.dicts("SELECT * FROM compute_auction.refund_unfilled()") == [
-        {"bids_expired": 0, "tokens_refunded": 0}]
+        {"bids_expired": 0, "tokens_refunded": 0}
+    ]
     assert_rejected(market.conn, REFUND, (None,), "22004")
     assert_audit_clean(market.conn)
 
@@ -758,6 +828,7 @@ def test_expired_bids_do_not_win(market):
 
 
 # ------------------------------------------------------------------- slots --
+
 
 def test_offer_slot_registers_and_reoffers(market):
     market.conn.execute("SELECT compute_auction.offer_slot(%s)", ("default",))
@@ -846,6 +917,7 @@ def test_claim_slot(market, one_win):
 
 
 # -------------------------------------------------------------- clear_round --
+
 
 def test_every_call_writes_a_round_row(market):
     assert market.dicts("SELECT * FROM compute_auction.clear_round()") == []
@@ -984,6 +1056,7 @@ def test_listen_notifies_after_a_round_with_winners(fresh_db_url, market, ten_bi
 
 # -------------------------------------------------------------- order_book --
 
+
 def test_order_book_shape_and_order(market):
     market.account("a")
     market.account("b")
@@ -1010,7 +1083,11 @@ def test_order_book_shape_and_order(market):
     first = book["bids"][1]
     row = market.bid_row(first_200)
     assert (first["bidder_id"], first["task_id"], first["max_price_tokens"], first["expected_value_usd"]) == (
-        "a", "t1", 200, 2.5)
+        "a",
+        "t1",
+        200,
+        2.5,
+    )
     assert ts(first["ttl_at"]) == row["ttl_at"] == market.at(20)
     assert ts(first["placed_at"]) == row["placed_at"]
     assert book["bids"][0]["expected_value_usd"] is None
@@ -1039,14 +1116,18 @@ def test_order_book_depth_and_live_entries_only(market, ten_bids):
 
 @pytest.mark.parametrize(
     "depth, sqlstate",
-    [pytest.param(-1, "22023", id="negative"), pytest.param(10_001, "22023", id="too-deep"),
-     pytest.param(None, "22004", id="null")],
+    [
+        pytest.param(-1, "22023", id="negative"),
+        pytest.param(10_001, "22023", id="too-deep"),
+        pytest.param(None, "22004", id="null"),
+    ],
 )
 def test_order_book_bad_depth_is_rejected(market, depth, sqlstate):
     assert_rejected(market.conn, ORDER_BOOK, (depth,), sqlstate)
 
 
 # ------------------------------------------------------------------- stats --
+
 
 def test_stats_shape_fill_rate_and_roi(market):
     market.offer("s1")
@@ -1069,15 +1150,26 @@ def test_stats_shape_fill_rate_and_roi(market):
     assert set(st) >= {"rounds", "fill_rate", "top_winners"}
     rounds = market.rounds()
     assert [set(r) for r in st["rounds"]] == [ROUND_KEYS] * 3
-    assert [(r["round_id"], r["clearing_price_tokens"], r["slots_offered"], r["slots_filled"], r["bids_eligible"])
-            for r in st["rounds"]] == [(rounds[0]["round_id"], 0, 3, 3, 3), (rounds[1]["round_id"], None, 3, 0, 0),
-                                       (rounds[2]["round_id"], 400, 3, 3, 4)]
+    assert [
+        (r["round_id"], r["clearing_price_tokens"], r["slots_offered"], r["slots_filled"], r["bids_eligible"])
+        for r in st["rounds"]
+    ] == [
+        (rounds[0]["round_id"], 0, 3, 3, 3),
+        (rounds[1]["round_id"], None, 3, 0, 0),
+        (rounds[2]["round_id"], 400, 3, 3, 4),
+    ]
     assert ts(st["rounds"][0]["cleared_at"]) == market.at(1)
     assert st["fill_rate"] == pytest.approx(6 / 9)
     top = st["top_winners"]
     assert all(set(w) >= WINNER_KEYS for w in top)
     assert [(w["task_id"], w["max_price_tokens"], w["clearing_price_tokens"]) for w in top] == [
-        ("u0", 1_000, 400), ("t0", 900, 0), ("u1", 800, 400), ("u2", 700, 400), ("t1", 600, 0), ("t2", 300, 0)]
+        ("u0", 1_000, 400),
+        ("t0", 900, 0),
+        ("u1", 800, 400),
+        ("u2", 700, 400),
+        ("t1", 600, 0),
+        ("t2", 300, 0),
+    ]
     # roi is NULL while unsettled and when the price was 0
     assert [w["roi"] for w in top] == [None] * 6
     assert top[1]["actual_impact"] == 7.0
@@ -1157,6 +1249,7 @@ def test_stats_window_and_top_ten(market):
 
 
 # -------------------------------------------------------------- bid_status --
+
 
 def test_bid_status_won_open_and_unknown(market, one_win):
     won = market.bid_status(one_win["winner"])

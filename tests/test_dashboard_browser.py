@@ -4,6 +4,7 @@ tab shows the seeded rounds' numbers, tabs switch, the page refreshes itself,
 and nothing is logged as an error. A screenshot is saved to
 target/screenshots/resources.png.
 """
+
 from __future__ import annotations
 
 import base64
@@ -35,12 +36,26 @@ class Chromium:
     def __init__(self) -> None:
         self.profile = tempfile.mkdtemp(prefix="ca-chromium-")
         self.proc = subprocess.Popen(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-             "--disable-extensions", "--disable-dev-shm-usage", "--remote-allow-origins=*",
-             f"--user-data-dir={self.profile}", "--remote-debugging-port=0", "--window-size=1280,1800",
-             "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-quic",
+                "--disable-extensions",
+                "--disable-dev-shm-usage",
+                "--remote-allow-origins=*",
+                f"--user-data-dir={self.profile}",
+                "--remote-debugging-port=0",
+                "--window-size=1280,1800",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         port_file = Path(self.profile) / "DevToolsActivePort"
         deadline = time.monotonic() + 30
@@ -117,7 +132,9 @@ class Chromium:
         for e in self.events:
             p = e.get("params", {})
             if e["method"] == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-                out.append("console.%s: %s" % (p["type"], [a.get("value", a.get("description")) for a in p.get("args", [])]))
+                out.append(
+                    "console.%s: %s" % (p["type"], [a.get("value", a.get("description")) for a in p.get("args", [])])
+                )
             elif e["method"] == "Runtime.exceptionThrown":
                 d = p.get("exceptionDetails", {})
                 out.append("exception: %s" % (d.get("exception", {}).get("description") or d.get("text")))
@@ -156,19 +173,21 @@ def seed_rounds(conn) -> None:
         conn.execute("SELECT compute_auction.open_account(%s, 'agent', 100000)", (f"b-agent-{i}",))
 
     def bid(i, task, price):
-        conn.execute("SELECT compute_auction.place_bid(%s, %s, %s, 4.5, now() + interval '10 minutes')",
-                     (f"b-agent-{i}", task, price))
+        conn.execute(
+            "SELECT compute_auction.place_bid(%s, %s, %s, 4.5, now() + interval '10 minutes')",
+            (f"b-agent-{i}", task, price),
+        )
 
     for i, price in enumerate([500, 400, 300]):
         bid(i, f"b-task-{i}", price)
     conn.execute("SELECT compute_auction.offer_slot('b-slot-1', now() - interval '1 second', 0)")
     conn.execute("SELECT compute_auction.offer_slot('b-slot-2', now() - interval '1 second', 0)")
-    conn.execute("SELECT * FROM compute_auction.clear_round()")    # 500 and 400 win at 300
+    conn.execute("SELECT * FROM compute_auction.clear_round()")  # 500 and 400 win at 300
     conn.execute("SELECT compute_auction.settle('b-slot-1', 250, 12.5)")
     bid(3, "b-task-3", 350)
-    conn.execute("SELECT * FROM compute_auction.clear_round()")    # 350 wins b-slot-1 at 300
+    conn.execute("SELECT * FROM compute_auction.clear_round()")  # 350 wins b-slot-1 at 300
     conn.execute("SELECT compute_auction.offer_slot('b-slot-3', now() - interval '1 second', 10000)")
-    conn.execute("SELECT * FROM compute_auction.clear_round()")    # 300 is below the reserve: unfilled
+    conn.execute("SELECT * FROM compute_auction.clear_round()")  # 300 is below the reserve: unfilled
     bid(0, "b-task-9", 777)
     conn.execute("SELECT compute_auction.offer_slot('b-slot-4', now() + interval '1 hour', 25)")
 
@@ -180,7 +199,8 @@ def test_resources_page_in_headless_chromium(chromium, driver_bin, fresh_db_url,
     expect_rounds = conn.execute("SELECT count(*) FROM compute_auction.compute_auction_rounds").fetchone()[0]
     expect_price = conn.execute(
         "SELECT clearing_price_tokens FROM compute_auction.compute_auction_rounds "
-        "WHERE clearing_price_tokens IS NOT NULL ORDER BY round_id DESC LIMIT 1").fetchone()[0]
+        "WHERE clearing_price_tokens IS NOT NULL ORDER BY round_id DESC LIMIT 1"
+    ).fetchone()[0]
     stats = conn.execute("SELECT compute_auction.stats()").fetchone()[0]
     expect_fill = "%.1f%%" % (stats["fill_rate"] * 100)
     expect_winners = [w["bid_id"] for w in stats["top_winners"]]
@@ -189,8 +209,11 @@ def test_resources_page_in_headless_chromium(chromium, driver_bin, fresh_db_url,
     assert expect_rounds == 3 and expect_price == 300 and expect_fill == "75.0%" and len(expect_winners) == 3
 
     log = open(tmp_path / "driver.log", "wb")
-    driver = subprocess.Popen([driver_bin, "serve", "--database-url", fresh_db_url, "--interval", "1s",
-                               "--listen", f"127.0.0.1:{free_port}"], stdout=log, stderr=subprocess.STDOUT)
+    driver = subprocess.Popen(
+        [driver_bin, "serve", "--database-url", fresh_db_url, "--interval", "1s", "--listen", f"127.0.0.1:{free_port}"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 15
         while True:
@@ -235,7 +258,9 @@ def test_resources_page_in_headless_chromium(chromium, driver_bin, fresh_db_url,
         assert rows == expect_winners
         assert c.js("document.querySelectorAll('#winners-chart svg circle').length") == len(expect_winners)
         # order book: best bids and the upcoming slot
-        book = c.js("Array.from(document.querySelectorAll('#order-book-bids tbody tr')).map(r => Number(r.dataset.bidId))")
+        book = c.js(
+            "Array.from(document.querySelectorAll('#order-book-bids tbody tr')).map(r => Number(r.dataset.bidId))"
+        )
         assert book == [b["bid_id"] for b in open_bids]
         asks = c.js("Array.from(document.querySelectorAll('#order-book-asks tbody tr')).map(r => r.dataset.slotId)")
         assert asks[:2] == ["b-slot-3", "b-slot-4"]
@@ -275,8 +300,11 @@ def test_resources_page_empty_states(chromium, driver_bin, fresh_db_url, conn, f
     """A brand-new market: explanatory empty states, not blank boxes, and no errors."""
     conn.execute("SELECT pg_advisory_lock(%s, %s)", LEADER_LOCK)
     log = open(tmp_path / "driver.log", "wb")
-    driver = subprocess.Popen([driver_bin, "serve", "--database-url", fresh_db_url,
-                               "--listen", f"127.0.0.1:{free_port}"], stdout=log, stderr=subprocess.STDOUT)
+    driver = subprocess.Popen(
+        [driver_bin, "serve", "--database-url", fresh_db_url, "--listen", f"127.0.0.1:{free_port}"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 15
         while True:
@@ -315,8 +343,11 @@ def test_page_survives_the_database_going_away(chromium, driver_bin, fresh_db_ur
     """While the database is down the page says so (no exceptions), and recovers."""
     seed_rounds(conn)
     log = open(tmp_path / "driver.log", "wb")
-    driver = subprocess.Popen([driver_bin, "serve", "--database-url", fresh_db_url, "--interval", "1s",
-                               "--listen", f"127.0.0.1:{free_port}"], stdout=log, stderr=subprocess.STDOUT)
+    driver = subprocess.Popen(
+        [driver_bin, "serve", "--database-url", fresh_db_url, "--interval", "1s", "--listen", f"127.0.0.1:{free_port}"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.monotonic() + 15
         while True:

@@ -6,6 +6,7 @@ degraded switch, and the simulate workload.
 Fixtures come from conftest.py: cluster, fresh_db_url, conn, driver_bin,
 free_port.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,6 +27,7 @@ LEADER_LOCK = (1128355139, 2)
 
 
 # ----------------------------------------------------------------- helpers --
+
 
 def other_free_port() -> int:
     with socket.socket() as s:
@@ -72,7 +74,12 @@ def http(port: int, path: str, timeout: float = 5.0):
 
 def http_json(port: int, path: str, timeout: float = 5.0):
     status, headers, body = http(port, path, timeout)
-    assert headers.get("Content-Type", "").startswith("application/json"), (path, status, headers.get("Content-Type"), body[:200])
+    assert headers.get("Content-Type", "").startswith("application/json"), (
+        path,
+        status,
+        headers.get("Content-Type"),
+        body[:200],
+    )
     return status, json.loads(body)
 
 
@@ -95,9 +102,9 @@ class Driver:
         self.log_path = log
         self._log = open(log, "wb")
         self.proc = subprocess.Popen(
-            [binary, "serve", "--database-url", url, "--interval", interval,
-             "--listen", f"127.0.0.1:{port}", *extra],
-            stdout=self._log, stderr=subprocess.STDOUT,
+            [binary, "serve", "--database-url", url, "--interval", interval, "--listen", f"127.0.0.1:{port}", *extra],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
             env={**os.environ, "RUST_LOG": "info"},
         )
         wait_until(self._listening, 15, what=f"driver on port {port} to listen")
@@ -136,7 +143,14 @@ def drivers(driver_bin, tmp_path):
     started: list[Driver] = []
 
     def start(url: str, port: int | None = None, *extra: str, interval: str = "1s") -> Driver:
-        d = Driver(driver_bin, url, port or other_free_port(), tmp_path / f"driver{len(started)}.log", *extra, interval=interval)
+        d = Driver(
+            driver_bin,
+            url,
+            port or other_free_port(),
+            tmp_path / f"driver{len(started)}.log",
+            *extra,
+            interval=interval,
+        )
         started.append(d)
         return d
 
@@ -150,38 +164,55 @@ def seed_market(conn, bids=(500, 400, 300), slots=2, reserve=0, prefix="t"):
     ids = []
     for i, price in enumerate(bids):
         conn.execute("SELECT compute_auction.open_account(%s, 'agent', 1000000)", (f"{prefix}-agent-{i}",))
-        ids.append(conn.execute(
-            "SELECT compute_auction.place_bid(%s, %s, %s, 1.5, now() + interval '10 minutes')",
-            (f"{prefix}-agent-{i}", f"{prefix}-task-{i}", price),
-        ).fetchone()[0])
+        ids.append(
+            conn.execute(
+                "SELECT compute_auction.place_bid(%s, %s, %s, 1.5, now() + interval '10 minutes')",
+                (f"{prefix}-agent-{i}", f"{prefix}-task-{i}", price),
+            ).fetchone()[0]
+        )
     for j in range(slots):
-        conn.execute("SELECT compute_auction.offer_slot(%s, now() - interval '1 second', %s)", (f"{prefix}-slot-{j}", reserve))
+        conn.execute(
+            "SELECT compute_auction.offer_slot(%s, now() - interval '1 second', %s)", (f"{prefix}-slot-{j}", reserve)
+        )
     return ids
 
 
 def assert_no_double_assignment(url: str) -> None:
-    twice = sql(url, """SELECT slot_id, count(*) FROM compute_auction.compute_auction_clears
-                        WHERE status = 'assigned' GROUP BY slot_id HAVING count(*) > 1""")
+    twice = sql(
+        url,
+        """SELECT slot_id, count(*) FROM compute_auction.compute_auction_clears
+                        WHERE status = 'assigned' GROUP BY slot_id HAVING count(*) > 1""",
+    )
     assert twice == [], f"slots assigned to two live clears: {twice}"
-    reused = sql(url, """SELECT bid_id, count(*) FROM compute_auction.compute_auction_clears
-                         GROUP BY bid_id HAVING count(*) > 1""")
+    reused = sql(
+        url,
+        """SELECT bid_id, count(*) FROM compute_auction.compute_auction_clears
+                         GROUP BY bid_id HAVING count(*) > 1""",
+    )
     assert reused == [], f"bids that won twice: {reused}"
     assert sql(url, "SELECT check_name, detail FROM compute_auction.audit()") == []
 
 
 # ------------------------------------------------------------ subcommands --
 
+
 def test_version_prints_the_installed_extension_version(driver_bin, fresh_db_url, conn):
     want = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'compute_auction'").fetchone()[0]
-    out = subprocess.run([driver_bin, "version"], env={**os.environ, "DATABASE_URL": fresh_db_url},
-                         capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [driver_bin, "version"],
+        env={**os.environ, "DATABASE_URL": fresh_db_url},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == want
 
 
 def test_version_without_the_extension_fails_clearly(driver_bin, cluster):
-    out = subprocess.run([driver_bin, "--database-url", cluster.url("postgres"), "version"],
-                         capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [driver_bin, "--database-url", cluster.url("postgres"), "version"], capture_output=True, text=True, timeout=30
+    )
     assert out.returncode != 0
     assert "not installed" in out.stderr
 
@@ -196,15 +227,23 @@ def test_missing_database_url_is_a_usage_error(driver_bin):
 def test_help_explains_every_serve_flag(driver_bin):
     out = subprocess.run([driver_bin, "serve", "--help"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0
-    for flag in ["--database-url", "--interval", "--listen", "--assignment-timeout", "--order-book-max-depth",
-                 "--fallback-after", "--daily-budget-tokens"]:
+    for flag in [
+        "--database-url",
+        "--interval",
+        "--listen",
+        "--assignment-timeout",
+        "--order-book-max-depth",
+        "--fallback-after",
+        "--daily-budget-tokens",
+    ]:
         assert flag in out.stdout, flag
 
 
 def test_clear_runs_one_cycle_and_prints_json(driver_bin, fresh_db_url, conn):
     ids = seed_market(conn, bids=(500, 400, 300), slots=2)
-    out = subprocess.run([driver_bin, "--database-url", fresh_db_url, "clear"],
-                         capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [driver_bin, "--database-url", fresh_db_url, "clear"], capture_output=True, text=True, timeout=30
+    )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     assert result["ok"] is True
@@ -217,6 +256,7 @@ def test_clear_runs_one_cycle_and_prints_json(driver_bin, fresh_db_url, conn):
 
 
 # ------------------------------------------------------------- the loop --
+
 
 def test_a_round_happens_each_interval(drivers, fresh_db_url, free_port):
     d = drivers(fresh_db_url, free_port)
@@ -240,7 +280,9 @@ def test_rounds_fill_slots_and_report_price(drivers, fresh_db_url, conn, free_po
     wait_until(lambda: metrics(d.port).get("compute_auction_slots_filled_total") == 2.0, 10, what="two slots filled")
     m = metrics(d.port)
     assert m["compute_auction_last_clearing_price_tokens"] == 650
-    rows = sql(fresh_db_url, "SELECT count(*) FROM compute_auction.compute_auction_clears WHERE clearing_price_tokens = 650")
+    rows = sql(
+        fresh_db_url, "SELECT count(*) FROM compute_auction.compute_auction_clears WHERE clearing_price_tokens = 650"
+    )
     assert rows[0][0] == 2
 
 
@@ -249,9 +291,28 @@ def test_two_drivers_never_both_clear(drivers, driver_bin, fresh_db_url, tmp_pat
     b = drivers(fresh_db_url)
     # a workload, so that there is something to double-assign if election failed
     sim_log = open(tmp_path / "sim.log", "wb")
-    sim = subprocess.Popen([driver_bin, "--database-url", fresh_db_url, "simulate", "--agents", "8", "--quests", "2",
-                            "--slots", "3", "--duration", "9s", "--seed", "11", "--bids-per-second", "8"],
-                           stdout=subprocess.DEVNULL, stderr=sim_log)
+    sim = subprocess.Popen(
+        [
+            driver_bin,
+            "--database-url",
+            fresh_db_url,
+            "simulate",
+            "--agents",
+            "8",
+            "--quests",
+            "2",
+            "--slots",
+            "3",
+            "--duration",
+            "9s",
+            "--seed",
+            "11",
+            "--bids-per-second",
+            "8",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=sim_log,
+    )
     try:
         wait_until(lambda: a.is_leader() or b.is_leader(), 5, what="a leader")
         time.sleep(1.5)
@@ -286,8 +347,12 @@ def test_leader_death_hands_over_within_two_intervals(drivers, fresh_db_url):
     leader.proc.wait(5)
     killed = time.monotonic()
     wait_until(follower.is_leader, 5, interval=0.05, what="the follower to take the lock")
-    wait_until(lambda: sql(fresh_db_url, "SELECT max(round_id) FROM compute_auction.compute_auction_rounds")[0][0] > last,
-               5, interval=0.05, what="a round by the new leader")
+    wait_until(
+        lambda: sql(fresh_db_url, "SELECT max(round_id) FROM compute_auction.compute_auction_rounds")[0][0] > last,
+        5,
+        interval=0.05,
+        what="a round by the new leader",
+    )
     took = time.monotonic() - killed
     assert took <= 2.5, f"hand-over took {took:.2f}s (interval 1s)"
     n0 = round_count(fresh_db_url)
@@ -328,8 +393,19 @@ def test_reconnects_after_the_database_restarts(drivers, fresh_db_url, cluster):
     wait_until(lambda: round_count(fresh_db_url) >= 2, 6, what="rounds before the restart")
     cluster.restart()
     restarted = sql(fresh_db_url, "SELECT now()")[0][0]
-    wait_until(lambda: sql(fresh_db_url, "SELECT count(*) FROM compute_auction.compute_auction_rounds WHERE cleared_at > %s",
-                           (restarted,))[0][0] >= 3, 30, interval=0.25, what="rounds after the restart")
+    wait_until(
+        lambda: (
+            sql(
+                fresh_db_url,
+                "SELECT count(*) FROM compute_auction.compute_auction_rounds WHERE cleared_at > %s",
+                (restarted,),
+            )[0][0]
+            >= 3
+        ),
+        30,
+        interval=0.25,
+        what="rounds after the restart",
+    )
     assert d.proc.poll() is None, "the driver died"
     status, body = http_json(d.port, "/healthz")
     assert status == 200 and body["leader"] is True, body
@@ -382,6 +458,7 @@ def test_degraded_after_consecutive_failures_and_back(drivers, fresh_db_url, con
 
 # ---------------------------------------------------------------- the API --
 
+
 def test_order_book_shape_is_exactly_the_spec(drivers, fresh_db_url, conn, free_port):
     seed_market(conn, bids=(500, 400, 300), slots=0)
     conn.execute("SELECT compute_auction.offer_slot('later-slot', now() + interval '1 hour', 7)")
@@ -392,9 +469,19 @@ def test_order_book_shape_is_exactly_the_spec(drivers, fresh_db_url, conn, free_
     assert set(book) == {"bids", "asks"}
     assert [b["max_price_tokens"] for b in book["bids"]] == [500, 400, 300]
     for b in book["bids"]:
-        assert set(b) == {"bid_id", "bidder_id", "task_id", "max_price_tokens", "expected_value_usd", "ttl_at", "placed_at"}
+        assert set(b) == {
+            "bid_id",
+            "bidder_id",
+            "task_id",
+            "max_price_tokens",
+            "expected_value_usd",
+            "ttl_at",
+            "placed_at",
+        }
         assert isinstance(b["max_price_tokens"], int) and isinstance(b["bid_id"], int)
-    assert book["asks"] == [{"slot_id": "later-slot", "available_at": book["asks"][0]["available_at"], "reserve_price_tokens": 7}]
+    assert book["asks"] == [
+        {"slot_id": "later-slot", "available_at": book["asks"][0]["available_at"], "reserve_price_tokens": 7}
+    ]
     assert set(book["asks"][0]) == {"slot_id", "available_at", "reserve_price_tokens"}
     # verbatim: the same document order_book() returns
     want = conn.execute("SELECT compute_auction.order_book(100)").fetchone()[0]
@@ -405,8 +492,19 @@ def test_order_book_shape_is_exactly_the_spec(drivers, fresh_db_url, conn, free_
     assert status == 200 and book == {"bids": [], "asks": []}
 
 
-@pytest.mark.parametrize("query", ["depth=-1", "depth=1001", "depth=abc", "depth=1.5", "depth=", "depth=1e3",
-                                   "depth=99999999999999999999", "depth=%FF"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "depth=-1",
+        "depth=1001",
+        "depth=abc",
+        "depth=1.5",
+        "depth=",
+        "depth=1e3",
+        "depth=99999999999999999999",
+        "depth=%FF",
+    ],
+)
 def test_order_book_rejects_bad_depth(drivers, fresh_db_url, free_port, query):
     d = drivers(fresh_db_url, free_port)
     status, body = http_json(d.port, f"/api/compute-auction/order-book?{query}")
@@ -475,11 +573,18 @@ def test_healthz_metrics_openapi_and_unknown_paths(drivers, fresh_db_url, free_p
     status, headers, text = http(d.port, "/metrics")
     assert status == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")
     text = text.decode()
-    for name in ["compute_auction_rounds_cleared_total", "compute_auction_slots_filled_total",
-                 "compute_auction_bids_refunded_total", "compute_auction_tokens_refunded_total",
-                 "compute_auction_clearing_errors_total", "compute_auction_round_duration_seconds_bucket",
-                 "compute_auction_consecutive_failures", "compute_auction_leader", "compute_auction_open_bids",
-                 "compute_auction_bids_placed"]:
+    for name in [
+        "compute_auction_rounds_cleared_total",
+        "compute_auction_slots_filled_total",
+        "compute_auction_bids_refunded_total",
+        "compute_auction_tokens_refunded_total",
+        "compute_auction_clearing_errors_total",
+        "compute_auction_round_duration_seconds_bucket",
+        "compute_auction_consecutive_failures",
+        "compute_auction_leader",
+        "compute_auction_open_bids",
+        "compute_auction_bids_placed",
+    ]:
         assert f"\n{name}" in text, name
     status, headers, spec = http(d.port, "/openapi.yaml")
     assert status == 200 and spec.startswith(b"openapi: 3.")
@@ -513,24 +618,39 @@ def test_dashboard_bundle_aggregates_rounds(drivers, fresh_db_url, conn, free_po
 
 # ---------------------------------------------------------------- simulate --
 
+
 def test_simulate_keeps_the_market_moving(drivers, driver_bin, fresh_db_url, free_port):
     d = drivers(fresh_db_url, free_port)
-    out = subprocess.run([driver_bin, "--database-url", fresh_db_url, "simulate", "--duration", "20s", "--seed", "7"],
-                         capture_output=True, text=True, timeout=90)
+    out = subprocess.run(
+        [driver_bin, "--database-url", fresh_db_url, "simulate", "--duration", "20s", "--seed", "7"],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert summary["bids_placed"] >= 40, summary
     assert summary["settled"] >= 5, summary
     assert summary["unexpected_errors"] == {}, summary
-    accounts = sql(fresh_db_url, "SELECT kind, count(*) FROM compute_auction.token_accounts "
-                                 "WHERE account_id LIKE 'sim-%%' GROUP BY kind ORDER BY kind")
+    accounts = sql(
+        fresh_db_url,
+        "SELECT kind, count(*) FROM compute_auction.token_accounts "
+        "WHERE account_id LIKE 'sim-%%' GROUP BY kind ORDER BY kind",
+    )
     assert accounts == [("agent", 30), ("quest", 6)]
-    prices = sql(fresh_db_url, "SELECT DISTINCT clearing_price_tokens FROM compute_auction.compute_auction_rounds "
-                               "WHERE clearing_price_tokens IS NOT NULL")
+    prices = sql(
+        fresh_db_url,
+        "SELECT DISTINCT clearing_price_tokens FROM compute_auction.compute_auction_rounds "
+        "WHERE clearing_price_tokens IS NOT NULL",
+    )
     assert len(prices) >= 3, f"clearing prices did not move: {prices}"
     assert_no_double_assignment(fresh_db_url)
     # a second run reuses the wallets (23505 ignored) and still works
-    out = subprocess.run([driver_bin, "--database-url", fresh_db_url, "simulate", "--duration", "2s", "--seed", "8"],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [driver_bin, "--database-url", fresh_db_url, "simulate", "--duration", "2s", "--seed", "8"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert d.proc.poll() is None

@@ -3,6 +3,7 @@ scorer bids for each quest's unblocked tasks, the agent loop claims its slot's w
 settles it with the run's cost and impact, and falls back to the old queue otherwise. Both are
 used as a library (imported) and as scripts (subprocesses with the venv's python).
 """
+
 from __future__ import annotations
 
 import json
@@ -27,7 +28,9 @@ import ev_scorer  # noqa: E402
 def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(EXAMPLES / name), *args],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -53,6 +56,7 @@ def expected_prices(tasks, balance, tokens_per_usd=100.0, bid_fraction=0.6):
 
 # ------------------------------------------------------------------- scorer --
 
+
 def test_ev_scorer_bids_for_each_quests_unblocked_tasks(fresh_db_url, conn):
     report = ev_scorer.main(fresh_db_url, fund_tokens=10_000)
     assert report["errors"] == {}
@@ -62,8 +66,9 @@ def test_ev_scorer_bids_for_each_quests_unblocked_tasks(fresh_db_url, conn):
         assert set(rows) == {t.task_id for t in tasks}
         want = expected_prices(tasks, 10_000)
         assert want, "the demo backlog places bids"
-        assert {t: (p, pytest.approx(next(x.expected_value_usd for x in tasks if x.task_id == t)))
-                for t, p in want.items()} == live_bids(conn, quest_id)
+        assert {
+            t: (p, pytest.approx(next(x.expected_value_usd for x in tasks if x.task_id == t))) for t, p in want.items()
+        } == live_bids(conn, quest_id)
         for t in tasks:
             if t.blocked:
                 assert rows[t.task_id]["outcome"] == "skipped: blocked"
@@ -107,16 +112,32 @@ def test_ev_scorer_reports_a_quest_without_wallet_and_continues(fresh_db_url, co
 
 def test_ev_scorer_script(fresh_db_url, conn, tmp_path):
     backlog = tmp_path / "backlog.json"
-    backlog.write_text(json.dumps({
-        "quest-a": [
-            {"task_id": "a-1", "success_probability": 0.5, "value_usd": 10},
-            {"task_id": "a-2", "expected_value_usd": 3.5},
-            {"task_id": "a-3", "success_probability": 0.9, "value_usd": 50, "blocked": True},
-        ],
-        "quest-b": [{"task_id": "b-1", "expected_value_usd": 100}],
-    }))
-    r = run_script("ev_scorer.py", "--dsn", fresh_db_url, "--backlog", str(backlog), "--fund", "5000",
-                   "--tokens-per-usd", "50", "--bid-fraction", "0.8", "--json")
+    backlog.write_text(
+        json.dumps(
+            {
+                "quest-a": [
+                    {"task_id": "a-1", "success_probability": 0.5, "value_usd": 10},
+                    {"task_id": "a-2", "expected_value_usd": 3.5},
+                    {"task_id": "a-3", "success_probability": 0.9, "value_usd": 50, "blocked": True},
+                ],
+                "quest-b": [{"task_id": "b-1", "expected_value_usd": 100}],
+            }
+        )
+    )
+    r = run_script(
+        "ev_scorer.py",
+        "--dsn",
+        fresh_db_url,
+        "--backlog",
+        str(backlog),
+        "--fund",
+        "5000",
+        "--tokens-per-usd",
+        "50",
+        "--bid-fraction",
+        "0.8",
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["errors"] == {}
@@ -137,6 +158,7 @@ def test_ev_scorer_script(fresh_db_url, conn, tmp_path):
 
 
 # --------------------------------------------------------------- agent loop --
+
 
 def fixed_run(cost: int, impact: float):
     calls = []
@@ -160,23 +182,36 @@ def clear_row(conn, slot_id):
 
 def test_agent_loop_claims_settles_and_falls_back(fresh_db_url, conn):
     ev_scorer.main(fresh_db_url, fund_tokens=10_000)
-    bal_before = dict(conn.execute(
-        "SELECT account_id, balance_tokens + held_tokens FROM compute_auction.token_accounts").fetchall())
+    bal_before = dict(
+        conn.execute("SELECT account_id, balance_tokens + held_tokens FROM compute_auction.token_accounts").fetchall()
+    )
 
     # nothing cleared yet: the runner registers its slot and uses the old queue
     run = fixed_run(1234, 0.75)
     events = agent_loop.main(fresh_db_url, "slot-a", iterations=1, old_queue=["legacy-1"], run=run, offer_slot=True)
     assert events == [{"source": "old_queue", "task_id": "legacy-1", "cost_tokens": 1234, "impact": 0.75}]
-    assert conn.execute("SELECT status FROM compute_auction.compute_slots WHERE slot_id = 'slot-a'").fetchone() == ("idle",)
+    assert conn.execute("SELECT status FROM compute_auction.compute_slots WHERE slot_id = 'slot-a'").fetchone() == (
+        "idle",
+    )
 
     # a round assigns the slot to the best bid; the runner runs that task and settles it
-    winner = conn.execute("SELECT slot_id, bid_id, task_id, bidder_id, clearing_price_tokens FROM compute_auction.clear_round()").fetchall()
+    winner = conn.execute(
+        "SELECT slot_id, bid_id, task_id, bidder_id, clearing_price_tokens FROM compute_auction.clear_round()"
+    ).fetchall()
     assert len(winner) == 1
     _, bid_id, task_id, bidder, price = winner[0]
     queue = agent_loop.OldQueue(["legacy-2"])
     events = agent_loop.main(fresh_db_url, "slot-a", iterations=2, old_queue=queue, run=run)
-    assert events[0] == {"source": "auction", "task_id": task_id, "bid_id": bid_id, "bidder_id": bidder,
-                         "clearing_price_tokens": price, "charged_tokens": price, "cost_tokens": 1234, "impact": 0.75}
+    assert events[0] == {
+        "source": "auction",
+        "task_id": task_id,
+        "bid_id": bid_id,
+        "bidder_id": bidder,
+        "clearing_price_tokens": price,
+        "charged_tokens": price,
+        "cost_tokens": 1234,
+        "impact": 0.75,
+    }
     # the second iteration has no won task any more: back to the old queue
     assert events[1]["source"] == "old_queue" and events[1]["task_id"] == "legacy-2"
     assert run.calls == ["legacy-1", task_id, "legacy-2"]
@@ -184,11 +219,16 @@ def test_agent_loop_claims_settles_and_falls_back(fresh_db_url, conn):
     row = clear_row(conn, "slot-a")
     assert row[:4] == (task_id, bidder, "settled", price)
     assert row[5:] == (1234, 0.75, True, True)  # cost, impact, claimed_at and slot_finished_at set
-    assert conn.execute("SELECT status FROM compute_auction.compute_auction_bids WHERE id = %s", (bid_id,)).fetchone() == ("settled",)
-    assert conn.execute("SELECT status FROM compute_auction.compute_slots WHERE slot_id = 'slot-a'").fetchone() == ("idle",)
+    assert conn.execute(
+        "SELECT status FROM compute_auction.compute_auction_bids WHERE id = %s", (bid_id,)
+    ).fetchone() == ("settled",)
+    assert conn.execute("SELECT status FROM compute_auction.compute_slots WHERE slot_id = 'slot-a'").fetchone() == (
+        "idle",
+    )
     # the winner paid exactly the clearing price
-    after = conn.execute("SELECT balance_tokens + held_tokens FROM compute_auction.token_accounts WHERE account_id = %s",
-                         (bidder,)).fetchone()[0]
+    after = conn.execute(
+        "SELECT balance_tokens + held_tokens FROM compute_auction.token_accounts WHERE account_id = %s", (bidder,)
+    ).fetchone()[0]
     assert after == bal_before[bidder] - price
 
     # nothing anywhere: idle
@@ -199,19 +239,41 @@ def test_agent_loop_claims_settles_and_falls_back(fresh_db_url, conn):
 def test_agent_loop_aborts_a_run_that_fails(fresh_db_url, conn):
     ev_scorer.main(fresh_db_url, fund_tokens=10_000)
     conn.execute("SELECT compute_auction.offer_slot('slot-f')")
-    (slot, bid_id, task_id, bidder, price), = conn.execute("SELECT * FROM compute_auction.clear_round()").fetchall()
-    max_price = conn.execute("SELECT max_price_tokens FROM compute_auction.compute_auction_bids WHERE id = %s", (bid_id,)).fetchone()[0]
-    held_before = conn.execute("SELECT held_tokens FROM compute_auction.token_accounts WHERE account_id = %s", (bidder,)).fetchone()[0]
+    ((slot, bid_id, task_id, bidder, price),) = conn.execute("SELECT * FROM compute_auction.clear_round()").fetchall()
+    max_price = conn.execute(
+        "SELECT max_price_tokens FROM compute_auction.compute_auction_bids WHERE id = %s", (bid_id,)
+    ).fetchone()[0]
+    held_before = conn.execute(
+        "SELECT held_tokens FROM compute_auction.token_accounts WHERE account_id = %s", (bidder,)
+    ).fetchone()[0]
 
     def broken(task):
         raise RuntimeError("model endpoint unavailable")
 
     events = agent_loop.main(fresh_db_url, "slot-f", run=broken)
-    assert events == [{"source": "auction", "task_id": task_id, "bid_id": bid_id, "bidder_id": bidder,
-                       "clearing_price_tokens": price, "aborted": True, "refunded_tokens": max_price}]
-    assert conn.execute("SELECT status FROM compute_auction.compute_auction_bids WHERE id = %s", (bid_id,)).fetchone() == ("aborted",)
-    assert conn.execute("SELECT held_tokens FROM compute_auction.token_accounts WHERE account_id = %s", (bidder,)).fetchone()[0] == held_before - max_price
-    assert conn.execute("SELECT status FROM compute_auction.compute_slots WHERE slot_id = 'slot-f'").fetchone() == ("idle",)
+    assert events == [
+        {
+            "source": "auction",
+            "task_id": task_id,
+            "bid_id": bid_id,
+            "bidder_id": bidder,
+            "clearing_price_tokens": price,
+            "aborted": True,
+            "refunded_tokens": max_price,
+        }
+    ]
+    assert conn.execute(
+        "SELECT status FROM compute_auction.compute_auction_bids WHERE id = %s", (bid_id,)
+    ).fetchone() == ("aborted",)
+    assert (
+        conn.execute(
+            "SELECT held_tokens FROM compute_auction.token_accounts WHERE account_id = %s", (bidder,)
+        ).fetchone()[0]
+        == held_before - max_price
+    )
+    assert conn.execute("SELECT status FROM compute_auction.compute_slots WHERE slot_id = 'slot-f'").fetchone() == (
+        "idle",
+    )
     assert_audit_clean(conn)
 
 
@@ -243,10 +305,11 @@ def test_agent_loop_script(fresh_db_url, conn):
     assert r.returncode == 0, r.stderr
     assert [json.loads(line) for line in r.stdout.splitlines()][0]["source"] == "old_queue"
 
-    (_, bid_id, task_id, bidder, price), = conn.execute("SELECT * FROM compute_auction.clear_round()").fetchall()
+    ((_, bid_id, task_id, bidder, price),) = conn.execute("SELECT * FROM compute_auction.clear_round()").fetchall()
     before = snapshot(conn)
-    r = run_script("agent_loop.py", "--dsn", fresh_db_url, "--slot", "slot-s", "--iterations", "2",
-                   "--old-queue", "legacy-10")
+    r = run_script(
+        "agent_loop.py", "--dsn", fresh_db_url, "--slot", "slot-s", "--iterations", "2", "--old-queue", "legacy-10"
+    )
     assert r.returncode == 0, r.stderr
     events = [json.loads(line) for line in r.stdout.splitlines()]
     assert [e["source"] for e in events] == ["auction", "old_queue"]
@@ -266,9 +329,19 @@ def test_agent_loop_script(fresh_db_url, conn):
 
 
 def test_scripts_print_usage_without_a_dsn():
-    env_free = subprocess.run([sys.executable, str(EXAMPLES / "agent_loop.py"), "--slot", "x"],
-                              capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"})
+    env_free = subprocess.run(
+        [sys.executable, str(EXAMPLES / "agent_loop.py"), "--slot", "x"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": "/usr/bin:/bin"},
+    )
     assert env_free.returncode == 2 and "--dsn" in env_free.stderr
-    r = subprocess.run([sys.executable, str(EXAMPLES / "ev_scorer.py")],
-                       capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"})
+    r = subprocess.run(
+        [sys.executable, str(EXAMPLES / "ev_scorer.py")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": "/usr/bin:/bin"},
+    )
     assert r.returncode == 2 and "--dsn" in r.stderr

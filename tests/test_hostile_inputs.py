@@ -1,5 +1,6 @@
 """Table-driven hostile input across every public function: each call must raise its documented
 SQLSTATE (never XX000/22000, never a backend crash) and leave every table unchanged."""
+
 import psycopg
 import pytest
 
@@ -62,11 +63,20 @@ CASES = [
     ("SELECT compute_auction.place_bid('nobody', 't', 10)", "P0002"),
     (f"SELECT compute_auction.place_bid('rich', '{LONG}', 10)", "22001"),
     ("SELECT compute_auction.place_bid('rich', 't', 9223372036854775807)", "23514"),
-    ("SELECT compute_auction.open_account('big', 'agent', 9223372036854775807), compute_auction.deposit('big', 1, 'r')", "22003"),
+    (
+        "SELECT compute_auction.open_account('big', 'agent', 9223372036854775807), compute_auction.deposit('big', 1, 'r')",
+        "22003",
+    ),
     ("SELECT compute_auction.cancel_bid(NULL)", "22004"),
     ("SELECT compute_auction.cancel_bid(-1)", "P0002"),
-    ("SELECT compute_auction.cancel_bid((SELECT id FROM compute_auction.compute_auction_bids WHERE status = 'settled'))", "55000"),
-    ("SELECT compute_auction.cancel_bid((SELECT id FROM compute_auction.compute_auction_bids WHERE status = 'won'))", "55000"),
+    (
+        "SELECT compute_auction.cancel_bid((SELECT id FROM compute_auction.compute_auction_bids WHERE status = 'settled'))",
+        "55000",
+    ),
+    (
+        "SELECT compute_auction.cancel_bid((SELECT id FROM compute_auction.compute_auction_bids WHERE status = 'won'))",
+        "55000",
+    ),
     ("SELECT compute_auction.bid_status(NULL)", "22004"),
     ("SELECT compute_auction.bid_status(123456789)", "P0002"),
     # --- clearing and settlement
@@ -97,21 +107,51 @@ CASES = [
     ("SELECT * FROM compute_auction.submit_bids_for_tasks(NULL, '[]', 1)", "22004"),
     ("SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '{}', 1)", "22023"),
     ("SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[1, 2]', 1)", "22023"),
-    ("""SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": 5, "expected_value_usd": 1}]', 1)""", "22023"),
+    (
+        """SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": 5, "expected_value_usd": 1}]', 1)""",
+        "22023",
+    ),
     ("""SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": "t"}]', 1)""", "22023"),
-    ("""SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": "t", "expected_value_usd": -1}]', 1)""", "22023"),
-    ("""SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": "t", "expected_value_usd": 1e400}]', 1)""", "22003"),
-    ("""SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": "t", "expected_value_usd": 1}]', 0)""", "22023"),
-    ("""SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": "t", "expected_value_usd": 1}]', 'NaN')""", "22023"),
-    ("""SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": "t", "expected_value_usd": 1}]', 1, 1.5)""", "22023"),
-    ("""SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": "t", "expected_value_usd": 1}]', 1, 0)""", "22023"),
-    ("""SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": "t", "expected_value_usd": 1}, {"task_id": "t", "expected_value_usd": 2}]', 1)""", "22023"),
+    (
+        """SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": "t", "expected_value_usd": -1}]', 1)""",
+        "22023",
+    ),
+    (
+        """SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": "t", "expected_value_usd": 1e400}]', 1)""",
+        "22003",
+    ),
+    (
+        """SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": "t", "expected_value_usd": 1}]', 0)""",
+        "22023",
+    ),
+    (
+        """SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": "t", "expected_value_usd": 1}]', 'NaN')""",
+        "22023",
+    ),
+    (
+        """SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": "t", "expected_value_usd": 1}]', 1, 1.5)""",
+        "22023",
+    ),
+    (
+        """SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": "t", "expected_value_usd": 1}]', 1, 0)""",
+        "22023",
+    ),
+    (
+        """SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": "t", "expected_value_usd": 1}, {"task_id": "t", "expected_value_usd": 2}]', 1)""",
+        "22023",
+    ),
     (f"SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '{DEEP}', 1)", "22023"),
-    ("SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{\"task_id\": \"t\", \"expected_value_usd\": 1', 1)", "22P02"),
+    (
+        'SELECT * FROM compute_auction.submit_bids_for_tasks(\'quest\', \'[{"task_id": "t", "expected_value_usd": 1\', 1)',
+        "22P02",
+    ),
     ("SELECT * FROM compute_auction.allocate_proportional(NULL, 10, '[]')", "22004"),
     ("SELECT * FROM compute_auction.allocate_proportional('2026-01-01', -1, '[]')", "22023"),
     ("SELECT * FROM compute_auction.allocate_proportional('2026-01-01', 10, '\"x\"')", "22023"),
-    ("""SELECT * FROM compute_auction.allocate_proportional('2026-01-01', 10, '[{"quest_id": "q", "expected_value": -3}]')""", "22023"),
+    (
+        """SELECT * FROM compute_auction.allocate_proportional('2026-01-01', 10, '[{"quest_id": "q", "expected_value": -3}]')""",
+        "22023",
+    ),
     (f"SELECT * FROM compute_auction.allocate_proportional('2026-01-01', 10, '{DEEP}')", "22023"),
     ("SELECT compute_auction.schedule_clearing(NULL)", "22004"),
     ("SELECT compute_auction.schedule_clearing('* * * * *')", "55000"),
@@ -136,7 +176,9 @@ def market(cluster):
     conn.execute("SELECT compute_auction.settle('done', 1, 1.0)")
     conn.execute("SELECT compute_auction.offer_slot('idle-slot', now() + interval '1 day')")
     conn.execute("SELECT compute_auction.place_bid('poor', 'open-task', 5)")
-    assert conn.execute("SELECT status FROM compute_auction.compute_slots WHERE slot_id = 'busy'").fetchone() == ("assigned",)
+    assert conn.execute("SELECT status FROM compute_auction.compute_slots WHERE slot_id = 'busy'").fetchone() == (
+        "assigned",
+    )
     yield conn
     conn.close()
     drop_database(cluster, name)

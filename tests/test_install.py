@@ -1,5 +1,6 @@
 """Installing the extension: repeatedly, in several databases, without pg_cron, and its
 objects' privileges."""
+
 import psycopg
 
 from conftest import drop_database, new_database
@@ -15,9 +16,7 @@ def test_create_extension_in_several_databases_and_again(cluster):
                 c.execute("DROP EXTENSION compute_auction")
                 c.execute("CREATE EXTENSION compute_auction")
                 assert c.execute("SELECT count(*) FROM compute_auction.token_accounts").fetchone() == (0,)
-                assert c.execute(
-                    "SELECT count(*) FROM pg_extension WHERE extname = 'pg_cron'"
-                ).fetchone() == (0,)
+                assert c.execute("SELECT count(*) FROM pg_extension WHERE extname = 'pg_cron'").fetchone() == (0,)
     finally:
         for name in names:
             drop_database(cluster, name)

@@ -5,6 +5,7 @@ tests/isolation/expected/. One test per spec; a failure shows the regression dif
 What each spec proves, and the lock order they check, is in docs/CONCURRENCY.md. The runner,
 tests/isolation/run.sh, also works on its own against any server (see its header).
 """
+
 from __future__ import annotations
 
 import os
@@ -53,7 +54,6 @@ def test_isolation_spec(cluster, spec, tmp_path):
         diffs = outdir / "regression.diffs"
         detail = diffs.read_text() if diffs.is_file() and diffs.stat().st_size else proc.stdout[-8000:]
         pytest.fail(
-            f"isolation spec {spec} failed (exit {proc.returncode}); "
-            f"output in {outdir}/results/{spec}.out\n{detail}",
+            f"isolation spec {spec} failed (exit {proc.returncode}); output in {outdir}/results/{spec}.out\n{detail}",
             pytrace=False,
         )

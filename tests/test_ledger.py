@@ -6,6 +6,7 @@ keys) and every bad input of the issue: for each error the SQLSTATE is asserted 
 of every extension table is compared before/after, because bad input must change nothing.
 Tests that move tokens end with assert_audit_clean().
 """
+
 from __future__ import annotations
 
 import uuid
@@ -32,6 +33,7 @@ SET_OWNER = "SELECT compute_auction.set_account_owner(%s::text, %s::text)"
 
 
 # ----------------------------------------------------------------- helpers --
+
 
 def value(conn: psycopg.Connection, sql: str, params=None):
     """The single value a call returns."""
@@ -60,9 +62,7 @@ def balance(conn, account: str) -> tuple[int, int]:
 
 def account_row(conn, account: str) -> dict:
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(
-            "SELECT * FROM compute_auction.token_accounts WHERE account_id = %s", (account,)
-        ).fetchone()
+        return cur.execute("SELECT * FROM compute_auction.token_accounts WHERE account_id = %s", (account,)).fetchone()
 
 
 def ledger_rows(conn, account: str) -> list[dict]:
@@ -121,6 +121,7 @@ def other_role(cluster, conn):
 
 # ------------------------------------------------------------ open_account --
 
+
 def test_open_account_defaults(conn):
     assert value(conn, "SELECT compute_auction.open_account(%s)", ("agent-1",)) == 0
     a = account_row(conn, "agent-1")
@@ -160,11 +161,14 @@ def test_open_account_with_kind_and_initial_tokens(conn, kind, initial):
 
 
 def test_open_account_named_arguments_and_owner_role(conn):
-    assert value(
-        conn,
-        "SELECT compute_auction.open_account(account_id => %s, initial_tokens => %s, kind => %s)",
-        ("q-1", 70, "quest"),
-    ) == 70
+    assert (
+        value(
+            conn,
+            "SELECT compute_auction.open_account(account_id => %s, initial_tokens => %s, kind => %s)",
+            ("q-1", 70, "quest"),
+        )
+        == 70
+    )
     assert value(conn, OPEN_OWNED, ("owned", "agent", 5, "some_role")) == 5
     assert account_row(conn, "owned")["owner_role"] == "some_role"
     assert account_row(conn, "q-1")["kind"] == "quest"
@@ -172,6 +176,7 @@ def test_open_account_named_arguments_and_owner_role(conn):
 
 
 # ----------------------------------------------------------------- deposit --
+
 
 def test_deposit_credits_and_journals(conn):
     open_account(conn, "alice", "agent", 100)
@@ -203,6 +208,7 @@ def test_deposit_up_to_the_largest_bigint(conn):
 
 # ---------------------------------------------------------------- withdraw --
 
+
 def test_withdraw_debits_and_journals(conn):
     open_account(conn, "alice", "agent", 500)
     assert value(conn, WITHDRAW, ("alice", 120, "moved to another market")) == 380
@@ -231,6 +237,7 @@ def test_deposit_after_withdrawing_everything(conn):
 
 # ----------------------------------------------------------------- balance --
 
+
 def test_balance_returns_one_row_with_named_columns(conn):
     open_account(conn, "alice", "agent", 42)
     cur = conn.execute(BALANCE, ("alice",))
@@ -251,6 +258,7 @@ def test_balance_is_read_only(conn):
 
 
 # ----------------------------------------------------- journal invariants --
+
 
 def test_every_change_is_journalled_and_sums_to_the_balance(conn):
     open_account(conn, "a", "agent", 1_000)
@@ -282,6 +290,7 @@ def test_a_failed_call_inside_a_transaction_leaves_nothing_half_done(fresh_db_ur
 
 
 # ------------------------------------------------------------- idempotency --
+
 
 def test_deposit_idempotency_key_replays_without_moving_tokens(conn):
     open_account(conn, "alice", "agent", 100)
@@ -360,6 +369,7 @@ def test_ids_with_quotes_and_sql_are_stored_literally(conn, account):
 
 # ------------------------------------------------------- set_account_owner --
 
+
 def test_set_account_owner_sets_and_clears(conn):
     open_account(conn, "alice", "agent", 10)
     conn.execute(SET_OWNER, ("alice", "alice_role"))
@@ -411,7 +421,9 @@ BAD_INPUTS = [
     pytest.param(OPEN_OWNED, ("n", "agent", 0, LONG), "22001", id="open-257-char-owner-role"),
     pytest.param(
         "SELECT compute_auction.open_account(%s::text, %s::text, %s::numeric::bigint)",
-        ("n", "agent", 2**63), "22003", id="open-initial-beyond-bigint",
+        ("n", "agent", 2**63),
+        "22003",
+        id="open-initial-beyond-bigint",
     ),
     # deposit(account_id, amount, reason[, idempotency_key])
     pytest.param(DEPOSIT, (None, 1, "r"), "22004", id="deposit-null-account"),

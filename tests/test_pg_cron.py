@@ -13,6 +13,7 @@ cron.use_background_workers = on and cron.database_name = 'crondb'. Three databa
 Debian's pg_cron (1.4.2) has minute granularity, so everything is scheduled first and then
 awaited once (about 60 s); the individual tests assert on what the module fixture observed.
 """
+
 from __future__ import annotations
 
 import os
@@ -52,6 +53,7 @@ pytestmark = pytest.mark.skipif(
 
 # ----------------------------------------------------------------- cluster --
 
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -89,21 +91,26 @@ class CronCluster:
         DATA_DIR.mkdir(parents=True)
         shutil.chown(DATA_DIR, user=RUNAS)
         DATA_DIR.chmod(0o700)
-        _as_pg(f"{BINDIR}/initdb", "-D", str(DATA_DIR), "-U", "postgres", "--auth=trust",
-               "-E", "UTF8", "--locale=C.UTF-8")
+        _as_pg(
+            f"{BINDIR}/initdb", "-D", str(DATA_DIR), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"
+        )
         with open(DATA_DIR / "postgresql.conf", "a") as f:
-            f.write("\n".join([
-                "listen_addresses = '127.0.0.1'",
-                f"port = {self.port}",
-                f"unix_socket_directories = '{DATA_DIR}'",
-                "max_connections = 100",
-                "shared_preload_libraries = 'pg_cron'",
-                "cron.use_background_workers = on",
-                "max_worker_processes = 20",
-                "cron.database_name = 'crondb'",
-                "log_min_messages = warning",
-                "",
-            ]))
+            f.write(
+                "\n".join(
+                    [
+                        "listen_addresses = '127.0.0.1'",
+                        f"port = {self.port}",
+                        f"unix_socket_directories = '{DATA_DIR}'",
+                        "max_connections = 100",
+                        "shared_preload_libraries = 'pg_cron'",
+                        "cron.use_background_workers = on",
+                        "max_worker_processes = 20",
+                        "cron.database_name = 'crondb'",
+                        "log_min_messages = warning",
+                        "",
+                    ]
+                )
+            )
         _pg_ctl("-l", str(DATA_DIR / "server.log"), "-w", "-t", "60", "start")
 
     def stop(self) -> None:
@@ -121,11 +128,14 @@ class CronCluster:
 
 # ----------------------------------------------------------------- helpers --
 
+
 def seed(conn: psycopg.Connection, slots: int, bids: list[int]) -> None:
     for i, p in enumerate(bids):
         conn.execute("SELECT compute_auction.open_account(%s, 'agent', %s)", (f"agent{i}", 10 * p))
-        conn.execute("SELECT compute_auction.place_bid(%s, %s, %s, NULL, now() + interval '1 hour')",
-                     (f"agent{i}", f"task{i}", p))
+        conn.execute(
+            "SELECT compute_auction.place_bid(%s, %s, %s, NULL, now() + interval '1 hour')",
+            (f"agent{i}", f"task{i}", p),
+        )
     for i in range(slots):
         conn.execute("SELECT compute_auction.offer_slot(%s)", (f"slot{i}",))
 
@@ -157,8 +167,11 @@ def succeeded(runs) -> list:
 
 
 def rounds(cluster: CronCluster, db: str):
-    return cluster.sql(db, "SELECT round_id, cleared_at, slots_offered, slots_filled, clearing_price_tokens"
-                           "  FROM compute_auction.compute_auction_rounds ORDER BY round_id")
+    return cluster.sql(
+        db,
+        "SELECT round_id, cleared_at, slots_offered, slots_filled, clearing_price_tokens"
+        "  FROM compute_auction.compute_auction_rounds ORDER BY round_id",
+    )
 
 
 class Feeder(threading.Thread):
@@ -181,16 +194,23 @@ class Feeder(threading.Thread):
             while not self.stop_event.is_set():
                 try:
                     for s in self.slots:
-                        won = c.execute("SELECT task_id, clearing_price_tokens FROM compute_auction.claim_slot(%s)", (s,)).fetchall()
+                        won = c.execute(
+                            "SELECT task_id, clearing_price_tokens FROM compute_auction.claim_slot(%s)", (s,)
+                        ).fetchall()
                         if won:
-                            c.execute("SELECT compute_auction.settle(%s, %s, %s)", (s, rng.randint(0, 500), rng.random()))
+                            c.execute(
+                                "SELECT compute_auction.settle(%s, %s, %s)", (s, rng.randint(0, 500), rng.random())
+                            )
                             self.settled += 1
                     open_bids = c.execute(
-                        "SELECT count(*) FROM compute_auction.compute_auction_bids WHERE status = 'open'").fetchone()[0]
+                        "SELECT count(*) FROM compute_auction.compute_auction_bids WHERE status = 'open'"
+                    ).fetchone()[0]
                     for _ in range(max(0, 8 - open_bids)):
                         n += 1
-                        c.execute("SELECT compute_auction.place_bid(%s, %s, %s)",
-                                  (rng.choice(self.agents), f"feed-{n}", rng.randint(1, 1000)))
+                        c.execute(
+                            "SELECT compute_auction.place_bid(%s, %s, %s)",
+                            (rng.choice(self.agents), f"feed-{n}", rng.randint(1, 1000)),
+                        )
                         self.placed += 1
                 except psycopg.Error as e:  # recorded, asserted on by the test
                     self.errors.append(f"{e.sqlstate}: {e}")
@@ -234,6 +254,7 @@ def _http_status(port: int, path: str) -> int | None:
 
 # ------------------------------------------------------------------ fixture --
 
+
 @pytest.fixture(scope="module")
 def observed(tmp_path_factory):
     assert Path(DRIVER_BIN).exists(), f"driver binary missing: {DRIVER_BIN} (scripts/test.sh builds it)"
@@ -273,9 +294,19 @@ def observed(tmp_path_factory):
         driver_port = _free_port()
         log_file = open(log_path, "wb")
         driver = subprocess.Popen(
-            [DRIVER_BIN, "serve", "--database-url", cluster.url("drvdb"), "--interval", "1s",
-             "--listen", f"127.0.0.1:{driver_port}"],
-            stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, "RUST_LOG": "info"},
+            [
+                DRIVER_BIN,
+                "serve",
+                "--database-url",
+                cluster.url("drvdb"),
+                "--interval",
+                "1s",
+                "--listen",
+                f"127.0.0.1:{driver_port}",
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "RUST_LOG": "info"},
         )
         deadline = time.monotonic() + 15
         while _http_status(driver_port, "/healthz") is None:
@@ -327,13 +358,19 @@ def observed(tmp_path_factory):
         with cluster.connect("crondb") as c:
             c.execute("SELECT cron.schedule_in_database(%s, '* * * * *', %s, 'drvdb')", (f"{JOB}_drvdb", COMMAND))
             obs.jobs_after_scheduling = c.execute(
-                "SELECT jobid, jobname, database, schedule, command FROM cron.job ORDER BY jobid").fetchall()
+                "SELECT jobid, jobname, database, schedule, command FROM cron.job ORDER BY jobid"
+            ).fetchall()
         obs.scheduled_at = time.monotonic()
 
         # one wait for everything
         def done() -> bool:
-            crondb = succeeded(cron_runs(cluster, "crondb")) and len(rounds(cluster, "crondb")) > obs.rounds_before["crondb"]
-            otherdb = succeeded(cron_runs(cluster, "otherdb")) and len(rounds(cluster, "otherdb")) > obs.rounds_before["otherdb"]
+            crondb = (
+                succeeded(cron_runs(cluster, "crondb")) and len(rounds(cluster, "crondb")) > obs.rounds_before["crondb"]
+            )
+            otherdb = (
+                succeeded(cron_runs(cluster, "otherdb"))
+                and len(rounds(cluster, "otherdb")) > obs.rounds_before["otherdb"]
+            )
             drvdb = succeeded(cron_runs(cluster, "drvdb"))
             return bool(crondb and otherdb and drvdb)
 
@@ -370,6 +407,7 @@ def observed(tmp_path_factory):
 
 # -------------------------------------------------------------------- tests --
 
+
 def test_same_database_schedule_clearing_returns_the_job_id(observed):
     assert observed.same_db_error is None, observed.same_db_error
     assert isinstance(observed.same_db_job, int)
@@ -384,7 +422,7 @@ def test_same_database_job_runs_and_clears_a_round(observed):
     ok = succeeded(runs)
     assert ok, f"no succeeded pg_cron run in crondb after {observed.waited_s:.0f}s: {runs}\n{observed.cluster.log()}"
     assert {r[0] for r in ok} == {observed.same_db_job}
-    new = observed.rounds["crondb"][observed.rounds_before["crondb"]:]
+    new = observed.rounds["crondb"][observed.rounds_before["crondb"] :]
     assert new, "pg_cron ran but compute_auction_rounds has no new row"
     # the seeded market: two slots, bids 300/200/100 -> two winners at 100
     assert (new[0][2], new[0][3], new[0][4]) == (2, 2, 100)
@@ -423,7 +461,7 @@ def test_other_database_hinted_job_runs_and_clears_a_round(observed):
         f"no succeeded pg_cron run in otherdb after {observed.waited_s:.0f}s: {runs}; "
         f"jobs: {observed.jobs_after_scheduling}"
     )
-    new = observed.rounds["otherdb"][observed.rounds_before["otherdb"]:]
+    new = observed.rounds["otherdb"][observed.rounds_before["otherdb"] :]
     assert new, "pg_cron ran but otherdb has no new round"
     assert (new[0][2], new[0][3], new[0][4]) == (2, 2, 10)
     assert_first_run_in_time(observed, succeeded(runs))
@@ -445,13 +483,19 @@ def test_pg_cron_and_the_driver_never_clear_a_slot_twice(observed):
     assert len(observed.rounds["drvdb"]) >= 10
 
     with cluster.connect("drvdb") as c:
-        assert c.execute(
-            "SELECT slot_id, count(*) FROM compute_auction.compute_auction_clears"
-            " WHERE status = 'assigned' GROUP BY slot_id HAVING count(*) > 1"
-        ).fetchall() == []
-        assert c.execute(
-            "SELECT bid_id FROM compute_auction.compute_auction_clears GROUP BY bid_id HAVING count(*) > 1"
-        ).fetchall() == []
+        assert (
+            c.execute(
+                "SELECT slot_id, count(*) FROM compute_auction.compute_auction_clears"
+                " WHERE status = 'assigned' GROUP BY slot_id HAVING count(*) > 1"
+            ).fetchall()
+            == []
+        )
+        assert (
+            c.execute(
+                "SELECT bid_id FROM compute_auction.compute_auction_clears GROUP BY bid_id HAVING count(*) > 1"
+            ).fetchall()
+            == []
+        )
         # per slot, each clear ended (settled/aborted) before the slot's next clear started
         rows = c.execute(
             "SELECT slot_id, round_id, status, slot_started_at, slot_finished_at"
@@ -464,11 +508,14 @@ def test_pg_cron_and_the_driver_never_clear_a_slot_twice(observed):
             assert a[2] != "assigned", f"slot {a[0]} cleared again while assigned: {a} then {b}"
             assert a[4] is not None and a[4] <= b[3], f"slot {a[0]} overlapping clears: {a} then {b}"
         # every won or settled bid has exactly one clear, every clear one such bid
-        assert c.execute(
-            "SELECT b.id, b.status, count(cl.bid_id) FROM compute_auction.compute_auction_bids b"
-            "  LEFT JOIN compute_auction.compute_auction_clears cl ON cl.bid_id = b.id"
-            " WHERE b.status IN ('won', 'settled') GROUP BY b.id, b.status HAVING count(cl.bid_id) <> 1"
-        ).fetchall() == []
+        assert (
+            c.execute(
+                "SELECT b.id, b.status, count(cl.bid_id) FROM compute_auction.compute_auction_bids b"
+                "  LEFT JOIN compute_auction.compute_auction_clears cl ON cl.bid_id = b.id"
+                " WHERE b.status IN ('won', 'settled') GROUP BY b.id, b.status HAVING count(cl.bid_id) <> 1"
+            ).fetchall()
+            == []
+        )
         assert c.execute("SELECT check_name, detail FROM compute_auction.audit()").fetchall() == []
 
 

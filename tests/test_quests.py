@@ -3,6 +3,7 @@ bid advice (price_to_win), against the installed extension through psycopg 3.
 
 Fixtures come from conftest.py: conn (autocommit, brand-new database), fresh_db_url.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,6 +27,7 @@ DEEP_NESTING_STATES = {"22023", "54001"}
 
 # ----------------------------------------------------------------- helpers --
 
+
 def open_account(conn, account: str, tokens: int, kind: str = "quest") -> None:
     conn.execute("SELECT compute_auction.open_account(%s, %s, %s)", (account, kind, tokens))
 
@@ -34,8 +36,7 @@ def submit(conn, quest, tasks, tokens_per_usd=100.0, bid_fraction=None, ttl_at=N
     """Calls submit_bids_for_tasks; returns its rows as dicts, in order."""
     if bid_fraction is None and ttl_at is None:
         cur = conn.execute(
-            "SELECT task_id, bid_id, max_price_tokens, outcome"
-            "  FROM compute_auction.submit_bids_for_tasks(%s, %s, %s)",
+            "SELECT task_id, bid_id, max_price_tokens, outcome  FROM compute_auction.submit_bids_for_tasks(%s, %s, %s)",
             (quest, Jsonb(tasks), tokens_per_usd),
         )
     else:
@@ -59,9 +60,7 @@ def task(task_id, ev, blocked=None):
 
 
 def balance(conn, account):
-    return conn.execute(
-        "SELECT balance_tokens, held_tokens FROM compute_auction.balance(%s)", (account,)
-    ).fetchone()
+    return conn.execute("SELECT balance_tokens, held_tokens FROM compute_auction.balance(%s)", (account,)).fetchone()
 
 
 def ledger_rows(conn, account):
@@ -112,6 +111,7 @@ def deep(depth: int) -> str:
 
 # ======================================================= submit_bids_for_tasks ==
 
+
 def test_prices_follow_the_formula_and_escrow_each_bid(conn):
     open_account(conn, "quest-a", 10**9)
     evs = [10.0, 1.0, 0.5, 123.456, 0.07, 3.3333]
@@ -159,7 +159,13 @@ def test_explicit_ttl_is_used(conn):
 
 def test_cap_is_the_budget_over_the_unblocked_task_count(conn):
     open_account(conn, "q", 1000)
-    tasks = [task("a", 1e6), task("b", 1e6), task("c", 1e6), task("d", 1e6, blocked=True), task("e", 0.5, blocked=False)]
+    tasks = [
+        task("a", 1e6),
+        task("b", 1e6),
+        task("c", 1e6),
+        task("d", 1e6, blocked=True),
+        task("e", 0.5, blocked=False),
+    ]
     rows = by_task(submit(conn, "q", tasks, tokens_per_usd=100.0, bid_fraction=1.0))
     cap = 1000 // 4  # four unblocked tasks; the blocked one does not count
     assert [rows[t]["max_price_tokens"] for t in "abc"] == [cap] * 3
@@ -205,7 +211,13 @@ def test_budget_adds_the_quests_own_open_bids_on_these_tasks_only(conn):
     assert live_bids(conn, "q") == {
         "a": (rows["a"]["bid_id"], 600, "open"),
         "b": (rows["b"]["bid_id"], 600, "open"),
-        "elsewhere": (conn.execute("SELECT id FROM compute_auction.compute_auction_bids WHERE task_id = 'elsewhere'").fetchone()[0], 100, "open"),
+        "elsewhere": (
+            conn.execute("SELECT id FROM compute_auction.compute_auction_bids WHERE task_id = 'elsewhere'").fetchone()[
+                0
+            ],
+            100,
+            "open",
+        ),
     }
     assert_audit_clean(conn)
 
@@ -224,8 +236,12 @@ def test_resubmitting_the_same_list_is_idempotent(conn):
     open_account(conn, "agent", 1_000, kind="agent")
     conn.execute("SELECT compute_auction.place_bid('agent', 'theirs', 10)")
     tasks = [
-        task("a", 40.0), task("b", 2.5), task("c", 1e6), task("d", 0.001),
-        task("e", 9.0, blocked=True), task("theirs", 5.0),
+        task("a", 40.0),
+        task("b", 2.5),
+        task("c", 1e6),
+        task("d", 0.001),
+        task("e", 9.0, blocked=True),
+        task("theirs", 5.0),
     ]
     first = submit(conn, "q", tasks, tokens_per_usd=100.0)
     held = balance(conn, "q")
@@ -249,10 +265,13 @@ def test_resubmitting_the_same_list_is_idempotent(conn):
         assert ledger_rows(conn, "q") == ledger_before, "no escrow or release on an identical re-submission"
         assert conn.execute("SELECT count(*) FROM compute_auction.token_ledger").fetchone()[0] == all_ledger
         assert conn.execute("SELECT count(*) FROM compute_auction.compute_auction_bids").fetchone()[0] == bids_before
-        assert conn.execute(
-            "SELECT account_id, balance_tokens, held_tokens, total_deposited, total_spent, total_withdrawn"
-            "  FROM compute_auction.token_accounts ORDER BY 1"
-        ).fetchall() == accounts_before
+        assert (
+            conn.execute(
+                "SELECT account_id, balance_tokens, held_tokens, total_deposited, total_spent, total_withdrawn"
+                "  FROM compute_auction.token_accounts ORDER BY 1"
+            ).fetchall()
+            == accounts_before
+        )
     # the cap was binding on c: the idempotence must hold there too
     assert by_task(first)["c"]["max_price_tokens"] == 5_000 // 5
     assert_audit_clean(conn)
@@ -271,9 +290,9 @@ def test_a_changed_price_replaces_the_bid_in_place(conn):
     assert (down["bid_id"], down["max_price_tokens"], down["outcome"]) == (first["bid_id"], 400, "replaced")
     assert balance(conn, "q") == (99_600, 400)
 
-    assert conn.execute(
-        "SELECT count(*) FROM compute_auction.compute_auction_bids WHERE task_id = 'a'"
-    ).fetchone()[0] == 1
+    assert (
+        conn.execute("SELECT count(*) FROM compute_auction.compute_auction_bids WHERE task_id = 'a'").fetchone()[0] == 1
+    )
     row = bid_row(conn, first["bid_id"])
     assert row == ("q", "a", 400, 4.0, "open")
     assert ledger_rows(conn, "q")[1:] == [
@@ -289,8 +308,12 @@ def test_zero_price_cancels_the_existing_open_bid(conn):
     placed = by_task(submit(conn, "q", [task("a", 5.0), task("b", 5.0)]))
     # EV 0, and an EV so small the price floors to 0
     rows = by_task(submit(conn, "q", [task("a", 0), task("b", 0.001), task("c", 0.0)]))
-    assert rows["a"] == dict(task_id="a", bid_id=placed["a"]["bid_id"], max_price_tokens=None, outcome="skipped: zero price")
-    assert rows["b"] == dict(task_id="b", bid_id=placed["b"]["bid_id"], max_price_tokens=None, outcome="skipped: zero price")
+    assert rows["a"] == dict(
+        task_id="a", bid_id=placed["a"]["bid_id"], max_price_tokens=None, outcome="skipped: zero price"
+    )
+    assert rows["b"] == dict(
+        task_id="b", bid_id=placed["b"]["bid_id"], max_price_tokens=None, outcome="skipped: zero price"
+    )
     assert rows["c"] == dict(task_id="c", bid_id=None, max_price_tokens=None, outcome="skipped: zero price")
     assert bid_row(conn, placed["a"]["bid_id"])[4] == "cancelled"
     assert bid_row(conn, placed["b"]["bid_id"])[4] == "cancelled"
@@ -302,7 +325,9 @@ def test_a_blocked_task_cancels_its_open_bid(conn):
     open_account(conn, "q", 10_000)
     placed = by_task(submit(conn, "q", [task("a", 5.0), task("b", 5.0)]))
     rows = by_task(submit(conn, "q", [task("a", 5.0, blocked=True), task("b", 5.0), task("c", 7.0, blocked=True)]))
-    assert rows["a"] == dict(task_id="a", bid_id=placed["a"]["bid_id"], max_price_tokens=None, outcome="cancelled: blocked")
+    assert rows["a"] == dict(
+        task_id="a", bid_id=placed["a"]["bid_id"], max_price_tokens=None, outcome="cancelled: blocked"
+    )
     assert rows["b"]["outcome"] == "replaced"
     assert rows["c"] == dict(task_id="c", bid_id=None, max_price_tokens=None, outcome="skipped: blocked")
     assert bid_row(conn, placed["a"]["bid_id"])[4] == "cancelled"
@@ -326,16 +351,27 @@ def test_another_bidders_live_bid_and_a_won_task_are_reported_and_skipped(conn):
     before = snap(conn)
     agent_before = balance(conn, "agent")
 
-    rows = by_task(submit(conn, "q", [
-        task("theirs", 50.0), task("their-won", 50.0), task("mine-won", 100.0),
-        task("fresh", 1.0),
-    ]))
-    assert rows["theirs"] == dict(task_id="theirs", bid_id=None, max_price_tokens=None,
-                                  outcome="skipped: live bid by another bidder")
-    assert rows["their-won"] == dict(task_id="their-won", bid_id=None, max_price_tokens=None,
-                                     outcome="skipped: live bid by another bidder")
-    assert rows["mine-won"] == dict(task_id="mine-won", bid_id=mine["bid_id"], max_price_tokens=None,
-                                    outcome="skipped: already won")
+    rows = by_task(
+        submit(
+            conn,
+            "q",
+            [
+                task("theirs", 50.0),
+                task("their-won", 50.0),
+                task("mine-won", 100.0),
+                task("fresh", 1.0),
+            ],
+        )
+    )
+    assert rows["theirs"] == dict(
+        task_id="theirs", bid_id=None, max_price_tokens=None, outcome="skipped: live bid by another bidder"
+    )
+    assert rows["their-won"] == dict(
+        task_id="their-won", bid_id=None, max_price_tokens=None, outcome="skipped: live bid by another bidder"
+    )
+    assert rows["mine-won"] == dict(
+        task_id="mine-won", bid_id=mine["bid_id"], max_price_tokens=None, outcome="skipped: already won"
+    )
     assert rows["fresh"]["outcome"] == "placed"
     # nothing of the other bidder's, or of the won bid, changed
     assert bid_row(conn, theirs) == ("agent", "theirs", 5000, None, "open")
@@ -358,12 +394,12 @@ def test_an_error_part_way_through_leaves_nothing_changed(conn):
     open_account(conn, "q", 10_000)
     placed = by_task(submit(conn, "q", [task("a", 5.0), task("b", 5.0), task("c", 5.0)]))
     before = snap(conn)
-    sql = ("SELECT * FROM compute_auction.submit_bids_for_tasks('q', %s, 100, 0.6, now() - interval '1 second')")
+    sql = "SELECT * FROM compute_auction.submit_bids_for_tasks('q', %s, 100, 0.6, now() - interval '1 second')"
     tasks = [task("a", 5.0, blocked=True), task("b", 0.0), task("c", 1.0), task("d", 9.0)]
     assert sqlstate_of(conn, sql, (Jsonb(tasks),)) == "22023"
     assert snap(conn) == before
     # a TTL too far ahead, the same
-    sql = ("SELECT * FROM compute_auction.submit_bids_for_tasks('q', %s, 100, 0.6, now() + interval '31 days')")
+    sql = "SELECT * FROM compute_auction.submit_bids_for_tasks('q', %s, 100, 0.6, now() + interval '31 days')"
     assert sqlstate_of(conn, sql, (Jsonb(tasks),)) == "22023"
     assert snap(conn) == before
     assert {t: v[2] for t, v in live_bids(conn, "q").items()} == {"a": "open", "b": "open", "c": "open"}
@@ -477,7 +513,9 @@ def test_bad_submit_input_is_an_error_that_changes_nothing(quest_with_bids, case
 def test_text_that_is_not_json_is_22p02(quest_with_bids):
     conn = quest_with_bids
     before = snap(conn)
-    got = sqlstate_of(conn, "SELECT * FROM compute_auction.submit_bids_for_tasks('q', %s::jsonb, 100)", ('[{"task_id": ',))
+    got = sqlstate_of(
+        conn, "SELECT * FROM compute_auction.submit_bids_for_tasks('q', %s::jsonb, 100)", ('[{"task_id": ',)
+    )
     assert got == "22P02"
     assert snap(conn) == before
 
@@ -504,11 +542,14 @@ def test_deeply_nested_unknown_field_is_ignored(quest_with_bids):
     """Fields other than task_id, expected_value_usd and blocked are the caller's business."""
     conn = quest_with_bids
     tasks = '[{"task_id": "a", "expected_value_usd": 5, "notes": ' + deep(5000) + "}]"
-    rows = conn.execute("SELECT outcome FROM compute_auction.submit_bids_for_tasks('q', %s::jsonb, 100)", (tasks,)).fetchall()
+    rows = conn.execute(
+        "SELECT outcome FROM compute_auction.submit_bids_for_tasks('q', %s::jsonb, 100)", (tasks,)
+    ).fetchall()
     assert rows == [("replaced",)]
 
 
 # ======================================================= allocate_proportional ==
+
 
 def allocate(conn, day, budget, quests, source=None):
     if source is None:
@@ -559,10 +600,13 @@ def test_shares_are_proportional_to_expected_value(conn):
     assert [(r[0], r[1]) for r in st] == rows
     assert [r[2] for r in st] == pytest.approx([0.1, 0.2, 0.3, 0.4])
     assert {r[3] for r in st} == {"proportional"}
-    assert conn.execute(
-        "SELECT count(*) FROM compute_auction.quest_budget_allocations"
-        " WHERE created_at IS NULL OR created_at > now() + interval '1 second'"
-    ).fetchone()[0] == 0
+    assert (
+        conn.execute(
+            "SELECT count(*) FROM compute_auction.quest_budget_allocations"
+            " WHERE created_at IS NULL OR created_at > now() + interval '1 second'"
+        ).fetchone()[0]
+        == 0
+    )
 
 
 @pytest.mark.parametrize(
@@ -609,25 +653,40 @@ def test_many_awkward_splits_sum_to_the_budget_and_stay_within_one_token(conn):
 def test_rerunning_a_day_replaces_its_rows(conn):
     allocate(conn, "2025-03-04", 900, quests(1, 1, 1))
     allocate(conn, "2025-03-05", 50, quests(1, prefix="other"))
-    rows = allocate(conn, "2025-03-04", 1000, [{"quest_id": "q1", "expected_value": 3}, {"quest_id": "new", "expected_value": 1}],
-                    source="fallback")
+    rows = allocate(
+        conn,
+        "2025-03-04",
+        1000,
+        [{"quest_id": "q1", "expected_value": 3}, {"quest_id": "new", "expected_value": 1}],
+        source="fallback",
+    )
     assert sorted(rows) == [("new", 250), ("q1", 750)]
     assert stored(conn, "2025-03-04") == [("new", 250, 0.25, "fallback"), ("q1", 750, 0.75, "fallback")]
     # another day is untouched
     assert stored(conn, "2025-03-05") == [("other0", 50, 1.0, "proportional")]
     # and again, with the same input: the same rows, not duplicates
-    allocate(conn, "2025-03-04", 1000, [{"quest_id": "q1", "expected_value": 3}, {"quest_id": "new", "expected_value": 1}],
-             source="fallback")
+    allocate(
+        conn,
+        "2025-03-04",
+        1000,
+        [{"quest_id": "q1", "expected_value": 3}, {"quest_id": "new", "expected_value": 1}],
+        source="fallback",
+    )
     assert stored(conn, "2025-03-04") == [("new", 250, 0.25, "fallback"), ("q1", 750, 0.75, "fallback")]
 
 
 def test_quests_with_zero_expected_value_get_nothing(conn):
-    rows = allocate(conn, "2025-03-06", 1001, [
-        {"quest_id": "idle", "expected_value": 0},
-        {"quest_id": "busy", "expected_value": 3},
-        {"quest_id": "zero", "expected_value": 0.0},
-        {"quest_id": "also", "expected_value": 4},
-    ])
+    rows = allocate(
+        conn,
+        "2025-03-06",
+        1001,
+        [
+            {"quest_id": "idle", "expected_value": 0},
+            {"quest_id": "busy", "expected_value": 3},
+            {"quest_id": "zero", "expected_value": 0.0},
+            {"quest_id": "also", "expected_value": 4},
+        ],
+    )
     assert dict(rows) == {"idle": 0, "busy": 429, "zero": 0, "also": 572}
     st = {r[0]: r for r in stored(conn, "2025-03-06")}
     assert st["idle"][2] == 0 and st["zero"][2] == 0
@@ -651,7 +710,9 @@ def test_huge_budget_shares_stay_within_one_token_of_their_quota(conn):
     """Largest remainder means every share is the floor or the ceiling of its exact quota, also
     for budgets beyond 2**53 where a double cannot hold every token count."""
     evs = ["3", "1e-300", "7"]
-    rows = allocate(conn, "2025-03-09", I64_MAX, [{"quest_id": f"q{i}", "expected_value": float(e)} for i, e in enumerate(evs)])
+    rows = allocate(
+        conn, "2025-03-09", I64_MAX, [{"quest_id": f"q{i}", "expected_value": float(e)} for i, e in enumerate(evs)]
+    )
     got = [r[1] for r in rows]
     assert sum(got) == I64_MAX
     assert got == hamilton(I64_MAX, [Fraction(float(e)) for e in evs])
@@ -683,11 +744,39 @@ BAD_ALLOCATE = [
     ("missing-ev", "2025-04-01", 100, '[{"quest_id": "a"}]', "proportional", "22023"),
     ("ev-string", "2025-04-01", 100, '[{"quest_id": "a", "expected_value": "1"}]', "proportional", "22023"),
     ("quest-id-number", "2025-04-01", 100, '[{"quest_id": 1, "expected_value": 1}]', "proportional", "22023"),
-    ("good-then-bad", "2025-04-01", 100, '[{"quest_id": "a", "expected_value": 1}, {"quest_id": "b"}]', "proportional", "22023"),
-    ("negative-ev", "2025-04-01", 100, '[{"quest_id": "a", "expected_value": 1}, {"quest_id": "b", "expected_value": -1}]', "proportional", "22023"),
-    ("duplicate-quest", "2025-04-01", 100, '[{"quest_id": "a", "expected_value": 1}, {"quest_id": "a", "expected_value": 2}]', "proportional", "22023"),
+    (
+        "good-then-bad",
+        "2025-04-01",
+        100,
+        '[{"quest_id": "a", "expected_value": 1}, {"quest_id": "b"}]',
+        "proportional",
+        "22023",
+    ),
+    (
+        "negative-ev",
+        "2025-04-01",
+        100,
+        '[{"quest_id": "a", "expected_value": 1}, {"quest_id": "b", "expected_value": -1}]',
+        "proportional",
+        "22023",
+    ),
+    (
+        "duplicate-quest",
+        "2025-04-01",
+        100,
+        '[{"quest_id": "a", "expected_value": 1}, {"quest_id": "a", "expected_value": 2}]',
+        "proportional",
+        "22023",
+    ),
     ("empty-quest-id", "2025-04-01", 100, '[{"quest_id": "", "expected_value": 1}]', "proportional", "22023"),
-    ("long-quest-id", "2025-04-01", 100, json.dumps([{"quest_id": "x" * 257, "expected_value": 1}]), "proportional", "22001"),
+    (
+        "long-quest-id",
+        "2025-04-01",
+        100,
+        json.dumps([{"quest_id": "x" * 257, "expected_value": 1}]),
+        "proportional",
+        "22001",
+    ),
     ("ev-beyond-double", "2025-04-01", 100, '[{"quest_id": "a", "expected_value": 1e400}]', "proportional", "22003"),
 ]
 
@@ -718,12 +807,15 @@ def test_deeply_nested_quests_json_is_a_documented_error(allocated_day, depth):
     conn = allocated_day
     before = snap(conn)
     for qs in (deep(depth), "[" + deep(depth) + "]", '[{"quest_id": "a", "expected_value": ' + deep(depth) + "}]"):
-        got = sqlstate_of(conn, "SELECT * FROM compute_auction.allocate_proportional('2025-04-01', 10, %s::jsonb)", (qs,))
+        got = sqlstate_of(
+            conn, "SELECT * FROM compute_auction.allocate_proportional('2025-04-01', 10, %s::jsonb)", (qs,)
+        )
         assert got in DEEP_NESTING_STATES, got
     assert snap(conn) == before
 
 
 # ================================================================= price_to_win ==
+
 
 def advice(conn) -> dict:
     return conn.execute("SELECT compute_auction.price_to_win()").fetchone()[0]
@@ -776,7 +868,12 @@ def setup_market(conn, bids: list[int], reserves: list[int]) -> None:
 def test_price_to_win_shape(conn):
     a = advice(conn)
     assert set(a) == {"slots_available", "price_to_win_now", "recent_clearing_p50", "recent_clearing_p90"}
-    assert a == {"slots_available": 0, "price_to_win_now": None, "recent_clearing_p50": None, "recent_clearing_p90": None}
+    assert a == {
+        "slots_available": 0,
+        "price_to_win_now": None,
+        "recent_clearing_p50": None,
+        "recent_clearing_p90": None,
+    }
 
 
 def test_price_to_win_is_null_without_a_free_slot(conn):
@@ -827,7 +924,9 @@ def test_price_to_win_ignores_bids_past_their_ttl(fresh_db_url, conn):
     assert advice(conn)["price_to_win_now"] == 101  # two slots, two bids: beat the lower one
     time.sleep(1.3)
     # the 900 bid is still 'open' (nobody ran refund_unfilled) but no longer eligible
-    assert conn.execute("SELECT status FROM compute_auction.compute_auction_bids WHERE task_id = 'late-task'").fetchone() == ("open",)
+    assert conn.execute(
+        "SELECT status FROM compute_auction.compute_auction_bids WHERE task_id = 'late-task'"
+    ).fetchone() == ("open",)
     a = advice(conn)
     assert a["price_to_win_now"] == 1
     assert would_win(fresh_db_url, 1)
@@ -864,9 +963,12 @@ def test_recent_clearing_percentiles_cover_the_last_24_hours(conn):
     conn.execute("SELECT * FROM compute_auction.clear_round()")
     conn.execute("SELECT compute_auction.offer_slot('empty', now() - interval '1 minute', 0)")
     conn.execute("SELECT * FROM compute_auction.clear_round()")
-    assert conn.execute(
-        "SELECT count(*) FROM compute_auction.compute_auction_rounds WHERE clearing_price_tokens IS NULL"
-    ).fetchone()[0] == 2
+    assert (
+        conn.execute(
+            "SELECT count(*) FROM compute_auction.compute_auction_rounds WHERE clearing_price_tokens IS NULL"
+        ).fetchone()[0]
+        == 2
+    )
     a = advice(conn)
     want50 = conn.execute(
         "SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY p) FROM unnest(ARRAY[10,20,30,40,50,60,70,80,90,100]) p"

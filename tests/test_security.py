@@ -1,4 +1,5 @@
 """Roles and privileges over real connections, and pg_dump/restore of the market's data."""
+
 import subprocess
 import uuid
 from pathlib import Path
@@ -22,9 +23,7 @@ def roles(cluster, fresh_db):
             su.execute(f"CREATE ROLE {names[who]} LOGIN IN ROLE compute_auction_agent")
         su.execute(f"CREATE ROLE {names['op']} LOGIN IN ROLE compute_auction_operator")
         for who in ("alice", "bob"):
-            su.execute(
-                "SELECT compute_auction.open_account(%s, 'agent', 1000, %s)", (f"acct-{who}", names[who])
-            )
+            su.execute("SELECT compute_auction.open_account(%s, 'agent', 1000, %s)", (f"acct-{who}", names[who]))
         su.execute("SELECT compute_auction.offer_slot('s1', now() - interval '1 minute')")
     conns = {k: psycopg.connect(cluster.url(fresh_db, user=v), autocommit=True) for k, v in names.items()}
     yield conns
@@ -42,7 +41,9 @@ def test_agent_bids_from_own_account_only(roles, conn):
     assert bid > 0
     assert sqlstate_of(alice, "SELECT compute_auction.place_bid('acct-bob', 'task-b', 100)") == "42501"
     assert sqlstate_of(bob, "SELECT compute_auction.cancel_bid(%s)", (bid,)) == "42501"
-    assert conn.execute("SELECT status FROM compute_auction.compute_auction_bids WHERE id = %s", (bid,)).fetchone() == ("open",)
+    assert conn.execute("SELECT status FROM compute_auction.compute_auction_bids WHERE id = %s", (bid,)).fetchone() == (
+        "open",
+    )
     assert conn.execute(
         "SELECT count(*) FROM compute_auction.compute_auction_bids WHERE task_id = 'task-b'"
     ).fetchone() == (0,)
@@ -61,7 +62,9 @@ def test_agent_cannot_write_tables_directly(roles, conn):
     ]:
         assert sqlstate_of(alice, sql) == "42501", sql
     # but may read the tables applications read
-    assert alice.execute("SELECT balance_tokens FROM compute_auction.token_accounts WHERE account_id = 'acct-alice'").fetchone() == (1000,)
+    assert alice.execute(
+        "SELECT balance_tokens FROM compute_auction.token_accounts WHERE account_id = 'acct-alice'"
+    ).fetchone() == (1000,)
     assert_audit_clean(conn)
 
 
@@ -108,7 +111,13 @@ def test_pg_dump_keeps_the_market_and_restores_clean(cluster, conn, fresh_db, tm
     conn.execute("SELECT compute_auction.place_bid('a2', 't3', 100)")
     before = {
         t: conn.execute(f"SELECT count(*) FROM compute_auction.{t}").fetchone()[0]
-        for t in ("token_accounts", "token_ledger", "compute_auction_bids", "compute_auction_rounds", "compute_auction_clears")
+        for t in (
+            "token_accounts",
+            "token_ledger",
+            "compute_auction_bids",
+            "compute_auction_rounds",
+            "compute_auction_clears",
+        )
     }
     max_bid = conn.execute("SELECT max(id) FROM compute_auction.compute_auction_bids").fetchone()[0]
 
@@ -119,7 +128,8 @@ def test_pg_dump_keeps_the_market_and_restores_clean(cluster, conn, fresh_db, tm
     try:
         subprocess.run(
             [f"{cluster.bindir}/psql", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(dump), cluster.url(restored)],
-            check=True, stdout=subprocess.DEVNULL,
+            check=True,
+            stdout=subprocess.DEVNULL,
         )
         with psycopg.connect(cluster.url(restored), autocommit=True) as r:
             after = {t: r.execute(f"SELECT count(*) FROM compute_auction.{t}").fetchone()[0] for t in before}
@@ -128,7 +138,9 @@ def test_pg_dump_keeps_the_market_and_restores_clean(cluster, conn, fresh_db, tm
             new_id = r.execute("SELECT compute_auction.place_bid('a1', 't4', 50)").fetchone()[0]
             assert new_id > max_bid
             r.execute("SELECT compute_auction.offer_slot('s1', now() - interval '1 minute')")
-            assert r.execute("SELECT bids_eligible FROM compute_auction.clear_round() CROSS JOIN LATERAL (SELECT bids_eligible FROM compute_auction.compute_auction_rounds ORDER BY round_id DESC LIMIT 1) x").fetchone() == (2,)
+            assert r.execute(
+                "SELECT bids_eligible FROM compute_auction.clear_round() CROSS JOIN LATERAL (SELECT bids_eligible FROM compute_auction.compute_auction_rounds ORDER BY round_id DESC LIMIT 1) x"
+            ).fetchone() == (2,)
             assert_audit_clean(r)
     finally:
         drop_database(cluster, restored)

@@ -6,6 +6,7 @@ and exits non-zero on any violation; this wrapper asserts its exit status and it
 
 Fixtures come from conftest.py: cluster, fresh_db_url, driver_bin, free_port.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,16 +21,26 @@ STRESS = Path(__file__).resolve().parent / "stress" / "stress.py"
 def test_stress_with_faults(cluster, fresh_db_url, driver_bin, free_port, tmp_path):
     summary_path = tmp_path / "summary.json"
     cmd = [
-        sys.executable, str(STRESS),
-        "--database-url", fresh_db_url,
-        "--admin-url", cluster.url(),
-        "--driver-bin", driver_bin,
-        "--driver-port", str(free_port),
-        "--pg-data-dir", cluster.data_dir,
-        "--pg-bindir", cluster.bindir,
-        "--pg-runas", cluster.runas,
-        "--summary-json", str(summary_path),
-        "--log-dir", str(tmp_path),
+        sys.executable,
+        str(STRESS),
+        "--database-url",
+        fresh_db_url,
+        "--admin-url",
+        cluster.url(),
+        "--driver-bin",
+        driver_bin,
+        "--driver-port",
+        str(free_port),
+        "--pg-data-dir",
+        cluster.data_dir,
+        "--pg-bindir",
+        cluster.bindir,
+        "--pg-runas",
+        cluster.runas,
+        "--summary-json",
+        str(summary_path),
+        "--log-dir",
+        str(tmp_path),
     ]
     seconds = float(os.environ.get("CA_STRESS_SECONDS", "60"))
     if "CA_STRESS_SECONDS" in os.environ:
@@ -43,7 +54,9 @@ def test_stress_with_faults(cluster, fresh_db_url, driver_bin, free_port, tmp_pa
     print(stdout)
     print(stderr, file=sys.stderr)
     cluster.wait_ready(60)  # the cluster is back up for the tests that follow
-    assert summary_path.exists(), f"stress.py wrote no summary (exit {proc.returncode}):\n{stdout[-4000:]}\n{stderr[-4000:]}"
+    assert summary_path.exists(), (
+        f"stress.py wrote no summary (exit {proc.returncode}):\n{stdout[-4000:]}\n{stderr[-4000:]}"
+    )
     s = json.loads(summary_path.read_text())
 
     assert s["violations"] == [], "invariants violated:\n" + "\n".join(s["violations"])

@@ -23,6 +23,7 @@ Run it:
 
 or import it:  `from agent_loop import main; main(dsn, "agent-slot-1", ...)`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -108,14 +109,28 @@ def step(
             refunded = conn.execute(
                 "SELECT compute_auction.abort_slot(%s, %s)", (slot_id, f"run failed: {e}"[:500])
             ).fetchone()[0]
-            return {"source": "auction", "task_id": task_id, "bid_id": bid_id, "bidder_id": bidder_id,
-                    "clearing_price_tokens": price, "aborted": True, "refunded_tokens": refunded}
+            return {
+                "source": "auction",
+                "task_id": task_id,
+                "bid_id": bid_id,
+                "bidder_id": bidder_id,
+                "clearing_price_tokens": price,
+                "aborted": True,
+                "refunded_tokens": refunded,
+            }
         charged = conn.execute(
             "SELECT compute_auction.settle(%s, %s, %s)", (slot_id, result.cost_tokens, result.impact)
         ).fetchone()[0]
-        return {"source": "auction", "task_id": task_id, "bid_id": bid_id, "bidder_id": bidder_id,
-                "clearing_price_tokens": price, "charged_tokens": charged,
-                "cost_tokens": result.cost_tokens, "impact": result.impact}
+        return {
+            "source": "auction",
+            "task_id": task_id,
+            "bid_id": bid_id,
+            "bidder_id": bidder_id,
+            "clearing_price_tokens": price,
+            "charged_tokens": charged,
+            "cost_tokens": result.cost_tokens,
+            "impact": result.impact,
+        }
 
     task_id = old_queue.next()
     if task_id is None:
@@ -149,20 +164,34 @@ def main(
 
 def cli(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dsn", default=os.environ.get("DATABASE_URL"), help="libpq connection string (default: $DATABASE_URL)")
+    p.add_argument(
+        "--dsn", default=os.environ.get("DATABASE_URL"), help="libpq connection string (default: $DATABASE_URL)"
+    )
     p.add_argument("--slot", required=True, help="this runner's slot id")
     p.add_argument("--iterations", type=int, default=1)
     p.add_argument("--old-queue", default="", help="comma-separated task ids of the old queue (demo)")
     p.add_argument("--offer", action="store_true", help="register/re-offer the slot first")
     p.add_argument("--reserve", type=int, default=0, help="reserve price when offering the slot")
-    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
-                   help="wait up to this long for a clearing round before using the old queue")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait up to this long for a clearing round before using the old queue",
+    )
     args = p.parse_args(argv)
     if not args.dsn:
         p.error("--dsn or DATABASE_URL is required")
     old = [t for t in args.old_queue.split(",") if t]
-    events = main(args.dsn, args.slot, args.iterations, old, offer_slot=args.offer,
-                  reserve_price_tokens=args.reserve, wait_s=args.wait)
+    events = main(
+        args.dsn,
+        args.slot,
+        args.iterations,
+        old,
+        offer_slot=args.offer,
+        reserve_price_tokens=args.reserve,
+        wait_s=args.wait,
+    )
     for e in events:
         print(json.dumps(e, default=str))
     return 0

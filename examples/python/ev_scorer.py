@@ -17,6 +17,7 @@ Run it:
 
 or import it:  `from ev_scorer import main; main(dsn, backlog=...)`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,20 +71,24 @@ def load_backlog(path: str) -> dict[str, list[Task]]:
         backlog[quest_id] = []
         for t in tasks:
             if "expected_value_usd" in t:
-                backlog[quest_id].append(Task(t["task_id"], 1.0, float(t["expected_value_usd"]), bool(t.get("blocked", False))))
+                backlog[quest_id].append(
+                    Task(t["task_id"], 1.0, float(t["expected_value_usd"]), bool(t.get("blocked", False)))
+                )
             else:
                 backlog[quest_id].append(
-                    Task(t["task_id"], float(t["success_probability"]), float(t["value_usd"]), bool(t.get("blocked", False)))
+                    Task(
+                        t["task_id"],
+                        float(t["success_probability"]),
+                        float(t["value_usd"]),
+                        bool(t.get("blocked", False)),
+                    )
                 )
     return backlog
 
 
 def scored(tasks: Iterable[Task]) -> list[dict]:
     """The `tasks` argument of submit_bids_for_tasks."""
-    return [
-        {"task_id": t.task_id, "expected_value_usd": t.expected_value_usd, "blocked": t.blocked}
-        for t in tasks
-    ]
+    return [{"task_id": t.task_id, "expected_value_usd": t.expected_value_usd, "blocked": t.blocked} for t in tasks]
 
 
 def ensure_wallet(conn: psycopg.Connection, quest_id: str, tokens: int) -> None:
@@ -108,10 +113,7 @@ def submit_for_quest(
         "  FROM compute_auction.submit_bids_for_tasks(%s, %s, %s, %s, %s)",
         (quest_id, Jsonb(scored(tasks)), tokens_per_usd, bid_fraction, ttl_at),
     ).fetchall()
-    return [
-        {"task_id": r[0], "bid_id": r[1], "max_price_tokens": r[2], "outcome": r[3]}
-        for r in rows
-    ]
+    return [{"task_id": r[0], "bid_id": r[1], "max_price_tokens": r[2], "outcome": r[3]} for r in rows]
 
 
 def main(
@@ -144,16 +146,18 @@ def _print(report: dict) -> None:
     for quest_id, rows in report["quests"].items():
         print(quest_id)
         for r in rows:
-            price = "" if r["max_price_tokens"] is None else f'{r["max_price_tokens"]} tokens'
-            bid = "" if r["bid_id"] is None else f'bid {r["bid_id"]}'
-            print(f'  {r["task_id"]:<28} {r["outcome"]:<36} {price:<16} {bid}')
+            price = "" if r["max_price_tokens"] is None else f"{r['max_price_tokens']} tokens"
+            bid = "" if r["bid_id"] is None else f"bid {r['bid_id']}"
+            print(f"  {r['task_id']:<28} {r['outcome']:<36} {price:<16} {bid}")
     for quest_id, err in report["errors"].items():
         print(f"{quest_id}: error {err}", file=sys.stderr)
 
 
 def cli(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dsn", default=os.environ.get("DATABASE_URL"), help="libpq connection string (default: $DATABASE_URL)")
+    p.add_argument(
+        "--dsn", default=os.environ.get("DATABASE_URL"), help="libpq connection string (default: $DATABASE_URL)"
+    )
     p.add_argument("--backlog", help="JSON file {quest_id: [tasks]} (default: a small demo backlog)")
     p.add_argument("--tokens-per-usd", type=float, default=100.0)
     p.add_argument("--bid-fraction", type=float, default=0.6, help="share of a task's EV to bid, in (0, 1]")

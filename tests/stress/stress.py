@@ -51,6 +51,7 @@ assignments older than S seconds (abort_stale racing settle), --agents/--slots s
 It prints operations per second, rounds per second and errors by SQLSTATE; --summary-json writes
 the same as JSON. Run it with the project's venv: target/venv/bin/python tests/stress/stress.py.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -99,10 +100,10 @@ OPS = {
     "claim_slot": 7,
     "settle": 18,
     "abort_slot": 8,
-    "contested_bid": 3,   # place_bid on another client's task with another bidder: 23505 or new
-    "replay_key": 3,      # deposit again with a used key: same amount -> no-op, other -> 22023
+    "contested_bid": 3,  # place_bid on another client's task with another bidder: 23505 or new
+    "replay_key": 3,  # deposit again with a used key: same amount -> no-op, other -> 22023
     "cancel_unknown": 1,  # cancel_bid of a bid that does not exist: P0002
-    "settle_blind": 2,    # settle without claiming first (often 55000: nothing assigned)
+    "settle_blind": 2,  # settle without claiming first (often 55000: nothing assigned)
 }
 
 INITIAL_TOKENS = 200_000
@@ -119,6 +120,7 @@ def is_connection_error(e: BaseException, conn: psycopg.Connection | None) -> bo
 
 # --------------------------------------------------------------------------- infrastructure ---
 
+
 class Cluster:
     """The test cluster, as in tests/conftest.py (pg_ctl through sudo as the cluster's owner)."""
 
@@ -126,8 +128,23 @@ class Cluster:
         self.data_dir, self.bindir, self.runas = data_dir, bindir, runas
 
     def restart_fast(self) -> None:
-        cmd = ["sudo", "-u", self.runas, "--", f"{self.bindir}/pg_ctl", "-D", self.data_dir,
-               "-m", "fast", "-w", "-t", "60", "-l", f"{self.data_dir}/server.log", "restart"]
+        cmd = [
+            "sudo",
+            "-u",
+            self.runas,
+            "--",
+            f"{self.bindir}/pg_ctl",
+            "-D",
+            self.data_dir,
+            "-m",
+            "fast",
+            "-w",
+            "-t",
+            "60",
+            "-l",
+            f"{self.data_dir}/server.log",
+            "restart",
+        ]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
 
 
@@ -146,9 +163,23 @@ class Driver:
         log.flush()
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"), NO_COLOR="1")
         self.proc = subprocess.Popen(
-            [self.binary, "serve", "--database-url", self.url, "--interval", "1s",
-             "--listen", f"127.0.0.1:{self.port}", "--max-backoff", "1s", *self.extra],
-            stdout=log, stderr=log, env=env)
+            [
+                self.binary,
+                "serve",
+                "--database-url",
+                self.url,
+                "--interval",
+                "1s",
+                "--listen",
+                f"127.0.0.1:{self.port}",
+                "--max-backoff",
+                "1s",
+                *self.extra,
+            ],
+            stdout=log,
+            stderr=log,
+            env=env,
+        )
         log.close()
 
     def kill(self) -> None:
@@ -196,9 +227,11 @@ class Driver:
 
 # ------------------------------------------------------------------------------ client books ---
 
+
 @dataclass
 class Money:
     """A deposit or withdrawal: state is 'applied', 'failed' or 'doubt' (resolved at the end)."""
+
     key: str
     account: str
     amount: int
@@ -218,12 +251,12 @@ class Settle:
 
 @dataclass
 class Stats:
-    ok: collections.Counter = field(default_factory=collections.Counter)             # op -> n
-    errors: collections.Counter = field(default_factory=collections.Counter)         # (op, sqlstate) -> n
-    latencies: dict = field(default_factory=lambda: collections.defaultdict(list))   # op -> [s]
-    conn_errors: list = field(default_factory=list)    # (monotonic t, op, message)
-    unexpected: list = field(default_factory=list)     # (t, op, sqlstate, message)
-    deadlocks: list = field(default_factory=list)      # (t, op, message)
+    ok: collections.Counter = field(default_factory=collections.Counter)  # op -> n
+    errors: collections.Counter = field(default_factory=collections.Counter)  # (op, sqlstate) -> n
+    latencies: dict = field(default_factory=lambda: collections.defaultdict(list))  # op -> [s]
+    conn_errors: list = field(default_factory=list)  # (monotonic t, op, message)
+    unexpected: list = field(default_factory=list)  # (t, op, sqlstate, message)
+    deadlocks: list = field(default_factory=list)  # (t, op, message)
 
 
 class Shared:
@@ -255,9 +288,12 @@ class Worker(threading.Thread):
         while not self.sh.stop.is_set():
             try:
                 self.conn = psycopg.connect(
-                    self.sh.url, autocommit=True, connect_timeout=3,
+                    self.sh.url,
+                    autocommit=True,
+                    connect_timeout=3,
                     application_name=f"ca-stress-{self.name}",
-                    options="-c statement_timeout=30000")
+                    options="-c statement_timeout=30000",
+                )
                 return True
             except psycopg.Error as e:
                 self.stats.conn_errors.append((time.monotonic(), "connect", str(e).strip()[:200]))
@@ -352,8 +388,10 @@ class Client(Worker):
         ttl = self.rng.uniform(2, 8) if self.rng.random() < 0.3 else None  # short TTLs expire
         return price, ev, ttl
 
-    PLACE = ("SELECT compute_auction.place_bid(%s, %s, %s, %s, "
-             "CASE WHEN %s::float8 IS NULL THEN NULL ELSE now() + make_interval(secs => %s::float8) END)")
+    PLACE = (
+        "SELECT compute_auction.place_bid(%s, %s, %s, %s, "
+        "CASE WHEN %s::float8 IS NULL THEN NULL ELSE now() + make_interval(secs => %s::float8) END)"
+    )
 
     # operations
     def op_place_bid(self) -> None:
@@ -438,8 +476,11 @@ class Client(Worker):
         m = self.rng.choice(done)
         same = self.rng.random() < 0.7
         amount = m.amount if same else m.amount + self.rng.randint(1, 100)
-        r, _ = self.call("replay_key", "SELECT compute_auction.deposit(%s, %s, %s, %s)",
-                         (m.account, amount, "stress deposit replay", m.key))
+        r, _ = self.call(
+            "replay_key",
+            "SELECT compute_auction.deposit(%s, %s, %s, %s)",
+            (m.account, amount, "stress deposit replay", m.key),
+        )
         if r == "ok" and not same:
             self.unexpected("replay_key", f"deposit with used key {m.key} and another amount succeeded")
         # a successful same-amount replay must move nothing: the final books would show it
@@ -456,8 +497,9 @@ class Client(Worker):
     def settle(self, op: str, slot: str) -> None:
         tag = next(self.sh.tags)
         impact = self.rng.uniform(0, 100)
-        r, v = self.call(op, "SELECT compute_auction.settle(%s, %s, %s)", (slot, tag, impact),
-                         tx=self.rng.random() < 0.3)
+        r, v = self.call(
+            op, "SELECT compute_auction.settle(%s, %s, %s)", (slot, tag, impact), tx=self.rng.random() < 0.3
+        )
         s = Settle(slot, tag, {"ok": "applied", "err": "failed", "conn": "doubt"}[r])
         if r == "ok":
             s.charged = v[0][0]
@@ -504,6 +546,7 @@ class Clearer(Worker):
 
 
 # ------------------------------------------------------------------------------------ faults ---
+
 
 class Faults(threading.Thread):
     """SIGKILLs the driver and restarts it, then restarts PostgreSQL (fast), at set times."""
@@ -556,14 +599,20 @@ class Faults(threading.Thread):
                     self.errors.append(f"pg_ctl restart failed: {e} {err.decode(errors='replace')[:300]}")
                 end = time.monotonic()
                 self.pg_windows.append((begin, end))
-                self.events.append({"event": "PostgreSQL fast restart" + ("" if ok else " FAILED"),
-                                    "at_s": t, "took_s": round(end - begin, 2)})
+                self.events.append(
+                    {
+                        "event": "PostgreSQL fast restart" + ("" if ok else " FAILED"),
+                        "at_s": t,
+                        "took_s": round(end - begin, 2),
+                    }
+                )
                 # the driver's own counter right after the restart: it must grow afterwards
                 m = self.driver.metrics()
                 self.driver_rounds_after_restart = (m or {}).get("compute_auction_rounds_cleared_total", 0.0)
 
 
 # ------------------------------------------------------------------------------------ checks ---
+
 
 def connect_retry(url: str, timeout: float = 60.0) -> psycopg.Connection:
     deadline = time.monotonic() + timeout
@@ -583,8 +632,9 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(p * len(xs)))]
 
 
-def check_everything(c: psycopg.Connection, sh: Shared, clients: list[Client], baseline: int,
-                     violations: list[str], summary: dict) -> None:
+def check_everything(
+    c: psycopg.Connection, sh: Shared, clients: list[Client], baseline: int, violations: list[str], summary: dict
+) -> None:
     run = sh.run
     like = f"s%-{run}-%"
 
@@ -598,9 +648,11 @@ def check_everything(c: psycopg.Connection, sh: Shared, clients: list[Client], b
     ledger = {}
     for kind in ("deposit", "withdraw"):
         for key, account, n, delta in c.execute(
-                "SELECT idempotency_key, min(account_id), count(*), sum(delta_balance)::bigint"
-                "  FROM compute_auction.token_ledger WHERE entry_kind = %s AND idempotency_key LIKE %s"
-                " GROUP BY idempotency_key", (kind, f"sk-{run}-%")):
+            "SELECT idempotency_key, min(account_id), count(*), sum(delta_balance)::bigint"
+            "  FROM compute_auction.token_ledger WHERE entry_kind = %s AND idempotency_key LIKE %s"
+            " GROUP BY idempotency_key",
+            (kind, f"sk-{run}-%"),
+        ):
             ledger[(kind, key)] = (account, n, delta)
     books = {"deposit": 0, "withdraw": 0, "charge": 0}
     doubt = collections.Counter()
@@ -623,7 +675,9 @@ def check_everything(c: psycopg.Connection, sh: Shared, clients: list[Client], b
                         violations.append(f"{kind} {m.key} ({m.amount} to {m.account}) succeeded but has no ledger row")
                         continue
                     if row != (m.account, 1, sign * m.amount):
-                        violations.append(f"{kind} {m.key}: ledger has {row}, client expected ({m.account}, 1, {sign * m.amount})")
+                        violations.append(
+                            f"{kind} {m.key}: ledger has {row}, client expected ({m.account}, 1, {sign * m.amount})"
+                        )
                     books[kind] += m.amount
                 elif row is not None:
                     violations.append(f"{kind} {m.key} failed for the client but the ledger has {row}")
@@ -634,9 +688,14 @@ def check_everything(c: psycopg.Connection, sh: Shared, clients: list[Client], b
             violations.append(f"ledger has a {k[0]} with key {k[1]} that no client made")
 
     # 3. settles: resolve by (slot, tag) in compute_auction_clears
-    settled = {(s, tag): (price, st) for s, tag, price, st in c.execute(
-        "SELECT slot_id, actual_cost_tokens, clearing_price_tokens, status FROM compute_auction.compute_auction_clears"
-        " WHERE slot_id LIKE %s AND actual_cost_tokens IS NOT NULL", (like,))}
+    settled = {
+        (s, tag): (price, st)
+        for s, tag, price, st in c.execute(
+            "SELECT slot_id, actual_cost_tokens, clearing_price_tokens, status FROM compute_auction.compute_auction_clears"
+            " WHERE slot_id LIKE %s AND actual_cost_tokens IS NOT NULL",
+            (like,),
+        )
+    }
     known = set()
     for cl in clients:
         for s in cl.settles:
@@ -652,10 +711,14 @@ def check_everything(c: psycopg.Connection, sh: Shared, clients: list[Client], b
                     violations.append(f"settle({s.slot}) tag {s.tag} succeeded but no clear has its tag")
             if s.state == "applied":
                 if hit is None or hit[1] != "settled":
-                    violations.append(f"settle({s.slot}) tag {s.tag} returned {s.charged} but no settled clear has that tag: {hit}")
+                    violations.append(
+                        f"settle({s.slot}) tag {s.tag} returned {s.charged} but no settled clear has that tag: {hit}"
+                    )
                     continue
                 if hit[0] != s.charged:
-                    violations.append(f"settle({s.slot}) tag {s.tag} charged {s.charged} but the clear's price is {hit[0]}")
+                    violations.append(
+                        f"settle({s.slot}) tag {s.tag} charged {s.charged} but the clear's price is {hit[0]}"
+                    )
                 books["charge"] += s.charged
             elif hit is not None:
                 violations.append(f"settle({s.slot}) tag {s.tag} failed for the client but clear is {hit}")
@@ -665,19 +728,32 @@ def check_everything(c: psycopg.Connection, sh: Shared, clients: list[Client], b
     summary["in_doubt"] = dict(doubt)
 
     # 4. the money: all accounts, to the token
-    total = c.execute("SELECT coalesce(sum(balance_tokens + held_tokens), 0)::bigint FROM compute_auction.token_accounts").fetchone()[0]
+    total = c.execute(
+        "SELECT coalesce(sum(balance_tokens + held_tokens), 0)::bigint FROM compute_auction.token_accounts"
+    ).fetchone()[0]
     expected = baseline + books["deposit"] - books["withdraw"] - books["charge"]
-    kinds = dict(c.execute(
-        "SELECT entry_kind, sum(delta_balance + delta_held)::bigint FROM compute_auction.token_ledger"
-        " WHERE account_id LIKE %s GROUP BY entry_kind", (like,)).fetchall())
-    summary["books"] = {"total_after_setup": baseline, "deposits": books["deposit"], "withdrawals": books["withdraw"],
-                        "charges": books["charge"], "expected_total": expected, "actual_total": total,
-                        "ledger_net_by_kind": kinds}
+    kinds = dict(
+        c.execute(
+            "SELECT entry_kind, sum(delta_balance + delta_held)::bigint FROM compute_auction.token_ledger"
+            " WHERE account_id LIKE %s GROUP BY entry_kind",
+            (like,),
+        ).fetchall()
+    )
+    summary["books"] = {
+        "total_after_setup": baseline,
+        "deposits": books["deposit"],
+        "withdrawals": books["withdraw"],
+        "charges": books["charge"],
+        "expected_total": expected,
+        "actual_total": total,
+        "ledger_net_by_kind": kinds,
+    }
     if total != expected:
         violations.append(
             f"money: sum(balance+held) = {total}, clients' books say {expected} "
             f"(= {baseline} + {books['deposit']} deposits - {books['withdraw']} withdrawals - {books['charge']} charges); "
-            f"off by {total - expected}; ledger net by kind: {kinds}")
+            f"off by {total - expected}; ledger net by kind: {kinds}"
+        )
     # per account: the same books, with each settled clear charged to its winner
     per_acct = collections.Counter({a: INITIAL_TOKENS for a in sh.agents})
     for cl in clients:
@@ -686,14 +762,24 @@ def check_everything(c: psycopg.Connection, sh: Shared, clients: list[Client], b
         for m in cl.withdrawals:
             per_acct[m.account] -= m.amount if m.state == "applied" else 0
     for bidder, charged in c.execute(
-            "SELECT bidder_id, sum(clearing_price_tokens)::bigint FROM compute_auction.compute_auction_clears"
-            " WHERE slot_id LIKE %s AND status = 'settled' GROUP BY bidder_id", (like,)):
+        "SELECT bidder_id, sum(clearing_price_tokens)::bigint FROM compute_auction.compute_auction_clears"
+        " WHERE slot_id LIKE %s AND status = 'settled' GROUP BY bidder_id",
+        (like,),
+    ):
         per_acct[bidder] -= charged
-    wrong = [(a, t, per_acct[a]) for a, t in c.execute(
-        "SELECT account_id, (balance_tokens + held_tokens)::bigint FROM compute_auction.token_accounts"
-        " WHERE account_id LIKE %s ORDER BY account_id", (like,)) if t != per_acct[a]]
+    wrong = [
+        (a, t, per_acct[a])
+        for a, t in c.execute(
+            "SELECT account_id, (balance_tokens + held_tokens)::bigint FROM compute_auction.token_accounts"
+            " WHERE account_id LIKE %s ORDER BY account_id",
+            (like,),
+        )
+        if t != per_acct[a]
+    ]
     for a, t, want in wrong[:10]:
-        violations.append(f"account {a}: balance+held = {t}, books (initial + deposits - withdrawals - its settled clears) say {want}")
+        violations.append(
+            f"account {a}: balance+held = {t}, books (initial + deposits - withdrawals - its settled clears) say {want}"
+        )
     charge_ledger = -(kinds.get("charge") or 0)
     if charge_ledger != books["charge"]:
         violations.append(f"charges: ledger 'charge' rows sum to {charge_ledger}, settles returned {books['charge']}")
@@ -703,7 +789,9 @@ def check_everything(c: psycopg.Connection, sh: Shared, clients: list[Client], b
         "SELECT c.slot_id, c.round_id, c.bid_id, c.status, c.slot_started_at, c.slot_finished_at, b.status"
         "  FROM compute_auction.compute_auction_clears c"
         "  LEFT JOIN compute_auction.compute_auction_bids b ON b.id = c.bid_id"
-        " WHERE c.slot_id LIKE %s ORDER BY c.slot_id, c.round_id", (like,)).fetchall()
+        " WHERE c.slot_id LIKE %s ORDER BY c.slot_id, c.round_id",
+        (like,),
+    ).fetchall()
     per_slot = collections.defaultdict(list)
     bid_seen = collections.Counter()
     want_bid = {"assigned": "won", "settled": "settled", "aborted": "aborted"}
@@ -726,19 +814,23 @@ def check_everything(c: psycopg.Connection, sh: Shared, clients: list[Client], b
                 if overlaps <= 10:
                     violations.append(
                         f"slot {slot} assigned twice: round {prev[1]} ({prev[3]}, {prev[4]} .. {prev[5]}) "
-                        f"overlaps round {nxt[1]} ({nxt[3]}, started {nxt[4]})")
+                        f"overlaps round {nxt[1]} ({nxt[3]}, started {nxt[4]})"
+                    )
     # each round wrote exactly slots_filled clears, all at the round's one price
     for r in c.execute(
-            "SELECT r.round_id, r.slots_filled, r.clearing_price_tokens, count(c.slot_id),"
-            "       min(c.clearing_price_tokens), max(c.clearing_price_tokens)"
-            "  FROM compute_auction.compute_auction_rounds r"
-            "  LEFT JOIN compute_auction.compute_auction_clears c ON c.round_id = r.round_id"
-            " GROUP BY r.round_id HAVING count(c.slot_id) <> r.slots_filled"
-            "    OR (count(c.slot_id) > 0 AND (min(c.clearing_price_tokens) <> r.clearing_price_tokens"
-            "                              OR max(c.clearing_price_tokens) <> r.clearing_price_tokens))"
-            " LIMIT 10").fetchall():
+        "SELECT r.round_id, r.slots_filled, r.clearing_price_tokens, count(c.slot_id),"
+        "       min(c.clearing_price_tokens), max(c.clearing_price_tokens)"
+        "  FROM compute_auction.compute_auction_rounds r"
+        "  LEFT JOIN compute_auction.compute_auction_clears c ON c.round_id = r.round_id"
+        " GROUP BY r.round_id HAVING count(c.slot_id) <> r.slots_filled"
+        "    OR (count(c.slot_id) > 0 AND (min(c.clearing_price_tokens) <> r.clearing_price_tokens"
+        "                              OR max(c.clearing_price_tokens) <> r.clearing_price_tokens))"
+        " LIMIT 10"
+    ).fetchall():
         violations.append(f"round {r[0]}: slots_filled {r[1]} at {r[2]} but {r[3]} clears priced {r[4]}..{r[5]}")
-    status = dict(c.execute("SELECT slot_id, status FROM compute_auction.compute_slots WHERE slot_id LIKE %s", (like,)).fetchall())
+    status = dict(
+        c.execute("SELECT slot_id, status FROM compute_auction.compute_slots WHERE slot_id LIKE %s", (like,)).fetchall()
+    )
     for slot, st in status.items():
         has = any(r[3] == "assigned" for r in per_slot.get(slot, []))
         if (st == "assigned") != has:
@@ -751,12 +843,17 @@ def check_everything(c: psycopg.Connection, sh: Shared, clients: list[Client], b
         bad = c.execute(
             "SELECT b.id, b.status, c.round_id FROM compute_auction.compute_auction_bids b"
             "  LEFT JOIN compute_auction.compute_auction_clears c ON c.bid_id = b.id"
-            " WHERE b.id = ANY(%s) AND (b.status <> 'cancelled' OR c.bid_id IS NOT NULL)", (ids,)).fetchall()
+            " WHERE b.id = ANY(%s) AND (b.status <> 'cancelled' OR c.bid_id IS NOT NULL)",
+            (ids,),
+        ).fetchall()
         for b in bad[:10]:
             violations.append(f"bid {b[0]} was cancelled by a client but is {b[1]} (clear round {b[2]})")
-    summary["bids"] = dict(c.execute(
-        "SELECT status, count(*) FROM compute_auction.compute_auction_bids WHERE bidder_id LIKE %s GROUP BY status",
-        (like,)).fetchall())
+    summary["bids"] = dict(
+        c.execute(
+            "SELECT status, count(*) FROM compute_auction.compute_auction_bids WHERE bidder_id LIKE %s GROUP BY status",
+            (like,),
+        ).fetchall()
+    )
 
 
 def server_deadlocks(c: psycopg.Connection) -> int:
@@ -783,19 +880,34 @@ def driver_log_errors(path: Path) -> tuple[collections.Counter, list[str]]:
 
 # -------------------------------------------------------------------------------------- main ---
 
+
 def parse_args(argv=None):
     env = os.environ
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--seconds", type=float, default=60.0, help="length of the load phase (default 60)")
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--agents", type=int, default=200)
     p.add_argument("--slots", type=int, default=20)
-    p.add_argument("--database-url", help="an existing database with the extension (nothing else may write to it "
-                   "during the run); default: a fresh database created through --admin-url")
-    p.add_argument("--admin-url", default=env.get("CA_ADMIN_URL", f"postgresql://postgres@127.0.0.1:{env.get('CA_TEST_PORT', '28826')}/postgres"))
-    p.add_argument("--keep-db", choices=["always", "on-failure", "never"], default="on-failure",
-                   help="keep the database this program created (default: on failure, to investigate)")
-    p.add_argument("--driver-bin", default=env.get("CA_DRIVER_BIN", str(ROOT / "target" / "release" / "compute-auction-driver")))
+    p.add_argument(
+        "--database-url",
+        help="an existing database with the extension (nothing else may write to it "
+        "during the run); default: a fresh database created through --admin-url",
+    )
+    p.add_argument(
+        "--admin-url",
+        default=env.get("CA_ADMIN_URL", f"postgresql://postgres@127.0.0.1:{env.get('CA_TEST_PORT', '28826')}/postgres"),
+    )
+    p.add_argument(
+        "--keep-db",
+        choices=["always", "on-failure", "never"],
+        default="on-failure",
+        help="keep the database this program created (default: on failure, to investigate)",
+    )
+    p.add_argument(
+        "--driver-bin", default=env.get("CA_DRIVER_BIN", str(ROOT / "target" / "release" / "compute-auction-driver"))
+    )
     p.add_argument("--driver-port", type=int, default=0, help="HTTP port of the driver (default: a free one)")
     p.add_argument("--pg-data-dir", default=env.get("CA_TEST_DATA_DIR", str(ROOT / "target" / "pgdata-test")))
     p.add_argument("--pg-bindir", default=env.get("CA_PG_BINDIR", "/usr/lib/postgresql/15/bin"))
@@ -805,20 +917,36 @@ def parse_args(argv=None):
     p.add_argument("--pg-restart-at", type=float, default=0.5, help="fraction of the run (default 0.5)")
     p.add_argument("--no-driver-kill", action="store_true")
     p.add_argument("--no-pg-restart", action="store_true")
-    p.add_argument("--restart-grace", type=float, default=5.0,
-                   help="connection errors up to this long after PostgreSQL is back still count as the restart's")
+    p.add_argument(
+        "--restart-grace",
+        type=float,
+        default=5.0,
+        help="connection errors up to this long after PostgreSQL is back still count as the restart's",
+    )
     p.add_argument("--clear-pause", type=float, default=0.0, help="sleep between the clearing thread's rounds")
-    p.add_argument("--run-cycle-every", type=int, default=0,
-                   help="make every Nth call of the clearing thread run_cycle() (pg_cron's call) instead of "
-                        "clear_round() (default 0: never)")
-    p.add_argument("--assignment-timeout", type=float, default=None,
-                   help="seconds after which the driver (and run_cycle) abort unsettled assignments with "
-                        "abort_stale, racing the clients' settles (default: the driver's 1 h)")
+    p.add_argument(
+        "--run-cycle-every",
+        type=int,
+        default=0,
+        help="make every Nth call of the clearing thread run_cycle() (pg_cron's call) instead of "
+        "clear_round() (default 0: never)",
+    )
+    p.add_argument(
+        "--assignment-timeout",
+        type=float,
+        default=None,
+        help="seconds after which the driver (and run_cycle) abort unsettled assignments with "
+        "abort_stale, racing the clients' settles (default: the driver's 1 h)",
+    )
     p.add_argument("--min-rounds-per-second", type=float, default=4.0)
-    p.add_argument("--simulate-doubt", type=float, default=0.01,
-                   help="fraction of successful deposits, withdrawals and settles whose answer the client "
-                        "forgets, so they are resolved like real in-doubt ones (the real ones are few and, "
-                        "after a fast shutdown, almost never committed)")
+    p.add_argument(
+        "--simulate-doubt",
+        type=float,
+        default=0.01,
+        help="fraction of successful deposits, withdrawals and settles whose answer the client "
+        "forgets, so they are resolved like real in-doubt ones (the real ones are few and, "
+        "after a fast shutdown, almost never committed)",
+    )
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--summary-json", help="also write the summary here as JSON")
     p.add_argument("--log-dir", help="where the driver log goes (default: a temporary directory)")
@@ -827,6 +955,7 @@ def parse_args(argv=None):
 
 def free_port() -> int:
     import socket
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -843,6 +972,7 @@ def main(argv=None) -> int:
 
     def on_term(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
+
     signal.signal(signal.SIGTERM, on_term)
     try:
         return run(args, cleanup)
@@ -861,8 +991,15 @@ def run(args, cleanup: list) -> int:
     log_dir = Path(args.log_dir) if args.log_dir else Path(tempfile.mkdtemp(prefix="ca-stress-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     violations: list[str] = []
-    summary: dict = {"seed": seed, "run": run_id, "seconds": args.seconds, "clients": args.clients,
-                     "agents": args.agents, "slots": args.slots, "log_dir": str(log_dir)}
+    summary: dict = {
+        "seed": seed,
+        "run": run_id,
+        "seconds": args.seconds,
+        "clients": args.clients,
+        "agents": args.agents,
+        "slots": args.slots,
+        "log_dir": str(log_dir),
+    }
 
     created_db = None
     if args.database_url:
@@ -884,7 +1021,9 @@ def run(args, cleanup: list) -> int:
                 c.execute("SELECT compute_auction.open_account(%s, 'agent', %s)", (a, INITIAL_TOKENS))
             for i, s in enumerate(slots):
                 c.execute("SELECT compute_auction.offer_slot(%s, now(), %s)", (s, (i % 5) * 500))
-        baseline = c.execute("SELECT coalesce(sum(balance_tokens + held_tokens), 0)::bigint FROM compute_auction.token_accounts").fetchone()[0]
+        baseline = c.execute(
+            "SELECT coalesce(sum(balance_tokens + held_tokens), 0)::bigint FROM compute_auction.token_accounts"
+        ).fetchone()[0]
 
     port = args.driver_port or free_port()
     driver_log = log_dir / "driver.log"
@@ -892,14 +1031,19 @@ def run(args, cleanup: list) -> int:
     driver = Driver(args.driver_bin, url, port, driver_log, extra)
     cleanup.append(driver.stop)
     cluster = Cluster(args.pg_data_dir, args.pg_bindir, args.pg_runas)
-    print(f"compute_auction stress: {args.seconds:g} s, {args.clients} clients, {args.agents} accounts, "
-          f"{args.slots} slots, seed {seed}, database {url}", flush=True)
+    print(
+        f"compute_auction stress: {args.seconds:g} s, {args.clients} clients, {args.agents} accounts, "
+        f"{args.slots} slots, seed {seed}, database {url}",
+        flush=True,
+    )
     driver.start()
     if not driver.wait_leader(60):
         violations.append(f"the driver did not start clearing within 60 s (log: {driver_log})")
 
     with psycopg.connect(url, autocommit=True) as c:
-        r0, server_t0 = c.execute("SELECT coalesce(max(round_id), 0), clock_timestamp() FROM compute_auction.compute_auction_rounds").fetchone()
+        r0, server_t0 = c.execute(
+            "SELECT coalesce(max(round_id), 0), clock_timestamp() FROM compute_auction.compute_auction_rounds"
+        ).fetchone()
         deadlocks0 = server_deadlocks(c)
 
     sh = Shared(args, url, run_id, agents, slots)
@@ -932,10 +1076,13 @@ def run(args, cleanup: list) -> int:
     # the driver must be clearing again after its kill and the restart
     m_end = driver.metrics() or {}
     driver_alive = driver.alive()
-    summary["driver"] = {"alive_at_end": driver_alive, "generation": driver.generation,
-                         "rounds_cleared_total_final_process": m_end.get("compute_auction_rounds_cleared_total"),
-                         "leader_at_end": m_end.get("compute_auction_leader"),
-                         "degraded_at_end": m_end.get("compute_auction_degraded")}
+    summary["driver"] = {
+        "alive_at_end": driver_alive,
+        "generation": driver.generation,
+        "rounds_cleared_total_final_process": m_end.get("compute_auction_rounds_cleared_total"),
+        "leader_at_end": m_end.get("compute_auction_leader"),
+        "degraded_at_end": m_end.get("compute_auction_degraded"),
+    }
     if not driver_alive:
         violations.append(f"the driver exited during the run (code {driver.proc.poll() if driver.proc else None})")
     elif m_end.get("compute_auction_leader") != 1:
@@ -953,19 +1100,26 @@ def run(args, cleanup: list) -> int:
     server_t1 = server_t0 + datetime.timedelta(seconds=load_elapsed)
     rounds, filled = c.execute(
         "SELECT count(*), coalesce(sum(slots_filled), 0) FROM compute_auction.compute_auction_rounds"
-        " WHERE round_id > %s AND cleared_at BETWEEN %s AND %s", (r0, server_t0, server_t1)).fetchone()
+        " WHERE round_id > %s AND cleared_at BETWEEN %s AND %s",
+        (r0, server_t0, server_t1),
+    ).fetchone()
     span = (server_t1 - server_t0).total_seconds()
     windows = c.execute(
         "SELECT floor(extract(epoch FROM cleared_at - %s) / 5)::int AS w, count(*) FROM compute_auction.compute_auction_rounds"
         " WHERE round_id > %s AND cleared_at BETWEEN %s AND %s GROUP BY 1 ORDER BY 1",
-        (server_t0, r0, server_t0, server_t1)).fetchall()
+        (server_t0, r0, server_t0, server_t1),
+    ).fetchall()
     per_window = {w: n / 5.0 for w, n in windows}
     full_windows = [per_window.get(w, 0.0) for w in range(int(span // 5))]
     rps = rounds / span if span > 0 else 0.0
-    summary["clearing"] = {"rounds": rounds, "seconds": round(span, 2), "rounds_per_second": round(rps, 2),
-                           "slots_filled": int(filled),
-                           "min_5s_window_rounds_per_second": min(full_windows) if full_windows else None,
-                           "clearing_thread_rounds_ok": clearer.stats.ok["clear_round"] + clearer.stats.ok["run_cycle"]}
+    summary["clearing"] = {
+        "rounds": rounds,
+        "seconds": round(span, 2),
+        "rounds_per_second": round(rps, 2),
+        "slots_filled": int(filled),
+        "min_5s_window_rounds_per_second": min(full_windows) if full_windows else None,
+        "clearing_thread_rounds_ok": clearer.stats.ok["clear_round"] + clearer.stats.ok["run_cycle"],
+    }
     if rps < args.min_rounds_per_second:
         violations.append(f"clearing kept only {rps:.2f} rounds/s (< {args.min_rounds_per_second})")
 
@@ -974,7 +1128,9 @@ def run(args, cleanup: list) -> int:
     deadlocks1 = server_deadlocks(c)
     summary["server_deadlocks_in_database"] = deadlocks1 - deadlocks0
     if deadlocks1 != deadlocks0:
-        violations.append(f"pg_stat_database.deadlocks of this database grew by {deadlocks1 - deadlocks0} during the run")
+        violations.append(
+            f"pg_stat_database.deadlocks of this database grew by {deadlocks1 - deadlocks0} during the run"
+        )
     c.close()
 
     # errors: deadlocks, undocumented SQLSTATEs, connection errors outside the restart windows
@@ -1015,14 +1171,25 @@ def run(args, cleanup: list) -> int:
             violations.append(f"driver log: {line}")
 
     total_ops = sum(ok.values()) + sum(n for w in workers for (op, st), n in w.stats.errors.items())
-    client_ops = sum(n for cl in clients for n in cl.stats.ok.values()) + \
-        sum(n for cl in clients for n in cl.stats.errors.values())
-    summary["operations"] = {"client_calls": client_ops, "client_calls_per_second": round(client_ops / load_elapsed, 1),
-                             "all_calls_incl_clearing_thread": total_ops, "load_seconds": round(load_elapsed, 2)}
-    summary["by_op"] = {op: {"ok": ok[op], "errors": dict(by_op[op]),
-                             "p50_ms": round(pct(lat[op], 0.5) * 1000, 1), "p99_ms": round(pct(lat[op], 0.99) * 1000, 1),
-                             "max_ms": round(max(lat[op], default=0) * 1000, 1)}
-                        for op in sorted(set(ok) | set(by_op))}
+    client_ops = sum(n for cl in clients for n in cl.stats.ok.values()) + sum(
+        n for cl in clients for n in cl.stats.errors.values()
+    )
+    summary["operations"] = {
+        "client_calls": client_ops,
+        "client_calls_per_second": round(client_ops / load_elapsed, 1),
+        "all_calls_incl_clearing_thread": total_ops,
+        "load_seconds": round(load_elapsed, 2),
+    }
+    summary["by_op"] = {
+        op: {
+            "ok": ok[op],
+            "errors": dict(by_op[op]),
+            "p50_ms": round(pct(lat[op], 0.5) * 1000, 1),
+            "p99_ms": round(pct(lat[op], 0.99) * 1000, 1),
+            "max_ms": round(max(lat[op], default=0) * 1000, 1),
+        }
+        for op in sorted(set(ok) | set(by_op))
+    }
     summary["errors_by_sqlstate"] = dict(sorted(errors.items()))
     summary["errors_by_sqlstate"]["connection (restart window)"] = conn_in
     summary["errors_by_sqlstate"]["connection (outside)"] = len(conn_out)
@@ -1052,29 +1219,42 @@ def run(args, cleanup: list) -> int:
 
 def print_summary(s: dict) -> None:
     o, cl = s["operations"], s["clearing"]
-    print(f"\nfaults: " + "; ".join(f"{e['event']} at {e['at_s']} s" + (f" ({e['took_s']} s)" if "took_s" in e else "")
-                                 for e in s["faults"]) or "none")
-    print(f"operations: {o['client_calls']} client calls in {o['load_seconds']} s = {o['client_calls_per_second']} ops/s")
+    print(
+        f"\nfaults: "
+        + "; ".join(
+            f"{e['event']} at {e['at_s']} s" + (f" ({e['took_s']} s)" if "took_s" in e else "") for e in s["faults"]
+        )
+        or "none"
+    )
+    print(
+        f"operations: {o['client_calls']} client calls in {o['load_seconds']} s = {o['client_calls_per_second']} ops/s"
+    )
     print(f"  {'op':<18}{'ok':>8}  {'p50 ms':>7}{'p99 ms':>8}{'max ms':>9}  errors")
     for op, v in s["by_op"].items():
         print(f"  {op:<18}{v['ok']:>8}  {v['p50_ms']:>7}{v['p99_ms']:>8}{v['max_ms']:>9}  {v['errors'] or ''}")
-    print(f"clearing: {cl['rounds']} rounds in {cl['seconds']} s = {cl['rounds_per_second']} rounds/s "
-          f"(min over 5 s windows {cl['min_5s_window_rounds_per_second']}/s), {cl['slots_filled']} slots filled")
+    print(
+        f"clearing: {cl['rounds']} rounds in {cl['seconds']} s = {cl['rounds_per_second']} rounds/s "
+        f"(min over 5 s windows {cl['min_5s_window_rounds_per_second']}/s), {cl['slots_filled']} slots filled"
+    )
     print(f"errors by SQLSTATE: {s['errors_by_sqlstate']}")
     print(f"driver: {s['driver']}")
     print(f"in doubt (at the restart, and simulated), resolved by lookup: {s.get('in_doubt', {})}")
     b = s.get("books", {})
-    print(f"books: sum(balance+held) = {b.get('actual_total')}, clients' books = {b.get('expected_total')} "
-          f"(after setup {b.get('total_after_setup')} + deposits {b.get('deposits')} - withdrawals {b.get('withdrawals')} "
-          f"- charges {b.get('charges')})")
+    print(
+        f"books: sum(balance+held) = {b.get('actual_total')}, clients' books = {b.get('expected_total')} "
+        f"(after setup {b.get('total_after_setup')} + deposits {b.get('deposits')} - withdrawals {b.get('withdrawals')} "
+        f"- charges {b.get('charges')})"
+    )
     print(f"clears: {s.get('clears')}; bids: {s.get('bids')}; audit rows: {len(s.get('audit_rows', []))}")
     if s["violations"]:
         print(f"\nFAILED: {len(s['violations'])} violation(s):")
         for v in s["violations"]:
             print(f"  - {v}")
     else:
-        print("\nPASSED: audit clean, books balance to the token, no slot assigned twice, no deadlock, "
-              "only documented errors")
+        print(
+            "\nPASSED: audit clean, books balance to the token, no slot assigned twice, no deadlock, "
+            "only documented errors"
+        )
     sys.stdout.flush()
 
 
