@@ -284,8 +284,8 @@ impl Scheduler {
         let m = &self.metrics;
         match &cycle.refunds {
             Ok(r) => {
-                m.bids_refunded.fetch_add(r.bids_expired.max(0) as u64, Relaxed);
-                m.tokens_refunded.fetch_add(r.tokens_refunded.max(0) as u64, Relaxed);
+                m.bids_refunded.fetch_add(u64::try_from(r.bids_expired).unwrap_or(0), Relaxed);
+                m.tokens_refunded.fetch_add(u64::try_from(r.tokens_refunded).unwrap_or(0), Relaxed);
             }
             Err(e) if !e.is_unavailable() => {
                 m.refund_errors.fetch_add(1, Relaxed);
@@ -295,7 +295,7 @@ impl Scheduler {
         }
         match &cycle.aborted {
             Ok(n) => {
-                m.assignments_aborted.fetch_add((*n).max(0) as u64, Relaxed);
+                m.assignments_aborted.fetch_add(u64::try_from(*n).unwrap_or(0), Relaxed);
                 if *n > 0 {
                     tracing::warn!(aborted = n, "abort_stale aborted stale assignments with full refunds");
                 }

@@ -53,6 +53,12 @@ impl Rng {
     }
 
     /// Uniform integer in [0, n).
+    /// Uniform in 0..n for a positive i64 `n` (0 when n <= 0).
+    pub fn below_i64(&mut self, n: i64) -> i64 {
+        let v = self.below(u64::try_from(n).unwrap_or(0));
+        i64::try_from(v).unwrap_or(0) // v < n <= i64::MAX
+    }
+
     pub fn below(&mut self, n: u64) -> u64 {
         if n == 0 {
             0
@@ -285,7 +291,7 @@ impl Sim {
         }
         let mut offered = 0;
         for i in 1..=self.args.slots {
-            let reserve = 5 + self.rng.below(46) as i64;
+            let reserve = 5 + self.rng.below_i64(46);
             match c.execute("SELECT compute_auction.offer_slot($1, now(), $2::bigint)", &[&slot_id(i), &reserve]).await
             {
                 Ok(_) => offered += 1,
@@ -312,6 +318,8 @@ impl Sim {
         let t = self.started.elapsed().as_secs_f64();
         let mean = self.drift.step(&mut self.rng, t);
         let expected = self.args.bids_per_second.max(0.0) * self.args.tick.as_secs_f64();
+        // expected >= 0 (clamped above); a float-to-int `as` saturates, so this is exact floor
+        #[allow(clippy::cast_sign_loss)]
         let mut n = expected.floor() as u64;
         if self.rng.chance(expected.fract()) {
             n += 1;
@@ -481,8 +489,7 @@ impl Sim {
                     }
                 };
             if bal.is_some_and(|b| b < low) {
-                let amount =
-                    self.args.initial_tokens / 2 + self.rng.below((self.args.initial_tokens / 2).max(1) as u64) as i64;
+                let amount = self.args.initial_tokens / 2 + self.rng.below_i64((self.args.initial_tokens / 2).max(1));
                 match c
                     .query_one(
                         "SELECT compute_auction.deposit($1, $2::bigint, $3)",

@@ -175,14 +175,14 @@ mod tests {
 
     #[test]
     fn equal_time_ties_break_by_id() {
-        let mut bids = vec![Bid { id: 9, price: 50, placed_at: 10 }, Bid { id: 4, price: 50, placed_at: 10 }];
+        let mut bids = [Bid { id: 9, price: 50, placed_at: 10 }, Bid { id: 4, price: 50, placed_at: 10 }];
         bids.sort_by(bid_order);
         assert_eq!(bids[0].id, 4);
     }
 
     #[test]
     fn slots_fill_cheapest_reserve_then_soonest() {
-        let mut slots = vec![
+        let mut slots = [
             Slot { id: "late".into(), reserve: 0, available_at: 20 },
             Slot { id: "pricey".into(), reserve: 5, available_at: 0 },
             Slot { id: "soon".into(), reserve: 0, available_at: 10 },

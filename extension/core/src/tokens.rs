@@ -20,7 +20,7 @@ pub fn premium(max_price: i64, clearing_price: i64) -> Result<i64, Invalid> {
 /// weights are zero).
 pub fn shares(weights: &[f64]) -> Vec<f64> {
     let max = weights.iter().cloned().fold(0.0f64, f64::max);
-    if !(max > 0.0) || !max.is_finite() {
+    if max.is_nan() || max <= 0.0 || max.is_infinite() {
         let n = weights.len().max(1) as f64;
         return weights.iter().map(|_| 1.0 / n).collect();
     }
@@ -53,9 +53,9 @@ fn decompose(x: f64) -> (u64, i32) {
 pub fn largest_remainder(budget: i64, weights: &[f64]) -> Result<Vec<i64>, Invalid> {
     use num_bigint::BigUint;
 
-    if budget < 0 {
+    let Ok(budget_u) = u64::try_from(budget) else {
         return Err(Invalid::Negative { arg: "daily_budget_tokens", value: budget });
-    }
+    };
     if weights.is_empty() {
         return Ok(Vec::new());
     }
@@ -76,21 +76,23 @@ pub fn largest_remainder(budget: i64, weights: &[f64]) -> Result<Vec<i64>, Inval
     let min_exp = parts.iter().filter(|p| p.0 != 0).map(|p| p.1).min().unwrap_or(0);
     let big: Vec<BigUint> = parts
         .iter()
-        .map(|&(m, e)| if m == 0 { BigUint::from(0u32) } else { BigUint::from(m) << ((e - min_exp) as usize) })
+        // e >= min_exp for every non-zero mantissa, so the shift is the plain difference
+        .map(|&(m, e)| if m == 0 { BigUint::from(0u32) } else { BigUint::from(m) << (e - min_exp).unsigned_abs() })
         .collect();
     let total: BigUint = big.iter().sum();
-    let budget_big = BigUint::from(budget as u64);
+    let budget_big = BigUint::from(budget_u);
     let mut floors = Vec::with_capacity(n);
     let mut rems = Vec::with_capacity(n);
     for w in &big {
         let product = &budget_big * w;
         let q = &product / &total;
         rems.push(product - &q * &total);
-        // q <= budget, so it fits
-        floors.push(u64::try_from(q).unwrap_or(budget as u64) as i64);
+        // q <= budget <= i64::MAX, so it fits
+        floors.push(u64::try_from(q).ok().and_then(|q| i64::try_from(q).ok()).unwrap_or(budget));
     }
-    let assigned: i128 = floors.iter().map(|&x| x as i128).sum();
-    let left = (budget as i128 - assigned) as usize; // 0 <= left < n
+    let assigned: i128 = floors.iter().map(|&x| i128::from(x)).sum();
+    // 0 <= left < n: the floors sum to at most the budget and lose less than one token each
+    let left = usize::try_from(i128::from(budget) - assigned).unwrap_or(0);
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by(|&a, &b| rems[b].cmp(&rems[a]).then(a.cmp(&b)));
     for &idx in order.iter().take(left) {
@@ -114,6 +116,8 @@ pub fn quest_bid_price(bid_fraction: f64, ev_usd: f64, tokens_per_usd: f64, cap:
 }
 
 #[cfg(test)]
+// generated test inputs are in range; the casts build exact reference values
+#[allow(clippy::cast_sign_loss, clippy::cast_possible_wrap)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

@@ -1,4 +1,6 @@
 //! Property tests of the clearing rule (no database needed).
+// generated ids and counts are small and non-negative, so the casts are exact
+#![allow(clippy::cast_sign_loss, clippy::cast_possible_wrap)]
 use compute_auction_core::clearing::{bid_order, clear, clear_unsorted, slot_order, Bid, Slot};
 use proptest::prelude::*;
 
