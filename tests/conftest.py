@@ -7,15 +7,25 @@ Fixtures
 - conn:          autocommit psycopg connection to that database
 - driver_bin:    path of the release driver binary
 - free_port:     a free TCP port on 127.0.0.1
-Helpers: sqlstate_of(), snapshot(), assert_audit_clean().
+- drivers:       factory of running `compute-auction-driver serve` processes (Driver), all
+                 stopped at teardown; Driver itself for fixtures of a wider scope
+Helpers: sqlstate_of(), snapshot(), assert_audit_clean(), wait_until(), http(), http_json(),
+metrics(), free_tcp_port().
+
+Deadlines in these helpers only detect a hang: they are many times the normal time, and no
+test asserts how fast something happened or how many things happened in a time window.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -23,16 +33,6 @@ import psycopg
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-
-# Every table of the extension, for before/after snapshots of error cases.
-TABLES = [
-    "token_accounts",
-    "token_ledger",
-    "compute_slots",
-    "compute_auction_bids",
-    "compute_auction_rounds",
-    "compute_auction_clears",
-]
 
 
 class Cluster:
@@ -135,11 +135,142 @@ def driver_bin() -> str:
     return path
 
 
-@pytest.fixture
-def free_port() -> int:
+def free_tcp_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture
+def free_port() -> int:
+    return free_tcp_port()
+
+
+# ------------------------------------------------------------------ the driver --
+
+# The driver's leader lock (pg_advisory_lock(classid, objid)): hold it to keep a driver on standby.
+LEADER_LOCK = (1128355139, 2)
+
+
+def wait_until(fn, timeout: float, interval: float = 0.1, what: str = "condition"):
+    """Polls fn() until it returns a truthy value; returns it. `timeout` only detects a hang."""
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while True:
+        try:
+            v = fn()
+            if v:
+                return v
+        except Exception as e:  # polled conditions may fail while things start
+            last_exc = e
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_exc!r})")
+        time.sleep(interval)
+
+
+def http(port: int, path: str, timeout: float = 5.0):
+    """GET → (status, headers, body bytes); never raises for HTTP errors."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def http_json(port: int, path: str, timeout: float = 5.0):
+    status, headers, body = http(port, path, timeout)
+    assert headers.get("Content-Type", "").startswith("application/json"), (
+        path,
+        status,
+        headers.get("Content-Type"),
+        body[:200],
+    )
+    return status, json.loads(body)
+
+
+def metrics(port: int) -> dict[str, float]:
+    status, headers, body = http(port, "/metrics")
+    assert status == 200
+    out = {}
+    for line in body.decode().splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+class Driver:
+    """A running `compute-auction-driver serve` (RUST_LOG=info), its log in a file; the
+    constructor returns once /healthz answers. interval=None leaves --interval at its default."""
+
+    def __init__(self, binary: str, url: str, port: int, log: Path, *extra: str, interval: str | None = "1s") -> None:
+        self.port = port
+        self.log_path = log
+        self._log = open(log, "wb")  # noqa: SIM115 - closed by stop(), which the owner always calls
+        cmd = [binary, "serve", "--database-url", url, "--listen", f"127.0.0.1:{port}"]
+        if interval is not None:
+            cmd += ["--interval", interval]
+        self.proc = subprocess.Popen(
+            [*cmd, *extra], stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, "RUST_LOG": "info"}
+        )
+        try:
+            wait_until(self._listening, 60, what=f"driver on port {port} to listen")
+        except BaseException:
+            self.stop()
+            raise
+
+    def _listening(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"driver exited with {self.proc.returncode}:\n{self.log()}")
+        try:
+            http(self.port, "/healthz", timeout=3)
+            return True
+        except OSError:
+            return False
+
+    def log(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def is_leader(self) -> bool:
+        return metrics(self.port).get("compute_auction_leader") == 1.0
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 30.0) -> int | None:
+        """Signals the driver and waits for it (SIGKILL after `timeout`); returns its exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def drivers(driver_bin, tmp_path):
+    """Factory of Driver processes (drivers(url, port=None, *extra, interval="1s")), all stopped
+    at teardown."""
+    started: list[Driver] = []
+
+    def start(url: str, port: int | None = None, *extra: str, interval: str | None = "1s") -> Driver:
+        d = Driver(
+            driver_bin,
+            url,
+            port or free_tcp_port(),
+            tmp_path / f"driver{len(started)}.log",
+            *extra,
+            interval=interval,
+        )
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        d.stop()
 
 
 def sqlstate_of(conn: psycopg.Connection, sql: str, params=None) -> str | None:
@@ -153,12 +284,48 @@ def sqlstate_of(conn: psycopg.Connection, sql: str, params=None) -> str | None:
     return None
 
 
+# Every table of the extension (pg_depend deptype 'e'), and every sequence that is a member of
+# the extension or owned by a column of one of its tables (bigserial), read from the catalog so
+# that a new table is covered without touching this file.
+EXTENSION_RELATIONS = """
+WITH members AS (
+    SELECT c.oid, c.relkind
+      FROM pg_depend d
+      JOIN pg_extension e ON e.oid = d.refobjid
+      JOIN pg_class c ON c.oid = d.objid
+     WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_extension'::regclass
+       AND d.deptype = 'e' AND e.extname = 'compute_auction'
+), owned_sequences AS (
+    SELECT s.oid, s.relkind
+      FROM pg_depend d
+      JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+      JOIN members m ON m.oid = d.refobjid AND m.relkind IN ('r', 'p')
+     WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+)
+SELECT DISTINCT format('%I.%I', n.nspname, c.relname), c.relkind::text
+  FROM (SELECT * FROM members UNION SELECT * FROM owned_sequences) r
+  JOIN pg_class c ON c.oid = r.oid
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind IN ('r', 'p', 'S')
+ ORDER BY 1
+"""
+
+
+def extension_relations(conn: psycopg.Connection) -> list[tuple[str, str]]:
+    """(qualified name, relkind) of the extension's tables ('r', 'p') and sequences ('S'), sorted."""
+    return [tuple(r) for r in conn.execute(EXTENSION_RELATIONS).fetchall()]
+
+
 def snapshot(conn: psycopg.Connection) -> dict:
-    """Every row of every extension table, plus sequence positions: compare before/after."""
+    """Every row of every extension table (sorted), plus sequence positions: compare before/after."""
     snap = {}
-    for t in TABLES:
-        rows = conn.execute(f"SELECT to_jsonb(x)::text FROM compute_auction.{t} x").fetchall()
-        snap[t] = sorted(r[0] for r in rows)
+    for name, kind in extension_relations(conn):
+        if kind == "S":
+            snap[name] = conn.execute(f"SELECT last_value, is_called FROM {name}").fetchone()
+        else:
+            rows = conn.execute(f"SELECT to_jsonb(x)::text FROM {name} x").fetchall()
+            snap[name] = sorted(r[0] for r in rows)
+    assert snap, "no compute_auction tables in this database (is the extension installed?)"
     return snap
 
 

@@ -8,6 +8,7 @@ target/screenshots/resources.png.
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import os
@@ -19,15 +20,14 @@ import time
 import urllib.request
 from pathlib import Path
 
-import psycopg
 import pytest
+
+from conftest import LEADER_LOCK, ROOT
 
 websocket = pytest.importorskip("websocket")  # the websocket-client package
 
-ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOTS = ROOT / "target" / "screenshots"
 CHROMIUM = os.environ.get("CA_CHROMIUM", "/usr/bin/chromium")
-LEADER_LOCK = (1128355139, 2)
 
 
 class Chromium:
@@ -58,7 +58,7 @@ class Chromium:
             stderr=subprocess.DEVNULL,
         )
         port_file = Path(self.profile) / "DevToolsActivePort"
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # detects a hang only
         while not (port_file.exists() and port_file.read_text().strip()):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("chromium did not start its DevTools endpoint")
@@ -101,7 +101,7 @@ class Chromium:
                 self.events.append(msg)
         self.ws.settimeout(30)
 
-    def wait_event(self, method: str, timeout: float = 20) -> dict:
+    def wait_event(self, method: str, timeout: float = 60) -> dict:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             for e in self.events:
@@ -117,7 +117,7 @@ class Chromium:
             raise AssertionError(f"JS error evaluating {expression!r}: {r['exceptionDetails']}")
         return r["result"].get("value")
 
-    def wait_js(self, expression: str, timeout: float = 15):
+    def wait_js(self, expression: str, timeout: float = 60):
         end = time.monotonic() + timeout
         while True:
             v = self.js(expression)
@@ -132,22 +132,19 @@ class Chromium:
         for e in self.events:
             p = e.get("params", {})
             if e["method"] == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-                out.append(
-                    "console.%s: %s" % (p["type"], [a.get("value", a.get("description")) for a in p.get("args", [])])
-                )
+                args = [a.get("value", a.get("description")) for a in p.get("args", [])]
+                out.append(f"console.{p['type']}: {args}")
             elif e["method"] == "Runtime.exceptionThrown":
                 d = p.get("exceptionDetails", {})
-                out.append("exception: %s" % (d.get("exception", {}).get("description") or d.get("text")))
+                out.append(f"exception: {d.get('exception', {}).get('description') or d.get('text')}")
             elif e["method"] == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
                 entry = p["entry"]
-                out.append("log: %s %s" % (entry.get("text"), entry.get("url", "")))
+                out.append(f"log: {entry.get('text')} {entry.get('url', '')}")
         return out
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.ws.close()
-        except Exception:  # noqa: BLE001
-            pass
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(10)
@@ -192,7 +189,7 @@ def seed_rounds(conn) -> None:
     conn.execute("SELECT compute_auction.offer_slot('b-slot-4', now() + interval '1 hour', 25)")
 
 
-def test_resources_page_in_headless_chromium(chromium, driver_bin, fresh_db_url, conn, free_port, tmp_path):
+def test_resources_page_in_headless_chromium(chromium, drivers, fresh_db_url, conn, free_port):
     seed_rounds(conn)
     # Hold the leader lock so the driver only serves: the page must show exactly the seeded rounds.
     conn.execute("SELECT pg_advisory_lock(%s, %s)", LEADER_LOCK)
@@ -202,183 +199,115 @@ def test_resources_page_in_headless_chromium(chromium, driver_bin, fresh_db_url,
         "WHERE clearing_price_tokens IS NOT NULL ORDER BY round_id DESC LIMIT 1"
     ).fetchone()[0]
     stats = conn.execute("SELECT compute_auction.stats()").fetchone()[0]
-    expect_fill = "%.1f%%" % (stats["fill_rate"] * 100)
+    expect_fill = f"{stats['fill_rate'] * 100:.1f}%"
     expect_winners = [w["bid_id"] for w in stats["top_winners"]]
     expect_filled = sum(r["slots_filled"] for r in stats["rounds"])
     open_bids = conn.execute("SELECT compute_auction.order_book(20)").fetchone()[0]["bids"]
     assert expect_rounds == 3 and expect_price == 300 and expect_fill == "75.0%" and len(expect_winners) == 3
 
-    log = open(tmp_path / "driver.log", "wb")
-    driver = subprocess.Popen(
-        [driver_bin, "serve", "--database-url", fresh_db_url, "--interval", "1s", "--listen", f"127.0.0.1:{free_port}"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{free_port}/healthz", timeout=2).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline or driver.poll() is not None:
-                    raise
-                time.sleep(0.1)
+    drivers(fresh_db_url, free_port)  # stopped by the fixture
 
-        c = chromium
-        c.call("Runtime.enable")
-        c.call("Log.enable")
-        c.call("Page.enable")
-        c.call("Emulation.setDeviceMetricsOverride", width=1280, height=1800, deviceScaleFactor=1, mobile=False)
-        c.call("Page.navigate", url=f"http://127.0.0.1:{free_port}/resources")
-        c.wait_event("Page.loadEventFired")
-        c.wait_js("document.body.getAttribute('data-rendered')")
+    c = chromium
+    c.call("Runtime.enable")
+    c.call("Log.enable")
+    c.call("Page.enable")
+    c.call("Emulation.setDeviceMetricsOverride", width=1280, height=1800, deviceScaleFactor=1, mobile=False)
+    c.call("Page.navigate", url=f"http://127.0.0.1:{free_port}/resources")
+    c.wait_event("Page.loadEventFired")
+    c.wait_js("document.body.getAttribute('data-rendered')")
 
-        def text(el_id):
-            return c.js(f"document.getElementById({json.dumps(el_id)}).textContent.trim()")
+    def text(el_id):
+        return c.js(f"document.getElementById({json.dumps(el_id)}).textContent.trim()")
 
-        def value(el_id):
-            return c.js(f"document.getElementById({json.dumps(el_id)}).getAttribute('data-value')")
+    def value(el_id):
+        return c.js(f"document.getElementById({json.dumps(el_id)}).getAttribute('data-value')")
 
-        assert c.js("document.title").startswith("Resources")
-        assert c.js("document.getElementById('tab-auction').getAttribute('aria-selected')") == "true"
-        assert value("rounds-count") == str(expect_rounds)
-        assert text("rounds-count") == str(expect_rounds)
-        assert value("last-price") == str(expect_price)
-        assert text("fill-rate") == expect_fill
-        assert value("slots-filled") == str(expect_filled)
-        assert value("open-bids") == str(len(open_bids))
-        # the price chart is an SVG drawn from the buckets, with labelled axes
-        assert int(c.js("document.getElementById('price-chart').getAttribute('data-buckets')")) >= 1
-        assert c.js("document.querySelectorAll('#price-chart svg').length") == 1
-        labels = c.js("Array.from(document.querySelectorAll('#price-chart svg text')).map(t => t.textContent)")
-        assert "Clearing price (tokens)" in labels and "Time (local)" in labels
-        # top winners table: one row per winning bid, best first
-        rows = c.js("Array.from(document.querySelectorAll('#top-winners tbody tr')).map(r => Number(r.dataset.bidId))")
-        assert rows == expect_winners
-        assert c.js("document.querySelectorAll('#winners-chart svg circle').length") == len(expect_winners)
-        # order book: best bids and the upcoming slot
-        book = c.js(
-            "Array.from(document.querySelectorAll('#order-book-bids tbody tr')).map(r => Number(r.dataset.bidId))"
-        )
-        assert book == [b["bid_id"] for b in open_bids]
-        asks = c.js("Array.from(document.querySelectorAll('#order-book-asks tbody tr')).map(r => r.dataset.slotId)")
-        assert asks[:2] == ["b-slot-3", "b-slot-4"]
-        # price to win: a number, or an explicit "not available" state (never a blank box)
-        assert text("price-to-win") and text("price-to-win-sub")
+    assert c.js("document.title").startswith("Resources")
+    assert c.js("document.getElementById('tab-auction').getAttribute('aria-selected')") == "true"
+    assert value("rounds-count") == str(expect_rounds)
+    assert text("rounds-count") == str(expect_rounds)
+    assert value("last-price") == str(expect_price)
+    assert text("fill-rate") == expect_fill
+    assert value("slots-filled") == str(expect_filled)
+    assert value("open-bids") == str(len(open_bids))
+    # the price chart is an SVG drawn from the buckets, with labelled axes
+    assert int(c.js("document.getElementById('price-chart').getAttribute('data-buckets')")) >= 1
+    assert c.js("document.querySelectorAll('#price-chart svg').length") == 1
+    labels = c.js("Array.from(document.querySelectorAll('#price-chart svg text')).map(t => t.textContent)")
+    assert "Clearing price (tokens)" in labels and "Time (local)" in labels
+    # top winners table: one row per winning bid, best first
+    rows = c.js("Array.from(document.querySelectorAll('#top-winners tbody tr')).map(r => Number(r.dataset.bidId))")
+    assert rows == expect_winners
+    assert c.js("document.querySelectorAll('#winners-chart svg circle').length") == len(expect_winners)
+    # order book: best bids and the upcoming slot
+    book = c.js("Array.from(document.querySelectorAll('#order-book-bids tbody tr')).map(r => Number(r.dataset.bidId))")
+    assert book == [b["bid_id"] for b in open_bids]
+    asks = c.js("Array.from(document.querySelectorAll('#order-book-asks tbody tr')).map(r => r.dataset.slotId)")
+    assert asks[:2] == ["b-slot-3", "b-slot-4"]
+    # price to win: a number, or an explicit "not available" state (never a blank box)
+    assert text("price-to-win") and text("price-to-win-sub")
 
-        # the page refreshes itself
-        first = c.js("document.body.getAttribute('data-rendered')")
-        c.wait_js(f"document.body.getAttribute('data-rendered') !== {json.dumps(first)}", timeout=12)
-        assert value("rounds-count") == str(expect_rounds)
+    # the page refreshes itself
+    first = c.js("document.body.getAttribute('data-rendered')")
+    c.wait_js(f"document.body.getAttribute('data-rendered') !== {json.dumps(first)}", timeout=60)
+    assert value("rounds-count") == str(expect_rounds)
 
-        # tabs switch and back
-        c.js("document.getElementById('tab-driver').click()")
-        assert c.js("document.getElementById('panel-driver').hidden") is False
-        assert c.js("document.getElementById('panel-auction').hidden") is True
-        assert "standby" in text("driver-leader")
-        c.js("document.getElementById('tab-auction').click()")
-        assert c.js("document.getElementById('panel-auction').hidden") is False
+    # tabs switch and back
+    c.js("document.getElementById('tab-driver').click()")
+    assert c.js("document.getElementById('panel-driver').hidden") is False
+    assert c.js("document.getElementById('panel-auction').hidden") is True
+    assert "standby" in text("driver-leader")
+    c.js("document.getElementById('tab-auction').click()")
+    assert c.js("document.getElementById('panel-auction').hidden") is False
 
-        c.pump(0.5)
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        shot = c.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
-        (SCREENSHOTS / "resources.png").write_bytes(base64.b64decode(shot["data"]))
-        assert (SCREENSHOTS / "resources.png").stat().st_size > 10_000
+    c.pump(0.5)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shot = c.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+    (SCREENSHOTS / "resources.png").write_bytes(base64.b64decode(shot["data"]))
+    assert (SCREENSHOTS / "resources.png").stat().st_size > 10_000
 
-        assert c.errors() == [], c.errors()
-    finally:
-        driver.send_signal(signal.SIGTERM)
-        try:
-            driver.wait(15)
-        except subprocess.TimeoutExpired:
-            driver.kill()
-        log.close()
+    assert c.errors() == [], c.errors()
 
 
-def test_resources_page_empty_states(chromium, driver_bin, fresh_db_url, conn, free_port, tmp_path):
+def test_resources_page_empty_states(chromium, drivers, fresh_db_url, conn, free_port):
     """A brand-new market: explanatory empty states, not blank boxes, and no errors."""
     conn.execute("SELECT pg_advisory_lock(%s, %s)", LEADER_LOCK)
-    log = open(tmp_path / "driver.log", "wb")
-    driver = subprocess.Popen(
-        [driver_bin, "serve", "--database-url", fresh_db_url, "--listen", f"127.0.0.1:{free_port}"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{free_port}/healthz", timeout=2).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline or driver.poll() is not None:
-                    raise
-                time.sleep(0.1)
-        c = chromium
-        c.call("Runtime.enable")
-        c.call("Log.enable")
-        c.call("Page.enable")
-        c.call("Page.navigate", url=f"http://127.0.0.1:{free_port}/resources")
-        c.wait_event("Page.loadEventFired")
-        c.wait_js("document.body.getAttribute('data-rendered')")
-        chart = c.js("document.getElementById('price-chart').textContent")
-        assert "No rounds in the last 24 h" in chart
-        assert c.js("document.getElementById('top-winners-empty').hidden") is False
-        assert c.js("document.getElementById('order-book-bids-empty').hidden") is False
-        assert c.js("document.getElementById('rounds-count').textContent.trim()") == "0"
-        assert c.js("document.getElementById('fill-rate').textContent.trim()") == "—"
-        c.pump(0.5)
-        assert c.errors() == [], c.errors()
-    finally:
-        driver.send_signal(signal.SIGTERM)
-        try:
-            driver.wait(15)
-        except subprocess.TimeoutExpired:
-            driver.kill()
-        log.close()
+    drivers(fresh_db_url, free_port, interval=None)  # stopped by the fixture
+    c = chromium
+    c.call("Runtime.enable")
+    c.call("Log.enable")
+    c.call("Page.enable")
+    c.call("Page.navigate", url=f"http://127.0.0.1:{free_port}/resources")
+    c.wait_event("Page.loadEventFired")
+    c.wait_js("document.body.getAttribute('data-rendered')")
+    chart = c.js("document.getElementById('price-chart').textContent")
+    assert "No rounds in the last 24 h" in chart
+    assert c.js("document.getElementById('top-winners-empty').hidden") is False
+    assert c.js("document.getElementById('order-book-bids-empty').hidden") is False
+    assert c.js("document.getElementById('rounds-count').textContent.trim()") == "0"
+    assert c.js("document.getElementById('fill-rate').textContent.trim()") == "—"
+    c.pump(0.5)
+    assert c.errors() == [], c.errors()
 
 
-def test_page_survives_the_database_going_away(chromium, driver_bin, fresh_db_url, conn, free_port, cluster, tmp_path):
+def test_page_survives_the_database_going_away(chromium, drivers, fresh_db_url, conn, free_port, cluster):
     """While the database is down the page says so (no exceptions), and recovers."""
     seed_rounds(conn)
-    log = open(tmp_path / "driver.log", "wb")
-    driver = subprocess.Popen(
-        [driver_bin, "serve", "--database-url", fresh_db_url, "--interval", "1s", "--listen", f"127.0.0.1:{free_port}"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    drivers(fresh_db_url, free_port)  # stopped by the fixture
+    c = chromium
+    c.call("Runtime.enable")
+    c.call("Page.enable")
+    c.call("Page.navigate", url=f"http://127.0.0.1:{free_port}/resources")
+    c.wait_event("Page.loadEventFired")
+    c.wait_js("document.body.getAttribute('data-rendered')")
+    cluster.stop()
     try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{free_port}/healthz", timeout=2).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline or driver.poll() is not None:
-                    raise
-                time.sleep(0.1)
-        c = chromium
-        c.call("Runtime.enable")
-        c.call("Page.enable")
-        c.call("Page.navigate", url=f"http://127.0.0.1:{free_port}/resources")
-        c.wait_event("Page.loadEventFired")
-        c.wait_js("document.body.getAttribute('data-rendered')")
-        cluster.stop()
-        try:
-            c.wait_js("document.getElementById('status-pill').dataset.status === 'offline'", timeout=15)
-            assert "Could not refresh" in c.js("document.getElementById('error-banner').textContent")
-            # the last good numbers stay on screen
-            assert c.js("document.getElementById('rounds-count').textContent.trim()") != "—"
-        finally:
-            cluster.start()
-        c.wait_js("document.getElementById('status-pill').dataset.status === 'live'", timeout=30)
-        # only Runtime errors count here: failed fetches are expected network log entries
-        assert [e for e in c.errors() if not e.startswith("log:")] == []
+        c.wait_js("document.getElementById('status-pill').dataset.status === 'offline'", timeout=60)
+        assert "Could not refresh" in c.js("document.getElementById('error-banner').textContent")
+        # the last good numbers stay on screen
+        assert c.js("document.getElementById('rounds-count').textContent.trim()") != "—"
     finally:
-        driver.send_signal(signal.SIGTERM)
-        try:
-            driver.wait(15)
-        except subprocess.TimeoutExpired:
-            driver.kill()
-        log.close()
+        cluster.start()
+    c.wait_js("document.getElementById('status-pill').dataset.status === 'live'", timeout=90)
+    # only Runtime errors count here: failed fetches are expected network log entries
+    assert [e for e in c.errors() if not e.startswith("log:")] == []

@@ -4,7 +4,8 @@ shutdown, the JSON API (shapes, 400s, 404s), /healthz, /metrics, the
 degraded switch, and the simulate workload.
 
 Fixtures come from conftest.py: cluster, fresh_db_url, conn, driver_bin,
-free_port.
+free_port, drivers. No test asserts how fast the driver is or how many rounds fall in a time
+window: each waits for what it expects (a deadline only detects a hang), then checks it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -23,32 +23,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-LEADER_LOCK = (1128355139, 2)
-
+from conftest import LEADER_LOCK, http, http_json, metrics, wait_until
 
 # ----------------------------------------------------------------- helpers --
-
-
-def other_free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(fn, timeout: float, interval: float = 0.1, what: str = "condition"):
-    """Polls fn() until it returns a truthy value; returns it."""
-    deadline = time.monotonic() + timeout
-    last_exc = None
-    while True:
-        try:
-            v = fn()
-            if v:
-                return v
-        except Exception as e:  # noqa: BLE001 - polled conditions may fail while things start
-            last_exc = e
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_exc!r})")
-        time.sleep(interval)
 
 
 def sql(url: str, query: str, params=None):
@@ -60,103 +37,6 @@ def sql(url: str, query: str, params=None):
 
 def round_count(url: str) -> int:
     return sql(url, "SELECT count(*) FROM compute_auction.compute_auction_rounds")[0][0]
-
-
-def http(port: int, path: str, timeout: float = 5.0):
-    """GET → (status, headers, body bytes); never raises for HTTP errors."""
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, r.headers, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.headers, e.read()
-
-
-def http_json(port: int, path: str, timeout: float = 5.0):
-    status, headers, body = http(port, path, timeout)
-    assert headers.get("Content-Type", "").startswith("application/json"), (
-        path,
-        status,
-        headers.get("Content-Type"),
-        body[:200],
-    )
-    return status, json.loads(body)
-
-
-def metrics(port: int) -> dict[str, float]:
-    status, headers, body = http(port, "/metrics")
-    assert status == 200
-    out = {}
-    for line in body.decode().splitlines():
-        if line and not line.startswith("#"):
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
-    return out
-
-
-class Driver:
-    """A running `compute-auction-driver serve`, logs in a file."""
-
-    def __init__(self, binary: str, url: str, port: int, log: Path, *extra: str, interval: str = "1s"):
-        self.port = port
-        self.log_path = log
-        self._log = open(log, "wb")
-        self.proc = subprocess.Popen(
-            [binary, "serve", "--database-url", url, "--interval", interval, "--listen", f"127.0.0.1:{port}", *extra],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "RUST_LOG": "info"},
-        )
-        wait_until(self._listening, 15, what=f"driver on port {port} to listen")
-
-    def _listening(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"driver exited with {self.proc.returncode}:\n{self.log()}")
-        try:
-            http(self.port, "/healthz", timeout=3)
-            return True
-        except OSError:
-            return False
-
-    def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def is_leader(self) -> bool:
-        return metrics(self.port).get("compute_auction_leader") == 1.0
-
-    def stop(self, sig=signal.SIGTERM, timeout: float = 15.0) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
-        return self.proc.returncode
-
-
-@pytest.fixture
-def drivers(driver_bin, tmp_path):
-    """Factory of Driver processes, all stopped at teardown."""
-    started: list[Driver] = []
-
-    def start(url: str, port: int | None = None, *extra: str, interval: str = "1s") -> Driver:
-        d = Driver(
-            driver_bin,
-            url,
-            port or other_free_port(),
-            tmp_path / f"driver{len(started)}.log",
-            *extra,
-            interval=interval,
-        )
-        started.append(d)
-        return d
-
-    yield start
-    for d in started:
-        d.stop()
 
 
 def seed_market(conn, bids=(500, 400, 300), slots=2, reserve=0, prefix="t"):
@@ -258,26 +138,35 @@ def test_clear_runs_one_cycle_and_prints_json(driver_bin, fresh_db_url, conn):
 # ------------------------------------------------------------- the loop --
 
 
+def at_most_one_round_per_interval(rounds: int, started: float, interval_s: float = 1.0) -> None:
+    """The loop starts a cycle at least one interval after the previous one started, so in the
+    wall time since `started` (taken before the driver was launched) there can be at most
+    elapsed / interval + 1 rounds, however slow the machine is (slowness only means fewer).
+    An upper bound that load cannot break, not a rate the machine has to reach."""
+    elapsed = time.monotonic() - started
+    assert rounds <= elapsed / interval_s + 1, f"{rounds} rounds in {elapsed:.1f}s: more than one per interval"
+
+
 def test_a_round_happens_each_interval(drivers, fresh_db_url, free_port):
+    started = time.monotonic()
     d = drivers(fresh_db_url, free_port)
-    wait_until(lambda: round_count(fresh_db_url) >= 1, 5, what="the first round")
-    n0, t0 = round_count(fresh_db_url), time.monotonic()
-    time.sleep(6)
-    n1, t1 = round_count(fresh_db_url), time.monotonic()
-    rate = (n1 - n0) / (t1 - t0)
-    assert 0.6 <= rate <= 1.4, f"{n1 - n0} rounds in {t1 - t0:.1f}s"
+    # the loop keeps clearing: five rounds, however long they take (the deadline detects a hang)
+    wait_until(lambda: round_count(fresh_db_url) >= 5, 60, what="five rounds")
     m = metrics(d.port)
+    n = round_count(fresh_db_url)
+    at_most_one_round_per_interval(n, started)
     assert m["compute_auction_leader"] == 1.0
-    assert m["compute_auction_rounds_cleared_total"] >= n1 - 1
+    assert m["compute_auction_rounds_cleared_total"] >= 5
+    assert m["compute_auction_rounds_cleared_total"] <= n  # every round it counted is in the table
     assert m["compute_auction_clearing_errors_total"] == 0
-    assert m["compute_auction_round_duration_seconds_count"] >= n1 - 1
+    assert m["compute_auction_round_duration_seconds_count"] >= 5
     assert "round cleared" in d.log() and "round_id=" in d.log()
 
 
 def test_rounds_fill_slots_and_report_price(drivers, fresh_db_url, conn, free_port):
     seed_market(conn, bids=(900, 700, 650), slots=2)
     d = drivers(fresh_db_url, free_port)
-    wait_until(lambda: metrics(d.port).get("compute_auction_slots_filled_total") == 2.0, 10, what="two slots filled")
+    wait_until(lambda: metrics(d.port).get("compute_auction_slots_filled_total") == 2.0, 60, what="two slots filled")
     m = metrics(d.port)
     assert m["compute_auction_last_clearing_price_tokens"] == 650
     rows = sql(
@@ -290,7 +179,8 @@ def test_two_drivers_never_both_clear(drivers, driver_bin, fresh_db_url, tmp_pat
     a = drivers(fresh_db_url)
     b = drivers(fresh_db_url)
     # a workload, so that there is something to double-assign if election failed
-    sim_log = open(tmp_path / "sim.log", "wb")
+    started = time.monotonic()
+    sim_log = open(tmp_path / "sim.log", "wb")  # noqa: SIM115 - closed in the finally below
     sim = subprocess.Popen(
         [
             driver_bin,
@@ -314,21 +204,23 @@ def test_two_drivers_never_both_clear(drivers, driver_bin, fresh_db_url, tmp_pat
         stderr=sim_log,
     )
     try:
-        wait_until(lambda: a.is_leader() or b.is_leader(), 5, what="a leader")
-        time.sleep(1.5)
-        n0, t0 = round_count(fresh_db_url), time.monotonic()
+        wait_until(lambda: a.is_leader() or b.is_leader(), 60, what="a leader")
+        n0 = round_count(fresh_db_url)
+        # sample the leader flags until the pair has cleared six more rounds (however long that takes)
         leaders = []
-        for _ in range(12):
+        deadline = time.monotonic() + 120  # detects a hang only
+        while round_count(fresh_db_url) < n0 + 6:
+            assert time.monotonic() < deadline, f"no six rounds within 120 s: {round_count(fresh_db_url) - n0}"
             leaders.append((a.is_leader(), b.is_leader()))
             time.sleep(0.5)
-        n1, t1 = round_count(fresh_db_url), time.monotonic()
+        leaders.append((a.is_leader(), b.is_leader()))
+        n1 = round_count(fresh_db_url)
     finally:
-        sim.wait(30)
+        sim.wait(120)
         sim_log.close()
     assert all(x != y for x, y in leaders), f"leader flags over time: {leaders}"
-    rate = (n1 - n0) / (t1 - t0)
-    assert rate <= 1.4, f"{n1 - n0} rounds in {t1 - t0:.1f}s: both drivers clear"
-    assert rate >= 0.6, f"{n1 - n0} rounds in {t1 - t0:.1f}s"
+    # both drivers clearing would mean up to two rounds per interval
+    at_most_one_round_per_interval(n1, started)
     leader, follower = (a, b) if a.is_leader() else (b, a)
     assert metrics(follower.port)["compute_auction_rounds_cleared_total"] == 0
     assert "round cleared" not in follower.log()
@@ -336,39 +228,35 @@ def test_two_drivers_never_both_clear(drivers, driver_bin, fresh_db_url, tmp_pat
     assert sql(fresh_db_url, "SELECT count(*) FROM compute_auction.compute_auction_clears")[0][0] > 0
 
 
-def test_leader_death_hands_over_within_two_intervals(drivers, fresh_db_url):
+def test_leader_death_hands_over_to_the_follower(drivers, fresh_db_url):
     a = drivers(fresh_db_url)
     b = drivers(fresh_db_url)
-    wait_until(lambda: a.is_leader() or b.is_leader(), 5, what="a leader")
+    wait_until(lambda: a.is_leader() or b.is_leader(), 60, what="a leader")
     leader, follower = (a, b) if a.is_leader() else (b, a)
-    wait_until(lambda: round_count(fresh_db_url) >= 2, 5, what="rounds from the leader")
+    wait_until(lambda: round_count(fresh_db_url) >= 2, 60, what="rounds from the leader")
+    assert not follower.is_leader()
     last = sql(fresh_db_url, "SELECT max(round_id) FROM compute_auction.compute_auction_rounds")[0][0]
     leader.proc.send_signal(signal.SIGKILL)
-    leader.proc.wait(5)
-    killed = time.monotonic()
-    wait_until(follower.is_leader, 5, interval=0.05, what="the follower to take the lock")
+    leader.proc.wait(30)
+    # the follower takes the lock (it retries every interval; the deadlines only detect a hang)
+    wait_until(follower.is_leader, 60, what="the follower to take the lock")
     wait_until(
         lambda: sql(fresh_db_url, "SELECT max(round_id) FROM compute_auction.compute_auction_rounds")[0][0] > last,
-        5,
-        interval=0.05,
+        60,
         what="a round by the new leader",
     )
-    took = time.monotonic() - killed
-    assert took <= 2.5, f"hand-over took {took:.2f}s (interval 1s)"
     n0 = round_count(fresh_db_url)
-    time.sleep(3)
-    assert round_count(fresh_db_url) >= n0 + 2
+    wait_until(lambda: round_count(fresh_db_url) >= n0 + 2, 60, what="the new leader to keep clearing")
     assert "acquired leadership" in follower.log()
 
 
 def test_sigterm_stops_gracefully_and_releases_the_lock(drivers, fresh_db_url, conn):
     d = drivers(fresh_db_url)
-    wait_until(d.is_leader, 5, what="leadership")
-    wait_until(lambda: round_count(fresh_db_url) >= 1, 5, what="a round")
-    t0 = time.monotonic()
+    wait_until(d.is_leader, 60, what="leadership")
+    wait_until(lambda: round_count(fresh_db_url) >= 1, 60, what="a round")
+    # stop() waits up to 30 s before it SIGKILLs (exit code -9): 0 means it stopped by itself
     code = d.stop(signal.SIGTERM)
     assert code == 0, d.log()
-    assert time.monotonic() - t0 < 5
     log = d.log_path.read_text()
     assert "shutting down" in log and "stopped" in log
     # the leader lock is free again: anyone can take it at once
@@ -380,17 +268,17 @@ def test_sigterm_stops_gracefully_and_releases_the_lock(drivers, fresh_db_url, c
 def test_a_lock_held_elsewhere_keeps_the_driver_on_standby(drivers, fresh_db_url, conn):
     conn.execute("SELECT pg_advisory_lock(%s, %s)", LEADER_LOCK)
     d = drivers(fresh_db_url)
-    time.sleep(2.5)
+    time.sleep(2.5)  # a few tries for the lock: it must never lead while the lock is held elsewhere
     assert not d.is_leader()
     assert round_count(fresh_db_url) == 0
     conn.execute("SELECT pg_advisory_unlock(%s, %s)", LEADER_LOCK)
-    wait_until(d.is_leader, 3, what="leadership once the lock is free")
-    wait_until(lambda: round_count(fresh_db_url) >= 1, 3, what="a round")
+    wait_until(d.is_leader, 60, what="leadership once the lock is free")
+    wait_until(lambda: round_count(fresh_db_url) >= 1, 60, what="a round")
 
 
 def test_reconnects_after_the_database_restarts(drivers, fresh_db_url, cluster):
     d = drivers(fresh_db_url)
-    wait_until(lambda: round_count(fresh_db_url) >= 2, 6, what="rounds before the restart")
+    wait_until(lambda: round_count(fresh_db_url) >= 2, 60, what="rounds before the restart")
     cluster.restart()
     restarted = sql(fresh_db_url, "SELECT now()")[0][0]
     wait_until(
@@ -402,7 +290,7 @@ def test_reconnects_after_the_database_restarts(drivers, fresh_db_url, cluster):
             )[0][0]
             >= 3
         ),
-        30,
+        90,
         interval=0.25,
         what="rounds after the restart",
     )
@@ -414,35 +302,34 @@ def test_reconnects_after_the_database_restarts(drivers, fresh_db_url, cluster):
 
 def test_healthz_is_503_while_the_database_is_down(drivers, fresh_db_url, cluster):
     d = drivers(fresh_db_url)
-    wait_until(lambda: round_count(fresh_db_url) >= 1, 6, what="a round")
+    wait_until(lambda: round_count(fresh_db_url) >= 1, 60, what="a round")
     status, body = http_json(d.port, "/healthz")
     assert status == 200 and body["status"] == "ok"
     cluster.stop()
     try:
-        t0 = time.monotonic()
-        status, body = http_json(d.port, "/healthz", timeout=10)
+        # it answers while the database is down (the client timeout detects a hang)
+        status, body = http_json(d.port, "/healthz", timeout=30)
         assert status == 503, body
         assert body["status"] == "unavailable" and body["error"]
-        assert time.monotonic() - t0 < 4
         status, body = http_json(d.port, "/api/compute-auction/order-book")
         assert status == 503 and "error" in body
-        time.sleep(2)
+        time.sleep(2)  # and it stays up during the outage
         assert d.proc.poll() is None
     finally:
         cluster.start()
-    wait_until(lambda: http(d.port, "/healthz")[0] == 200, 20, interval=0.25, what="healthz back to 200")
+    wait_until(lambda: http(d.port, "/healthz")[0] == 200, 60, interval=0.25, what="healthz back to 200")
     n = round_count(fresh_db_url)
-    wait_until(lambda: round_count(fresh_db_url) >= n + 2, 20, interval=0.25, what="rounds after the outage")
+    wait_until(lambda: round_count(fresh_db_url) >= n + 2, 60, interval=0.25, what="rounds after the outage")
     assert metrics(d.port)["compute_auction_database_unavailable_total"] >= 1
 
 
 def test_degraded_after_consecutive_failures_and_back(drivers, fresh_db_url, conn):
     d = drivers(fresh_db_url, None, "--fallback-after", "2", "--daily-budget-tokens", "1000")
-    wait_until(lambda: round_count(fresh_db_url) >= 1, 6, what="a round")
+    wait_until(lambda: round_count(fresh_db_url) >= 1, 60, what="a round")
     # make clear_round fail while the database still accepts writes
     conn.execute("ALTER FUNCTION compute_auction.clear_round(timestamptz) RENAME TO clear_round_disabled")
     try:
-        wait_until(lambda: metrics(d.port)["compute_auction_degraded"] == 1.0, 8, what="degraded")
+        wait_until(lambda: metrics(d.port)["compute_auction_degraded"] == 1.0, 60, what="degraded")
         status, body = http_json(d.port, "/healthz")
         assert status == 200 and body["status"] == "degraded" and body["consecutive_failures"] >= 2
         m = metrics(d.port)
@@ -451,7 +338,7 @@ def test_degraded_after_consecutive_failures_and_back(drivers, fresh_db_url, con
         assert m["compute_auction_fallback_allocations_total"] + m["compute_auction_fallback_errors_total"] >= 1
     finally:
         conn.execute("ALTER FUNCTION compute_auction.clear_round_disabled(timestamptz) RENAME TO clear_round")
-    wait_until(lambda: metrics(d.port)["compute_auction_degraded"] == 0.0, 8, what="back to normal")
+    wait_until(lambda: metrics(d.port)["compute_auction_degraded"] == 0.0, 60, what="back to normal")
     status, body = http_json(d.port, "/healthz")
     assert status == 200 and body["status"] == "ok" and body["consecutive_failures"] == 0
 
@@ -538,7 +425,7 @@ def test_bid_status_found_unknown_and_malformed(drivers, fresh_db_url, conn, fre
 def test_stats_window_and_bad_hours(drivers, fresh_db_url, conn, free_port):
     seed_market(conn, bids=(500, 400, 300), slots=2)
     d = drivers(fresh_db_url, free_port)
-    wait_until(lambda: round_count(fresh_db_url) >= 2, 6, what="rounds")
+    wait_until(lambda: round_count(fresh_db_url) >= 2, 60, what="rounds")
     status, body = http_json(d.port, "/api/compute-auction/stats?hours=24")
     assert status == 200
     assert set(body) >= {"rounds", "fill_rate", "top_winners"}
@@ -566,7 +453,7 @@ def test_price_to_win_is_json_either_way(drivers, fresh_db_url, free_port):
 
 def test_healthz_metrics_openapi_and_unknown_paths(drivers, fresh_db_url, free_port):
     d = drivers(fresh_db_url, free_port)
-    wait_until(lambda: round_count(fresh_db_url) >= 1, 6, what="a round")
+    wait_until(lambda: round_count(fresh_db_url) >= 1, 60, what="a round")
     status, body = http_json(d.port, "/healthz")
     assert status == 200
     assert body["status"] == "ok" and body["leader"] is True and body["last_round_at"]
@@ -619,16 +506,38 @@ def test_dashboard_bundle_aggregates_rounds(drivers, fresh_db_url, conn, free_po
 # ---------------------------------------------------------------- simulate --
 
 
-def test_simulate_keeps_the_market_moving(drivers, driver_bin, fresh_db_url, free_port):
+def test_simulate_keeps_the_market_moving(drivers, driver_bin, fresh_db_url, free_port, tmp_path):
     d = drivers(fresh_db_url, free_port)
-    out = subprocess.run(
-        [driver_bin, "--database-url", fresh_db_url, "simulate", "--duration", "20s", "--seed", "7"],
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    # simulate until SIGTERM (--duration 0), stopped once the market has moved as much as the
+    # checks need, however long that takes: at least 40 bids, 5 settled runs and 3 distinct
+    # clearing prices (the deadline only detects a hang)
+    with open(tmp_path / "simulate.err", "wb") as err:
+        sim = subprocess.Popen(
+            [driver_bin, "--database-url", fresh_db_url, "simulate", "--duration", "0", "--seed", "7"],
+            stdout=subprocess.PIPE,
+            stderr=err,
+        )
+        try:
+
+            def moved() -> bool:
+                ((bids, settled, prices),) = sql(
+                    fresh_db_url,
+                    "SELECT (SELECT count(*) FROM compute_auction.compute_auction_bids WHERE bidder_id LIKE 'sim-%%'),"
+                    " (SELECT count(*) FROM compute_auction.compute_auction_clears WHERE status = 'settled'),"
+                    " (SELECT count(DISTINCT clearing_price_tokens) FROM compute_auction.compute_auction_rounds"
+                    "   WHERE clearing_price_tokens IS NOT NULL)",
+                )
+                assert sim.poll() is None, f"simulate exited with {sim.returncode}"
+                return bids >= 40 and settled >= 5 and prices >= 3
+
+            wait_until(moved, 300, interval=0.5, what="40 bids, 5 settled runs and 3 clearing prices")
+        finally:
+            if sim.poll() is None:
+                sim.send_signal(signal.SIGTERM)
+            stdout, _ = sim.communicate(timeout=60)
+    stderr = (tmp_path / "simulate.err").read_text(errors="replace")
+    assert sim.returncode == 0, stderr[-2000:]
+    summary = json.loads(stdout.decode().strip().splitlines()[-1])
     assert summary["bids_placed"] >= 40, summary
     assert summary["settled"] >= 5, summary
     assert summary["unexpected_errors"] == {}, summary
@@ -650,7 +559,7 @@ def test_simulate_keeps_the_market_moving(drivers, driver_bin, fresh_db_url, fre
         [driver_bin, "--database-url", fresh_db_url, "simulate", "--duration", "2s", "--seed", "8"],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert d.proc.poll() is None

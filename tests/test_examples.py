@@ -283,17 +283,27 @@ def test_agent_loop_waits_for_the_next_round(fresh_db_url, conn):
     winners = []
 
     def clear_later():
-        time.sleep(1.0)
+        # clear once the runner has found nothing to claim and is waiting (idle after claim_slot,
+        # LISTENing); the deadline only detects a hang
         with psycopg.connect(fresh_db_url, autocommit=True) as c:
+            deadline = time.monotonic() + 120
+            while not c.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                " AND state = 'idle' AND query LIKE '%claim_slot(%'"
+            ).fetchone():
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.05)
             winners.extend(c.execute("SELECT task_id FROM compute_auction.clear_round()").fetchall())
 
     t = threading.Thread(target=clear_later)
     t.start()
-    started = time.monotonic()
-    events = agent_loop.main(fresh_db_url, "slot-w", old_queue=["legacy"], run=fixed_run(10, 1.0), wait_s=15)
+    # the runner waits up to wait_s for the NOTIFY and falls back to the old queue without one,
+    # so "auction" below means the NOTIFY woke it (wait_s only detects a hang)
+    events = agent_loop.main(fresh_db_url, "slot-w", old_queue=["legacy"], run=fixed_run(10, 1.0), wait_s=300)
     t.join()
-    assert time.monotonic() - started < 10, "the NOTIFY should have woken the runner"
-    assert events[0]["source"] == "auction"
+    assert winners, "the runner never waited after its claim_slot"
+    assert events[0]["source"] == "auction", "the NOTIFY should have woken the runner"
     assert [(events[0]["task_id"],)] == winners
     assert clear_row(conn, "slot-w")[2] == "settled"
     assert_audit_clean(conn)

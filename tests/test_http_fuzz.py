@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_driver import drivers, seed_market  # noqa: F401  (drivers is a fixture)
+from test_driver import seed_market
 
 
 def test_schemathesis_finds_no_server_errors(drivers, fresh_db_url, conn, free_port, tmp_path: Path):

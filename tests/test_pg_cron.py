@@ -11,17 +11,19 @@ cron.use_background_workers = on and cron.database_name = 'crondb'. Three databa
            twice.
 
 Debian's pg_cron (1.4.2) has minute granularity, so everything is scheduled first and then
-awaited once (about 60 s); the individual tests assert on what the module fixture observed.
+awaited once (usually about 60 s; the deadline, WAIT_S, only detects a hang); the individual
+tests assert on what the module fixture observed. Nothing asserts how soon pg_cron ran or how
+many rounds fell in a time window: the fixture waits for what the tests need.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -34,7 +36,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, Driver, free_tcp_port
 
 BINDIR = os.environ.get("CA_PG_BINDIR", "/usr/lib/postgresql/15/bin")
 RUNAS = os.environ.get("CA_PG_RUNAS", "postgres")
@@ -43,7 +45,8 @@ DRIVER_BIN = os.environ.get("CA_DRIVER_BIN", str(ROOT / "target" / "release" / "
 
 JOB = "compute_auction_clearing"
 COMMAND = "SELECT compute_auction.run_cycle()"
-WAIT_S = 100.0  # pg_cron fires at the next minute boundary: at most ~60 s, plus slack
+WAIT_S = 400.0  # pg_cron fires at the next minute boundary (~60 s): this only detects a hang
+DRVDB_ROUNDS = 10  # rounds drvdb must have (driver and pg_cron together) before the driver stops
 
 pytestmark = pytest.mark.skipif(
     not Path("/usr/share/postgresql/15/extension/pg_cron.control").exists(),
@@ -52,12 +55,6 @@ pytestmark = pytest.mark.skipif(
 
 
 # ----------------------------------------------------------------- cluster --
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _as_pg(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -70,7 +67,7 @@ def _pg_ctl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 class CronCluster:
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = free_tcp_port()
 
     def url(self, db: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{urllib.parse.quote(db, safe='')}"
@@ -274,7 +271,7 @@ def observed(tmp_path_factory):
                 c.execute("CREATE EXTENSION compute_auction")
 
         # the launcher gave up while crondb did not exist; it restarts on its own
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # detects a hang only
         while not cluster.sql("postgres", "SELECT 1 FROM pg_stat_activity WHERE backend_type = 'pg_cron launcher'"):
             assert time.monotonic() < deadline, "pg_cron launcher did not start:\n" + cluster.log()
             time.sleep(0.2)
@@ -291,28 +288,7 @@ def observed(tmp_path_factory):
 
         # drvdb: the driver clears every second while the feeder keeps the market busy
         log_path = tmp_path_factory.mktemp("cron") / "driver.log"
-        driver_port = _free_port()
-        log_file = open(log_path, "wb")
-        driver = subprocess.Popen(
-            [
-                DRIVER_BIN,
-                "serve",
-                "--database-url",
-                cluster.url("drvdb"),
-                "--interval",
-                "1s",
-                "--listen",
-                f"127.0.0.1:{driver_port}",
-            ],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "RUST_LOG": "info"},
-        )
-        deadline = time.monotonic() + 15
-        while _http_status(driver_port, "/healthz") is None:
-            assert driver.poll() is None, "driver exited:\n" + log_path.read_text(errors="replace")
-            assert time.monotonic() < deadline, "driver did not listen:\n" + log_path.read_text(errors="replace")
-            time.sleep(0.1)
+        driver = Driver(DRIVER_BIN, cluster.url("drvdb"), free_tcp_port(), log_path, interval="1s")
         driver_started = cluster.sql("drvdb", "SELECT now()")[0][0]
         feeder = Feeder(cluster.url("drvdb"), ["slot0", "slot1", "slot2"], [f"feed{i}" for i in range(4)])
         feeder.start()
@@ -362,7 +338,10 @@ def observed(tmp_path_factory):
             ).fetchall()
         obs.scheduled_at = time.monotonic()
 
-        # one wait for everything
+        # one wait for everything, however long it takes (WAIT_S only detects a hang): a
+        # succeeded run and a new round in crondb and otherdb; in drvdb a succeeded run, at least
+        # DRVDB_ROUNDS rounds, and two driver rounds after the cron run ended (so the driver and
+        # the feeder overlapped it)
         def done() -> bool:
             crondb = (
                 succeeded(cron_runs(cluster, "crondb")) and len(rounds(cluster, "crondb")) > obs.rounds_before["crondb"]
@@ -371,26 +350,27 @@ def observed(tmp_path_factory):
                 succeeded(cron_runs(cluster, "otherdb"))
                 and len(rounds(cluster, "otherdb")) > obs.rounds_before["otherdb"]
             )
-            drvdb = succeeded(cron_runs(cluster, "drvdb"))
+            drv_runs = succeeded(cron_runs(cluster, "drvdb"))
+            drv_rounds = rounds(cluster, "drvdb")
+            drvdb = (
+                bool(drv_runs)
+                and len(drv_rounds) >= DRVDB_ROUNDS
+                and drv_runs[0][4] is not None
+                and sum(1 for r in drv_rounds if r[1] > drv_runs[0][4]) >= 2
+            )
             return bool(crondb and otherdb and drvdb)
 
         while time.monotonic() - obs.scheduled_at < WAIT_S and not done():
+            assert driver.proc.poll() is None, "the driver exited:\n" + driver.log()[-4000:]
             time.sleep(1)
         obs.waited_s = time.monotonic() - obs.scheduled_at
-        time.sleep(2)  # let the driver and the feeder overlap the cron run a little longer
 
         feeder.stop_event.set()
         feeder.join(10)
-        obs.driver_health = _http_status(driver_port, "/healthz")
-        obs.driver_alive = driver.poll() is None
-        driver.send_signal(signal.SIGTERM)
-        try:
-            driver.wait(30)
-        except subprocess.TimeoutExpired:
-            driver.kill()
-            driver.wait()
-        log_file.close()
-        obs.driver_log = log_path.read_text(errors="replace")[-4000:]
+        obs.driver_health = _http_status(driver.port, "/healthz")
+        obs.driver_alive = driver.proc.poll() is None
+        driver.stop(signal.SIGTERM, timeout=30)
+        obs.driver_log = driver.log()[-4000:]
         obs.driver_window = (driver_started, cluster.sql("drvdb", "SELECT now()")[0][0])
         for db in ("crondb", "otherdb", "drvdb"):
             obs.runs[db] = cron_runs(cluster, db)
@@ -399,9 +379,8 @@ def observed(tmp_path_factory):
     finally:
         if feeder is not None:
             feeder.stop_event.set()
-        if driver is not None and driver.poll() is None:
-            driver.kill()
-            driver.wait()
+        if driver is not None:
+            driver.stop(signal.SIGKILL)
         cluster.stop()
 
 
@@ -426,13 +405,15 @@ def test_same_database_job_runs_and_clears_a_round(observed):
     assert new, "pg_cron ran but compute_auction_rounds has no new row"
     # the seeded market: two slots, bids 300/200/100 -> two winners at 100
     assert (new[0][2], new[0][3], new[0][4]) == (2, 2, 100)
-    assert_first_run_in_time(observed, ok)
+    assert_runs_after_scheduling(observed, ok)
 
 
-def assert_first_run_in_time(observed, ok_runs) -> None:
-    """pg_cron fires at the next minute boundary: the first run starts within about 70 s."""
-    first = (ok_runs[0][3] - observed.scheduled_db_at).total_seconds()
-    assert first < 75, f"first succeeded run {first:.0f}s after scheduling"
+def assert_runs_after_scheduling(observed, ok_runs) -> None:
+    """The job's runs were started by pg_cron after it was scheduled (not how soon: that is
+    pg_cron's minute boundary plus however loaded the machine is)."""
+    first = ok_runs[0][3]
+    assert first >= observed.scheduled_db_at, f"first succeeded run at {first}, scheduled at {observed.scheduled_db_at}"
+    assert all(r[4] is not None and r[4] >= r[3] for r in ok_runs), ok_runs
 
 
 def test_other_database_schedule_clearing_is_55000_with_the_exact_call_as_hint(observed):
@@ -464,7 +445,7 @@ def test_other_database_hinted_job_runs_and_clears_a_round(observed):
     new = observed.rounds["otherdb"][observed.rounds_before["otherdb"] :]
     assert new, "pg_cron ran but otherdb has no new round"
     assert (new[0][2], new[0][3], new[0][4]) == (2, 2, 10)
-    assert_first_run_in_time(observed, succeeded(runs))
+    assert_runs_after_scheduling(observed, succeeded(runs))
 
 
 def test_pg_cron_and_the_driver_never_clear_a_slot_twice(observed):
@@ -473,14 +454,14 @@ def test_pg_cron_and_the_driver_never_clear_a_slot_twice(observed):
     start, end = observed.driver_window
     during = [r for r in succeeded(runs) if start <= r[3] <= end]
     assert during, f"no succeeded pg_cron run in drvdb while the driver ran ({start}..{end}): {runs}"
-    assert_first_run_in_time(observed, succeeded(runs))
+    assert_runs_after_scheduling(observed, succeeded(runs))
     assert observed.driver_alive, observed.driver_log
     assert observed.driver_health == 200, observed.driver_log
     feeder = observed.feeder
     assert feeder.settled > 0 and feeder.placed > 0
     assert feeder.errors == [], feeder.errors[:5]
-    # many rounds, most by the driver, at least one by pg_cron
-    assert len(observed.rounds["drvdb"]) >= 10
+    # many rounds (the fixture waited for them), most by the driver, at least one by pg_cron
+    assert len(observed.rounds["drvdb"]) >= DRVDB_ROUNDS
 
     with cluster.connect("drvdb") as c:
         assert (
@@ -502,7 +483,7 @@ def test_pg_cron_and_the_driver_never_clear_a_slot_twice(observed):
             "  FROM compute_auction.compute_auction_clears ORDER BY slot_id, slot_started_at, round_id"
         ).fetchall()
         assert len(rows) > 3
-        for a, b in zip(rows, rows[1:]):
+        for a, b in itertools.pairwise(rows):
             if a[0] != b[0]:
                 continue
             assert a[2] != "assigned", f"slot {a[0]} cleared again while assigned: {a} then {b}"

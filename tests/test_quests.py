@@ -920,9 +920,17 @@ def test_price_to_win_is_the_bid_that_would_just_win(fresh_db_url, conn, bids, r
 def test_price_to_win_ignores_bids_past_their_ttl(fresh_db_url, conn):
     setup_market(conn, [100], [0, 0])
     open_account(conn, "late", 1000, kind="agent")
-    conn.execute("SELECT compute_auction.place_bid('late', 'late-task', 900, NULL, now() + interval '1 second')")
-    assert advice(conn)["price_to_win_now"] == 101  # two slots, two bids: beat the lower one
-    time.sleep(1.3)
+    # placed and priced in one transaction (one now()), so the bid is live however slow the machine
+    with conn.transaction():
+        conn.execute("SELECT compute_auction.place_bid('late', 'late-task', 900, NULL, now() + interval '1 second')")
+        assert advice(conn)["price_to_win_now"] == 101  # two slots, two bids: beat the lower one
+    # then wait for its TTL to pass on the server's clock (the deadline only detects a hang)
+    deadline = time.monotonic() + 60
+    while conn.execute(
+        "SELECT now() <= ttl_at FROM compute_auction.compute_auction_bids WHERE task_id = 'late-task'"
+    ).fetchone()[0]:
+        assert time.monotonic() < deadline, "the server clock did not pass the TTL"
+        time.sleep(0.1)
     # the 900 bid is still 'open' (nobody ran refund_unfilled) but no longer eligible
     assert conn.execute(
         "SELECT status FROM compute_auction.compute_auction_bids WHERE task_id = 'late-task'"

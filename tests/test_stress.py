@@ -1,5 +1,6 @@
-"""Load with faults: runs tests/stress/stress.py at its bounded default length (60 s; set
-CA_STRESS_SECONDS for a longer run) against a fresh database of the test cluster, with the
+"""Load with faults: runs tests/stress/stress.py at its bounded default length (60 s and then
+until clearing has made its --min-rounds, however slow the machine; set CA_STRESS_SECONDS for a
+longer run) against a fresh database of the test cluster, with the
 release driver clearing every second, the driver SIGKILLed and restarted, and PostgreSQL
 restarted once (fast shutdown). The program checks the invariants itself (see its docstring)
 and exits non-zero on any violation; this wrapper asserts its exit status and its summary.
@@ -47,7 +48,8 @@ def test_stress_with_faults(cluster, fresh_db_url, driver_bin, free_port, tmp_pa
         cmd += ["--seconds", str(seconds)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        stdout, stderr = proc.communicate(timeout=seconds + 600)
+        # stress.py's own hang limit is 5 x seconds + 300 (it waits for its rounds, however slow)
+        stdout, stderr = proc.communicate(timeout=5 * seconds + 900)
     except subprocess.TimeoutExpired:
         proc.terminate()  # SIGTERM: stress.py stops its threads and its driver
         stdout, stderr = proc.communicate(timeout=120)
@@ -79,5 +81,6 @@ def test_stress_with_faults(cluster, fresh_db_url, driver_bin, free_port, tmp_pa
     assert errors["connection (outside)"] == 0, errors
     documented = {"22023", "23505", "23514", "55000", "P0002", "40001"}
     assert {k for k in errors if k[:1].isalnum() and len(k) == 5} <= documented, errors
-    assert s["clearing"]["rounds_per_second"] >= 4, s["clearing"]
+    # clearing made progress under load: the run went on until it had its rounds (no rate asserted)
+    assert s["clearing"]["rounds"] >= s["clearing"]["min_rounds"] > 0, s["clearing"]
     assert s["clears"].get("settled", 0) > 0, s["clears"]

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """compute_auction under load with faults: a stress test that stops by itself.
 
-For --seconds (default 60), --clients (default 16) threads, each with its own connection,
+For --seconds (default 60; then on until clearing has made --min-rounds rounds, see below),
+--clients (default 16) threads, each with its own connection,
 run a random mix of place_bid (new), replace (place_bid on the thread's own open task),
 cancel_bid, deposit, withdraw, claim_slot, settle and abort_slot over --agents pre-opened
 accounts and --slots offered slots, while
@@ -39,7 +40,10 @@ At the end (with clients and driver stopped) it checks, and exits 1 if any check
   * a bid a client cancelled is 'cancelled' and never won;
   * no deadlock (SQLSTATE 40P01) was seen by any client, the clearing thread or the driver (its
     log), and pg_stat_database.deadlocks of the database did not grow;
-  * clearing kept >= --min-rounds-per-second (default 4) rounds per second over the run;
+  * clearing made progress under the load: the load phase runs for --seconds and then on until
+    the driver and the clearing thread have cleared --min-rounds (default 240) rounds, however
+    slow the machine is; only if that takes longer than --hang-seconds (default 5 x --seconds
+    + 300) is clearing reported as hung (no rate is asserted: a loaded machine is just slower);
   * every other error was a documented SQLSTATE (22023, 23505, 23514, 55000, P0002, 40001) or a
     connection error inside the PostgreSQL restart window;
   * the faults really happened and the driver was clearing again after them.
@@ -625,6 +629,17 @@ def connect_retry(url: str, timeout: float = 60.0) -> psycopg.Connection:
             time.sleep(0.3)
 
 
+def rounds_since(url: str, r0: int) -> int | None:
+    """Rounds cleared after round r0, or None while the database is unreachable (the restart)."""
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=3) as c:
+            return c.execute(
+                "SELECT count(*) FROM compute_auction.compute_auction_rounds WHERE round_id > %s", (r0,)
+            ).fetchone()[0]
+    except psycopg.Error:
+        return None
+
+
 def pct(xs: list[float], p: float) -> float:
     if not xs:
         return 0.0
@@ -938,7 +953,20 @@ def parse_args(argv=None):
         help="seconds after which the driver (and run_cycle) abort unsettled assignments with "
         "abort_stale, racing the clients' settles (default: the driver's 1 h)",
     )
-    p.add_argument("--min-rounds-per-second", type=float, default=4.0)
+    p.add_argument(
+        "--min-rounds",
+        type=int,
+        default=240,
+        help="rounds (driver + clearing thread) the load phase must reach: it runs for --seconds and "
+        "then on until this many have been cleared (default 240)",
+    )
+    p.add_argument(
+        "--hang-seconds",
+        type=float,
+        default=None,
+        help="clearing is reported hung if --min-rounds are not reached this long after the load "
+        "started (default 5 x --seconds + 300)",
+    )
     p.add_argument(
         "--simulate-doubt",
         type=float,
@@ -1059,6 +1087,16 @@ def run(args, cleanup: list) -> int:
     deadline = sh.t0 + args.seconds
     while time.monotonic() < deadline:
         time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+    # then on until clearing has made --min-rounds rounds, however long that takes
+    hang_at = sh.t0 + (args.hang_seconds if args.hang_seconds is not None else 5 * args.seconds + 300)
+    while (made := rounds_since(url, r0)) is None or made < args.min_rounds:
+        if time.monotonic() > hang_at:
+            violations.append(
+                f"clearing made only {made} of --min-rounds {args.min_rounds} rounds in "
+                f"{time.monotonic() - sh.t0:.0f} s (hung?)"
+            )
+            break
+        time.sleep(1.0)
     sh.stop.set()
     load_elapsed = time.monotonic() - sh.t0
     faults.join(timeout=150)
@@ -1115,13 +1153,12 @@ def run(args, cleanup: list) -> int:
     summary["clearing"] = {
         "rounds": rounds,
         "seconds": round(span, 2),
+        "min_rounds": args.min_rounds,
         "rounds_per_second": round(rps, 2),
         "slots_filled": int(filled),
         "min_5s_window_rounds_per_second": min(full_windows) if full_windows else None,
         "clearing_thread_rounds_ok": clearer.stats.ok["clear_round"] + clearer.stats.ok["run_cycle"],
     }
-    if rps < args.min_rounds_per_second:
-        violations.append(f"clearing kept only {rps:.2f} rounds/s (< {args.min_rounds_per_second})")
 
     check_everything(c, sh, clients, baseline, violations, summary)
     # the server's own count of deadlocks detected in this database (driver included)
