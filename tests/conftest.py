@@ -7,6 +7,8 @@ Fixtures
 - conn:          autocommit psycopg connection to that database
 - driver_bin:    path of the release driver binary
 - free_port:     a free TCP port on 127.0.0.1
+- market:        a helpers.Market client on `conn`; ten_bids (the acceptance scenario's book)
+                 and one_win (one slot won by alice's 300 against bob's 200) on top of it
 - drivers:       factory of running `compute-auction-driver serve` processes (Driver), all
                  stopped at teardown; Driver itself for fixtures of a wider scope
 Helpers: sqlstate_of(), snapshot(), assert_audit_clean(), wait_until(), http(), http_json(),
@@ -31,6 +33,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
+
+from helpers import FIVE_SLOTS, PLACING_ORDER, TEN_TTL, Market
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -271,6 +275,41 @@ def drivers(driver_bin, tmp_path):
     yield start
     for d in started:
         d.stop()
+
+
+# ------------------------------------------------------------ the auction's market --
+# (Market and the scenario's constants: tests/helpers.py)
+
+
+@pytest.fixture
+def market(conn) -> Market:
+    return Market(conn)
+
+
+@pytest.fixture
+def ten_bids(market):
+    """Ten agents with START tokens, one bid each (TTL t0+10min), and five idle slots."""
+    bids = {}  # price -> (bid_id, agent, task)
+    for price in PLACING_ORDER:
+        agent = market.account(f"agent-{price}")
+        task = f"task-{price}"
+        bids[price] = (market.bid(agent, task, price, ev=price / 1000, ttl=TEN_TTL), agent, task)
+    for s in FIVE_SLOTS:
+        market.offer(s)
+    return bids
+
+
+@pytest.fixture
+def one_win(market):
+    """One slot won by alice's bid (price 300) against bob's (200): clearing price 200."""
+    market.account("alice")
+    market.account("bob")
+    market.offer("s1")
+    a = market.bid("alice", "task-a", 300)
+    b = market.bid("bob", "task-b", 200)
+    rows = market.clear(1)
+    assert [(r["bid_id"], r["clearing_price_tokens"]) for r in rows] == [(a, 200)]
+    return {"winner": a, "loser": b, "slot": "s1"}
 
 
 def sqlstate_of(conn: psycopg.Connection, sql: str, params=None) -> str | None:
