@@ -90,7 +90,7 @@ class Bench:
             self.only = {"intake", "clearing", "read", "day", "diag"}
         self.r: dict = {
             "quick": self.quick,
-            "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "sizes": {
                 "intake_clients": self.intake_clients,
                 "intake_seconds": self.intake_seconds,
@@ -174,9 +174,7 @@ class Bench:
             "installed": str(src),
             "sha256": digest,
             "snapshot": str(dst),
-            "installed_at": dt.datetime.fromtimestamp(src.stat().st_mtime, dt.timezone.utc).isoformat(
-                timespec="seconds"
-            ),
+            "installed_at": dt.datetime.fromtimestamp(src.stat().st_mtime, dt.UTC).isoformat(timespec="seconds"),
         }
 
     def create_db(self, name: str, template: str | None = None) -> None:
@@ -479,7 +477,7 @@ INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT count(*) FROM b
         # Hold the driver's leader lock so its clearing loop stands by: the book must not change.
         holder = self.conn(db)
         holder.execute("SELECT pg_advisory_lock(%s, %s)", LEADER_LOCK)
-        logf = open(self.logs / "driver-read.log", "w")
+        logf = open(self.logs / "driver-read.log", "w")  # noqa: SIM115 - outlives the driver; closed in finally
         drv = subprocess.Popen(
             [
                 self.driver,
@@ -547,7 +545,7 @@ INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT count(*) FROM b
         want = {"agents": 1000, "quests": 100, "slots": SLOTS}
         http_port = self.port + 2
         log(f"a day: serve --interval 1s + simulate {want} for {self.day_seconds} s")
-        slog = open(self.logs / "driver-day.log", "w")
+        slog = open(self.logs / "driver-day.log", "w")  # noqa: SIM115 - outlives the driver; closed in finally
         serve = subprocess.Popen(
             [
                 self.driver,
@@ -1246,7 +1244,7 @@ INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT count(*) FROM b
             # the whole command, from bench/run's start (cluster set-up included); the report adds
             # the few seconds of writing it
             self.r["command_s"] = time.time() - int(os.environ["CA_BENCH_STARTED"])
-        self.r["finished_at"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        self.r["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         (self.out / "results.json").write_text(json.dumps(self.r, indent=1, default=str))
         log(f"measurements done in {self.r['total_s'] / 60:.1f} min; results in {self.out / 'results.json'}")
 

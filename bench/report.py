@@ -191,8 +191,9 @@ def write(r: dict, docs: Path) -> None:
     w("```")
     w("")
     w(f"- PostgreSQL: {m.get('pg_version')}")
+    dirty = " (extension/ or sql/ modified in the work tree)" if m.get("git_dirty") else ""
     w(
-        f"- code: commit `{m.get('git')}`{' (extension/ or sql/ modified in the work tree)' if m.get('git_dirty') else ''}, "
+        f"- code: commit `{m.get('git')}`{dirty}, "
         f"extension installed with `cargo pgrx install --release`; driver `{m.get('driver_version')}`; {m.get('wrk')}"
     )
     lib = r.get("library") or {}
@@ -325,7 +326,8 @@ def write(r: dict, docs: Path) -> None:
         f"has the extension's tables and indexes and {sz.get('intake_accounts', 0):,} funded accounts; the "
         f"alternatives then take turns in two chunks of {(sz.get('intake_seconds') or 0) // 2} s "
         "(A B C D A B C D, a `CHECKPOINT` before each chunk), so a burst of other work on this shared machine "
-        "hits all of them rather than one; the figure is the mean of the two chunks (each chunk is in the collapsed table "
+        "hits all of them rather than one; the figure is the mean of the two chunks (each chunk is in the collapsed "
+        "table "
         "below). The running order rotates from one client count to the next. Every transaction bids "
         "from a random account on a new task (`task-<client>-<random bigint>`), so no bid conflicts. "
         "Scripts: `bench/pgbench/*.sql`."
@@ -588,8 +590,9 @@ def write(r: dict, docs: Path) -> None:
         sp = fu.get("stale_plan") or {}
         if sp:
             seg = next(iter(sp.values()))["segment"]
+            calls = seg * len(next(iter(sp.values()))["ms_per_call"])
             w(
-                f"**Found: a generic plan kept from an empty book.** place_bid called {seg * len(next(iter(sp.values()))['ms_per_call']):,} "
+                f"**Found: a generic plan kept from an empty book.** place_bid called {calls:,} "
                 f"times on one connection while the book grows from empty, mean ms per call for each {seg:,} calls:"
             )
             w("")

@@ -64,13 +64,15 @@ CASES = [
     (f"SELECT compute_auction.place_bid('rich', '{LONG}', 10)", "22001"),
     ("SELECT compute_auction.place_bid('rich', 't', 9223372036854775807)", "23514"),
     (
-        "SELECT compute_auction.open_account('big', 'agent', 9223372036854775807), compute_auction.deposit('big', 1, 'r')",
+        "SELECT compute_auction.open_account('big', 'agent', 9223372036854775807), compute_auction.deposit('big', "
+        "1, 'r')",
         "22003",
     ),
     ("SELECT compute_auction.cancel_bid(NULL)", "22004"),
     ("SELECT compute_auction.cancel_bid(-1)", "P0002"),
     (
-        "SELECT compute_auction.cancel_bid((SELECT id FROM compute_auction.compute_auction_bids WHERE status = 'settled'))",
+        "SELECT compute_auction.cancel_bid((SELECT id FROM compute_auction.compute_auction_bids WHERE status "
+        "= 'settled'))",
         "55000",
     ),
     (
@@ -108,48 +110,58 @@ CASES = [
     ("SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '{}', 1)", "22023"),
     ("SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[1, 2]', 1)", "22023"),
     (
-        """SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": 5, "expected_value_usd": 1}]', 1)""",
+        """SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": 5, "expected_value_usd": """
+        """1}]', 1)""",
         "22023",
     ),
     ("""SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": "t"}]', 1)""", "22023"),
     (
-        """SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": "t", "expected_value_usd": -1}]', 1)""",
+        """SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": "t", "expected_value_usd": """
+        """-1}]', 1)""",
         "22023",
     ),
     (
-        """SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": "t", "expected_value_usd": 1e400}]', 1)""",
+        """SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": "t", "expected_value_usd": """
+        """1e400}]', 1)""",
         "22003",
     ),
     (
-        """SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": "t", "expected_value_usd": 1}]', 0)""",
+        """SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": "t", "expected_value_usd": """
+        """1}]', 0)""",
         "22023",
     ),
     (
-        """SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": "t", "expected_value_usd": 1}]', 'NaN')""",
+        """SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": "t", "expected_value_usd": """
+        """1}]', 'NaN')""",
         "22023",
     ),
     (
-        """SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": "t", "expected_value_usd": 1}]', 1, 1.5)""",
+        """SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": "t", "expected_value_usd": """
+        """1}]', 1, 1.5)""",
         "22023",
     ),
     (
-        """SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": "t", "expected_value_usd": 1}]', 1, 0)""",
+        """SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": "t", "expected_value_usd": """
+        """1}]', 1, 0)""",
         "22023",
     ),
     (
-        """SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": "t", "expected_value_usd": 1}, {"task_id": "t", "expected_value_usd": 2}]', 1)""",
+        """SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": "t", "expected_value_usd": """
+        """1}, {"task_id": "t", "expected_value_usd": 2}]', 1)""",
         "22023",
     ),
     (f"SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '{DEEP}', 1)", "22023"),
     (
-        'SELECT * FROM compute_auction.submit_bids_for_tasks(\'quest\', \'[{"task_id": "t", "expected_value_usd": 1\', 1)',
+        'SELECT * FROM compute_auction.submit_bids_for_tasks(\'quest\', \'[{"task_id": "t", "expected_value_usd": '
+        "1', 1)",
         "22P02",
     ),
     ("SELECT * FROM compute_auction.allocate_proportional(NULL, 10, '[]')", "22004"),
     ("SELECT * FROM compute_auction.allocate_proportional('2026-01-01', -1, '[]')", "22023"),
     ("SELECT * FROM compute_auction.allocate_proportional('2026-01-01', 10, '\"x\"')", "22023"),
     (
-        """SELECT * FROM compute_auction.allocate_proportional('2026-01-01', 10, '[{"quest_id": "q", "expected_value": -3}]')""",
+        """SELECT * FROM compute_auction.allocate_proportional('2026-01-01', """
+        """10, '[{"quest_id": "q", "expected_value": -3}]')""",
         "22023",
     ),
     (f"SELECT * FROM compute_auction.allocate_proportional('2026-01-01', 10, '{DEEP}')", "22023"),

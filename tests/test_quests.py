@@ -121,7 +121,7 @@ def test_prices_follow_the_formula_and_escrow_each_bid(conn):
     assert [r["task_id"] for r in rows] == [t["task_id"] for t in tasks], "one row per task, in input order"
     cap = 10**9 // len(tasks)
     total = 0
-    for r, ev in zip(rows, evs):
+    for r, ev in zip(rows, evs, strict=True):
         want = price(0.6, ev, 100.0, cap)
         assert want == math.floor(0.6 * ev * 100.0)  # far below the cap here
         assert r["max_price_tokens"] == want, (r, ev)
@@ -644,7 +644,7 @@ def test_many_awkward_splits_sum_to_the_budget_and_stay_within_one_token(conn):
             got = [r[1] for r in allocate(conn, "2025-03-03", budget, quests(*evs))]
             assert sum(got) == budget, (budget, evs, got)
             total = sum(evs)
-            for g, w in zip(got, evs):
+            for g, w in zip(got, evs, strict=True):
                 quota = Fraction(w * budget, total)
                 assert math.floor(quota) <= g <= math.ceil(quota), (budget, evs, got)
             assert got == hamilton(budget, evs), (budget, evs)

@@ -55,7 +55,8 @@ def test_agent_cannot_write_tables_directly(roles, conn):
     alice = roles["alice"]
     for sql in [
         "UPDATE compute_auction.token_accounts SET balance_tokens = 1000000000",
-        "INSERT INTO compute_auction.token_ledger (account_id, delta_balance, delta_held, entry_kind, balance_after, held_after) VALUES ('acct-alice', 5, 0, 'deposit', 5, 0)",
+        "INSERT INTO compute_auction.token_ledger (account_id, delta_balance, delta_held, entry_kind, balance_after, "
+        "held_after) VALUES ('acct-alice', 5, 0, 'deposit', 5, 0)",
         "DELETE FROM compute_auction.compute_auction_bids",
         "UPDATE compute_auction.compute_slots SET status = 'retired'",
         "SELECT nextval('compute_auction.compute_auction_bids_id_seq')",
@@ -80,7 +81,8 @@ def test_agent_cannot_call_operator_functions(roles, conn):
         "SELECT compute_auction.open_account('mine', 'agent', 1000000000)",
         "SELECT compute_auction.set_account_owner('acct-bob', current_user)",
         "SELECT * FROM compute_auction.refund_unfilled()",
-        "SELECT compute_auction.submit_bids_for_task_arrays('acct-alice', ARRAY['t'], ARRAY[1.0::float8], ARRAY[false], 1, 1, NULL)",
+        "SELECT compute_auction.submit_bids_for_task_arrays('acct-alice', ARRAY['t'], ARRAY[1.0::float8], "
+        "ARRAY[false], 1, 1, NULL)",
     ]:
         assert sqlstate_of(alice, sql) == "42501", sql
     assert conn.execute("SELECT balance_tokens FROM compute_auction.balance('acct-alice')").fetchone() == (1000,)
@@ -139,7 +141,8 @@ def test_pg_dump_keeps_the_market_and_restores_clean(cluster, conn, fresh_db, tm
             assert new_id > max_bid
             r.execute("SELECT compute_auction.offer_slot('s1', now() - interval '1 minute')")
             assert r.execute(
-                "SELECT bids_eligible FROM compute_auction.clear_round() CROSS JOIN LATERAL (SELECT bids_eligible FROM compute_auction.compute_auction_rounds ORDER BY round_id DESC LIMIT 1) x"
+                "SELECT bids_eligible FROM compute_auction.clear_round() CROSS JOIN LATERAL (SELECT bids_eligible "
+                "FROM compute_auction.compute_auction_rounds ORDER BY round_id DESC LIMIT 1) x"
             ).fetchone() == (2,)
             assert_audit_clean(r)
     finally:

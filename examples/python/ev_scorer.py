@@ -21,11 +21,12 @@ or import it:  `from ev_scorer import main; main(dsn, backlog=...)`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -93,10 +94,8 @@ def scored(tasks: Iterable[Task]) -> list[dict]:
 
 def ensure_wallet(conn: psycopg.Connection, quest_id: str, tokens: int) -> None:
     """Demo convenience: opens the quest's wallet with `tokens` if it does not exist yet."""
-    try:
+    with contextlib.suppress(psycopg.errors.UniqueViolation):  # it exists: keep its balance
         conn.execute("SELECT compute_auction.open_account(%s, 'quest', %s)", (quest_id, tokens))
-    except psycopg.errors.UniqueViolation:
-        pass  # it exists: keep its balance
 
 
 def submit_for_quest(

@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import datetime
 import itertools
 import json
@@ -162,29 +163,28 @@ class Driver:
 
     def start(self) -> None:
         self.generation += 1
-        log = open(self.log_path, "ab")
-        log.write(f"\n===== driver start #{self.generation} at {time.time():.3f} =====\n".encode())
-        log.flush()
-        env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"), NO_COLOR="1")
-        self.proc = subprocess.Popen(
-            [
-                self.binary,
-                "serve",
-                "--database-url",
-                self.url,
-                "--interval",
-                "1s",
-                "--listen",
-                f"127.0.0.1:{self.port}",
-                "--max-backoff",
-                "1s",
-                *self.extra,
-            ],
-            stdout=log,
-            stderr=log,
-            env=env,
-        )
-        log.close()
+        with open(self.log_path, "ab") as log:  # the driver keeps its own copy of the descriptor
+            log.write(f"\n===== driver start #{self.generation} at {time.time():.3f} =====\n".encode())
+            log.flush()
+            env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"), NO_COLOR="1")
+            self.proc = subprocess.Popen(
+                [
+                    self.binary,
+                    "serve",
+                    "--database-url",
+                    self.url,
+                    "--interval",
+                    "1s",
+                    "--listen",
+                    f"127.0.0.1:{self.port}",
+                    "--max-backoff",
+                    "1s",
+                    *self.extra,
+                ],
+                stdout=log,
+                stderr=log,
+                env=env,
+            )
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -213,10 +213,8 @@ class Driver:
         for line in text.splitlines():
             if line and not line.startswith("#"):
                 name, _, value = line.rpartition(" ")
-                try:
+                with contextlib.suppress(ValueError):
                     out[name] = float(value)
-                except ValueError:
-                    pass
         return out
 
     def wait_leader(self, timeout: float) -> bool:
@@ -306,10 +304,8 @@ class Worker(threading.Thread):
 
     def drop(self) -> None:
         if self.conn is not None:
-            try:
+            with contextlib.suppress(Exception):  # already broken
                 self.conn.close()
-            except Exception:  # noqa: BLE001 - already broken
-                pass
         self.conn = None
 
     def call(self, op: str, query: str, params=(), tx: bool = False):
@@ -706,7 +702,8 @@ def check_everything(
     settled = {
         (s, tag): (price, st)
         for s, tag, price, st in c.execute(
-            "SELECT slot_id, actual_cost_tokens, clearing_price_tokens, status FROM compute_auction.compute_auction_clears"
+            "SELECT slot_id, actual_cost_tokens, clearing_price_tokens, status FROM "
+            "compute_auction.compute_auction_clears"
             " WHERE slot_id LIKE %s AND actual_cost_tokens IS NOT NULL",
             (like,),
         )
@@ -766,7 +763,8 @@ def check_everything(
     if total != expected:
         violations.append(
             f"money: sum(balance+held) = {total}, clients' books say {expected} "
-            f"(= {baseline} + {books['deposit']} deposits - {books['withdraw']} withdrawals - {books['charge']} charges); "
+            f"(= {baseline} + {books['deposit']} deposits - {books['withdraw']} withdrawals - "
+            f"{books['charge']} charges); "
             f"off by {total - expected}; ledger net by kind: {kinds}"
         )
     # per account: the same books, with each settled clear charged to its winner
@@ -823,7 +821,7 @@ def check_everything(
         assigned = [r for r in rows if r[3] == "assigned"]
         if len(assigned) > 1:
             violations.append(f"slot {slot} has {len(assigned)} 'assigned' clears: rounds {[r[1] for r in assigned]}")
-        for prev, nxt in zip(rows, rows[1:]):
+        for prev, nxt in itertools.pairwise(rows):
             if prev[5] is None or nxt[4] < prev[5]:
                 overlaps += 1
                 if overlaps <= 10:
@@ -1006,10 +1004,8 @@ def main(argv=None) -> int:
         return run(args, cleanup)
     finally:  # also on errors and ^C: stop the threads and never leave a driver behind
         for f in reversed(cleanup):
-            try:
+            with contextlib.suppress(Exception):
                 f()
-            except Exception:  # noqa: BLE001
-                pass
 
 
 def run(args, cleanup: list) -> int:
@@ -1143,7 +1139,8 @@ def run(args, cleanup: list) -> int:
     ).fetchone()
     span = (server_t1 - server_t0).total_seconds()
     windows = c.execute(
-        "SELECT floor(extract(epoch FROM cleared_at - %s) / 5)::int AS w, count(*) FROM compute_auction.compute_auction_rounds"
+        "SELECT floor(extract(epoch FROM cleared_at - %s) / 5)::int AS w, count(*) FROM "
+        "compute_auction.compute_auction_rounds"
         " WHERE round_id > %s AND cleared_at BETWEEN %s AND %s GROUP BY 1 ORDER BY 1",
         (server_t0, r0, server_t0, server_t1),
     ).fetchall()
@@ -1257,7 +1254,7 @@ def run(args, cleanup: list) -> int:
 def print_summary(s: dict) -> None:
     o, cl = s["operations"], s["clearing"]
     print(
-        f"\nfaults: "
+        "\nfaults: "
         + "; ".join(
             f"{e['event']} at {e['at_s']} s" + (f" ({e['took_s']} s)" if "took_s" in e else "") for e in s["faults"]
         )
@@ -1279,7 +1276,8 @@ def print_summary(s: dict) -> None:
     b = s.get("books", {})
     print(
         f"books: sum(balance+held) = {b.get('actual_total')}, clients' books = {b.get('expected_total')} "
-        f"(after setup {b.get('total_after_setup')} + deposits {b.get('deposits')} - withdrawals {b.get('withdrawals')} "
+        f"(after setup {b.get('total_after_setup')} + deposits {b.get('deposits')} - withdrawals "
+        f"{b.get('withdrawals')} "
         f"- charges {b.get('charges')})"
     )
     print(f"clears: {s.get('clears')}; bids: {s.get('bids')}; audit rows: {len(s.get('audit_rows', []))}")
