@@ -18,7 +18,7 @@ import threading
 import psycopg
 import pytest
 
-from conftest import assert_audit_clean
+from conftest import assert_audit_clean, wait_until
 from helpers import (
     CANCEL,
     CLEAR,
@@ -384,10 +384,23 @@ def test_concurrent_clear_rounds_never_fill_a_slot_twice(fresh_db_url, market, o
 
         t = threading.Thread(target=second_round)
         t.start()
-        t.join(1.5)
+        # the second round waits on a lock the first holds: seen in pg_stat_activity (its wait),
+        # not guessed from a sleep; the deadline only detects a hang
+        wait_until(
+            lambda: (
+                market.value(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock' AND query LIKE '%clear_round%'"
+                )
+                == 1
+                or not t.is_alive()
+            ),
+            60,
+            what="the second clear_round to wait on the first's lock",
+        )
         assert t.is_alive(), "the second clear_round did not wait for the first"
         first.commit()
-    t.join(30)
+    t.join(60)
     assert not t.is_alive()
     assert result["rows"] == []
     assert [c["status"] for c in market.clears()].count("assigned") == 1
@@ -398,8 +411,8 @@ def test_listen_notifies_after_a_round_with_winners(fresh_db_url, market, ten_bi
     with psycopg.connect(fresh_db_url, autocommit=True) as listener:
         listener.execute("LISTEN compute_auction_cleared")
         rows = market.clear(1)
-        notes = list(listener.notifies(timeout=10, stop_after=1))
-    assert len(notes) == 1, "no notification within 10 s"
+        notes = list(listener.notifies(timeout=60, stop_after=1))  # the timeout only detects a hang
+    assert len(notes) == 1, "no notification within 60 s"
     assert notes[0].channel == "compute_auction_cleared"
     payload = json.loads(notes[0].payload)
     (rnd,) = market.rounds()
