@@ -1,0 +1,80 @@
+-- compute_auction 0.1.0 -> 0.2.0: run by ALTER EXTENSION compute_auction UPDATE TO '0.2.0',
+-- in one transaction (any error leaves the database at 0.1.0, untouched).
+--
+-- Every schema change of the 0.2.0 round goes into this one file, in the numbered sections
+-- below; tests/test_upgrade.py checks that the result equals a fresh 0.2.0 install, and the
+-- schema gate (tests/schema/) fails any change to the install scripts made without it.
+-- PostgreSQL does not substitute MODULE_PATHNAME here (0.2.0's control file has none): name the
+-- library, 'compute_auction-0.2.0', in every CREATE FUNCTION ... LANGUAGE c of this file.
+-- Everything is schema-qualified; the script runs with search_path = compute_auction.
+\echo Use "ALTER EXTENSION compute_auction UPDATE TO '0.2.0'" to load this file. \quit
+
+---------------------------------------------------------------------------------------------
+-- 1. Re-point every C function from 0.1.0's library ($libdir/compute_auction.so) to 0.2.0's
+--    (compute_auction-0.2.0.so, found through dynamic_library_path like a fresh install's).
+--    Each function is re-created by CREATE OR REPLACE FUNCTION from its own definition as
+--    pg_get_functiondef prints it, with only the library literal changed: the signature,
+--    defaults, volatility, SECURITY DEFINER, SET search_path, the symbol and, because the
+--    function keeps its OID, its owner, grants, comment and extension membership all stay.
+--    PostgreSQL checks that each symbol exists in the new library, so a missing one fails the
+--    upgrade here rather than at the first call. Functions that later sections create with
+--    their 0.2.0 definitions already name the new library and are not touched.
+---------------------------------------------------------------------------------------------
+DO $repoint$
+DECLARE
+    old_as constant text := E'\nAS ''$libdir/compute_auction'', ';
+    new_as constant text := E'\nAS ''compute_auction-0.2.0'', ';
+    fn     pg_catalog.oid;
+    def    text;
+BEGIN
+    FOR fn IN
+        SELECT p.oid
+          FROM pg_catalog.pg_depend d
+          JOIN pg_catalog.pg_proc p ON p.oid = d.objid
+         WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+           AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass
+           AND d.refobjid = (SELECT e.oid FROM pg_catalog.pg_extension e
+                              WHERE e.extname = 'compute_auction')
+           AND d.deptype = 'e'
+           AND p.probin = '$libdir/compute_auction'
+         ORDER BY p.oid
+    LOOP
+        def := pg_catalog.pg_get_functiondef(fn);
+        IF pg_catalog.strpos(def, old_as) = 0 THEN
+            RAISE EXCEPTION 'compute_auction upgrade: unexpected definition of %', fn::pg_catalog.regprocedure;
+        END IF;
+        EXECUTE pg_catalog.replace(def, old_as, new_as);
+    END LOOP;
+END
+$repoint$;
+
+---------------------------------------------------------------------------------------------
+-- 2. Schema changes of the 0.2.0 round, one subsection per issue, in the order they land.
+--    A function that is dropped and re-created here loses its grants: re-grant them here (to
+--    the documented roles, when they exist) or say in README "Upgrading" what to re-run.
+---------------------------------------------------------------------------------------------
+
+-- (none yet)
+
+---------------------------------------------------------------------------------------------
+-- 3. Checks, last: no function of the extension is left on another release's library.
+---------------------------------------------------------------------------------------------
+DO $check$
+DECLARE
+    stale text;
+BEGIN
+    SELECT pg_catalog.string_agg(p.oid::pg_catalog.regprocedure::text, ', ') INTO stale
+      FROM pg_catalog.pg_depend d
+      JOIN pg_catalog.pg_proc p ON p.oid = d.objid
+     WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+       AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass
+       AND d.refobjid = (SELECT e.oid FROM pg_catalog.pg_extension e
+                          WHERE e.extname = 'compute_auction')
+       AND d.deptype = 'e'
+       AND p.probin IS NOT NULL
+       AND p.probin <> 'compute_auction-0.2.0';
+    IF stale IS NOT NULL THEN
+        RAISE EXCEPTION 'compute_auction upgrade: functions still on another library: %', stale;
+    END IF;
+END
+$check$;
