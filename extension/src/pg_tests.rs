@@ -249,3 +249,101 @@ fn price_to_win_and_run_cycle() {
 fn schedule_clearing_without_pg_cron() {
     Spi::run("SELECT compute_auction.schedule_clearing()").unwrap();
 }
+
+// ---- spi::in_subtransaction (issue 10) --------------------------------------------------------
+// clear_round's lock retry is the only caller, and once no cycle function waits on a row lock
+// there is no easy way to raise inside it from SQL; these tests raise inside it directly.
+
+/// What in_subtransaction must hand back to its caller: the transaction nesting level, memory
+/// context and resource owner it was called with.
+fn session_state() -> (i32, usize, usize) {
+    // SAFETY: plain reads of backend globals.
+    unsafe {
+        (
+            pg_sys::GetCurrentTransactionNestLevel(),
+            pg_sys::CurrentMemoryContext as usize,
+            pg_sys::CurrentResourceOwner as usize,
+        )
+    }
+}
+
+fn advisory_locks_held() -> i64 {
+    one::<i64>("SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory'").unwrap()
+}
+
+fn ledger_rows() -> i64 {
+    one::<i64>("SELECT count(*) FROM compute_auction.token_ledger").unwrap()
+}
+
+/// Writes (a deposit), takes an advisory lock, then fails with `fail` inside in_subtransaction;
+/// returns the SQLSTATE the caller caught.
+fn fail_inside_subtransaction(fail: fn(&mut pgrx::spi::SpiClient<'_>)) -> PgSqlErrorCode {
+    PgTryBuilder::new(|| {
+        crate::spi::with(|c| {
+            crate::spi::in_subtransaction(|| {
+                crate::spi::run(c, "SELECT compute_auction.deposit('sub1', 50, 'inside')", &[]);
+                crate::spi::run(c, "SELECT pg_catalog.pg_advisory_xact_lock(7, 7)", &[]);
+                fail(c);
+                (true, ())
+            })
+        });
+        PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION
+    })
+    .catch_others(|e| match e {
+        pg_sys::panic::CaughtError::PostgresError(r) | pg_sys::panic::CaughtError::ErrorReport(r) => {
+            r.sql_error_code()
+        }
+        pg_sys::panic::CaughtError::RustPanic { ereport, .. } => ereport.sql_error_code(),
+    })
+    .execute()
+}
+
+fn assert_subtransaction_undone_after(fail: fn(&mut pgrx::spi::SpiClient<'_>), code: PgSqlErrorCode) {
+    Spi::run("SELECT compute_auction.open_account('sub1', 'agent', 100)").unwrap();
+    let before = session_state();
+    let rows = ledger_rows();
+    assert_eq!(fail_inside_subtransaction(fail), code, "the original error is re-thrown");
+    assert_eq!(session_state(), before, "nesting level, memory context and resource owner are restored");
+    // everything the subtransaction did is gone, and the session works on
+    assert_eq!(one::<i64>("SELECT balance_tokens FROM compute_auction.balance('sub1')"), Some(100));
+    assert_eq!(ledger_rows(), rows);
+    assert_eq!(advisory_locks_held(), 0);
+    assert_eq!(one::<i64>("SELECT compute_auction.deposit('sub1', 1, 'after')"), Some(101));
+    audit_clean();
+}
+
+#[pg_test]
+fn postgres_error_inside_subtransaction_rolls_it_back_and_rethrows() {
+    assert_subtransaction_undone_after(
+        |c| {
+            crate::spi::run(c, "SELECT 1 / 0", &[]);
+        },
+        PgSqlErrorCode::ERRCODE_DIVISION_BY_ZERO,
+    );
+}
+
+#[pg_test]
+fn extension_raise_inside_subtransaction_rolls_it_back_and_rethrows() {
+    assert_subtransaction_undone_after(
+        |_| crate::errors::raise(PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE, "raised inside", None),
+        PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
+    );
+}
+
+#[pg_test]
+fn in_subtransaction_keeps_or_discards_its_work_as_told() {
+    Spi::run("SELECT compute_auction.open_account('sub2', 'agent', 100)").unwrap();
+    let before = session_state();
+    for (keep, want) in [(false, 100), (true, 150)] {
+        let got = crate::spi::with(|c| {
+            crate::spi::in_subtransaction(|| {
+                crate::spi::run(c, "SELECT compute_auction.deposit('sub2', 50, 'inside')", &[]);
+                (keep, 42)
+            })
+        });
+        assert_eq!(got, 42);
+        assert_eq!(session_state(), before);
+        assert_eq!(one::<i64>("SELECT balance_tokens FROM compute_auction.balance('sub2')"), Some(want));
+    }
+    audit_clean();
+}

@@ -4,12 +4,14 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 
 use pgrx::datum::DatumWithOid;
-use pgrx::pg_sys::PgOid;
+use pgrx::pg_sys::{self, PgOid};
 use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiTupleTable};
+use pgrx::PgTryBuilder;
 
 use crate::errors::internal;
 
@@ -131,24 +133,45 @@ pub fn get_req<T: FromDatum + IntoDatum>(t: &SpiTupleTable<'_>, ordinal: usize) 
 /// Runs `f` in an internal subtransaction (like a PL/pgSQL block with an EXCEPTION clause).
 /// When `f` returns `(true, v)` the subtransaction is released into the parent, keeping its row
 /// locks; with `(false, v)` it is rolled back, which releases every row lock taken inside it.
-/// `f` must not keep SPI tuple tables past its return. An ERROR inside `f` aborts the whole
-/// transaction as usual.
+/// `f` must not keep SPI tuple tables past its return.
+///
+/// When an ERROR is raised inside `f` (a lock or statement timeout, a cancel, a deadlock, or the
+/// extension's own `raise`), the subtransaction is rolled back, the caller's memory context and
+/// resource owner are restored, and the same ERROR is re-thrown, as PL/pgSQL's
+/// `exec_stmt_block` does. The caller's transaction then aborts (or its own EXCEPTION block
+/// catches the error) at the level it started: nothing of the subtransaction is left behind.
 pub fn in_subtransaction<R>(f: impl FnOnce() -> (bool, R)) -> R {
-    // SAFETY: the same sequence PL/pgSQL's exec_stmt_block uses; we restore the memory
-    // context and resource owner the subtransaction switched.
+    // SAFETY: the same sequence PL/pgSQL's exec_stmt_block uses: remember the caller's memory
+    // context and resource owner, begin, and on every way out (release, rollback, or ERROR)
+    // end the subtransaction and restore both.
+    let (ctx, owner) = unsafe { (pg_sys::CurrentMemoryContext, pg_sys::CurrentResourceOwner) };
     unsafe {
-        let ctx = pgrx::pg_sys::CurrentMemoryContext;
-        let owner = pgrx::pg_sys::CurrentResourceOwner;
-        pgrx::pg_sys::BeginInternalSubTransaction(std::ptr::null());
-        pgrx::pg_sys::MemoryContextSwitchTo(ctx);
-        let (keep, r) = f();
-        if keep {
-            pgrx::pg_sys::ReleaseCurrentSubTransaction();
-        } else {
-            pgrx::pg_sys::RollbackAndReleaseCurrentSubTransaction();
-        }
-        pgrx::pg_sys::MemoryContextSwitchTo(ctx);
-        pgrx::pg_sys::CurrentResourceOwner = owner;
-        r
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        pg_sys::MemoryContextSwitchTo(ctx);
     }
+    let restore = move || unsafe {
+        pg_sys::MemoryContextSwitchTo(ctx);
+        pg_sys::CurrentResourceOwner = owner;
+    };
+    // `f`'s captures are dropped on unwind and never observed half-updated afterwards.
+    let body = AssertUnwindSafe(f);
+    let (keep, r) = PgTryBuilder::new(move || body())
+        .catch_others(move |error| {
+            // SAFETY: we are still inside the subtransaction begun above: the ERROR raised in it
+            // was caught, and its error state flushed, at pgrx's FFI boundary.
+            unsafe { pg_sys::RollbackAndReleaseCurrentSubTransaction() };
+            restore();
+            error.rethrow()
+        })
+        .execute();
+    // SAFETY: `f` returned normally, so its subtransaction is still the current one.
+    unsafe {
+        if keep {
+            pg_sys::ReleaseCurrentSubTransaction();
+        } else {
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
+        }
+    }
+    restore();
+    r
 }
