@@ -323,47 +323,37 @@ def sqlstate_of(conn: psycopg.Connection, sql: str, params=None) -> str | None:
     return None
 
 
-# Every table of the extension (pg_depend deptype 'e'), and every sequence that is a member of
-# the extension or owned by a column of one of its tables (bigserial), read from the catalog so
-# that a new table is covered without touching this file.
-EXTENSION_RELATIONS = """
-WITH members AS (
-    SELECT c.oid, c.relkind
-      FROM pg_depend d
-      JOIN pg_extension e ON e.oid = d.refobjid
-      JOIN pg_class c ON c.oid = d.objid
-     WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_extension'::regclass
-       AND d.deptype = 'e' AND e.extname = 'compute_auction'
-), owned_sequences AS (
-    SELECT s.oid, s.relkind
-      FROM pg_depend d
-      JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
-      JOIN members m ON m.oid = d.refobjid AND m.relkind IN ('r', 'p')
-     WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
-)
-SELECT DISTINCT format('%I.%I', n.nspname, c.relname), c.relkind::text
-  FROM (SELECT * FROM members UNION SELECT * FROM owned_sequences) r
-  JOIN pg_class c ON c.oid = r.oid
+# Every table of the extension: pg_depend deptype 'e' on pg_extension compute_auction, relkind
+# 'r' or 'p', read from the catalog so that a new table is covered without touching this file.
+# Sequences are left out on purpose: nextval() is not rolled back with its transaction, so a
+# call that failed after an INSERT (open_account + a failing deposit in one statement, a unique
+# violation) moves a sequence while changing nothing else; asserting their positions would
+# assert something PostgreSQL does not promise.
+EXTENSION_TABLES = """
+SELECT c.relname::text, format('%I.%I', n.nspname, c.relname)
+  FROM pg_depend d
+  JOIN pg_extension e ON e.oid = d.refobjid
+  JOIN pg_class c ON c.oid = d.objid
   JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE c.relkind IN ('r', 'p', 'S')
+ WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_extension'::regclass
+   AND d.deptype = 'e' AND e.extname = 'compute_auction' AND c.relkind IN ('r', 'p')
  ORDER BY 1
 """
 
 
-def extension_relations(conn: psycopg.Connection) -> list[tuple[str, str]]:
-    """(qualified name, relkind) of the extension's tables ('r', 'p') and sequences ('S'), sorted."""
-    return [tuple(r) for r in conn.execute(EXTENSION_RELATIONS).fetchall()]
+def extension_tables(conn: psycopg.Connection) -> list[tuple[str, str]]:
+    """(name, schema-qualified name) of each of the extension's tables, sorted."""
+    return [(r[0], r[1]) for r in conn.execute(EXTENSION_TABLES).fetchall()]
 
 
 def snapshot(conn: psycopg.Connection) -> dict:
-    """Every row of every extension table (sorted), plus sequence positions: compare before/after."""
+    """Every row of every extension table, keyed by table name (each table's rows sorted, so the
+    snapshot does not depend on physical order): compare before/after. Not sequences: see
+    EXTENSION_TABLES."""
     snap = {}
-    for name, kind in extension_relations(conn):
-        if kind == "S":
-            snap[name] = conn.execute(f"SELECT last_value, is_called FROM {name}").fetchone()
-        else:
-            rows = conn.execute(f"SELECT to_jsonb(x)::text FROM {name} x").fetchall()
-            snap[name] = sorted(r[0] for r in rows)
+    for name, qualified in extension_tables(conn):
+        rows = conn.execute(f"SELECT to_jsonb(x)::text FROM {qualified} x").fetchall()
+        snap[name] = sorted(r[0] for r in rows)
     assert snap, "no compute_auction tables in this database (is the extension installed?)"
     return snap
 
