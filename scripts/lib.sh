@@ -89,10 +89,78 @@ quietly() {
   fi
 }
 
-# Build and install the extension (release) into the server named by pgrx.toml.
+# Build and install the extension (release) into the server named by pgrx.toml: the primary
+# control file compute_auction.control, the versioned library compute_auction-<version>.so, the
+# install script compute_auction--<version>.sql and the upgrade scripts sql/compute_auction--A--B.sql.
+# Other releases' libraries have other names, so they stay installed beside it.
 install_extension() {
   log "building and installing the compute_auction extension (release)"
   (cd "$CA_ROOT/extension" && quietly cargo pgrx install --release --pg-config "$PG_CONFIG")
+}
+
+# The earlier releases the upgrade test starts from (tests/test_upgrade.py): "VERSION COMMIT".
+CA_OLD_RELEASES=("0.1.0 0a1e601")
+
+# install_file SRC DEST: copies SRC to DEST unless DEST already has the same bytes. A changed
+# file is written beside DEST and renamed over it, so a backend that has the old library mapped
+# keeps its (unlinked) copy instead of seeing it change under it.
+install_file() {
+  local src="$1" dest="$2"
+  cmp -s "$src" "$dest" && return 0
+  cp "$src" "$dest.tmp.$$"
+  chmod 644 "$dest.tmp.$$"
+  mv -f "$dest.tmp.$$" "$dest"
+}
+
+# install_old_release VERSION COMMIT: builds release VERSION of the extension from COMMIT, once
+# (cached in target/releases/VERSION-<sha>/, keyed by the commit), and installs its library and
+# install script next to the current release's, with its secondary control file
+# sql/compute_auction--VERSION.control when there is one (0.1.0 needs it: its install script
+# says MODULE_PATHNAME); never its primary control file, which would change the
+# default version. The build is a detached git worktree under target/worktrees/ that shares the
+# workspace's CARGO_TARGET_DIR, so the dependencies are reused; `cargo pgrx package` writes into
+# the cache, not into PostgreSQL's directories.
+install_old_release() {
+  local version="$1" commit="$2" sha
+  sha="$(git -C "$CA_ROOT" rev-parse -q --verify "${commit}^{commit}" 2>/dev/null)" ||
+    die "commit $commit (compute_auction $version) is not in this clone; the upgrade test builds it: clone with full history (git fetch --unshallow)"
+  local cache="$CA_ROOT/target/releases/$version-$sha"
+  local pkglibdir extdir
+  pkglibdir="$("$PG_CONFIG" --pkglibdir)"
+  extdir="$("$PG_CONFIG" --sharedir)/extension"
+  if [ ! -f "$cache/complete" ]; then
+    log "building compute_auction $version from ${sha:0:7} (once: cached in ${cache#"$CA_ROOT"/})"
+    local wt="$CA_ROOT/target/worktrees/$version-$sha" out="$cache.partial"
+    git -C "$CA_ROOT" worktree remove --force "$wt" >/dev/null 2>&1 || true
+    rm -rf "$wt" "$out"
+    git -C "$CA_ROOT" worktree prune
+    git -C "$CA_ROOT" worktree add --detach -q "$wt" "$sha"
+    (cd "$wt/extension" && CARGO_TARGET_DIR="$CA_ROOT/target" \
+      quietly cargo pgrx package --pg-config "$PG_CONFIG" --out-dir "$out")
+    mkdir -p "$cache/lib" "$cache/extension"
+    # its library (compute_auction.so for 0.1.0, compute_auction-VERSION.so from 0.2.0 on) and
+    # its install script; not its control file, not the upgrade scripts it shipped
+    cp "$out$pkglibdir"/compute_auction*.so "$cache/lib/"
+    cp "$out$extdir/compute_auction--$version.sql" "$cache/extension/"
+    rm -rf "$out"
+    git -C "$CA_ROOT" worktree remove --force "$wt"
+    touch "$cache/complete"
+  fi
+  log "installing compute_auction $version beside the current release (library, install script, secondary control file)"
+  local f
+  for f in "$cache"/lib/*.so; do install_file "$f" "$pkglibdir/$(basename "$f")"; done
+  install_file "$cache/extension/compute_auction--$version.sql" "$extdir/compute_auction--$version.sql"
+  if [ -f "$CA_ROOT/sql/compute_auction--$version.control" ]; then
+    install_file "$CA_ROOT/sql/compute_auction--$version.control" "$extdir/compute_auction--$version.control"
+  fi
+}
+
+install_old_releases() {
+  local r
+  for r in "${CA_OLD_RELEASES[@]}"; do
+    # shellcheck disable=SC2086 # "VERSION COMMIT" splits into two arguments
+    install_old_release $r
+  done
 }
 
 build_driver() {

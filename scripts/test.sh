@@ -4,7 +4,8 @@
 #   1b. the gate, failing fast: cargo fmt --check, cargo clippy -D warnings, ruff check/format
 #   2. pure Rust tests: the market rules' unit and property tests, the driver's unit tests
 #   3. #[pg_test] unit tests of the extension (cargo pgrx test, its own throw-away cluster)
-#   4. builds and installs the release extension and driver
+#   4. builds and installs the release extension and driver, and the earlier releases the
+#      upgrade test starts from (0.1.0, built from its commit once and cached under target/)
 #   5. starts a fresh private cluster and runs the Python integration suite (tests/) against it
 # Extra arguments are passed to pytest (e.g. scripts/test.sh -k ledger -x).
 source "$(dirname "$0")/lib.sh"
@@ -30,6 +31,8 @@ rm -rf "$pgrx_data"; mkdir -p "$pgrx_data"; chown "$PG_RUNAS" "$pgrx_data"
 rm -rf "$pgrx_data"
 
 install_extension
+# 0.1.0 beside it, for the upgrade test (tests/test_upgrade.py); built once, then cached
+install_old_releases
 build_driver
 
 test_data="$CA_ROOT/$(conf cluster.test_data_dir)"
