@@ -75,6 +75,17 @@ def _mapped_files(conn) -> str:
         return f.read()
 
 
+def _sql_api(conn) -> dict[str, str]:
+    """Every function's signature (with its argument names and defaults) and result."""
+    rows = conn.execute(
+        """SELECT p.oid::regprocedure::text,
+                  pg_get_function_arguments(p.oid) || ' -> ' || pg_get_function_result(p.oid)
+             FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+            WHERE n.nspname = 'compute_auction'"""
+    ).fetchall()
+    return dict(rows)
+
+
 def _version(conn) -> str:
     return conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'compute_auction'").fetchone()[0]
 
@@ -184,6 +195,7 @@ def upgraded(cluster):
             before = SimpleNamespace(
                 version=_version(su),
                 libraries=_c_functions(su),
+                api=_sql_api(su),
                 tables={t: rows_of(su, t) for t in table_names(su)},
                 sequences=sequence_positions(su),
                 privileges={r: privileges_of(su, r) for r in (agent_role, operator_role)},
@@ -205,6 +217,7 @@ def upgraded(cluster):
             after = SimpleNamespace(
                 version=_version(su),
                 libraries=_c_functions(su),
+                api=_sql_api(su),
                 tables={t: rows_of(su, t) for t in table_names(su)},
                 sequences=sequence_positions(su),
                 privileges={r: privileges_of(su, r) for r in (agent_role, operator_role)},
@@ -263,6 +276,13 @@ def test_every_row_survives_the_upgrade(upgraded):
             assert {k for r in new_rows for k in r} == {k for r in old_rows for k in r}, table
     assert sum(len(rows) for rows in before.values()) > 40  # the market has history to lose
     assert upgraded.after.sequences == upgraded.before.sequences
+
+
+def test_the_0_1_0_sql_api_is_kept(upgraded):
+    # what lets a 0.1.0 driver run against a 0.2.0 database during a rolling upgrade (README)
+    before, after = upgraded.before.api, upgraded.after.api
+    changed = {f: (sig, after.get(f)) for f, sig in before.items() if after.get(f) != sig}
+    assert changed == {}, f"0.1.0 functions changed or gone: {changed}"
 
 
 def test_login_roles_keep_exactly_their_privileges(upgraded):
