@@ -176,10 +176,10 @@ def test_rounds_fill_slots_and_report_price(drivers, fresh_db_url, conn, free_po
 
 
 def test_two_drivers_never_both_clear(drivers, driver_bin, fresh_db_url, tmp_path):
+    started = time.monotonic()  # before either driver can clear
     a = drivers(fresh_db_url)
     b = drivers(fresh_db_url)
     # a workload, so that there is something to double-assign if election failed
-    started = time.monotonic()
     sim_log = open(tmp_path / "sim.log", "wb")  # noqa: SIM115 - closed in the finally below
     sim = subprocess.Popen(
         [
