@@ -50,8 +50,16 @@ $repoint$;
 
 ---------------------------------------------------------------------------------------------
 -- 2. Schema changes of the 0.2.0 round, one subsection per issue, in the order they land.
---    A function that is dropped and re-created here loses its grants: re-grant them here (to
---    the documented roles, when they exist) or say in README "Upgrading" what to re-run.
+--    - A new column goes at the END of its CREATE TABLE in schema.sql, as ALTER TABLE ADD
+--      COLUMN puts it there (the parity check compares column order), with the default that
+--      existing rows get; list it in NEW_COLUMNS in tests/test_upgrade.py.
+--    - A new table, sequence or function: also its REVOKE ... FROM PUBLIC (finalize.sql does
+--      that for a fresh install) and its pg_extension_config_dump for data tables.
+--    - A new Rust function: CREATE FUNCTION ... AS 'compute_auction-0.2.0', '<name>_wrapper',
+--      as in the generated install script (cargo pgrx schema, or the installed
+--      compute_auction--0.2.0.sql).
+--    - A function that is dropped and re-created here loses its grants: re-grant them here (to
+--      the documented roles, when they exist) or say in README "Upgrading" what to re-run.
 ---------------------------------------------------------------------------------------------
 
 -- (none yet)
