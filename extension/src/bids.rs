@@ -133,13 +133,13 @@ pub fn place(
 
     let (id, what) = match existing {
         None => {
-            let args: [DatumWithOid; 5] = [bidder.into(), task.into(), price.into(), ev.into(), ttl.into()];
+            let args: [DatumWithOid<'_>; 5] = [bidder.into(), task.into(), price.into(), ev.into(), ttl.into()];
             let id = spi::first::<i64>(spi::run(c, INSERT_BID, &args), 1)
                 .unwrap_or_else(|| errors::internal("insert bid returned nothing"));
             (id, Placed::New)
         }
         Some((id, ..)) => {
-            let args: [DatumWithOid; 4] = [id.into(), price.into(), ev.into(), ttl.into()];
+            let args: [DatumWithOid<'_>; 4] = [id.into(), price.into(), ev.into(), ttl.into()];
             spi::run(c, REPLACE_BID, &args);
             (id, Placed::Replaced)
         }

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 use compute_auction_core::clearing::{self as rule, RunnerUpReason, Slot};
-use compute_auction_core::validate;
+use compute_auction_core::{tokens, validate};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -116,12 +116,12 @@ fn lock_book(c: &mut SpiClient<'_>, now: TimestampWithTimeZone) -> (Vec<Slot>, V
     if slots.is_empty() {
         return (slots, Vec::new());
     }
-    let want = slots.len() as i64 + 1;
+    let want = tokens::count(slots.len()) + 1;
     for _ in 0..MAX_LOCK_ATTEMPTS {
         let stable = spi::in_subtransaction(|| {
-            let args: [DatumWithOid; 2] = [now.into(), want.into()];
+            let args: [DatumWithOid<'_>; 2] = [now.into(), want.into()];
             let locked: HashSet<i64> = spi::run(c, LOCK_BIDS, &args).map(|r| spi::req::<i64>(&r, 1)).collect();
-            let args: [DatumWithOid; 2] = [now.into(), want.into()];
+            let args: [DatumWithOid<'_>; 2] = [now.into(), want.into()];
             let bids: Vec<BookBid> = spi::run(c, READ_BIDS, &args)
                 .map(|r| BookBid {
                     id: spi::req(&r, 1),
@@ -169,7 +169,7 @@ fn clear_round(
 
 /// The body of clear_round, shared with run_cycle.
 pub fn clear(c: &mut SpiClient<'_>, now: TimestampWithTimeZone) -> Vec<(String, i64, String, String, i64)> {
-    let lock: [DatumWithOid; 2] = [spi::LOCK_CLASS.into(), spi::LOCK_CLEARING.into()];
+    let lock: [DatumWithOid<'_>; 2] = [spi::LOCK_CLASS.into(), spi::LOCK_CLEARING.into()];
     spi::run(c, LOCK_CLEARING, &lock);
     let started = Instant::now();
     spi::run(c, FOLD_COUNT, &[]);
@@ -182,11 +182,11 @@ pub fn clear(c: &mut SpiClient<'_>, now: TimestampWithTimeZone) -> Vec<(String, 
 
     let eligible: i64 = spi::first::<i64>(spi::run(c, ELIGIBLE, &[now.into()]), 1).unwrap_or(0);
     let eligible = eligible.clamp(0, i32::MAX as i64) as i32;
-    let args: [DatumWithOid; 5] = [
+    let args: [DatumWithOid<'_>; 5] = [
         now.into(),
-        (slots.len().min(i32::MAX as usize) as i32).into(),
+        tokens::count_i32(slots.len()).into(),
         eligible.into(),
-        (k as i32).into(),
+        tokens::count_i32(k).into(),
         outcome.price.into(),
     ];
     let round_id: i64 = spi::first(spi::run(c, INSERT_ROUND, &args), 1)
@@ -198,18 +198,19 @@ pub fn clear(c: &mut SpiClient<'_>, now: TimestampWithTimeZone) -> Vec<(String, 
         let bid_ids: Vec<i64> = bids[..k].iter().map(|b| b.id).collect();
         let slot_ids: Vec<String> = slots[..k].iter().map(|s| s.id.clone()).collect();
         // last_result is written only on the (k+1)-th bid; a winner's result is its clear row
-        let args: [DatumWithOid; 7] = [
+        let args: [DatumWithOid<'_>; 7] = [
             bid_ids.into(),
             slot_ids.into(),
             round_id.into(),
             price.into(),
             runner_up.into(),
             now.into(),
-            (-(k as i64)).into(),
+            (-tokens::count(k)).into(),
         ];
         let t = spi::run(c, WRITE_WINNERS, &args).first();
         let (b, s, cl): (i64, i64, i64) = (spi::get_req(&t, 1), spi::get_req(&t, 2), spi::get_req(&t, 3));
-        if b != k as i64 || s != k as i64 || cl != k as i64 {
+        let want = tokens::count(k);
+        if b != want || s != want || cl != want {
             // Impossible while the rows are locked; refuse to commit a half-written round.
             errors::internal(format!("round {round_id}: {k} winners but wrote {b} bids, {s} slots, {cl} clears"));
         }
@@ -222,11 +223,11 @@ pub fn clear(c: &mut SpiClient<'_>, now: TimestampWithTimeZone) -> Vec<(String, 
             RunnerUpReason::Outbid(p) => format!("outbid at {p}"),
             RunnerUpReason::BelowReserve => "below reserve".to_string(),
         };
-        let args: [DatumWithOid; 2] = [bids[i].id.into(), text.as_str().into()];
+        let args: [DatumWithOid<'_>; 2] = [bids[i].id.into(), text.as_str().into()];
         spi::run(c, "UPDATE compute_auction.compute_auction_bids SET last_result = $2 WHERE id = $1", &args);
     }
     if k > 0 {
-        let args: [DatumWithOid; 3] = [round_id.into(), outcome.price.into(), (k as i64).into()];
+        let args: [DatumWithOid<'_>; 3] = [round_id.into(), outcome.price.into(), tokens::count(k).into()];
         spi::run(
             c,
             "SELECT pg_catalog.pg_notify('compute_auction_cleared',
@@ -236,7 +237,7 @@ pub fn clear(c: &mut SpiClient<'_>, now: TimestampWithTimeZone) -> Vec<(String, 
         );
     }
     let ms = started.elapsed().as_secs_f64() * 1000.0;
-    let args: [DatumWithOid; 2] = [round_id.into(), ms.into()];
+    let args: [DatumWithOid<'_>; 2] = [round_id.into(), ms.into()];
     spi::run(c, "UPDATE compute_auction.compute_auction_rounds SET duration_ms = $2 WHERE round_id = $1", &args);
     out
 }

@@ -30,7 +30,7 @@ fn run_cycle(assignment_timeout: default!(Option<Interval>, "'1 hour'")) -> pgrx
         // a bid expired here take effect in the next cycle; the driver, which runs the steps in
         // separate transactions, does them in the order refund, abort, clear.
         let winners = crate::clearing::clear(c, now);
-        let args: [DatumWithOid; 2] = [timeout.into(), now.into()];
+        let args: [DatumWithOid<'_>; 2] = [timeout.into(), now.into()];
         let aborted: i64 = spi::first(spi::run(c, "SELECT compute_auction.abort_stale($1, $2)", &args), 1).unwrap_or(0);
         let (expired, refunded) = crate::settlement::refund(c, now, true);
         let round = spi::first::<pgrx::JsonB>(spi::run(c, "SELECT compute_auction.last_round()", &[]), 1)
@@ -99,7 +99,7 @@ fn schedule_clearing(schedule: default!(Option<&str>, "'* * * * *'")) -> i64 {
                 &hint,
             );
         }
-        let args: [DatumWithOid; 3] = [job.as_str().into(), schedule.into(), CRON_COMMAND.into()];
+        let args: [DatumWithOid<'_>; 3] = [job.as_str().into(), schedule.into(), CRON_COMMAND.into()];
         spi::first::<i64>(spi::run(c, "SELECT cron.schedule($1, $2, $3)", &args), 1)
             .unwrap_or_else(|| errors::internal("cron.schedule returned nothing"))
     })
@@ -160,7 +160,7 @@ fn price_to_win() -> pgrx::JsonB {
         let reserves: Vec<i64> = spi::get(&t, 1).unwrap_or_default();
         let p50: Option<i64> = spi::get(&t, 2);
         let p90: Option<i64> = spi::get(&t, 3);
-        let n = reserves.len() as i64;
+        let n = compute_auction_core::tokens::count(reserves.len());
         let top: Vec<i64> = spi::first(spi::run(c, TOP_BIDS, &[n.into()]), 1).unwrap_or_default();
         pgrx::JsonB(serde_json::json!({
             "slots_available": n,

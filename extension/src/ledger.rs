@@ -53,7 +53,7 @@ SELECT balance_tokens, held_tokens FROM a";
 /// (balance_tokens, held_tokens). Overflow raises 22003 and a negative result 23514 from the
 /// database itself, so a caller that skipped a check still cannot corrupt the books.
 pub fn post(c: &mut SpiClient<'_>, e: &Entry<'_>) -> (i64, i64) {
-    let args: [DatumWithOid; 12] = [
+    let args: [DatumWithOid<'_>; 12] = [
         e.account.into(),
         e.delta_balance.into(),
         e.delta_held.into(),

@@ -2,8 +2,9 @@
 // behaviour, concurrency and the full acceptance scenario live in the Python suite (tests/).
 
 use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
 
-fn one<T: pgrx::datum::FromDatum + pgrx::datum::IntoDatum>(sql: &str) -> Option<T> {
+fn one<T: FromDatum + IntoDatum>(sql: &str) -> Option<T> {
     Spi::get_one::<T>(sql).expect("query failed")
 }
 
@@ -277,7 +278,7 @@ fn ledger_rows() -> i64 {
 
 /// Writes (a deposit), takes an advisory lock, then fails with `fail` inside in_subtransaction;
 /// returns the SQLSTATE the caller caught.
-fn fail_inside_subtransaction(fail: fn(&mut pgrx::spi::SpiClient<'_>)) -> PgSqlErrorCode {
+fn fail_inside_subtransaction(fail: fn(&mut SpiClient<'_>)) -> PgSqlErrorCode {
     PgTryBuilder::new(|| {
         crate::spi::with(|c| {
             crate::spi::in_subtransaction(|| {
@@ -298,7 +299,7 @@ fn fail_inside_subtransaction(fail: fn(&mut pgrx::spi::SpiClient<'_>)) -> PgSqlE
     .execute()
 }
 
-fn assert_subtransaction_undone_after(fail: fn(&mut pgrx::spi::SpiClient<'_>), code: PgSqlErrorCode) {
+fn assert_subtransaction_undone_after(fail: fn(&mut SpiClient<'_>), code: PgSqlErrorCode) {
     Spi::run("SELECT compute_auction.open_account('sub1', 'agent', 100)").unwrap();
     let before = session_state();
     let rows = ledger_rows();

@@ -93,7 +93,7 @@ fn submit_bids_for_task_arrays(
         let mut sorted: Vec<&str> = tasks.iter().map(String::as_str).collect();
         sorted.sort_unstable();
         for t in &sorted {
-            let args: [DatumWithOid; 2] = [spi::LOCK_CLASS_TASK.into(), (*t).into()];
+            let args: [DatumWithOid<'_>; 2] = [spi::LOCK_CLASS_TASK.into(), (*t).into()];
             spi::run(c, LOCK_TASK, &args);
         }
         let live: Vec<(i64, String, String, String, i64)> = spi::run(c, LIVE_BIDS, &[tasks.clone().into()])
@@ -109,7 +109,7 @@ fn submit_bids_for_task_arrays(
                 budget = tokens::add("budget", budget, b.4).or_raise();
             }
         }
-        let open_count = blocked.iter().filter(|b| !**b).count() as i64;
+        let open_count = tokens::count(blocked.iter().filter(|b| !**b).count());
         let cap = if open_count > 0 { budget / open_count } else { 0 };
 
         enum Plan {
@@ -183,7 +183,7 @@ fn submit_bids_for_task_arrays(
 #[pg_extern(security_definer)]
 #[search_path(@extschema@, pg_catalog, pg_temp)]
 fn allocate_proportional_arrays(
-    day: Option<pgrx::datum::Date>,
+    day: Option<Date>,
     daily_budget_tokens: Option<i64>,
     quest_ids: Option<Vec<Option<String>>>,
     expected_values: Option<Vec<Option<f64>>>,
@@ -205,13 +205,13 @@ fn allocate_proportional_arrays(
             errors::raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, format!("quest {id} is listed twice"), None);
         }
     }
-    let shares = compute_auction_core::tokens::largest_remainder(budget, &evs).or_raise();
-    let fractions = compute_auction_core::tokens::shares(&evs);
+    let shares = tokens::largest_remainder(budget, &evs).or_raise();
+    let fractions = tokens::shares(&evs);
     spi::with(|c| {
-        let args: [DatumWithOid; 2] = [(spi::LOCK_CLASS + 2).into(), day.into()];
+        let args: [DatumWithOid<'_>; 2] = [(spi::LOCK_CLASS + 2).into(), day.into()];
         spi::run(c, "SELECT pg_catalog.pg_advisory_xact_lock($1, ($2::date - date '2000-01-01'))", &args);
         spi::run(c, "DELETE FROM compute_auction.quest_budget_allocations WHERE day = $1", &[day.into()]);
-        let args: [DatumWithOid; 5] =
+        let args: [DatumWithOid<'_>; 5] =
             [day.into(), ids.clone().into(), shares.clone().into(), fractions.into(), source.into()];
         spi::run(
             c,

@@ -149,6 +149,8 @@ SELECT to_timestamp(floor(extract(epoch FROM r.cleared_at) / p.width) * p.width)
 
 /// Rounds since `since` aggregated into about `buckets` time buckets (empty buckets omitted), so
 /// a dashboard never ships every round.
+// a pgrx table function's type is its result columns, spelled out for the SQL signature
+#[allow(clippy::type_complexity)]
 #[pg_extern(security_definer)]
 #[search_path(@extschema@, pg_catalog, pg_temp)]
 fn price_history(
@@ -172,7 +174,7 @@ fn price_history(
         errors::invalid(Invalid::OutOfRange { arg: "buckets", detail: format!("{buckets} is not in 1..=10000") });
     }
     let rows = spi::with(|c| {
-        let args: [DatumWithOid; 2] = [since.into(), (buckets as f64).into()];
+        let args: [DatumWithOid<'_>; 2] = [since.into(), (buckets as f64).into()];
         spi::run(c, PRICE_HISTORY, &args)
             .map(|r| {
                 (

@@ -129,7 +129,7 @@ pub fn finish(c: &mut SpiClient<'_>, slot: &str, how: &Finish<'_>, must_exist: b
             ("aborted", format!("run aborted: {reason}"), None, None, Some(*reason), max_price)
         }
     };
-    let args: [DatumWithOid; 8] = [
+    let args: [DatumWithOid<'_>; 8] = [
         round_id.into(),
         slot.into(),
         status.into(),
@@ -177,7 +177,7 @@ fn abort_stale(
     let older_than = validate::required("older_than", older_than).or_raise();
     let now = validate::required("now", now).or_raise();
     spi::with(|c| {
-        let args: [DatumWithOid; 2] = [now.into(), older_than.into()];
+        let args: [DatumWithOid<'_>; 2] = [now.into(), older_than.into()];
         let t = spi::run(
             c,
             "SELECT $2 < interval '0',
@@ -199,7 +199,7 @@ fn abort_stale(
         // (account_id order). Aborting slot by slot instead would hold one winner's account
         // while locking the next slot, and deadlock against settle or refund_unfilled.
         spi::run(c, LOCK_STALE_SLOTS, &[stale.clone().into()]);
-        let args: [DatumWithOid; 3] = [stale.into(), now.into(), older_than.into()];
+        let args: [DatumWithOid<'_>; 3] = [stale.into(), now.into(), older_than.into()];
         let still: Vec<(String, i64, String)> = spi::run(c, LOCK_STALE_CLEARS, &args)
             .map(|r| (spi::req(&r, 1), spi::req(&r, 2), spi::req(&r, 3)))
             .collect();
@@ -344,8 +344,8 @@ pub fn refund(c: &mut SpiClient<'_>, now: TimestampWithTimeZone, skip_locked: bo
         acc_sums.push(sum);
     }
     let ids: Vec<i64> = by_account.values().flatten().map(|(id, _)| *id).collect();
-    let n = ids.len() as i64;
-    let args: [DatumWithOid; 9] = [
+    let n = tokens::count(ids.len());
+    let args: [DatumWithOid<'_>; 9] = [
         ids.into(),
         acc_ids.into(),
         acc_sums.into(),

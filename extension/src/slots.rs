@@ -35,7 +35,7 @@ fn offer_slot(
     let reserve = validate::required("reserve_price_tokens", reserve_price_tokens).or_raise();
     validate::non_negative("reserve_price_tokens", reserve).or_raise();
     spi::with(|c| {
-        let args: [DatumWithOid; 3] = [slot.into(), at.into(), reserve.into()];
+        let args: [DatumWithOid<'_>; 3] = [slot.into(), at.into(), reserve.into()];
         if spi::run(c, OFFER, &args).is_empty() {
             errors::wrong_state(
                 format!("slot {slot} is assigned"),

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::{self, PgOid};
 use pgrx::prelude::*;
-use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiTupleTable};
+use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiHeapTupleData, SpiTupleTable};
 use pgrx::PgTryBuilder;
 
 use crate::errors::internal;
@@ -83,7 +83,7 @@ pub fn first<T: FromDatum + IntoDatum>(table: SpiTupleTable<'_>, ordinal: usize)
 }
 
 /// Column `ordinal` of the current row of an iterated table; NULL becomes None.
-pub fn col<T: FromDatum + IntoDatum>(row: &pgrx::spi::SpiHeapTupleData<'_>, ordinal: usize) -> Option<T> {
+pub fn col<T: FromDatum + IntoDatum>(row: &SpiHeapTupleData<'_>, ordinal: usize) -> Option<T> {
     match row.get::<T>(ordinal) {
         Ok(v) => v,
         Err(e) => internal(format!("reading column {ordinal}: {e}")),
@@ -91,7 +91,7 @@ pub fn col<T: FromDatum + IntoDatum>(row: &pgrx::spi::SpiHeapTupleData<'_>, ordi
 }
 
 /// Like [`col`] for a column that is NOT NULL by schema.
-pub fn req<T: FromDatum + IntoDatum>(row: &pgrx::spi::SpiHeapTupleData<'_>, ordinal: usize) -> T {
+pub fn req<T: FromDatum + IntoDatum>(row: &SpiHeapTupleData<'_>, ordinal: usize) -> T {
     match col::<T>(row, ordinal) {
         Some(v) => v,
         None => internal(format!("column {ordinal} is unexpectedly NULL")),
@@ -141,21 +141,24 @@ pub fn get_req<T: FromDatum + IntoDatum>(t: &SpiTupleTable<'_>, ordinal: usize) 
 /// `exec_stmt_block` does. The caller's transaction then aborts (or its own EXCEPTION block
 /// catches the error) at the level it started: nothing of the subtransaction is left behind.
 pub fn in_subtransaction<R>(f: impl FnOnce() -> (bool, R)) -> R {
-    // SAFETY: the same sequence PL/pgSQL's exec_stmt_block uses: remember the caller's memory
-    // context and resource owner, begin, and on every way out (release, rollback, or ERROR)
-    // end the subtransaction and restore both.
+    // The same sequence PL/pgSQL's exec_stmt_block uses: remember the caller's memory context
+    // and resource owner, begin, and on every way out (release, rollback, or ERROR) end the
+    // subtransaction and restore both.
+    // SAFETY: plain reads of backend globals, on the backend's only thread.
     let (ctx, owner) = unsafe { (pg_sys::CurrentMemoryContext, pg_sys::CurrentResourceOwner) };
+    // SAFETY: we are inside a transaction (every caller is a SQL function); `ctx` is live.
     unsafe {
         pg_sys::BeginInternalSubTransaction(std::ptr::null());
         pg_sys::MemoryContextSwitchTo(ctx);
     }
+    // SAFETY: `ctx` and `owner` are the caller's, which outlive this call.
     let restore = move || unsafe {
         pg_sys::MemoryContextSwitchTo(ctx);
         pg_sys::CurrentResourceOwner = owner;
     };
     // `f`'s captures are dropped on unwind and never observed half-updated afterwards.
     let body = AssertUnwindSafe(f);
-    let (keep, r) = PgTryBuilder::new(move || body())
+    let (keep, r) = PgTryBuilder::new(body)
         .catch_others(move |error| {
             // SAFETY: we are still inside the subtransaction begun above: the ERROR raised in it
             // was caught, and its error state flushed, at pgrx's FFI boundary.

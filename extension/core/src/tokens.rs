@@ -29,6 +29,16 @@ pub fn shares(weights: &[f64]) -> Vec<f64> {
     scaled.iter().map(|w| (w / total).clamp(0.0, 1.0)).collect()
 }
 
+/// A count of rows or slots as a bigint: exact, since no slice holds more than i64::MAX items.
+pub fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A count as an integer column (rounds' slots_offered, slots_filled): saturates at i32::MAX.
+pub fn count_i32(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
 /// A non-negative finite f64 as an exact `mantissa * 2^exponent`.
 fn decompose(x: f64) -> (u64, i32) {
     if x == 0.0 {
