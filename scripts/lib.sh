@@ -144,6 +144,12 @@ install_old_release() {
     cp "$out$extdir/compute_auction--$version.sql" "$cache/extension/"
     rm -rf "$out"
     git -C "$CA_ROOT" worktree remove --force "$wt"
+    # cargo names a cdylib without a hash (target/release/deps/libcompute_auction.so), so this
+    # build has just overwritten the current tree's library there, and cargo, comparing mtimes,
+    # would take the current tree's build as fresh and `cargo pgrx install` would install
+    # VERSION's code as compute_auction-<current>.so. Without the file, the next build relinks it.
+    # (VERSION itself always rebuilds: its worktree's files are newer than any earlier output.)
+    rm -f "$CA_ROOT/target/release/deps/libcompute_auction.so" "$CA_ROOT/target/release/libcompute_auction.so"
     touch "$cache/complete"
   fi
   log "installing compute_auction $version beside the current release (library, install script, secondary control file)"

@@ -19,6 +19,7 @@ from psycopg import sql
 
 from upgrade_helpers import (
     REFRESH_ENV,
+    ROOT,
     describe_schema,
     diff,
     git_show,
@@ -40,6 +41,10 @@ NEW_LIBRARY = f"compute_auction-{NEW_VERSION}"
 # documented default): {"table": {"column": value}}. Every later issue that adds a column to a
 # table adds it here, and the test checks the upgraded rows have exactly that.
 NEW_COLUMNS: dict[str, dict[str, object]] = {}
+
+# What README "Upgrading" tells an operator to run by hand after the upgrade, as files of the
+# repo run by a superuser in the upgraded database (e.g. "docs/roles.sql"); the test does the same.
+POST_UPGRADE_FILES: list[str] = []
 
 
 def _admin(cluster, dbname="postgres"):
@@ -214,6 +219,8 @@ def upgraded(cluster):
             rolled_back = _version(su), _c_functions(su)
 
             su.execute(sql.SQL("ALTER EXTENSION compute_auction UPDATE TO {}").format(sql.Literal(NEW_VERSION)))
+            for path in POST_UPGRADE_FILES:
+                su.execute((ROOT / path).read_text())
             after = SimpleNamespace(
                 version=_version(su),
                 libraries=_c_functions(su),
@@ -288,14 +295,29 @@ def test_the_0_1_0_sql_api_is_kept(upgraded):
 def test_login_roles_keep_exactly_their_privileges(upgraded):
     for role in (upgraded.agent_role, upgraded.operator_role):
         before, after = upgraded.before.privileges[role], upgraded.after.privileges[role]
-        changed = {
-            k: (before.get(k), after.get(k)) for k in before.keys() | after.keys() if before.get(k) != after.get(k)
-        }
-        assert changed == {}, f"{role}: privileges changed by the upgrade: {changed}"
+        changed = {k: (v, after.get(k)) for k, v in before.items() if after.get(k) != v}
+        assert changed == {}, f"{role}: privileges on 0.1.0's objects changed by the upgrade: {changed}"
     agent = upgraded.before.privileges[upgraded.agent_role]
     assert agent["function compute_auction.place_bid(text,text,bigint,double precision,timestamp with time zone)"]
     assert not agent["function compute_auction.clear_round(timestamp with time zone)"]
     assert not agent["table compute_auction.token_accounts UPDATE"]
+
+
+def test_login_roles_have_what_a_fresh_install_with_todays_roles_sql_gives(upgraded, cluster):
+    # the grants of objects the upgrade adds: the upgrade script (or POST_UPGRADE_FILES) must
+    # give the documented roles what docs/roles.sql gives them on a fresh install
+    fresh = _create_database(cluster, "fresh_roles")
+    try:
+        with _admin(cluster, fresh) as c:
+            c.execute("CREATE EXTENSION compute_auction")
+            c.execute((ROOT / "docs" / "roles.sql").read_text())
+            want = {r: privileges_of(c, r) for r in (upgraded.agent_role, upgraded.operator_role)}
+    finally:
+        _drop_database(cluster, fresh)
+    for role, privileges in want.items():
+        got = upgraded.after.privileges[role]
+        differ = {k: (v, got.get(k)) for k, v in privileges.items() if got.get(k) != v}
+        assert differ == {}, f"{role}: (fresh install + docs/roles.sql, upgraded): {differ}"
 
 
 def test_the_market_works_after_the_upgrade(upgraded, cluster):
