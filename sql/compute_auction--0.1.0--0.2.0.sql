@@ -62,7 +62,34 @@ $repoint$;
 --      the documented roles, when they exist) or say in README "Upgrading" what to re-run.
 ---------------------------------------------------------------------------------------------
 
--- (none yet)
+-- 2.1 Issue 13, liveness: a round skips the bids it cannot lock and records them.
+CREATE TABLE compute_auction.round_skips (
+    round_id bigint NOT NULL REFERENCES compute_auction.compute_auction_rounds (round_id),
+    bid_id   bigint NOT NULL,
+    PRIMARY KEY (round_id, bid_id)
+);
+CREATE INDEX round_skips_bid_id_idx ON compute_auction.round_skips (bid_id);
+SELECT pg_catalog.pg_extension_config_dump('compute_auction.round_skips', '');
+REVOKE ALL ON compute_auction.round_skips FROM PUBLIC;
+-- docs/roles.sql grants the documented roles SELECT on every table; give them the new one too
+DO $grant$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'compute_auction_operator') THEN
+        GRANT SELECT ON compute_auction.round_skips TO compute_auction_operator;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'compute_auction_agent') THEN
+        GRANT SELECT ON compute_auction.round_skips TO compute_auction_agent;
+    END IF;
+END
+$grant$;
+-- The participants' functions wait at most 1 s for a lock (as sql/finalize.sql sets them).
+ALTER FUNCTION compute_auction.place_bid(text, text, bigint, double precision, timestamptz) SET lock_timeout = '1s';
+ALTER FUNCTION compute_auction.cancel_bid(bigint) SET lock_timeout = '1s';
+ALTER FUNCTION compute_auction.claim_slot(text) SET lock_timeout = '1s';
+ALTER FUNCTION compute_auction.submit_bids_for_tasks(text, jsonb, double precision, double precision, timestamptz)
+    SET lock_timeout = '1s';
+ALTER FUNCTION compute_auction.settle(text, bigint, double precision) SET lock_timeout = '1s';
+ALTER FUNCTION compute_auction.abort_slot(text, text) SET lock_timeout = '1s';
 
 ---------------------------------------------------------------------------------------------
 -- 3. Checks, last: no function of the extension is left on another release's library.

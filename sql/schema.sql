@@ -178,6 +178,17 @@ ALTER TABLE compute_auction.open_bid_count
 ALTER TABLE compute_auction.compute_slots
     SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
 
+-- The bids a round could not lock while it scanned the top of the book (another transaction
+-- held their rows): the round skipped them instead of waiting, so they were not candidates of
+-- that round (docs/SQL_API.md, "The clearing rule"). One row per skipped bid: O(skipped).
+-- No foreign key to the bid: checking one would lock the very row that is held.
+CREATE TABLE compute_auction.round_skips (
+    round_id bigint NOT NULL REFERENCES compute_auction.compute_auction_rounds (round_id),
+    bid_id   bigint NOT NULL,
+    PRIMARY KEY (round_id, bid_id)
+);
+CREATE INDEX round_skips_bid_id_idx ON compute_auction.round_skips (bid_id);
+
 ---------------------------------------------------------------------------------------------
 -- pg_dump keeps the market's data (extension member tables are skipped otherwise)
 ---------------------------------------------------------------------------------------------
@@ -192,6 +203,7 @@ SELECT pg_catalog.pg_extension_config_dump('compute_auction.open_bid_count_delta
 SELECT pg_catalog.pg_extension_config_dump('compute_auction.compute_auction_rounds', '');
 SELECT pg_catalog.pg_extension_config_dump('compute_auction.compute_auction_rounds_round_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('compute_auction.compute_auction_clears', '');
+SELECT pg_catalog.pg_extension_config_dump('compute_auction.round_skips', '');
 
 -- Nobody but the owner writes these tables directly; access is through the functions.
 REVOKE ALL ON ALL TABLES IN SCHEMA compute_auction FROM PUBLIC;

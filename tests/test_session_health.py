@@ -1,9 +1,13 @@
-"""Issue 10: no timeout, cancel or error inside clear_round's lock retry (an internal
-subtransaction) can leave the caller's session in a broken transaction.
+"""Issue 10: no timeout, cancel or error inside clear_round or run_cycle can leave the caller's
+session in a broken transaction.
 
-Each case makes clear_round or run_cycle wait for a bid row that another session holds (an
-agent's uncommitted replace of its own bid), then ends the wait with a lock_timeout, a
-statement_timeout or pg_cancel_backend. Afterwards the session must be healthy: the next
+Each case makes clear_round or run_cycle wait, then ends the wait with a lock_timeout, a
+statement_timeout or pg_cancel_backend. Until issue 13 the wait was on a bid row another
+session held, inside the lock retry's internal subtransaction, and on 0a1e601 every case here
+failed (25P02 on the next statement, FATAL on ROLLBACK, the clearing lock kept). Since rounds
+skip the bids they cannot lock, the only wait left is the clearing lock, which another
+session's open round holds here; the subtransaction's error path is tested directly by the
+#[pg_test]s in extension/src/pg_tests.rs. Afterwards the session must be healthy: the next
 statement works, ROLLBACK/COMMIT give at most a warning, it holds no lock (the clearing lock is
 free, another session clears at once), and, where a PL/pgSQL EXCEPTION block caught the error,
 the session still commits: now() advances, its writes are visible to others and survive its
@@ -38,17 +42,18 @@ def connect(url: str) -> psycopg.Connection:
 
 
 def seed(conn: psycopg.Connection) -> None:
-    """alice holds the top (committed) bid; a slot is free, so a round must lock her bid."""
+    """alice holds the top (committed) bid and a slot is free: a round has work to do."""
     conn.execute("SELECT compute_auction.open_account('alice', 'agent', 10000)")
     conn.execute("SELECT compute_auction.open_account('bob', 'agent', 10000)")
     conn.execute("SELECT compute_auction.offer_slot('gpu-01')")
     conn.execute("SELECT compute_auction.place_bid('alice', 't1', 150)")
 
 
-def hold_alices_bid(url: str) -> psycopg.Connection:
-    """An agent replaces its own bid and leaves the transaction open: it holds the bid row."""
+def hold_the_clearing_lock(url: str) -> psycopg.Connection:
+    """Another session clears a round and leaves its transaction open: it holds the clearing
+    lock (and alice's bid row, which its round won)."""
     holder = psycopg.connect(url)
-    holder.execute("SELECT compute_auction.place_bid('alice', 't1', 150)")
+    holder.execute("SELECT * FROM compute_auction.clear_round()")
     return holder
 
 
@@ -121,7 +126,7 @@ def session(fresh_db_url):
 def test_interrupted_wait_in_autocommit_leaves_the_session_healthy(fresh_db_url, session, call, mode):
     victim, observer = session
     pid = victim.info.backend_pid
-    holder = hold_alices_bid(fresh_db_url)
+    holder = hold_the_clearing_lock(fresh_db_url)
     try:
         assert run_interrupted(victim, observer, CALLS[call], mode) == EXPECTED[mode]
         # the failed statement's transaction is over: it holds no lock, the clearing lock among them
@@ -155,7 +160,7 @@ def test_interrupted_wait_caught_by_plpgsql_leaves_the_session_committing(fresh_
             RAISE NOTICE 'caught %', SQLSTATE;
         END
         $$"""
-    holder = hold_alices_bid(fresh_db_url)
+    holder = hold_the_clearing_lock(fresh_db_url)
     try:
         assert run_interrupted(victim, observer, block, mode) is None
         assert advisory_locks_of(observer, pid) == 0

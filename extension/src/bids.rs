@@ -1,7 +1,10 @@
 //! Placing, replacing and cancelling bids. A bid escrows `max_price_tokens` from the bidder's
 //! spendable balance into `held_tokens` until it settles, expires, is cancelled or aborted.
 //!
-//! Lock order (see docs/CONCURRENCY.md): task advisory lock -> bid row -> account row.
+//! Lock order (see docs/CONCURRENCY.md): task advisory lock -> bid row -> account row. Only the
+//! bidder's own rows are ever locked: another bidder's live bid on the task is read without a
+//! lock, and authority is checked before anything is locked. Every wait is bounded by the
+//! function's `lock_timeout` (sql/finalize.sql): 55P03, retry.
 
 use compute_auction_core::validate;
 use pgrx::datum::DatumWithOid;
@@ -17,10 +20,17 @@ SELECT coalesce($3, now() + interval '15 minutes'),
        ($3 IS NULL OR ($3 > now() AND $3 <= now() + interval '30 days'))
   FROM (SELECT pg_catalog.pg_advisory_xact_lock($1, pg_catalog.hashtext($2))) AS l";
 
+/// The task's live bid, read without a lock: it may be another bidder's.
 const LIVE_BID: &str = "
 SELECT id, bidder_id, status, max_price_tokens
   FROM compute_auction.compute_auction_bids
- WHERE task_id = $1 AND status IN ('open', 'won')
+ WHERE task_id = $1 AND status IN ('open', 'won')";
+
+/// The bidder's own live bid, locked and re-read (a round may have just made it won).
+const LOCK_OWN_BID: &str = "
+SELECT status, max_price_tokens
+  FROM compute_auction.compute_auction_bids
+ WHERE id = $1
    FOR UPDATE";
 
 const INSERT_BID: &str = "
@@ -81,6 +91,8 @@ pub fn place(
     ev: Option<f64>,
     ttl_at: Option<TimestampWithTimeZone>,
 ) -> (i64, Placed) {
+    // authority before any lock: a call for someone else's wallet locks nothing
+    ledger::check_may_act(c, bidder);
     let t = spi::run(c, TASK_LOCK_AND_TTL, &[spi::LOCK_CLASS_TASK.into(), task.into(), ttl_at.into()]);
     let row = t.first();
     let ttl: TimestampWithTimeZone = spi::get_req(&row, 1);
@@ -97,23 +109,21 @@ pub fn place(
         None
     } else {
         let r = live.first();
-        Some((
-            spi::get_req::<i64>(&r, 1),
-            spi::get_req::<String>(&r, 2),
-            spi::get_req::<String>(&r, 3),
-            spi::get_req::<i64>(&r, 4),
-        ))
+        let (id, owner): (i64, String) = (spi::get_req(&r, 1), spi::get_req(&r, 2));
+        if owner != bidder {
+            errors::raise(
+                Code::ERRCODE_UNIQUE_VIOLATION,
+                format!("task {task} already has a live bid ({id}) by another bidder"),
+                Some("at most one open or won bid per task"),
+            );
+        }
+        // our own bid: lock it and read its current state (the task lock keeps it ours)
+        let own = spi::run(c, LOCK_OWN_BID, &[id.into()]).first();
+        Some((id, spi::get_req::<String>(&own, 1), spi::get_req::<i64>(&own, 2)))
     };
     let old_price = match &existing {
         None => 0,
-        Some((id, owner, status, old)) => {
-            if owner != bidder {
-                errors::raise(
-                    Code::ERRCODE_UNIQUE_VIOLATION,
-                    format!("task {task} already has a live bid ({id}) by another bidder"),
-                    Some("at most one open or won bid per task"),
-                );
-            }
+        Some((id, status, old)) => {
             if status == "won" {
                 errors::wrong_state(
                     format!("task {task} was already won by bid {id}"),
@@ -166,6 +176,9 @@ pub fn place(
     (id, what)
 }
 
+/// Whose bid it is, read without a lock (it may be someone else's).
+const BID_OWNER: &str = "SELECT bidder_id FROM compute_auction.compute_auction_bids WHERE id = $1";
+
 const LOCK_BID: &str = "
 SELECT bidder_id, status, max_price_tokens
   FROM compute_auction.compute_auction_bids
@@ -193,6 +206,13 @@ fn cancel_bid(bid_id: Option<i64>) -> i64 {
 /// Cancels open bid `id` (lock order bid -> account). `check_owner` is false only when the
 /// caller already checked the bidder's ownership.
 pub fn cancel(c: &mut pgrx::spi::SpiClient<'_>, id: i64, why: &str, check_owner: bool) -> i64 {
+    if check_owner {
+        // authority first, without a lock: a bid that is not ours is never locked
+        let Some(owner) = spi::first::<String>(spi::run(c, BID_OWNER, &[id.into()]), 1) else {
+            errors::not_found("bid", &id.to_string())
+        };
+        ledger::check_may_act(c, &owner);
+    }
     let t = spi::run(c, LOCK_BID, &[id.into()]);
     if t.is_empty() {
         errors::not_found("bid", &id.to_string());

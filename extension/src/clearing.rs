@@ -5,7 +5,7 @@
 //! Lock order: clearing advisory lock -> slots (slot_id order) -> bids (id order). Accounts are
 //! not touched: a winner's escrow stays held until settle or abort.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use compute_auction_core::clearing::{self as rule, RunnerUpReason, Slot};
@@ -25,37 +25,51 @@ INSERT INTO compute_auction.open_bid_count (id, open_bids)
 SELECT 1, coalesce(sum(delta), 0) FROM d
 ON CONFLICT (id) DO UPDATE SET open_bids = compute_auction.open_bid_count.open_bids + EXCLUDED.open_bids";
 
+// SKIP LOCKED: a slot row another transaction holds (a runner's uncommitted settle, an
+// operator's offer) is not offered this round instead of being waited for.
 const LOCK_SLOTS: &str = "
 SELECT slot_id, reserve_price_tokens, (extract(epoch FROM available_at) * 1000000)::bigint
   FROM compute_auction.compute_slots
  WHERE status = 'idle' AND available_at <= $1
  ORDER BY slot_id
-   FOR UPDATE";
+   FOR UPDATE SKIP LOCKED";
 
-// `= ANY (ARRAY(...))`, not `IN (...)`: with a generic plan the IN form can become a hash
-// semi-join over a sequential scan of the whole book; this form is a primary-key index scan
-// whatever the plan.
-const LOCK_BIDS: &str = "
-SELECT id
-  FROM compute_auction.compute_auction_bids
- WHERE id = ANY (ARRAY(SELECT id FROM compute_auction.compute_auction_bids
-                        WHERE status = 'open' AND ttl_at > $1
-                        ORDER BY max_price_tokens DESC, placed_at, id
-                        LIMIT $2))
- ORDER BY id
-   FOR UPDATE";
-
-const READ_BIDS: &str = "
-SELECT id, max_price_tokens, task_id, bidder_id
+/// The top $2 bids of the book this round can lock, read after they were locked. Rows other
+/// transactions hold are passed over, never waited for; the lock is taken in book order, which
+/// cannot deadlock because nothing here waits.
+const LOCK_TOP: &str = "
+SELECT id, max_price_tokens, task_id, bidder_id, (extract(epoch FROM placed_at) * 1000000)::bigint, placed_at
   FROM compute_auction.compute_auction_bids
  WHERE status = 'open' AND ttl_at > $1
  ORDER BY max_price_tokens DESC, placed_at, id
- LIMIT $2";
+ LIMIT $2
+   FOR UPDATE SKIP LOCKED";
+
+/// A fresh read of the open bids ranked ahead of the last candidate ($3, $4, $5: its price,
+/// placed_at, id; NULL when the lockable book ran out, meaning all of them) that this round does
+/// not hold ($2): bids another transaction holds, or bids that changed since LOCK_TOP's snapshot.
+/// `max_price_tokens >= $3` keeps it a range scan of the book index.
+const AHEAD: &str = "
+SELECT id, max_price_tokens, task_id, bidder_id, (extract(epoch FROM placed_at) * 1000000)::bigint
+  FROM compute_auction.compute_auction_bids
+ WHERE status = 'open' AND ttl_at > $1 AND id <> ALL ($2)
+   AND ($3::bigint IS NULL
+        OR (max_price_tokens >= $3
+            AND (max_price_tokens > $3 OR (placed_at, id) < ($4::timestamptz, $5::bigint))))";
+
+/// Which of the bids ahead this round can lock now: any it gets changed after LOCK_TOP looked.
+const PROBE: &str = "
+SELECT id FROM compute_auction.compute_auction_bids
+ WHERE id = ANY ($1) AND status = 'open' AND ttl_at > $2
+   FOR UPDATE SKIP LOCKED";
 
 const ELIGIBLE: &str = "
 SELECT (coalesce((SELECT open_bids FROM compute_auction.open_bid_count WHERE id = 1), 0)
       + coalesce((SELECT sum(delta) FROM compute_auction.open_bid_count_deltas), 0)
       - (SELECT count(*) FROM compute_auction.compute_auction_bids WHERE status = 'open' AND ttl_at <= $1))::bigint";
+
+const INSERT_SKIPS: &str = "
+INSERT INTO compute_auction.round_skips (round_id, bid_id) SELECT $1, unnest($2::bigint[])";
 
 const INSERT_ROUND: &str = "
 INSERT INTO compute_auction.compute_auction_rounds
@@ -95,49 +109,88 @@ struct BookBid {
     price: i64,
     task: String,
     bidder: String,
+    /// placed_at in microseconds since the epoch (time priority)
+    placed_at: i64,
 }
 
-/// How many times the book is re-read when concurrent writers change it under us.
+impl BookBid {
+    fn read(r: &pgrx::spi::SpiHeapTupleData<'_>) -> Self {
+        BookBid {
+            id: spi::req(r, 1),
+            price: spi::req(r, 2),
+            task: spi::req(r, 3),
+            bidder: spi::req(r, 4),
+            placed_at: spi::req(r, 5),
+        }
+    }
+
+    fn rule(&self) -> rule::Bid {
+        rule::Bid { id: self.id, price: self.price, placed_at: self.placed_at }
+    }
+}
+
+/// What a round locked: its slots, its candidate bids (at most slots + 1, in book order) and the
+/// bids it passed over because another transaction held them.
+struct Book {
+    slots: Vec<Slot>,
+    bids: Vec<BookBid>,
+    skipped: Vec<i64>,
+}
+
+/// How many times the book is re-read when concurrent commits change it under us.
 const MAX_LOCK_ATTEMPTS: usize = 20;
 
-/// Locks the available slots and the top `n + 1` eligible bids, and returns them read after the
-/// locks were granted (so their values are current and cannot change before commit).
+/// Locks the available slots and the top `n + 1` bids this round can lock (n slots), and
+/// returns them read after the locks were granted (so their values are current and cannot change
+/// before commit), with the bids it passed over. Nothing here waits for a row another
+/// transaction holds: such a slot is not offered, such a bid is skipped (`rule::scan`).
 ///
-/// Bids are locked in id order. When the book changed while we waited (a bid was cancelled,
-/// replaced or outbid by a new one), the re-read can name a bid we do not hold, possibly with a
-/// lower id than one we do: taking it now would break the id order and could deadlock. So each
-/// attempt runs in a subtransaction that is rolled back (releasing its bid locks) before the
-/// next attempt locks the new top of the book, again in id order from scratch.
-fn lock_book(c: &mut SpiClient<'_>, now: TimestampWithTimeZone) -> (Vec<Slot>, Vec<BookBid>) {
+/// Each attempt runs in a subtransaction. It locks the top of the lockable book, then reads the
+/// bids ranked ahead of its last candidate that it does not hold. If it can lock any of those,
+/// they changed after it looked (a bid placed, raised or lowered meanwhile): the attempt is
+/// rolled back, releasing its bid locks, and the next one starts over. Otherwise every one of
+/// them is held by another transaction and the attempt is the round's book.
+fn lock_book(c: &mut SpiClient<'_>, now: TimestampWithTimeZone) -> Book {
     let mut slots: Vec<Slot> = spi::run(c, LOCK_SLOTS, &[now.into()])
         .map(|r| Slot { id: spi::req(&r, 1), reserve: spi::req(&r, 2), available_at: spi::req(&r, 3) })
         .collect();
     slots.sort_by(rule::slot_order);
     if slots.is_empty() {
-        return (slots, Vec::new());
+        return Book { slots, bids: Vec::new(), skipped: Vec::new() };
     }
-    let want = tokens::count(slots.len()) + 1;
+    let want = slots.len() + 1;
     for _ in 0..MAX_LOCK_ATTEMPTS {
         let stable = spi::in_subtransaction(|| {
-            let args: [DatumWithOid<'_>; 2] = [now.into(), want.into()];
-            let locked: HashSet<i64> = spi::run(c, LOCK_BIDS, &args).map(|r| spi::req::<i64>(&r, 1)).collect();
-            let args: [DatumWithOid<'_>; 2] = [now.into(), want.into()];
-            let bids: Vec<BookBid> = spi::run(c, READ_BIDS, &args)
-                .map(|r| BookBid {
-                    id: spi::req(&r, 1),
-                    price: spi::req(&r, 2),
-                    task: spi::req(&r, 3),
-                    bidder: spi::req(&r, 4),
-                })
-                .collect();
-            if bids.iter().all(|b| locked.contains(&b.id)) {
-                (true, Some(bids))
-            } else {
-                (false, None)
+            let args: [DatumWithOid<'_>; 2] = [now.into(), tokens::count(want).into()];
+            // (bid, its placed_at as a timestamp), then in book order by current values: the rows
+            // are ours now, so they stay put
+            let mut got: Vec<(BookBid, TimestampWithTimeZone)> =
+                spi::run(c, LOCK_TOP, &args).map(|r| (BookBid::read(&r), spi::req(&r, 6))).collect();
+            got.sort_by(|a, b| rule::bid_order(&a.0.rule(), &b.0.rule()));
+            // the last candidate bounds the scan, unless the lockable book ran out first
+            let last = got.last().filter(|_| got.len() == want).map(|(b, placed)| (b.price, *placed, b.id));
+            let got: Vec<BookBid> = got.into_iter().map(|(b, _)| b).collect();
+            let held: Vec<i64> = got.iter().map(|b| b.id).collect();
+            let args: [DatumWithOid<'_>; 5] =
+                [now.into(), held.into(), last.map(|l| l.0).into(), last.map(|l| l.1).into(), last.map(|l| l.2).into()];
+            let ahead: Vec<BookBid> = spi::run(c, AHEAD, &args).map(|r| BookBid::read(&r)).collect();
+            if !ahead.is_empty() {
+                let ids: Vec<i64> = ahead.iter().map(|b| b.id).collect();
+                let args: [DatumWithOid<'_>; 2] = [ids.into(), now.into()];
+                if !spi::run(c, PROBE, &args).is_empty() {
+                    return (false, None); // the book changed under us: start over
+                }
             }
+            // every bid ahead is held by another transaction: the rule passes over them
+            let locked_out: HashSet<i64> = ahead.iter().map(|b| b.id).collect();
+            let book: Vec<rule::Bid> = got.iter().chain(&ahead).map(BookBid::rule).collect();
+            let sc = rule::scan(&book, &locked_out, want);
+            let mut by_id: HashMap<i64, BookBid> = got.into_iter().map(|b| (b.id, b)).collect();
+            let bids: Vec<BookBid> = sc.candidates.iter().filter_map(|b| by_id.remove(&b.id)).collect();
+            (true, Some((bids, sc.skipped)))
         });
-        if let Some(bids) = stable {
-            return (slots, bids);
+        if let Some((bids, skipped)) = stable {
+            return Book { slots, bids, skipped };
         }
     }
     errors::raise(
@@ -174,13 +227,15 @@ pub fn clear(c: &mut SpiClient<'_>, now: TimestampWithTimeZone) -> Vec<(String, 
     let started = Instant::now();
     spi::run(c, FOLD_COUNT, &[]);
 
-    let (slots, bids) = lock_book(c, now);
+    let Book { slots, bids, skipped } = lock_book(c, now);
     let prices: Vec<i64> = bids.iter().map(|b| b.price).collect();
     let reserves: Vec<i64> = slots.iter().map(|s| s.reserve).collect();
     let outcome = rule::clear(&prices, &reserves);
     let k = outcome.filled;
 
-    let eligible: i64 = spi::first::<i64>(spi::run(c, ELIGIBLE, &[now.into()]), 1).unwrap_or(0);
+    // bids_eligible = open unexpired bids - the bids this round skipped
+    let open: i64 = spi::first::<i64>(spi::run(c, ELIGIBLE, &[now.into()]), 1).unwrap_or(0);
+    let eligible = open.saturating_sub(tokens::count(skipped.len()));
     let eligible = eligible.clamp(0, i32::MAX as i64) as i32;
     let args: [DatumWithOid<'_>; 5] = [
         now.into(),
@@ -191,6 +246,10 @@ pub fn clear(c: &mut SpiClient<'_>, now: TimestampWithTimeZone) -> Vec<(String, 
     ];
     let round_id: i64 = spi::first(spi::run(c, INSERT_ROUND, &args), 1)
         .unwrap_or_else(|| errors::internal("insert round returned nothing"));
+    if !skipped.is_empty() {
+        let args: [DatumWithOid<'_>; 2] = [round_id.into(), skipped.into()];
+        spi::run(c, INSERT_SKIPS, &args);
+    }
 
     let mut out = Vec::with_capacity(k);
     if let Some(price) = outcome.price {

@@ -32,7 +32,7 @@ fn run_cycle(assignment_timeout: default!(Option<Interval>, "'1 hour'")) -> pgrx
         let winners = crate::clearing::clear(c, now);
         let args: [DatumWithOid<'_>; 2] = [timeout.into(), now.into()];
         let aborted: i64 = spi::first(spi::run(c, "SELECT compute_auction.abort_stale($1, $2)", &args), 1).unwrap_or(0);
-        let (expired, refunded) = crate::settlement::refund(c, now, true);
+        let (expired, refunded) = crate::settlement::refund(c, now);
         let round = spi::first::<pgrx::JsonB>(spi::run(c, "SELECT compute_auction.last_round()", &[]), 1)
             .map(|j| j.0)
             .unwrap_or(serde_json::Value::Null);

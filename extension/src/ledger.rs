@@ -85,18 +85,27 @@ pub struct Locked {
     pub may_act: bool,
 }
 
-const LOCK: &str = "
-SELECT balance_tokens, held_tokens, total_deposited, total_withdrawn,
-       (owner_role IS NULL
-        OR owner_role = session_user::text
-        OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
-                    WHERE r.rolname = session_user AND r.rolsuper)
-        OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
-                    WHERE r.rolname IN (owner_role, 'compute_auction_operator')
-                      AND pg_catalog.pg_has_role(session_user, r.oid, 'MEMBER')))
-  FROM compute_auction.token_accounts
- WHERE account_id = $1
-   FOR UPDATE";
+/// Whether the session may act for the account row in scope: the one definition of authority.
+macro_rules! may_act_sql {
+    () => {
+        "(owner_role IS NULL
+          OR owner_role = session_user::text
+          OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
+                      WHERE r.rolname = session_user AND r.rolsuper)
+          OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
+                      WHERE r.rolname IN (owner_role, 'compute_auction_operator')
+                        AND pg_catalog.pg_has_role(session_user, r.oid, 'MEMBER')))"
+    };
+}
+
+const LOCK: &str = concat!(
+    "SELECT balance_tokens, held_tokens, total_deposited, total_withdrawn, ",
+    may_act_sql!(),
+    " FROM compute_auction.token_accounts WHERE account_id = $1 FOR UPDATE"
+);
+
+/// The same authority check, read without a lock.
+const MAY_ACT: &str = concat!("SELECT ", may_act_sql!(), " FROM compute_auction.token_accounts WHERE account_id = $1");
 
 /// Locks the account row (`FOR UPDATE`) or raises P0002.
 pub fn lock(c: &mut SpiClient<'_>, account: &str) -> Locked {
@@ -111,6 +120,17 @@ pub fn lock(c: &mut SpiClient<'_>, account: &str) -> Locked {
         total_deposited: spi::get_req(&row, 3),
         total_withdrawn: spi::get_req(&row, 4),
         may_act: spi::get_req(&row, 5),
+    }
+}
+
+/// Checks, without locking anything, that the account exists (P0002) and that the session may
+/// act for it (42501): a caller checks authority before it locks a row that may be someone
+/// else's.
+pub fn check_may_act(c: &mut SpiClient<'_>, account: &str) {
+    match spi::first::<bool>(spi::run(c, MAY_ACT, &[account.into()]), 1) {
+        None => errors::not_found("account", account),
+        Some(false) => errors::not_owner(account),
+        Some(true) => {}
     }
 }
 

@@ -21,10 +21,17 @@ fn arrays<T: Clone>(arg: &'static str, v: Option<Vec<Option<T>>>) -> Vec<T> {
 
 const LOCK_TASK: &str = "SELECT pg_catalog.pg_advisory_xact_lock($1, pg_catalog.hashtext($2))";
 
-const LIVE_BIDS: &str = "
+/// The live bids on the tasks: other bidders' are read without a lock, the quest's own are
+/// locked (in id order) and read after the lock.
+const OTHERS_LIVE_BIDS: &str = "
 SELECT id, task_id, bidder_id, status, max_price_tokens
   FROM compute_auction.compute_auction_bids
- WHERE task_id = ANY($1) AND status IN ('open', 'won')
+ WHERE task_id = ANY($1) AND status IN ('open', 'won') AND bidder_id <> $2";
+
+const OWN_LIVE_BIDS: &str = "
+SELECT id, task_id, bidder_id, status, max_price_tokens
+  FROM compute_auction.compute_auction_bids
+ WHERE task_id = ANY($1) AND status IN ('open', 'won') AND bidder_id = $2
  ORDER BY id
    FOR UPDATE";
 
@@ -89,16 +96,23 @@ fn submit_bids_for_task_arrays(
     }
 
     let rows = spi::with(|c| {
-        // lock order: task locks (sorted) -> live bids (id order) -> the quest's account
+        // authority before any lock; then task locks (sorted) -> the quest's own live bids (id
+        // order) -> the quest's account. Other bidders' bids are only read.
+        ledger::check_may_act(c, quest);
         let mut sorted: Vec<&str> = tasks.iter().map(String::as_str).collect();
         sorted.sort_unstable();
         for t in &sorted {
             let args: [DatumWithOid<'_>; 2] = [spi::LOCK_CLASS_TASK.into(), (*t).into()];
             spi::run(c, LOCK_TASK, &args);
         }
-        let live: Vec<(i64, String, String, String, i64)> = spi::run(c, LIVE_BIDS, &[tasks.clone().into()])
-            .map(|r| (spi::req(&r, 1), spi::req(&r, 2), spi::req(&r, 3), spi::req(&r, 4), spi::req(&r, 5)))
-            .collect();
+        let mut live: Vec<(i64, String, String, String, i64)> = Vec::new();
+        for sql in [OTHERS_LIVE_BIDS, OWN_LIVE_BIDS] {
+            let args: [DatumWithOid<'_>; 2] = [tasks.clone().into(), quest.into()];
+            live.extend(
+                spi::run(c, sql, &args)
+                    .map(|r| (spi::req(&r, 1), spi::req(&r, 2), spi::req(&r, 3), spi::req(&r, 4), spi::req(&r, 5))),
+            );
+        }
         let acct = ledger::lock_owned(c, quest);
         let find = |t: &str| live.iter().find(|b| b.1 == t);
 

@@ -68,6 +68,9 @@ SELECT jsonb_build_object(
       WHEN r.round_id IS NULL THEN 'no round has cleared yet'
       WHEN b.updated_at > r.cleared_at THEN
            'placed after the latest round (' || r.round_id || '); waiting for the next round'
+      WHEN EXISTS (SELECT 1 FROM compute_auction.round_skips AS k
+                    WHERE k.round_id = r.round_id AND k.bid_id = b.id) THEN
+           'locked during round ' || r.round_id || ' (another transaction held it); waiting for the next round'
       WHEN r.slots_offered = 0 THEN 'no slot was available in round ' || r.round_id
       WHEN r.slots_filled < r.slots_offered THEN 'below reserve in round ' || r.round_id
       ELSE 'outbid at ' || r.clearing_price_tokens || ' in round ' || r.round_id

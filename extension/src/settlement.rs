@@ -1,9 +1,12 @@
 //! The end of a bid's life: settle (charge the clearing price, return the premium), abort (full
 //! refund), abort_stale, and refund_unfilled (expired open bids get their escrow back).
 //!
-//! Lock order: slot -> clear -> bid -> accounts (account_id order).
+//! Lock order: slot -> clear -> bid -> accounts (account_id order). settle and abort_slot (the
+//! runner's) wait for a row at most their `lock_timeout` (sql/finalize.sql; 55P03, retry). The
+//! cycle's abort_stale and refund_unfilled never wait: a row another transaction holds is left,
+//! with everything that depends on it, for a later cycle.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use compute_auction_core::{tokens, validate};
 use pgrx::datum::DatumWithOid;
@@ -194,20 +197,25 @@ fn abort_stale(
         if stale.is_empty() {
             return 0;
         }
-        // Lock everything in the global order before changing anything: all the stale slots
-        // (slot_id order), their clears, their bids (id order), their winners' accounts
-        // (account_id order). Aborting slot by slot instead would hold one winner's account
-        // while locking the next slot, and deadlock against settle or refund_unfilled.
-        spi::run(c, LOCK_STALE_SLOTS, &[stale.clone().into()]);
-        let args: [DatumWithOid<'_>; 3] = [stale.into(), now.into(), older_than.into()];
-        let still: Vec<(String, i64, String)> = spi::run(c, LOCK_STALE_CLEARS, &args)
+        // Lock everything before changing anything, in the global order, and without waiting:
+        // the stale slots (slot_id order), their clears, their bids (id order), their winners'
+        // accounts (account_id order). A slot any of whose rows another transaction holds is
+        // left for a later cycle; the rest are aborted.
+        let slots: Vec<String> = spi::run(c, LOCK_STALE_SLOTS, &[stale.into()]).map(|r| spi::req(&r, 1)).collect();
+        let args: [DatumWithOid<'_>; 3] = [slots.into(), now.into(), older_than.into()];
+        let clears: Vec<(String, i64, String)> = spi::run(c, LOCK_STALE_CLEARS, &args)
             .map(|r| (spi::req(&r, 1), spi::req(&r, 2), spi::req(&r, 3)))
             .collect();
-        let bids: Vec<i64> = still.iter().map(|x| x.1).collect();
-        spi::run(c, LOCK_BIDS, &[bids.into()]);
-        let accounts: Vec<String> = still.iter().map(|x| x.2.clone()).collect();
-        spi::run(c, LOCK_ACCOUNTS, &[accounts.into()]);
-        let still: Vec<String> = still.into_iter().map(|x| x.0).collect();
+        let bids: Vec<i64> = clears.iter().map(|x| x.1).collect();
+        let bids: HashSet<i64> = spi::run(c, LOCK_BIDS_SKIP_LOCKED, &[bids.into()]).map(|r| spi::req(&r, 1)).collect();
+        let accounts: Vec<String> = clears.iter().map(|x| x.2.clone()).collect();
+        let accounts: HashSet<String> =
+            spi::run(c, LOCK_ACCOUNTS_SKIP_LOCKED, &[accounts.into()]).map(|r| spi::req(&r, 1)).collect();
+        let still: Vec<String> = clears
+            .into_iter()
+            .filter(|(_, bid, acct)| bids.contains(bid) && accounts.contains(acct))
+            .map(|x| x.0)
+            .collect();
         let reason = "stale: not settled in time";
         let mut n = 0;
         for slot in &still {
@@ -220,26 +228,19 @@ fn abort_stale(
 }
 
 const LOCK_STALE_SLOTS: &str = "
-SELECT 1 FROM compute_auction.compute_slots WHERE slot_id = ANY($1) ORDER BY slot_id FOR UPDATE";
+SELECT slot_id FROM compute_auction.compute_slots WHERE slot_id = ANY($1) ORDER BY slot_id FOR UPDATE SKIP LOCKED";
 
 /// The clears still assigned and stale once their slots are locked (a run settled meanwhile is
-/// left alone).
+/// left alone), skipping any another transaction holds.
 const LOCK_STALE_CLEARS: &str = "
 SELECT slot_id, bid_id, bidder_id
   FROM compute_auction.compute_auction_clears
  WHERE slot_id = ANY($1) AND status = 'assigned' AND slot_started_at < $2 - $3
  ORDER BY slot_id
-   FOR UPDATE";
+   FOR UPDATE SKIP LOCKED";
 
-const LOCK_BIDS: &str = "
-SELECT 1 FROM compute_auction.compute_auction_bids WHERE id = ANY($1) ORDER BY id FOR UPDATE";
-
-const EXPIRED: &str = "
-SELECT id, bidder_id, max_price_tokens
-  FROM compute_auction.compute_auction_bids
- WHERE status = 'open' AND ttl_at <= $1
- ORDER BY id
-   FOR UPDATE";
+const LOCK_BIDS_SKIP_LOCKED: &str = "
+SELECT id FROM compute_auction.compute_auction_bids WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED";
 
 const EXPIRED_SKIP_LOCKED: &str = "
 SELECT id, bidder_id, max_price_tokens
@@ -254,13 +255,6 @@ SELECT account_id, balance_tokens, held_tokens
  WHERE account_id = ANY($1)
  ORDER BY account_id
    FOR UPDATE SKIP LOCKED";
-
-const LOCK_ACCOUNTS: &str = "
-SELECT account_id, balance_tokens, held_tokens
-  FROM compute_auction.token_accounts
- WHERE account_id = ANY($1)
- ORDER BY account_id
-   FOR UPDATE";
 
 const REFUND: &str = "
 WITH e AS (
@@ -293,17 +287,16 @@ fn refund_unfilled(
     now: default!(Option<TimestampWithTimeZone>, "now()"),
 ) -> TableIterator<'static, (name!(bids_expired, i64), name!(tokens_refunded, i64))> {
     let now = validate::required("now", now).or_raise();
-    TableIterator::once(spi::with(|c| refund(c, now, false)))
+    TableIterator::once(spi::with(|c| refund(c, now)))
 }
 
-/// Expires and refunds the open bids past their TTL at `now`. With `skip_locked`, bids and
-/// accounts another transaction holds are left for the next cycle instead of waited for: the
-/// caller (run_cycle) already holds account locks, and waiting for more could deadlock.
-pub fn refund(c: &mut SpiClient<'_>, now: TimestampWithTimeZone, skip_locked: bool) -> (i64, i64) {
-    let (expired_sql, accounts_sql) =
-        if skip_locked { (EXPIRED_SKIP_LOCKED, LOCK_ACCOUNTS_SKIP_LOCKED) } else { (EXPIRED, LOCK_ACCOUNTS) };
-    let expired: Vec<(i64, String, i64)> =
-        spi::run(c, expired_sql, &[now.into()]).map(|r| (spi::req(&r, 1), spi::req(&r, 2), spi::req(&r, 3))).collect();
+/// Expires and refunds the open bids past their TTL at `now`. Bids and accounts another
+/// transaction holds (a bidder's own open transaction) are left for the next cycle, never
+/// waited for.
+pub fn refund(c: &mut SpiClient<'_>, now: TimestampWithTimeZone) -> (i64, i64) {
+    let expired: Vec<(i64, String, i64)> = spi::run(c, EXPIRED_SKIP_LOCKED, &[now.into()])
+        .map(|r| (spi::req(&r, 1), spi::req(&r, 2), spi::req(&r, 3)))
+        .collect();
     if expired.is_empty() {
         return (0, 0);
     }
@@ -314,14 +307,12 @@ pub fn refund(c: &mut SpiClient<'_>, now: TimestampWithTimeZone, skip_locked: bo
     }
     let names: Vec<&str> = by_account.keys().copied().collect();
     let mut start: BTreeMap<String, (i64, i64)> = BTreeMap::new();
-    for r in spi::run(c, accounts_sql, &[names.clone().into()]) {
+    for r in spi::run(c, LOCK_ACCOUNTS_SKIP_LOCKED, &[names.clone().into()]) {
         start.insert(spi::req(&r, 1), (spi::req(&r, 2), spi::req(&r, 3)));
     }
-    if skip_locked {
-        by_account.retain(|acct, _| start.contains_key(*acct));
-        if by_account.is_empty() {
-            return (0, 0);
-        }
+    by_account.retain(|acct, _| start.contains_key(*acct));
+    if by_account.is_empty() {
+        return (0, 0);
     }
     let (mut acc_ids, mut acc_sums) = (Vec::new(), Vec::new());
     let (mut l_acc, mut l_amt, mut l_bid, mut l_bal, mut l_held) = (vec![], vec![], vec![], vec![], vec![]);

@@ -68,6 +68,28 @@ fn retire_slot(slot_id: Option<&str>) {
     })
 }
 
+/// (bid_id, task_id, bidder_id, clearing_price_tokens) of a claimed assignment.
+type Claim = (i64, String, String, i64);
+
+/// The slot's assigned clear, read without a lock, and whether it was claimed already.
+const ASSIGNED: &str = "
+SELECT bid_id, winning_task_id, bidder_id, clearing_price_tokens, claimed_at IS NOT NULL
+  FROM compute_auction.compute_auction_clears
+ WHERE slot_id = $1 AND status = 'assigned'";
+
+/// The first claim: takes the clear row without waiting (NOWAIT raises 55P03).
+const FIRST_CLAIM: &str = "
+WITH l AS (
+    SELECT round_id FROM compute_auction.compute_auction_clears
+     WHERE slot_id = $1 AND status = 'assigned'
+       FOR UPDATE NOWAIT
+)
+UPDATE compute_auction.compute_auction_clears AS c
+   SET claimed_at = coalesce(c.claimed_at, now())
+  FROM l
+ WHERE c.slot_id = $1 AND c.round_id = l.round_id AND c.status = 'assigned'
+RETURNING c.bid_id, c.winning_task_id, c.bidder_id, c.clearing_price_tokens";
+
 /// What an agent runner calls before asking for other work: the task its slot won, or no row.
 #[pg_extern(security_definer)]
 #[search_path(@extschema@, pg_catalog, pg_temp)]
@@ -83,15 +105,20 @@ fn claim_slot(
         if t.is_empty() {
             errors::not_found("slot", slot);
         }
-        let t = spi::run(
-            c,
-            "UPDATE compute_auction.compute_auction_clears
-                SET claimed_at = coalesce(claimed_at, now())
-              WHERE slot_id = $1 AND status = 'assigned'
-             RETURNING bid_id, winning_task_id, bidder_id, clearing_price_tokens",
-            &[slot.into()],
-        );
-        t.map(|r| (spi::req(&r, 1), spi::req(&r, 2), spi::req(&r, 3), spi::req(&r, 4))).collect::<Vec<_>>()
+        // runners poll: a repeat claim is a pure read (no lock, no new row version)
+        let t = spi::run(c, ASSIGNED, &[slot.into()]);
+        if t.is_empty() {
+            return Vec::new();
+        }
+        let row = t.first();
+        let claim: Claim = (spi::get_req(&row, 1), spi::get_req(&row, 2), spi::get_req(&row, 3), spi::get_req(&row, 4));
+        if spi::get_req::<bool>(&row, 5) {
+            return vec![claim];
+        }
+        // the first claim records itself, never waiting for the clear row (55P03: retry)
+        spi::run(c, FIRST_CLAIM, &[slot.into()])
+            .map(|r| (spi::req(&r, 1), spi::req(&r, 2), spi::req(&r, 3), spi::req(&r, 4)))
+            .collect::<Vec<Claim>>()
     });
     TableIterator::new(rows)
 }

@@ -14,6 +14,7 @@
 //! bid never sets the price, bidding one's true value is a dominant strategy.
 
 use std::cmp::Ordering;
+use std::collections::HashSet;
 
 /// A bid as the clearing rule sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,6 +88,40 @@ pub fn clear(bid_prices: &[i64], reserves: &[i64]) -> Outcome {
         _ => (None, None),
     };
     Outcome { filled: k, price, runner_up, runner_up_reason }
+}
+
+/// What a round takes from the book when some bids are locked by other transactions: the round
+/// never waits for them, so **the winners are the top k of the open, unexpired bids that this
+/// round could lock, and the price rule applies to that set**.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scan {
+    /// The first `want` bids of the book without the locked-out ones, in [`bid_order`]: the bids
+    /// that can matter (`want` = slots + 1).
+    pub candidates: Vec<Bid>,
+    /// The locked-out bids the round passed over while it scanned for its candidates: those
+    /// ranked ahead of the last candidate, or all of them when the book ran out first. They are
+    /// recorded and not counted as eligible; a locked-out bid deeper in the book was never
+    /// reached and counts as eligible.
+    pub skipped: Vec<i64>,
+}
+
+/// Scans `book` (any order) for a round's `want` candidates, passing over `locked_out`.
+pub fn scan(book: &[Bid], locked_out: &HashSet<i64>, want: usize) -> Scan {
+    let mut sorted: Vec<&Bid> = book.iter().collect();
+    sorted.sort_by(|a, b| bid_order(a, b));
+    let mut candidates = Vec::with_capacity(want);
+    let mut skipped = Vec::new();
+    for b in sorted {
+        if candidates.len() == want {
+            break;
+        }
+        if locked_out.contains(&b.id) {
+            skipped.push(b.id);
+        } else {
+            candidates.push(b.clone());
+        }
+    }
+    Scan { candidates, skipped }
 }
 
 /// Sorts both sides into their clearing orders and clears them.

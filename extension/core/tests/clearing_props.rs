@@ -1,7 +1,9 @@
 //! Property tests of the clearing rule (no database needed).
 // generated ids and counts are small and non-negative, so the casts are exact
 #![allow(clippy::cast_sign_loss, clippy::cast_possible_wrap)]
-use compute_auction_core::clearing::{bid_order, clear, clear_unsorted, slot_order, Bid, Slot};
+use std::collections::HashSet;
+
+use compute_auction_core::clearing::{bid_order, clear, clear_unsorted, scan, slot_order, Bid, Slot};
 use proptest::prelude::*;
 
 fn bids() -> impl Strategy<Value = Vec<Bid>> {
@@ -127,5 +129,56 @@ proptest! {
                 if x > 1 { prop_assert!(!newcomer_wins(x - 1), "bidding {} should lose", x - 1); }
             }
         }
+    }
+
+    // ---- bids the round could not lock (issue 13) ----
+
+    #[test]
+    fn a_scan_takes_the_top_of_the_lockable_book(b in bids(), lock in prop::collection::vec(any::<bool>(), 40), want in 1usize..12) {
+        let locked_out: HashSet<i64> = b.iter().filter(|x| lock[(x.id as usize - 1) % 40]).map(|x| x.id).collect();
+        let sc = scan(&b, &locked_out, want);
+        let mut lockable: Vec<Bid> = b.iter().filter(|x| !locked_out.contains(&x.id)).cloned().collect();
+        lockable.sort_by(bid_order);
+        // the candidates are exactly the top `want` of the bids the round could lock
+        prop_assert_eq!(&sc.candidates, &lockable[..want.min(lockable.len())].to_vec());
+        // no locked-out bid is a candidate, and every skipped bid is locked out
+        prop_assert!(sc.candidates.iter().all(|c| !locked_out.contains(&c.id)));
+        prop_assert!(sc.skipped.iter().all(|id| locked_out.contains(id)));
+        // skipped = the locked-out bids ranked ahead of the last candidate (all of them when the
+        // lockable book ran out); the ones deeper in the book were never reached
+        let reached_end = sc.candidates.len() < want;
+        for x in b.iter().filter(|x| locked_out.contains(&x.id)) {
+            let ahead = match sc.candidates.last() {
+                Some(last) if !reached_end => bid_order(x, last).is_lt(),
+                _ => true,
+            };
+            prop_assert_eq!(sc.skipped.contains(&x.id), ahead, "bid {:?}", x);
+        }
+    }
+
+    #[test]
+    fn the_price_rule_applies_to_the_lockable_set(b in bids(), mut s in slots(), lock in prop::collection::vec(any::<bool>(), 40)) {
+        let locked_out: HashSet<i64> = b.iter().filter(|x| lock[(x.id as usize - 1) % 40]).map(|x| x.id).collect();
+        s.sort_by(slot_order);
+        let reserves: Vec<i64> = s.iter().map(|x| x.reserve).collect();
+        let sc = scan(&b, &locked_out, s.len() + 1);
+        let prices: Vec<i64> = sc.candidates.iter().map(|x| x.price).collect();
+        let o = clear(&prices, &reserves);
+        // the same outcome as clearing the whole lockable book: its k+1 best are enough
+        let mut lockable: Vec<Bid> = b.iter().filter(|x| !locked_out.contains(&x.id)).cloned().collect();
+        let mut s2 = s.clone();
+        let full = clear_unsorted(&mut lockable, &mut s2);
+        prop_assert_eq!(o.filled, full.filled);
+        prop_assert_eq!(o.price, full.price);
+        // no skipped bid wins, however high it bid
+        for w in &sc.candidates[..o.filled] {
+            prop_assert!(!locked_out.contains(&w.id));
+        }
+        // with nothing locked out the scan is the plain top of the book
+        let none = scan(&b, &HashSet::new(), s.len() + 1);
+        let mut all = b.clone();
+        all.sort_by(bid_order);
+        prop_assert_eq!(none.candidates, all[..(s.len() + 1).min(all.len())].to_vec());
+        prop_assert!(none.skipped.is_empty());
     }
 }
