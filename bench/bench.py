@@ -133,7 +133,7 @@ class Bench:
         raise RuntimeError(f"synchronous_commit did not become {v}")
 
     def snapshot_library(self) -> None:
-        """Copies the installed compute_auction.so to target/bench/lib and points the benchmark's
+        """Copies the installed compute_auction-<version>.so to target/bench/lib and points the benchmark's
         functions at the copy: other engineers re-install the extension on this machine while the
         benchmark runs, and a shared library overwritten in place under a running backend kills it
         (SIGBUS). The copy also keeps one build for the whole run."""
@@ -147,7 +147,17 @@ class Bench:
             sections = subprocess.run(["readelf", "-S", "-W", str(path)], capture_output=True, text=True).stdout
             return path.exists() and ".debug_info" not in sections
 
-        candidates = [Path(pkglib) / "compute_auction.so", self.root / "target" / "release" / "libcompute_auction.so"]
+        # the library the current release installs: compute_auction-<default_version>.so (the
+        # control file has no module_pathname; an older release's library may sit beside it)
+        sharedir = subprocess.run(
+            [str(self.bindir / "pg_config"), "--sharedir"], capture_output=True, text=True
+        ).stdout.strip()
+        control = (Path(sharedir) / "extension" / "compute_auction.control").read_text()
+        version = re.search(r"^default_version\s*=\s*'([^']+)'", control, re.M)
+        if version is None:
+            raise SystemExit("compute_auction.control has no default_version: is the extension installed?")
+        installed = Path(pkglib) / f"compute_auction-{version.group(1)}.so"
+        candidates = [installed, self.root / "target" / "release" / "libcompute_auction.so"]
         src = next((c for c in candidates if c.exists() and is_release(c)), None)
         if src is None:
             raise SystemExit(
@@ -155,7 +165,7 @@ class Bench:
                 "e.g. from `cargo pgrx test`): run `cargo pgrx install --release` in extension/"
             )
         if src != candidates[0]:
-            log(f"the installed compute_auction.so is a debug build; using the release build {src}")
+            log(f"the installed {installed.name} is a debug build; using the release build {src}")
         data = src.read_bytes()
         digest = hashlib.sha256(data).hexdigest()
         libdir = self.out / "lib"
@@ -186,7 +196,13 @@ class Bench:
             self.sql(name, "CREATE EXTENSION compute_auction")
             # every C function of the extension loads the run's private copy of the library
             self.sql(
-                name, "UPDATE pg_catalog.pg_proc SET probin = %s WHERE probin = '$libdir/compute_auction'", (self.lib,)
+                name,
+                "UPDATE pg_catalog.pg_proc SET probin = %s"
+                " WHERE probin IS NOT NULL AND oid IN ("
+                "   SELECT objid FROM pg_catalog.pg_depend"
+                "    WHERE classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND deptype = 'e'"
+                "      AND refobjid = (SELECT oid FROM pg_catalog.pg_extension WHERE extname = 'compute_auction'))",
+                (self.lib,),
             )
 
     def pgbench(self, db: str, script: Path, clients: int, seconds: int, tag: str) -> dict:
