@@ -44,7 +44,7 @@ At the end (with clients and driver stopped) it checks, and exits 1 if any check
     the driver and the clearing thread have cleared --min-rounds (default 240) rounds, however
     slow the machine is; only if that takes longer than --hang-seconds (default 5 x --seconds
     + 300) is clearing reported as hung (no rate is asserted: a loaded machine is just slower);
-  * every other error was a documented SQLSTATE (22023, 23505, 23514, 55000, P0002, 40001) or a
+  * every other error was a documented SQLSTATE (22023, 23505, 23514, 55000, 55P03, P0002, 40001) or a
     connection error inside the PostgreSQL restart window;
   * the faults really happened and the driver was clearing again after them.
 
@@ -91,6 +91,7 @@ EXPECTED_SQLSTATES = {
     "55000": "object_not_in_prerequisite_state",
     "P0002": "no_data_found",
     "40001": "serialization_failure (clear_round: book kept changing)",
+    "55P03": "lock_not_available (a participant's call waited its 1 s lock_timeout: retry)",
 }
 DEADLOCK = "40P01"
 CONN = "conn"  # pseudo-SQLSTATE of connection errors
