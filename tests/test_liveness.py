@@ -25,14 +25,16 @@ The expected rounds come from a model of the clearing rule (the winners are the 
 open, unexpired bids this round could lock; a bid skipped while the round scanned its top k+1
 is recorded), applied to the committed book read just before each round.
 
-Further cases: fast 23505 for another bidder's place_bid on a task whose live bid its owner
-holds; 55P03 within the bound (never a hang) for agent-callable functions that would have to
-wait (place_bid, cancel_bid, submit_bids_for_tasks, claim_slot); claim_slot's repeat claim is a
-pure read; refund_unfilled and abort_stale leave only the rows that are held; settle and
-abort_slot fail fast with 55P03 while the winner's account or bid row is held.
+Further cases: another bidder's place_bid on a task whose live bid its owner holds gets 23505
+at once (55P03 within the bound when the owner's open call holds the task lock itself); 55P03
+within the bound (never a hang) for agent-callable functions that would have to wait
+(place_bid, cancel_bid, submit_bids_for_tasks, claim_slot); claim_slot's repeat claim is a pure
+read; refund_unfilled and abort_stale leave only the rows that are held; settle and abort_slot
+fail fast with 55P03 while the winner's account or bid row is held.
 
 Holds last as long as the calls that check them; no test sleeps. The only time limit is the
-10 s statement_timeout, which detects a hang (the calls normally take milliseconds).
+10 s statement_timeout, which detects a hang: the calls normally take milliseconds, a 55P03
+comes after the functions' 1 s lock_timeout.
 """
 
 from __future__ import annotations
@@ -57,6 +59,12 @@ CLEAR_NOW = "SELECT * FROM compute_auction.clear_round()"
 RUN_CYCLE = "SELECT compute_auction.run_cycle()"
 CLEAR_XMIN = "SELECT xmin::text, claimed_at FROM compute_auction.compute_auction_clears WHERE slot_id = %s"
 
+OTHERS_BIDS_NOWAIT = """
+SELECT count(*) FROM (SELECT 1 FROM compute_auction.compute_auction_bids
+                       WHERE bidder_id <> 'mallory' AND status IN ('open', 'won') FOR UPDATE NOWAIT) AS x"""
+OTHERS_ACCOUNTS_NOWAIT = """
+SELECT count(*) FROM (SELECT 1 FROM compute_auction.token_accounts
+                       WHERE account_id <> 'mallory' FOR UPDATE NOWAIT) AS x"""
 BOOK = """
 SELECT id, max_price_tokens
   FROM compute_auction.compute_auction_bids
@@ -239,8 +247,11 @@ def act_submit_others_tasks(h: psycopg.Connection, w: World) -> Hold:
 
 def act_claim_claimed_slot(h: psycopg.Connection, w: World) -> Hold:
     slot = w.won_slot["alice"]
+    before = h.execute(CLEAR_XMIN, (slot,)).fetchone()
     rows = h.execute(CLAIM, (slot,)).fetchall()
     assert [r[2] for r in rows] == ["alice"]
+    # read in mallory's own transaction, which would see its own new row version
+    assert h.execute(CLEAR_XMIN, (slot,)).fetchone() == before, "a repeat claim wrote a new row version"
     return Hold()  # a repeat claim is a pure read: it holds nothing
 
 
@@ -269,6 +280,9 @@ def test_a_hostile_open_transaction_stalls_nobody(mk, connect, action):
 
     hold = ACTIONS[action](hostile, w)
     assert in_txn(hostile), "mallory's transaction is left open"
+    # she holds no row of another bidder: every other bid and account can be locked at once
+    for sql in (OTHERS_BIDS_NOWAIT, OTHERS_ACCOUNTS_NOWAIT):
+        assert cycle.execute(sql).fetchone()[0] > 0
 
     # another agent bids on an unrelated task
     e_bid = eve.execute(PLACE, ("eve", "e-task", 10, None, mk.at(60))).fetchone()[0]
@@ -369,24 +383,38 @@ def test_a_locked_bid_deeper_in_the_book_counts_as_eligible(mk, connect):
 # ============================================== agent-callable functions: no wait ==
 
 
-@pytest.mark.parametrize("hold_by", ["replace", "cancel"])
-def test_another_bidder_on_a_held_task_gets_23505_at_once(mk, connect, hold_by):
-    """alice holds her own live bid on t1 in an open transaction (a replace, or a cancel she has
-    not committed); bob's place_bid on t1 reads her committed bid without locking it: 23505."""
+# How alice holds her own live bid on t1 in an open transaction, and what bob's place_bid on t1
+# gets. Another bidder's live bid is read without a lock: 23505 at once, unless alice's call holds
+# the task lock itself (a concurrent bid on the same task, docs/SQL_API.md): 55P03 within the
+# function's lock_timeout.
+HELD_TASK = {
+    "cancel": "23505",  # cancel_bid not committed: her bid and account rows
+    "account": "23505",  # place_bid on another task: her account row
+    "replace": "55P03",  # place_bid again on t1: the task lock, her bid and account rows
+}
+
+
+@pytest.mark.parametrize("hold_by", list(HELD_TASK))
+def test_another_bidder_on_a_task_whose_bid_is_held_does_not_wait(mk, connect, hold_by):
     mk.account("alice")
     mk.account("bob")
     a = mk.bid("alice", "t1", 300, ttl=60)
     holder = connect(autocommit=False)
     if hold_by == "replace":
         holder.execute(PLACE, ("alice", "t1", 350, None, mk.at(60)))
+    elif hold_by == "account":
+        holder.execute(PLACE, ("alice", "t2", 10, None, mk.at(60)))
     else:
         holder.execute(CANCEL, (a,))
     before = snapshot(mk.conn)
     bob = connect()
-    assert sqlstate_of(bob, PLACE, ("bob", "t1", 900, None, mk.at(60))) == "23505"
+    got = sqlstate_of(bob, PLACE, ("bob", "t1", 900, None, mk.at(60)))
+    assert got == HELD_TASK[hold_by], f"got {got} (57014 means it waited until the statement timeout)"
     assert snapshot(mk.conn) == before
     assert in_txn(holder)
     holder.rollback()
+    # alice's bid is still live: bob's retry gets 23505 at once
+    assert sqlstate_of(bob, PLACE, ("bob", "t1", 900, None, mk.at(60))) == "23505"
     assert mk.bid_row(a)["status"] == "open"
     assert_audit_clean(mk.conn)
 
