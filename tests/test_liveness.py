@@ -384,13 +384,12 @@ def test_a_locked_bid_deeper_in_the_book_counts_as_eligible(mk, connect):
 
 
 # How alice holds her own live bid on t1 in an open transaction, and what bob's place_bid on t1
-# gets. Another bidder's live bid is read without a lock: 23505 at once, unless alice's call holds
-# the task lock itself (a concurrent bid on the same task, docs/SQL_API.md): 55P03 within the
-# function's lock_timeout.
+# gets: another bidder's live bid is read before the task lock and without a lock, so 23505 at
+# once, whatever alice holds (even the task lock itself).
 HELD_TASK = {
     "cancel": "23505",  # cancel_bid not committed: her bid and account rows
     "account": "23505",  # place_bid on another task: her account row
-    "replace": "55P03",  # place_bid again on t1: the task lock, her bid and account rows
+    "replace": "23505",  # place_bid again on t1: the task lock, her bid and account rows
 }
 
 
