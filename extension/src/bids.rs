@@ -75,6 +75,19 @@ pub fn place_bid(
     spi::with(|c| place(c, bidder, task, price, expected_value_usd, ttl_at).0)
 }
 
+/// 55000: a won bid cannot be replaced.
+fn won_refused(task: &str, id: i64) -> ! {
+    errors::wrong_state(
+        format!("task {task} was already won by bid {id}"),
+        Some("a won bid cannot be replaced; settle or abort its slot first"),
+    )
+}
+
+/// 55000: only open bids can be cancelled.
+fn not_open(id: i64, status: &str) -> ! {
+    errors::wrong_state(format!("bid {id} is {status}, not open"), Some("only open bids can be cancelled"))
+}
+
 /// What place_bid did.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Placed {
@@ -93,19 +106,10 @@ pub fn place(
 ) -> (i64, Placed) {
     // authority before any lock: a call for someone else's wallet locks nothing
     ledger::check_may_act(c, bidder);
-    let t = spi::run(c, TASK_LOCK_AND_TTL, &[spi::LOCK_CLASS_TASK.into(), task.into(), ttl_at.into()]);
-    let row = t.first();
-    let ttl: TimestampWithTimeZone = spi::get_req(&row, 1);
-    if !spi::get_req::<bool>(&row, 2) {
-        errors::raise(
-            Code::ERRCODE_INVALID_PARAMETER_VALUE,
-            "ttl_at must be in the future and at most 30 days ahead",
-            Some("pass NULL for the default of now() + 15 minutes"),
-        );
-    }
-
+    // the task's live bid, read before the task lock and without a lock: another bidder's is
+    // refused at once (23505), however long its owner holds the task
     let live = spi::run(c, LIVE_BID, &[task.into()]);
-    let existing = if live.is_empty() {
+    let live_id: Option<i64> = if live.is_empty() {
         None
     } else {
         let r = live.first();
@@ -117,18 +121,37 @@ pub fn place(
                 Some("at most one open or won bid per task"),
             );
         }
-        // our own bid: lock it and read its current state (the task lock keeps it ours)
-        let own = spi::run(c, LOCK_OWN_BID, &[id.into()]).first();
-        Some((id, spi::get_req::<String>(&own, 1), spi::get_req::<i64>(&own, 2)))
+        if spi::get_req::<String>(&r, 3) == "won" {
+            // refused before any lock: a won bid belongs to its slot's settlement now
+            won_refused(task, id);
+        }
+        Some(id)
     };
+
+    let t = spi::run(c, TASK_LOCK_AND_TTL, &[spi::LOCK_CLASS_TASK.into(), task.into(), ttl_at.into()]);
+    let row = t.first();
+    let ttl: TimestampWithTimeZone = spi::get_req(&row, 1);
+    if !spi::get_req::<bool>(&row, 2) {
+        errors::raise(
+            Code::ERRCODE_INVALID_PARAMETER_VALUE,
+            "ttl_at must be in the future and at most 30 days ahead",
+            Some("pass NULL for the default of now() + 15 minutes"),
+        );
+    }
+
+    // Our own bid: lock it and read its current state under the task lock (a round may have
+    // made it won, or it may have ended meanwhile, and then we bid anew). A bid another bidder
+    // placed after our read is refused by the unique index on live bids per task (23505).
+    let existing = live_id.and_then(|id| {
+        let own = spi::run(c, LOCK_OWN_BID, &[id.into()]).first();
+        let status: String = spi::get_req(&own, 1);
+        (status == "open" || status == "won").then(|| (id, status, spi::get_req::<i64>(&own, 2)))
+    });
     let old_price = match &existing {
         None => 0,
         Some((id, status, old)) => {
             if status == "won" {
-                errors::wrong_state(
-                    format!("task {task} was already won by bid {id}"),
-                    Some("a won bid cannot be replaced; settle or abort its slot first"),
-                );
+                won_refused(task, *id);
             }
             *old
         }
@@ -176,8 +199,8 @@ pub fn place(
     (id, what)
 }
 
-/// Whose bid it is, read without a lock (it may be someone else's).
-const BID_OWNER: &str = "SELECT bidder_id FROM compute_auction.compute_auction_bids WHERE id = $1";
+/// Whose bid it is and its state, read without a lock (it may be someone else's).
+const BID_OWNER: &str = "SELECT bidder_id, status FROM compute_auction.compute_auction_bids WHERE id = $1";
 
 const LOCK_BID: &str = "
 SELECT bidder_id, status, max_price_tokens
@@ -208,10 +231,16 @@ fn cancel_bid(bid_id: Option<i64>) -> i64 {
 pub fn cancel(c: &mut pgrx::spi::SpiClient<'_>, id: i64, why: &str, check_owner: bool) -> i64 {
     if check_owner {
         // authority first, without a lock: a bid that is not ours is never locked
-        let Some(owner) = spi::first::<String>(spi::run(c, BID_OWNER, &[id.into()]), 1) else {
-            errors::not_found("bid", &id.to_string())
-        };
+        let t = spi::run(c, BID_OWNER, &[id.into()]);
+        if t.is_empty() {
+            errors::not_found("bid", &id.to_string());
+        }
+        let r = t.first();
+        let (owner, status): (String, String) = (spi::get_req(&r, 1), spi::get_req(&r, 2));
         ledger::check_may_act(c, &owner);
+        if status != "open" {
+            not_open(id, &status); // refused before any lock
+        }
     }
     let t = spi::run(c, LOCK_BID, &[id.into()]);
     if t.is_empty() {
@@ -222,7 +251,7 @@ pub fn cancel(c: &mut pgrx::spi::SpiClient<'_>, id: i64, why: &str, check_owner:
     let status: String = spi::get_req(&r, 2);
     let price: i64 = spi::get_req(&r, 3);
     if status != "open" {
-        errors::wrong_state(format!("bid {id} is {status}, not open"), Some("only open bids can be cancelled"));
+        not_open(id, &status);
     }
     if check_owner {
         ledger::lock_owned(c, &bidder);
