@@ -91,6 +91,58 @@ ALTER FUNCTION compute_auction.submit_bids_for_tasks(text, jsonb, double precisi
 ALTER FUNCTION compute_auction.settle(text, bigint, double precision) SET lock_timeout = '1s';
 ALTER FUNCTION compute_auction.abort_slot(text, text) SET lock_timeout = '1s';
 
+-- 2.2 Issue 14, settlement never waits on the winner's wallet: pending wallet entries.
+CREATE TABLE compute_auction.pending_entries (
+    entry_id      bigserial   PRIMARY KEY,
+    account_id    text        NOT NULL,
+    bid_id        bigint      NOT NULL,
+    slot_id       text        NOT NULL,
+    round_id      bigint      NOT NULL,
+    entry_kind    text        NOT NULL CHECK (entry_kind IN ('charge', 'premium', 'refund')),
+    delta_balance bigint      NOT NULL,
+    delta_held    bigint      NOT NULL,
+    reason        text        NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX pending_entries_account_idx ON compute_auction.pending_entries (account_id, entry_id);
+SELECT pg_catalog.pg_extension_config_dump('compute_auction.pending_entries', '');
+SELECT pg_catalog.pg_extension_config_dump('compute_auction.pending_entries_entry_id_seq', '');
+REVOKE ALL ON compute_auction.pending_entries FROM PUBLIC;
+REVOKE ALL ON SEQUENCE compute_auction.pending_entries_entry_id_seq FROM PUBLIC;
+
+CREATE FUNCTION compute_auction."apply_pending"() RETURNS bigint /* i64 */
+STRICT SECURITY DEFINER
+SET search_path TO compute_auction, pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'compute_auction-0.2.0', 'apply_pending_sql_wrapper';
+REVOKE ALL ON FUNCTION compute_auction.apply_pending() FROM PUBLIC;
+
+CREATE FUNCTION compute_auction."pending_balance"(
+	"account_id" TEXT /* Option < & str > */
+) RETURNS TABLE (
+	"balance_tokens" bigint,  /* i64 */
+	"held_tokens" bigint  /* i64 */
+)
+SECURITY DEFINER
+SET search_path TO compute_auction, pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'compute_auction-0.2.0', 'pending_balance_wrapper';
+REVOKE ALL ON FUNCTION compute_auction.pending_balance(text) FROM PUBLIC;
+
+-- what docs/roles.sql grants, for the documented roles when they exist
+DO $grant$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'compute_auction_operator') THEN
+        GRANT SELECT ON compute_auction.pending_entries TO compute_auction_operator;
+        GRANT EXECUTE ON FUNCTION compute_auction.apply_pending() TO compute_auction_operator;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'compute_auction_agent') THEN
+        GRANT SELECT ON compute_auction.pending_entries TO compute_auction_agent;
+        GRANT EXECUTE ON FUNCTION compute_auction.pending_balance(text) TO compute_auction_agent;
+    END IF;
+END
+$grant$;
+
 ---------------------------------------------------------------------------------------------
 -- 3. Checks, last: no function of the extension is left on another release's library.
 ---------------------------------------------------------------------------------------------

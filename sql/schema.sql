@@ -189,6 +189,26 @@ CREATE TABLE compute_auction.round_skips (
 );
 CREATE INDEX round_skips_bid_id_idx ON compute_auction.round_skips (bid_id);
 
+-- Wallet entries that a settlement or abort has decided but not yet applied: settle and
+-- abort_slot record the outcome at once without touching the winner's account row (its owner
+-- may hold it), and apply_pending (run_cycle, the driver's cycle, or settle itself when the
+-- account is free) applies them in entry_id order, writing their token_ledger rows in the same
+-- transaction as the wallet change, and deletes them. Until then audit() and pending_balance()
+-- count them as applied. No foreign key to the account: checking one would lock its row.
+CREATE TABLE compute_auction.pending_entries (
+    entry_id      bigserial   PRIMARY KEY,
+    account_id    text        NOT NULL,
+    bid_id        bigint      NOT NULL,
+    slot_id       text        NOT NULL,
+    round_id      bigint      NOT NULL,
+    entry_kind    text        NOT NULL CHECK (entry_kind IN ('charge', 'premium', 'refund')),
+    delta_balance bigint      NOT NULL,
+    delta_held    bigint      NOT NULL,
+    reason        text        NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX pending_entries_account_idx ON compute_auction.pending_entries (account_id, entry_id);
+
 ---------------------------------------------------------------------------------------------
 -- pg_dump keeps the market's data (extension member tables are skipped otherwise)
 ---------------------------------------------------------------------------------------------
@@ -204,6 +224,8 @@ SELECT pg_catalog.pg_extension_config_dump('compute_auction.compute_auction_roun
 SELECT pg_catalog.pg_extension_config_dump('compute_auction.compute_auction_rounds_round_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('compute_auction.compute_auction_clears', '');
 SELECT pg_catalog.pg_extension_config_dump('compute_auction.round_skips', '');
+SELECT pg_catalog.pg_extension_config_dump('compute_auction.pending_entries', '');
+SELECT pg_catalog.pg_extension_config_dump('compute_auction.pending_entries_entry_id_seq', '');
 
 -- Nobody but the owner writes these tables directly; access is through the functions.
 REVOKE ALL ON ALL TABLES IN SCHEMA compute_auction FROM PUBLIC;

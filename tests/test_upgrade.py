@@ -282,7 +282,12 @@ def test_every_row_survives_the_upgrade(upgraded):
         if not added:
             assert {k for r in new_rows for k in r} == {k for r in old_rows for k in r}, table
     assert sum(len(rows) for rows in before.values()) > 40  # the market has history to lose
-    assert upgraded.after.sequences == upgraded.before.sequences
+    seq_before, seq_after = upgraded.before.sequences, upgraded.after.sequences
+    assert {name: seq_after.get(name) for name in seq_before} == seq_before
+    # a sequence the upgrade adds (with its table) starts unused
+    assert {name: pos for name, pos in seq_after.items() if name not in seq_before} == {
+        name: (1, False) for name in seq_after if name not in seq_before
+    }
 
 
 def test_the_0_1_0_sql_api_is_kept(upgraded):

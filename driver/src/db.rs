@@ -251,6 +251,15 @@ pub async fn abort_stale(client: &mut Client, older_than: Duration) -> Result<i6
     Ok(row.try_get::<_, Option<i64>>(0)?.unwrap_or(0))
 }
 
+/// `apply_pending()` in its own transaction: the wallet entries of settlements and aborts whose
+/// accounts were held when they were recorded. Returns how many it applied.
+pub async fn apply_pending(client: &mut Client) -> Result<i64, DbError> {
+    let tx = client.transaction().await?;
+    let row = tx.query_one("SELECT compute_auction.apply_pending()::bigint", &[]).await?;
+    tx.commit().await?;
+    Ok(row.try_get::<_, Option<i64>>(0)?.unwrap_or(0))
+}
+
 /// `clear_round(now())` and, in the same transaction, the round row it wrote.
 pub async fn clear_round(client: &mut Client) -> Result<ClearOutcome, DbError> {
     let tx = client.transaction().await?;

@@ -21,9 +21,11 @@ pub struct Metrics {
     pub bids_refunded: AtomicU64,
     pub tokens_refunded: AtomicU64,
     pub assignments_aborted: AtomicU64,
+    pub pending_entries_applied: AtomicU64,
     pub clearing_errors: AtomicU64,
     pub refund_errors: AtomicU64,
     pub abort_stale_errors: AtomicU64,
+    pub apply_pending_errors: AtomicU64,
     pub db_unavailable: AtomicU64,
     pub consecutive_failures: AtomicU64,
     pub leader: AtomicBool,
@@ -52,9 +54,11 @@ impl Metrics {
             bids_refunded: AtomicU64::new(0),
             tokens_refunded: AtomicU64::new(0),
             assignments_aborted: AtomicU64::new(0),
+            pending_entries_applied: AtomicU64::new(0),
             clearing_errors: AtomicU64::new(0),
             refund_errors: AtomicU64::new(0),
             abort_stale_errors: AtomicU64::new(0),
+            apply_pending_errors: AtomicU64::new(0),
             db_unavailable: AtomicU64::new(0),
             consecutive_failures: AtomicU64::new(0),
             leader: AtomicBool::new(false),
@@ -153,6 +157,12 @@ impl Metrics {
         );
         c(
             &mut out,
+            "compute_auction_pending_entries_applied_total",
+            "Wallet entries of settlements and aborts applied by apply_pending.",
+            self.pending_entries_applied.load(Relaxed),
+        );
+        c(
+            &mut out,
             "compute_auction_clearing_errors_total",
             "Failed clear_round calls.",
             self.clearing_errors.load(Relaxed),
@@ -164,6 +174,7 @@ impl Metrics {
         for (step, v) in [
             ("refund_unfilled", &self.refund_errors),
             ("abort_stale", &self.abort_stale_errors),
+            ("apply_pending", &self.apply_pending_errors),
             ("clear_round", &self.clearing_errors),
         ] {
             let _ = writeln!(out, "compute_auction_cycle_step_errors_total{{step=\"{step}\"}} {}", v.load(Relaxed));

@@ -1,5 +1,5 @@
 //! The clearing loop: leader election on a dedicated connection, one cycle
-//! (refund_unfilled, abort_stale, clear_round) per interval while leading,
+//! (refund_unfilled, abort_stale, apply_pending, clear_round) per interval while leading,
 //! capped exponential backoff while the database is unreachable, and the
 //! degraded / proportional-fallback switch.
 
@@ -68,6 +68,7 @@ impl Backoff {
 pub struct Cycle {
     pub refunds: Result<Refunds, DbError>,
     pub aborted: Result<i64, DbError>,
+    pub applied: Result<i64, DbError>,
     pub clear: Result<ClearOutcome, DbError>,
     pub clear_duration: Duration,
 }
@@ -75,10 +76,15 @@ pub struct Cycle {
 impl Cycle {
     /// The first "database unreachable" error of the cycle, if any.
     pub fn unavailable(&self) -> Option<&DbError> {
-        [self.refunds.as_ref().err(), self.aborted.as_ref().err(), self.clear.as_ref().err()]
-            .into_iter()
-            .flatten()
-            .find(|e| e.is_unavailable())
+        [
+            self.refunds.as_ref().err(),
+            self.aborted.as_ref().err(),
+            self.applied.as_ref().err(),
+            self.clear.as_ref().err(),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|e| e.is_unavailable())
     }
 
     /// The JSON printed by the `clear` subcommand.
@@ -94,6 +100,7 @@ impl Cycle {
             "ok": self.clear.is_ok(),
             "refund_unfilled": match &self.refunds { Ok(r) => json!(r), Err(e) => err(e) },
             "abort_stale": match &self.aborted { Ok(n) => json!({"aborted": n}), Err(e) => err(e) },
+            "apply_pending": match &self.applied { Ok(n) => json!({"applied": n}), Err(e) => err(e) },
             "clear_round": match &self.clear { Ok(_) => json!({"ok": true}), Err(e) => err(e) },
             "round": round,
             "assignments": assignments,
@@ -111,12 +118,20 @@ pub async fn run_cycle(client: &mut Client, assignment_timeout: Duration) -> Cyc
         Err(e) if e.is_unavailable() => Err(skipped(e)),
         _ => db::abort_stale(client, assignment_timeout).await,
     };
-    let t0 = std::time::Instant::now();
-    let clear = match (&refunds, &aborted) {
+    let applied = match (&refunds, &aborted) {
         (Err(e), _) | (_, Err(e)) if e.is_unavailable() => Err(skipped(e)),
-        _ => db::clear_round(client).await,
+        _ => db::apply_pending(client).await,
     };
-    Cycle { refunds, aborted, clear, clear_duration: t0.elapsed() }
+    let t0 = std::time::Instant::now();
+    let clear = match [&refunds.as_ref().err(), &aborted.as_ref().err(), &applied.as_ref().err()]
+        .into_iter()
+        .flatten()
+        .find(|e| e.is_unavailable())
+    {
+        Some(e) => Err(skipped(e)),
+        None => db::clear_round(client).await,
+    };
+    Cycle { refunds, aborted, applied, clear, clear_duration: t0.elapsed() }
 }
 
 enum Tick {
@@ -306,6 +321,16 @@ impl Scheduler {
             }
             Err(_) => {}
         }
+        match &cycle.applied {
+            Ok(n) => {
+                m.pending_entries_applied.fetch_add(u64::try_from(*n).unwrap_or(0), Relaxed);
+            }
+            Err(e) if !e.is_unavailable() => {
+                m.apply_pending_errors.fetch_add(1, Relaxed);
+                tracing::error!(error = %e, "apply_pending failed");
+            }
+            Err(_) => {}
+        }
         if let Some(e) = cycle.unavailable() {
             return Tick::Unavailable(e.clone());
         }
@@ -478,6 +503,7 @@ mod tests {
                 detail: None,
                 hint: None,
             }),
+            applied: Ok(3),
             clear: Ok(ClearOutcome { round: None, assignments: vec![] }),
             clear_duration: Duration::from_micros(1500),
         };
@@ -485,6 +511,7 @@ mod tests {
         assert_eq!(v["ok"], true);
         assert_eq!(v["refund_unfilled"]["tokens_refunded"], 300);
         assert_eq!(v["abort_stale"]["sqlstate"], "42883");
+        assert_eq!(v["apply_pending"]["applied"], 3);
         assert_eq!(v["clear_duration_ms"], 1.5);
         assert!(c.unavailable().is_none());
         let c2 = Cycle { clear: Err(DbError::Unavailable("down".into())), ..c };

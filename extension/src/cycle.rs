@@ -33,6 +33,7 @@ fn run_cycle(assignment_timeout: default!(Option<Interval>, "'1 hour'")) -> pgrx
         let args: [DatumWithOid<'_>; 2] = [timeout.into(), now.into()];
         let aborted: i64 = spi::first(spi::run(c, "SELECT compute_auction.abort_stale($1, $2)", &args), 1).unwrap_or(0);
         let (expired, refunded) = crate::settlement::refund(c, now);
+        let applied = crate::settlement::apply_pending(c, None);
         let round = spi::first::<pgrx::JsonB>(spi::run(c, "SELECT compute_auction.last_round()", &[]), 1)
             .map(|j| j.0)
             .unwrap_or(serde_json::Value::Null);
@@ -40,6 +41,7 @@ fn run_cycle(assignment_timeout: default!(Option<Interval>, "'1 hour'")) -> pgrx
             "bids_expired": expired,
             "tokens_refunded": refunded,
             "assignments_aborted": aborted,
+            "pending_entries_applied": applied,
             "round": round,
             "winners": winners.iter().map(|w| serde_json::json!({
                 "slot_id": w.0, "bid_id": w.1, "task_id": w.2, "bidder_id": w.3,

@@ -19,7 +19,7 @@ pub struct Entry<'a> {
     pub account: &'a str,
     pub delta_balance: i64,
     pub delta_held: i64,
-    pub kind: &'static str,
+    pub kind: &'a str,
     pub bid_id: Option<i64>,
     pub slot_id: Option<&'a str>,
     pub round_id: Option<i64>,
@@ -334,6 +334,33 @@ fn balance(account_id: Option<&str>) -> TableIterator<'static, (name!(balance_to
     });
     TableIterator::once(row)
 }
+
+/// The account's balances with its pending entries (settlements and aborts recorded while the
+/// account was held) applied: what `balance` will say once they are.
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_catalog, pg_temp)]
+fn pending_balance(
+    account_id: Option<&str>,
+) -> TableIterator<'static, (name!(balance_tokens, i64), name!(held_tokens, i64))> {
+    let account = check_id("account_id", account_id);
+    let row = spi::with(|c| {
+        let t = spi::run(c, PENDING_BALANCE, &[account.into()]);
+        if t.is_empty() {
+            errors::not_found("account", account);
+        }
+        let r = t.first();
+        (spi::get_req::<i64>(&r, 1), spi::get_req::<i64>(&r, 2))
+    });
+    TableIterator::once(row)
+}
+
+const PENDING_BALANCE: &str = "
+SELECT (a.balance_tokens + coalesce(sum(p.delta_balance), 0))::bigint,
+       (a.held_tokens + coalesce(sum(p.delta_held), 0))::bigint
+  FROM compute_auction.token_accounts a
+  LEFT JOIN compute_auction.pending_entries p ON p.account_id = a.account_id
+ WHERE a.account_id = $1
+ GROUP BY a.account_id, a.balance_tokens, a.held_tokens";
 
 /// Names (or clears, with NULL) the database role that owns an account: when set, only that
 /// role, its members, or compute_auction_operator members may bid, cancel or withdraw for it.

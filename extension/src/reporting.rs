@@ -234,6 +234,11 @@ WITH l AS (
 ), live AS (
     SELECT bidder_id, sum(max_price_tokens) AS held
       FROM compute_auction.compute_auction_bids WHERE status IN ('open', 'won') GROUP BY bidder_id
+), p AS (
+    -- pending entries count as applied (a charge is what leaves the wallet: spent)
+    SELECT account_id, sum(delta_balance) AS b, sum(delta_held) AS h,
+           sum(greatest(-(delta_balance + delta_held), 0)) AS spent
+      FROM compute_auction.pending_entries GROUP BY account_id
 )
 SELECT 'ledger_mismatch', format('account %s: balance %s held %s, ledger sums %s and %s',
                                  a.account_id, a.balance_tokens, a.held_tokens, coalesce(l.b, 0), coalesce(l.h, 0))
@@ -243,14 +248,22 @@ UNION ALL
 SELECT 'negative_balance', format('account %s: balance %s held %s', account_id, balance_tokens, held_tokens)
   FROM compute_auction.token_accounts WHERE balance_tokens < 0 OR held_tokens < 0
 UNION ALL
-SELECT 'held_mismatch', format('account %s: held %s, live bids escrow %s', a.account_id, a.held_tokens, coalesce(live.held, 0))
+SELECT 'held_mismatch', format('account %s: held %s (pending %s), live bids escrow %s',
+                               a.account_id, a.held_tokens, coalesce(p.h, 0), coalesce(live.held, 0))
   FROM compute_auction.token_accounts a LEFT JOIN live ON live.bidder_id = a.account_id
- WHERE a.held_tokens <> coalesce(live.held, 0)
+  LEFT JOIN p ON p.account_id = a.account_id
+ WHERE a.held_tokens + coalesce(p.h, 0) <> coalesce(live.held, 0)
 UNION ALL
-SELECT 'totals_mismatch', format('account %s: deposited %s - withdrawn %s - spent %s <> balance %s + held %s',
-                                 account_id, total_deposited, total_withdrawn, total_spent, balance_tokens, held_tokens)
-  FROM compute_auction.token_accounts
- WHERE total_deposited - total_withdrawn - total_spent <> balance_tokens + held_tokens
+SELECT 'totals_mismatch', format('account %s: deposited %s - withdrawn %s - spent %s <> balance %s + held %s (with pending entries)',
+                                 a.account_id, a.total_deposited, a.total_withdrawn, a.total_spent + coalesce(p.spent, 0),
+                                 a.balance_tokens + coalesce(p.b, 0), a.held_tokens + coalesce(p.h, 0))
+  FROM compute_auction.token_accounts a LEFT JOIN p ON p.account_id = a.account_id
+ WHERE a.total_deposited - a.total_withdrawn - (a.total_spent + coalesce(p.spent, 0))
+       <> a.balance_tokens + coalesce(p.b, 0) + a.held_tokens + coalesce(p.h, 0)
+UNION ALL
+SELECT 'pending_unknown_account', format('pending entry %s names account %s, which does not exist', e.entry_id, e.account_id)
+  FROM compute_auction.pending_entries e
+ WHERE NOT EXISTS (SELECT 1 FROM compute_auction.token_accounts a WHERE a.account_id = e.account_id)
 UNION ALL
 SELECT 'slot_double_assigned', format('slot %s has %s assigned clears', slot_id, count(*))
   FROM compute_auction.compute_auction_clears WHERE status = 'assigned'

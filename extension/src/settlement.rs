@@ -75,63 +75,33 @@ pub fn finish(c: &mut SpiClient<'_>, slot: &str, how: &Finish<'_>, must_exist: b
     let price: i64 = spi::get_req(&t, 4);
     let max_price: i64 = spi::get_req(&t, 5);
     spi::run(c, LOCK_BID, &[bid_id.into()]);
-    ledger::lock(c, &bidder);
 
-    let (status, result, cost, impact, reason, moved) = match how {
+    // The wallet entries the outcome implies are recorded, not applied: the winner's account
+    // row is never waited for (its owner may hold it). apply_pending posts them, below at once
+    // when the account is free, else in a later cycle.
+    let (status, result, cost, impact, reason, moved, entries) = match how {
         Finish::Settle { cost, impact } => {
             let premium = tokens::premium(max_price, price).or_raise();
+            let mut entries = Vec::with_capacity(2);
             if price > 0 {
-                ledger::post(
-                    c,
-                    &Entry {
-                        account: &bidder,
-                        delta_held: -price,
-                        kind: "charge",
-                        bid_id: Some(bid_id),
-                        slot_id: Some(slot),
-                        round_id: Some(round_id),
-                        reason: Some("clearing price of a settled run"),
-                        spent: price,
-                        ..Default::default()
-                    },
-                );
+                entries.push(Pending { kind: "charge", delta_balance: 0, delta_held: -price, reason: CHARGE_REASON });
             }
             if premium > 0 {
-                ledger::post(
-                    c,
-                    &Entry {
-                        account: &bidder,
-                        delta_balance: premium,
-                        delta_held: -premium,
-                        kind: "premium",
-                        bid_id: Some(bid_id),
-                        slot_id: Some(slot),
-                        round_id: Some(round_id),
-                        reason: Some("winning premium returned"),
-                        ..Default::default()
-                    },
-                );
+                entries.push(Pending {
+                    kind: "premium",
+                    delta_balance: premium,
+                    delta_held: -premium,
+                    reason: PREMIUM_REASON,
+                });
             }
-            ("settled", format!("settled at {price}"), Some(*cost), Some(*impact), None, price)
+            ("settled", format!("settled at {price}"), Some(*cost), Some(*impact), None, price, entries)
         }
         Finish::Abort { reason } => {
-            ledger::post(
-                c,
-                &Entry {
-                    account: &bidder,
-                    delta_balance: max_price,
-                    delta_held: -max_price,
-                    kind: "refund",
-                    bid_id: Some(bid_id),
-                    slot_id: Some(slot),
-                    round_id: Some(round_id),
-                    reason: Some(reason),
-                    ..Default::default()
-                },
-            );
-            ("aborted", format!("run aborted: {reason}"), None, None, Some(*reason), max_price)
+            let refund = Pending { kind: "refund", delta_balance: max_price, delta_held: -max_price, reason };
+            ("aborted", format!("run aborted: {reason}"), None, None, Some(*reason), max_price, vec![refund])
         }
     };
+    record_pending(c, &bidder, bid_id, slot, round_id, &entries);
     let args: [DatumWithOid<'_>; 8] = [
         round_id.into(),
         slot.into(),
@@ -143,7 +113,116 @@ pub fn finish(c: &mut SpiClient<'_>, slot: &str, how: &Finish<'_>, must_exist: b
         bid_id.into(),
     ];
     spi::run(c, FINISH, &args);
+    apply_pending(c, Some(&[bidder]));
     Some(moved)
+}
+
+const CHARGE_REASON: &str = "clearing price of a settled run";
+const PREMIUM_REASON: &str = "winning premium returned";
+
+/// One wallet entry a settlement or abort implies.
+struct Pending<'a> {
+    kind: &'static str,
+    delta_balance: i64,
+    delta_held: i64,
+    reason: &'a str,
+}
+
+const RECORD_PENDING: &str = "
+INSERT INTO compute_auction.pending_entries
+       (account_id, bid_id, slot_id, round_id, entry_kind, delta_balance, delta_held, reason)
+SELECT $1, $2, $3, $4, e.kind, e.db, e.dh, e.reason
+  FROM unnest($5::text[], $6::bigint[], $7::bigint[], $8::text[]) WITH ORDINALITY AS e(kind, db, dh, reason, n)
+ ORDER BY e.n";
+
+fn record_pending(c: &mut SpiClient<'_>, account: &str, bid: i64, slot: &str, round: i64, entries: &[Pending<'_>]) {
+    if entries.is_empty() {
+        return;
+    }
+    let kinds: Vec<&str> = entries.iter().map(|e| e.kind).collect();
+    let db: Vec<i64> = entries.iter().map(|e| e.delta_balance).collect();
+    let dh: Vec<i64> = entries.iter().map(|e| e.delta_held).collect();
+    let reasons: Vec<&str> = entries.iter().map(|e| e.reason).collect();
+    let args: [DatumWithOid<'_>; 8] =
+        [account.into(), bid.into(), slot.into(), round.into(), kinds.into(), db.into(), dh.into(), reasons.into()];
+    spi::run(c, RECORD_PENDING, &args);
+}
+
+/// The accounts with pending entries (all, or those of $1), locked without waiting: an account
+/// another transaction holds is applied by a later call.
+const LOCK_PENDING_ACCOUNTS: &str = "
+SELECT account_id FROM compute_auction.token_accounts
+ WHERE account_id IN (SELECT p.account_id FROM compute_auction.pending_entries p
+                       WHERE $1::text[] IS NULL OR p.account_id = ANY ($1))
+ ORDER BY account_id
+   FOR UPDATE SKIP LOCKED";
+
+const PENDING_OF: &str = "
+SELECT entry_id, entry_kind, delta_balance, delta_held, bid_id, slot_id, round_id, reason
+  FROM compute_auction.pending_entries
+ WHERE account_id = $1
+ ORDER BY entry_id";
+
+const DELETE_PENDING: &str = "DELETE FROM compute_auction.pending_entries WHERE entry_id = ANY ($1)";
+
+/// Applies the pending entries of every account it can lock without waiting (of `accounts`
+/// only, when given), each account's in entry_id order, writing each entry's token_ledger row
+/// in this transaction as it changes the wallet, and deletes them. Returns how many it applied.
+pub fn apply_pending(c: &mut SpiClient<'_>, accounts: Option<&[String]>) -> i64 {
+    let filter: Option<Vec<String>> = accounts.map(<[String]>::to_vec);
+    let locked: Vec<String> = spi::run(c, LOCK_PENDING_ACCOUNTS, &[filter.into()]).map(|r| spi::req(&r, 1)).collect();
+    let mut applied = 0;
+    for account in &locked {
+        type Row = (i64, String, i64, i64, i64, String, i64, String);
+        let rows: Vec<Row> = spi::run(c, PENDING_OF, &[account.as_str().into()])
+            .map(|r| {
+                (
+                    spi::req(&r, 1),
+                    spi::req(&r, 2),
+                    spi::req(&r, 3),
+                    spi::req(&r, 4),
+                    spi::req(&r, 5),
+                    spi::req(&r, 6),
+                    spi::req(&r, 7),
+                    spi::req(&r, 8),
+                )
+            })
+            .collect();
+        let mut ids = Vec::with_capacity(rows.len());
+        for (id, kind, delta_balance, delta_held, bid, slot, round, reason) in &rows {
+            // what leaves the wallet for good (a charge) is spent
+            let spent = tokens::add("spent", *delta_balance, *delta_held).or_raise().saturating_neg().max(0);
+            ledger::post(
+                c,
+                &Entry {
+                    account,
+                    delta_balance: *delta_balance,
+                    delta_held: *delta_held,
+                    kind,
+                    bid_id: Some(*bid),
+                    slot_id: Some(slot),
+                    round_id: Some(*round),
+                    reason: Some(reason),
+                    spent,
+                    ..Default::default()
+                },
+            );
+            ids.push(*id);
+        }
+        applied += tokens::count(ids.len());
+        spi::run(c, DELETE_PENDING, &[ids.into()]);
+    }
+    applied
+}
+
+/// Applies the wallet entries that settlements and aborts recorded while their winners' accounts
+/// were held: every account it can lock without waiting. run_cycle and the driver's cycle call
+/// it; settle and abort_slot also apply their own at once when the account is free. Returns how
+/// many entries it applied.
+#[pg_extern(security_definer, name = "apply_pending")]
+#[search_path(@extschema@, pg_catalog, pg_temp)]
+fn apply_pending_sql() -> i64 {
+    spi::with(|c| apply_pending(c, None))
 }
 
 /// Settles the slot's assigned run: charges the winner the clearing price (not its bid) and
@@ -198,9 +277,10 @@ fn abort_stale(
             return 0;
         }
         // Lock everything before changing anything, in the global order, and without waiting:
-        // the stale slots (slot_id order), their clears, their bids (id order), their winners'
-        // accounts (account_id order). A slot any of whose rows another transaction holds is
-        // left for a later cycle; the rest are aborted.
+        // the stale slots (slot_id order), their clears, their bids (id order). A slot any of
+        // whose rows another transaction holds is left for a later cycle; the rest are aborted.
+        // The winners' accounts are not needed: the refunds are recorded as pending entries and
+        // applied when each account is free, so holding one's wallet never delays an abort.
         let slots: Vec<String> = spi::run(c, LOCK_STALE_SLOTS, &[stale.into()]).map(|r| spi::req(&r, 1)).collect();
         let args: [DatumWithOid<'_>; 3] = [slots.into(), now.into(), older_than.into()];
         let clears: Vec<(String, i64, String)> = spi::run(c, LOCK_STALE_CLEARS, &args)
@@ -208,14 +288,7 @@ fn abort_stale(
             .collect();
         let bids: Vec<i64> = clears.iter().map(|x| x.1).collect();
         let bids: HashSet<i64> = spi::run(c, LOCK_BIDS_SKIP_LOCKED, &[bids.into()]).map(|r| spi::req(&r, 1)).collect();
-        let accounts: Vec<String> = clears.iter().map(|x| x.2.clone()).collect();
-        let accounts: HashSet<String> =
-            spi::run(c, LOCK_ACCOUNTS_SKIP_LOCKED, &[accounts.into()]).map(|r| spi::req(&r, 1)).collect();
-        let still: Vec<String> = clears
-            .into_iter()
-            .filter(|(_, bid, acct)| bids.contains(bid) && accounts.contains(acct))
-            .map(|x| x.0)
-            .collect();
+        let still: Vec<String> = clears.into_iter().filter(|(_, bid, _)| bids.contains(bid)).map(|x| x.0).collect();
         let reason = "stale: not settled in time";
         let mut n = 0;
         for slot in &still {
