@@ -1,5 +1,5 @@
 """Issue 13, liveness part 1: no participant's open transaction can stall the market's cycle or
-another participant.
+another participant; with issue 14 (part 2), settlement never waits on the winner's wallet.
 
 The scenario: a hostile (or careless) agent, mallory, makes one ordinary call in a transaction
 and leaves that transaction open, holding whatever the call locked. In turn (parametrized):
@@ -18,8 +18,11 @@ instead of hanging), another agent's place_bid on an unrelated task, refund_unfi
 abort_stale, clear_round and run_cycle all complete. What mallory holds is skipped and left for
 a later cycle: a held bid is not a winner, round_skips and bid_status ("locked during round N")
 say so, bids_eligible is the open unexpired bids minus the bids the round skipped; an expired
-bid or a stale slot whose account (or clear row) is held stays as it is. Once mallory's
-transaction ends, the next cycle picks all of it up, and audit() finds nothing.
+bid whose account is held, or a stale slot whose clear row is held, stays as it is. A stale slot
+whose winner's account is held is aborted all the same (issue 14): its refund is recorded in
+pending_entries, audit() counts it as applied and pending_balance shows it, and apply_pending()
+applies it once the account is free. Once mallory's transaction ends, the next cycle picks all
+of it up, each wallet entry is applied exactly once, and audit() finds nothing.
 
 The expected rounds come from a model of the clearing rule (the winners are the top k of the
 open, unexpired bids this round could lock; a bid skipped while the round scanned its top k+1
@@ -30,7 +33,9 @@ at once (55P03 within the bound when the owner's open call holds the task lock i
 within the bound (never a hang) for agent-callable functions that would have to wait
 (place_bid, cancel_bid, submit_bids_for_tasks, claim_slot); claim_slot's repeat claim is a pure
 read; refund_unfilled and abort_stale leave only the rows that are held; settle and abort_slot
-fail fast with 55P03 while the winner's account or bid row is held.
+fail fast with 55P03 while the run's slot, clear or bid row is held. A held account delays
+none of settle, abort_slot and abort_stale: they complete at once and leave the wallet entries
+pending until apply_pending() (or the next run_cycle) can lock the account.
 
 Holds last as long as the calls that check them; no test sleeps. The only time limit is the
 10 s statement_timeout, which detects a hang: the calls normally take milliseconds, a 55P03
@@ -58,6 +63,12 @@ SUBMIT = (
 CLEAR_NOW = "SELECT * FROM compute_auction.clear_round()"
 RUN_CYCLE = "SELECT compute_auction.run_cycle()"
 CLEAR_XMIN = "SELECT xmin::text, claimed_at FROM compute_auction.compute_auction_clears WHERE slot_id = %s"
+APPLY_PENDING = "SELECT compute_auction.apply_pending()"
+PENDING_BALANCE = "SELECT * FROM compute_auction.pending_balance(%s)"
+PENDING_OF = """
+SELECT entry_kind, bid_id, slot_id, round_id, delta_balance, delta_held
+  FROM compute_auction.pending_entries WHERE account_id = %s ORDER BY entry_id"""
+PENDING_COUNT = "SELECT count(*) FROM compute_auction.pending_entries"
 
 OTHERS_BIDS_NOWAIT = """
 SELECT count(*) FROM (SELECT 1 FROM compute_auction.compute_auction_bids
@@ -166,6 +177,19 @@ def check_round(mk: Market, exp: Expected, winners: list[int]) -> int:
     return n
 
 
+def pending_of(mk: Market, account: str) -> list[tuple]:
+    """The account's pending wallet entries: (kind, bid, slot, round, delta_balance, delta_held)."""
+    return [tuple(r) for r in mk.conn.execute(PENDING_OF, (account,)).fetchall()]
+
+
+def pending_balance(mk: Market, account: str) -> tuple[int, int]:
+    return tuple(mk.conn.execute(PENDING_BALANCE, (account,)).fetchone())
+
+
+def ledger_kinds(mk: Market, bid_id: int) -> list[str]:
+    return [e["entry_kind"] for e in mk.ledger_for_bid(bid_id)]
+
+
 def clears_of(mk: Market, slot: str, round_id: int | None = None) -> list[str]:
     """The statuses of the slot's clears (of one round, if given)."""
     return [c["status"] for c in mk.clears() if c["slot_id"] == slot and round_id in (None, c["round_id"])]
@@ -179,7 +203,8 @@ class Hold:
     """What mallory's open transaction holds, as the new rules see it."""
 
     bids: set[int] = field(default_factory=set)  # bid rows (skipped by rounds)
-    account: bool = False  # her account row (her expired bid and stale slot are left)
+    # her account row: her expired bid is left; her stale run is aborted, its refund left pending
+    account: bool = False
     clear_slot: str | None = None  # a clear row (that stale slot is left)
     subjects: set[int] = field(default_factory=set)  # bids the round after the hold must include
 
@@ -188,6 +213,7 @@ class Hold:
 class World:
     mk: Market
     won_slot: dict[str, str]  # bidder -> the slot its bid won in the setup round
+    won_bid: dict[str, int]  # bidder -> its bid that won in the setup round
     setup_round: int
     stale_cutoff: object  # abort_stale(0 s, stale_cutoff) finds exactly the setup round's runs
     bids: dict[str, int]  # task -> bid id
@@ -204,6 +230,7 @@ def build_world(mk: Market) -> World:
         mk.bid(bidder, f"{bidder}-won", price, ttl=60)
     won = mk.dicts(CLEAR_NOW)
     won_slot = {w["bidder_id"]: w["slot_id"] for w in won}
+    won_bid = {w["bidder_id"]: w["bid_id"] for w in won}
     assert sorted(won_slot) == ["alice", "bob", "mallory"]
     assert len(mk.claim(won_slot["alice"])) == 1
     stale_cutoff = mk.value("SELECT clock_timestamp()")
@@ -215,12 +242,15 @@ def build_world(mk: Market) -> World:
         ("carol", "c-1", 4000, 60),
         ("dave", "d-1", 3000, 60),
         ("quest-q", "q-2", 1500, 60),
+        # one more bid above m-exp than the slots offered while mallory holds her account (her
+        # aborted stale run is offered again too, issue 14), so that m-exp never wins
+        ("dave", "d-2", 200, 60),
         ("bob", "b-deep", 100, 60),
         ("mallory", "m-exp", 50, 5),  # expire at t0+5min: refund_unfilled(now => t0+10min)
         ("carol", "c-exp", 60, 5),
     ):
         bids[task] = mk.bid(bidder, task, price, ttl=ttl)
-    return World(mk, won_slot, latest_round(mk)["round_id"], stale_cutoff, bids)
+    return World(mk, won_slot, won_bid, latest_round(mk)["round_id"], stale_cutoff, bids)
 
 
 def act_replace_top_bid(h: psycopg.Connection, w: World) -> Hold:
@@ -295,12 +325,12 @@ def test_a_hostile_open_transaction_stalls_nobody(mk, connect, action):
     assert mk.bid_field(w.bids["c-exp"], "status") == "expired"
     assert mk.bid_field(w.bids["m-exp"], "status") == ("open" if hold.account else "expired")
 
-    # abort_stale: the setup round's runs are stale; those whose rows mallory holds are left
+    # abort_stale: the setup round's runs are stale; a slot whose clear row mallory holds is left;
+    # her own run is aborted even while she holds her account, its refund left pending
     left_slots = set()
-    if hold.account:
-        left_slots.add(w.won_slot["mallory"])
     if hold.clear_slot:
         left_slots.add(hold.clear_slot)
+    m_before = mk.balance("mallory")
     assert cycle.execute(ABORT_STALE, ("0 seconds", w.stale_cutoff)).fetchone()[0] == 3 - len(left_slots)
     for bidder, slot in w.won_slot.items():
         assert clears_of(mk, slot, w.setup_round) == (["assigned"] if slot in left_slots else ["aborted"]), (
@@ -308,6 +338,19 @@ def test_a_hostile_open_transaction_stalls_nobody(mk, connect, action):
             slot,
         )
         assert mk.slot(slot)["status"] == ("assigned" if slot in left_slots else "idle")
+    m_bid, m_slot = w.won_bid["mallory"], w.won_slot["mallory"]
+    assert mk.bid_field(m_bid, "status") == "aborted"
+    if hold.account:  # the refund of her 700 waits for her account; the books count it already
+        assert pending_of(mk, "mallory") == [("refund", m_bid, m_slot, w.setup_round, 700, -700)]
+        assert mk.value(PENDING_COUNT) == 1
+        assert mk.balance("mallory") == m_before
+        assert ledger_kinds(mk, m_bid) == ["escrow"]
+        assert pending_balance(mk, "mallory") == (m_before[0] + 700, m_before[1] - 700)
+    else:  # her account was free: refunded at once
+        assert mk.value(PENDING_COUNT) == 0
+        assert mk.balance("mallory") == (m_before[0] + 700, m_before[1] - 700)
+        assert ledger_kinds(mk, m_bid) == ["escrow", "refund"]
+    assert_audit_clean(mk.conn)
 
     # clear_round: two new slots and the runs abort_stale freed
     mk.offer("p-1")
@@ -324,9 +367,10 @@ def test_a_hostile_open_transaction_stalls_nobody(mk, connect, action):
     out = cycle.execute(RUN_CYCLE).fetchone()[0]
     n = check_round(mk, exp, [x["bid_id"] for x in out["winners"]])
     assert out["round"]["round_id"] == n
-    assert (out["bids_expired"], out["assignments_aborted"]) == (0, 0)
+    assert (out["bids_expired"], out["assignments_aborted"], out["pending_entries_applied"]) == (0, 0, 0)
 
     assert in_txn(hostile), "mallory's transaction stayed open throughout"
+    assert mk.value(PENDING_COUNT) == (1 if hold.account else 0)
     assert_audit_clean(mk.conn)
 
     # the hold ends: the next cycle picks up everything it left
@@ -344,6 +388,12 @@ def test_a_hostile_open_transaction_stalls_nobody(mk, connect, action):
     assert cycle.execute(ABORT_STALE, ("0 seconds", w.stale_cutoff)).fetchone()[0] == len(left_slots)
     for slot in w.won_slot.values():
         assert clears_of(mk, slot, w.setup_round) == ["aborted"]
+    # apply_pending: her pending refund, now that her account is free; exactly once
+    assert cycle.execute(APPLY_PENDING).fetchone()[0] == (1 if hold.account else 0)
+    assert cycle.execute(APPLY_PENDING).fetchone()[0] == 0
+    assert mk.value(PENDING_COUNT) == 0
+    for bidder, b in w.won_bid.items():
+        assert ledger_kinds(mk, b) == ["escrow", "refund"], bidder
     mk.offer("p-4")
     exp = expect_round(mk.conn, set())
     assert exp.skipped == []
@@ -560,7 +610,7 @@ def test_refund_unfilled_leaves_an_expired_bid_whose_rows_are_held(mk, connect, 
         mk.assert_journal(a)
 
 
-@pytest.mark.parametrize("hold_by", ["account", "bid", "clear"])
+@pytest.mark.parametrize("hold_by", ["bid", "clear"])
 def test_abort_stale_leaves_a_stale_slot_whose_rows_are_held(mk, connect, hold_by):
     for a in ("alice", "bob", "carol"):
         mk.account(a)
@@ -572,9 +622,7 @@ def test_abort_stale_leaves_a_stale_slot_whose_rows_are_held(mk, connect, hold_b
     slot_of = {r["bidder_id"]: r["slot_id"] for r in mk.dicts(CLEAR_NOW)}
     cutoff = mk.value("SELECT clock_timestamp()")
     holder = connect(autocommit=False)
-    if hold_by == "account":
-        hold_account(holder, mk, "bob")
-    elif hold_by == "bid":  # any transaction holding the winning bid's row
+    if hold_by == "bid":  # any transaction holding the winning bid's row
         holder.execute("SELECT 1 FROM compute_auction.compute_auction_bids WHERE id = %s FOR UPDATE", (won["bob"],))
     else:  # bob's runner claims for the first time and has not committed
         holder.execute(CLAIM, (slot_of["bob"],))
@@ -593,20 +641,74 @@ def test_abort_stale_leaves_a_stale_slot_whose_rows_are_held(mk, connect, hold_b
     holder.commit()
     assert cycle.execute(ABORT_STALE, ("0 seconds", cutoff)).fetchone()[0] == 1
     assert mk.bid_field(won["bob"], "status") == "aborted"
+    assert mk.value(PENDING_COUNT) == 0
+    assert_audit_clean(mk.conn)
+    for a in slot_of:
+        mk.assert_journal(a)
+
+
+def test_abort_stale_aborts_a_stale_slot_whose_winners_account_is_held(mk, connect):
+    """Issue 14: the winner holding its own wallet neither delays the stale abort nor keeps its
+    run assigned: the run is aborted at once, the refund is pending until the account is free."""
+    for a in ("alice", "bob", "carol"):
+        mk.account(a)
+    for s in ("s1", "s2", "s3"):
+        mk.offer(s)
+    won = {}
+    for a, p in (("alice", 300), ("bob", 200), ("carol", 100)):
+        won[a] = mk.bid(a, f"{a}-t", p, ttl=60)
+    slot_of = {r["bidder_id"]: r["slot_id"] for r in mk.dicts(CLEAR_NOW)}
+    round_id = latest_round(mk)["round_id"]
+    cutoff = mk.value("SELECT clock_timestamp()")
+    holder = connect(autocommit=False)
+    hold_account(holder, mk, "bob")
+    bob_before = mk.balance("bob")
+    cycle = connect()
+    assert cycle.execute(ABORT_STALE, ("0 seconds", cutoff)).fetchone()[0] == 3
+    assert {a: clears_of(mk, slot_of[a]) for a in slot_of} == {
+        "alice": ["aborted"],
+        "bob": ["aborted"],
+        "carol": ["aborted"],
+    }
+    assert mk.bid_field(won["bob"], "status") == "aborted"
+    assert mk.slot(slot_of["bob"])["status"] == "idle"
+    # bob's refund is recorded, not applied: his wallet is untouched, the books count it
+    assert mk.balance("bob") == bob_before
+    assert ledger_kinds(mk, won["bob"]) == ["escrow"]
+    assert pending_of(mk, "bob") == [("refund", won["bob"], slot_of["bob"], round_id, 200, -200)]
+    assert mk.value(PENDING_COUNT) == 1  # alice's and carol's were applied at once
+    for a in ("alice", "carol"):
+        assert ledger_kinds(mk, won[a]) == ["escrow", "refund"]
+    assert pending_balance(mk, "bob") == (bob_before[0] + 200, bob_before[1] - 200)
+    assert_audit_clean(mk.conn)
+    # apply_pending skips the held account without waiting
+    assert cycle.execute(APPLY_PENDING).fetchone()[0] == 0
+    assert mk.value(PENDING_COUNT) == 1
+    assert in_txn(holder)
+    holder.commit()
+    after_hold = pending_balance(mk, "bob")  # bob's committed bid elsewhere, refund applied
+    assert cycle.execute(ABORT_STALE, ("0 seconds", cutoff)).fetchone()[0] == 0
+    assert cycle.execute(APPLY_PENDING).fetchone()[0] == 1
+    assert cycle.execute(APPLY_PENDING).fetchone()[0] == 0
+    assert mk.value(PENDING_COUNT) == 0
+    assert mk.balance("bob") == after_hold
+    assert ledger_kinds(mk, won["bob"]) == ["escrow", "refund"]
     assert_audit_clean(mk.conn)
     for a in slot_of:
         mk.assert_journal(a)
 
 
 @pytest.mark.parametrize("call", ["settle", "abort_slot"])
-@pytest.mark.parametrize("hold_by", ["account", "bid"])
-def test_settle_and_abort_fail_fast_while_the_winner_is_held(mk, connect, one_win, call, hold_by):
+@pytest.mark.parametrize("hold_by", ["bid", "clear", "slot"])
+def test_settle_and_abort_fail_fast_while_the_winning_run_is_held(mk, connect, one_win, call, hold_by):
     slot, winner = one_win["slot"], one_win["winner"]
     holder = connect(autocommit=False)
-    if hold_by == "account":
-        hold_account(holder, mk, "alice")
-    else:
+    if hold_by == "bid":
         holder.execute("SELECT 1 FROM compute_auction.compute_auction_bids WHERE id = %s FOR UPDATE", (winner,))
+    elif hold_by == "clear":  # the runner's first claim, not committed: it holds the clear row
+        assert [r[2] for r in holder.execute(CLAIM, (slot,)).fetchall()] == ["alice"]
+    else:
+        holder.execute("SELECT 1 FROM compute_auction.compute_slots WHERE slot_id = %s FOR UPDATE", (slot,))
     sql, args = (SETTLE, (slot, 0, 1.0)) if call == "settle" else (ABORT, (slot, "runner crashed"))
     before = snapshot(mk.conn)
     runner = connect()
@@ -616,5 +718,61 @@ def test_settle_and_abort_fail_fast_while_the_winner_is_held(mk, connect, one_wi
     holder.commit()
     runner.execute(sql, args)
     assert mk.bid_field(winner, "status") == ("settled" if call == "settle" else "aborted")
+    assert mk.value(PENDING_COUNT) == 0  # alice's account was free: applied at once
     assert_audit_clean(mk.conn)
     mk.assert_journal("alice")
+
+
+@pytest.mark.parametrize("call", ["settle", "abort_slot"])
+def test_settle_and_abort_complete_while_the_winners_account_is_held(mk, connect, one_win, call):
+    """Issue 14: alice holding her own wallet does not delay her runner: the outcome is recorded
+    at once, the charge and premium (or the refund) wait in pending_entries, and the next cycle
+    applies them exactly once after the hold ends."""
+    slot, winner = one_win["slot"], one_win["winner"]
+    round_id = latest_round(mk)["round_id"]
+    holder = connect(autocommit=False)
+    hold_account(holder, mk, "alice")
+    before = mk.balance("alice")
+    spent_before = mk.value("SELECT total_spent FROM compute_auction.token_accounts WHERE account_id = 'alice'")
+    runner = connect()
+    if call == "settle":
+        assert runner.execute(SETTLE, (slot, 0, 1.0)).fetchone()[0] == 200
+        entries = [("charge", winner, slot, round_id, 0, -200), ("premium", winner, slot, round_id, 100, -100)]
+        kinds, spent = ["escrow", "charge", "premium"], 200
+    else:
+        assert runner.execute(ABORT, (slot, "runner crashed")).fetchone()[0] == 300
+        entries = [("refund", winner, slot, round_id, 300, -300)]
+        kinds, spent = ["escrow", "refund"], 0
+    status = "settled" if call == "settle" else "aborted"
+    assert mk.bid_field(winner, "status") == status
+    assert clears_of(mk, slot, round_id) == [status]
+    assert mk.slot(slot)["status"] == "idle"
+    # the wallet entries are pending: the wallet and its ledger are untouched, the books count them
+    assert pending_of(mk, "alice") == entries
+    assert mk.value(PENDING_COUNT) == len(entries)
+    assert mk.balance("alice") == before
+    assert ledger_kinds(mk, winner) == ["escrow"]
+    db, dh = sum(e[4] for e in entries), sum(e[5] for e in entries)
+    assert pending_balance(mk, "alice") == (before[0] + db, before[1] + dh)
+    assert_audit_clean(mk.conn)
+    # apply_pending skips the held account without waiting
+    assert runner.execute(APPLY_PENDING).fetchone()[0] == 0
+    assert pending_of(mk, "alice") == entries
+    assert in_txn(holder)
+    holder.commit()
+    after_hold = pending_balance(mk, "alice")  # her committed bid elsewhere, entries applied
+    # the next cycle applies them, and the freed slot is won again (bob's 200 beats her 10)
+    out = runner.execute(RUN_CYCLE).fetchone()[0]
+    assert out["pending_entries_applied"] == len(entries)
+    assert [(x["bidder_id"], x["slot_id"]) for x in out["winners"]] == [("bob", slot)]
+    assert runner.execute(APPLY_PENDING).fetchone()[0] == 0
+    assert mk.value(PENDING_COUNT) == 0
+    assert mk.balance("alice") == after_hold
+    assert ledger_kinds(mk, winner) == kinds
+    assert (
+        mk.value("SELECT total_spent FROM compute_auction.token_accounts WHERE account_id = 'alice'")
+        == spent_before + spent
+    )
+    assert_audit_clean(mk.conn)
+    mk.assert_journal("alice")
+    mk.assert_journal("bob")
