@@ -19,7 +19,17 @@ fn arrays<T: Clone>(arg: &'static str, v: Option<Vec<Option<T>>>) -> Vec<T> {
     validate::required(arg, v).or_raise().into_iter().map(|x| validate::required(arg, x).or_raise()).collect()
 }
 
-const LOCK_TASK: &str = "SELECT pg_catalog.pg_advisory_xact_lock($1, pg_catalog.hashtext($2))";
+/// At most this many tasks per submit_bids_for_tasks call (54000 beyond it): one call holds one
+/// advisory lock per task until it commits, and the cluster's shared lock table is finite.
+pub const MAX_TASKS_PER_CALL: usize = 1000;
+
+/// The task locks' keys, de-duplicated and in key order. Locks are ordered by the key they are
+/// taken on, never by the text it was hashed from: two calls with disjoint task ids whose
+/// hashes collide would otherwise take the same keys in opposite orders and deadlock.
+const TASK_LOCK_KEYS: &str =
+    "SELECT ARRAY(SELECT DISTINCT pg_catalog.hashtext(t) FROM pg_catalog.unnest($1::text[]) AS t ORDER BY 1)";
+
+const LOCK_TASK_KEY: &str = "SELECT pg_catalog.pg_advisory_xact_lock($1, $2)";
 
 /// The live bids on the tasks: other bidders' are read without a lock, the quest's own are
 /// locked (in id order) and read after the lock.
@@ -53,6 +63,13 @@ fn submit_bids_for_task_arrays(
 > {
     let quest = check_id("quest_id", quest_id);
     let tasks: Vec<String> = arrays("tasks", task_ids);
+    if tasks.len() > MAX_TASKS_PER_CALL {
+        errors::raise(
+            Code::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            format!("{} tasks in one call; at most {MAX_TASKS_PER_CALL}", tasks.len()),
+            Some("split the backlog into several calls"),
+        );
+    }
     let evs: Vec<f64> = arrays("expected_value_usd", expected_values_usd);
     let blocked: Vec<bool> = arrays("blocked", blocked);
     if evs.len() != tasks.len() || blocked.len() != tasks.len() {
@@ -96,14 +113,13 @@ fn submit_bids_for_task_arrays(
     }
 
     let rows = spi::with(|c| {
-        // authority before any lock; then task locks (sorted) -> the quest's own live bids (id
-        // order) -> the quest's account. Other bidders' bids are only read.
+        // authority before any lock; then task locks (in key order) -> the quest's own live bids
+        // (id order) -> the quest's account. Other bidders' bids are only read.
         ledger::check_may_act(c, quest);
-        let mut sorted: Vec<&str> = tasks.iter().map(String::as_str).collect();
-        sorted.sort_unstable();
-        for t in &sorted {
-            let args: [DatumWithOid<'_>; 2] = [spi::LOCK_CLASS_TASK.into(), (*t).into()];
-            spi::run(c, LOCK_TASK, &args);
+        let keys: Vec<i32> = spi::first(spi::run(c, TASK_LOCK_KEYS, &[tasks.clone().into()]), 1).unwrap_or_default();
+        for key in keys {
+            let args: [DatumWithOid<'_>; 2] = [spi::LOCK_CLASS_TASK.into(), key.into()];
+            spi::run(c, LOCK_TASK_KEY, &args);
         }
         let mut live: Vec<(i64, String, String, String, i64)> = Vec::new();
         for sql in [OTHERS_LIVE_BIDS, OWN_LIVE_BIDS] {
