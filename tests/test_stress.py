@@ -2,8 +2,10 @@
 until clearing has made its --min-rounds, however slow the machine; set CA_STRESS_SECONDS for a
 longer run) against a fresh database of the test cluster, with the
 release driver clearing every second, the driver SIGKILLed and restarted, and PostgreSQL
-restarted once (fast shutdown). The program checks the invariants itself (see its docstring)
-and exits non-zero on any violation; this wrapper asserts its exit status and its summary.
+restarted once (fast shutdown), and winners holding their own wallets open while they are
+settled (issue 14; its books are checked after apply_pending()). The program checks the
+invariants itself (see its docstring) and exits non-zero on any violation; this wrapper
+asserts its exit status and its summary.
 
 Fixtures come from conftest.py: cluster, fresh_db_url, driver_bin, free_port.
 """
@@ -21,6 +23,7 @@ STRESS_PY = Path(__file__).resolve().parent / "stress" / "stress.py"
 _spec = importlib.util.spec_from_file_location("stress", STRESS_PY)
 assert _spec is not None and _spec.loader is not None
 STRESS = importlib.util.module_from_spec(_spec)
+sys.modules.setdefault("stress", STRESS)  # dataclasses look their module up in sys.modules
 _spec.loader.exec_module(STRESS)
 
 
@@ -90,3 +93,7 @@ def test_stress_with_faults(cluster, fresh_db_url, driver_bin, free_port, tmp_pa
     # clearing made progress under load: the run went on until it had its rounds (no rate asserted)
     assert s["clearing"]["rounds"] >= s["clearing"]["min_rounds"] > 0, s["clearing"]
     assert s["clears"].get("settled", 0) > 0, s["clears"]
+    # winners held their wallets open (issue 14), and every entry left pending was applied at the end
+    holds = s["wallet_holds"]
+    assert holds.get("held_winner", 0) > 0, holds
+    assert s["pending_entries_at_end"]["left"] == 0, s["pending_entries_at_end"]

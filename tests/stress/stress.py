@@ -5,9 +5,15 @@ For --seconds (default 60; then on until clearing has made --min-rounds rounds, 
 --clients (default 16) threads, each with its own connection,
 run a random mix of place_bid (new), replace (place_bid on the thread's own open task),
 cancel_bid, deposit, withdraw, claim_slot, settle and abort_slot over --agents pre-opened
-accounts and --slots offered slots, while
+accounts and --slots offered slots, and hold_wallet (issue 14): a winner (an agent with an
+assigned clear; else any agent) opens a transaction that locks its own account (place_bid on a
+fresh task) and holds it 0.05-0.5 s, then rolls back or commits; half the time its runner (the
+client's second connection) settles the won slot during the hold, which must return at once
+with the entries left in compute_auction.pending_entries (the client checks that, from inside
+the hold), for the driver's cycle or run_cycle to apply once the wallet is free; while
 
-  * compute-auction-driver `serve --interval 1s` clears every second (leader loop, refunds),
+  * compute-auction-driver `serve --interval 1s` clears every second (leader loop, refunds,
+    stale aborts, pending entries applied),
   * a dedicated clearing thread calls `SELECT * FROM compute_auction.clear_round()` in a loop
     (it serializes with the driver through the extension's clearing lock) to measure clearing
     capacity under the load,
@@ -25,6 +31,9 @@ A fast shutdown almost never leaves a committed-but-unanswered operation, so --s
 which must then find them.
 
 At the end (with clients and driver stopped) it checks, and exits 1 if any check fails:
+  * audit() returns no rows while entries are still pending (it counts them as applied); then
+    `SELECT compute_auction.apply_pending()` (nobody holds a wallet any more) applies every
+    pending entry and leaves none, and the checks below run on the applied books;
   * audit() returns no rows;
   * sum(balance_tokens + held_tokens) over all accounts equals, to the token, the total after
     setup + deposits - withdrawals - charges by the clients' own books; every key the clients
@@ -52,7 +61,9 @@ Options widen the races: --run-cycle-every N makes every Nth call of the clearin
 run_cycle() (what pg_cron calls), --assignment-timeout S makes the driver and run_cycle abort
 assignments older than S seconds (abort_stale racing settle), --agents/--slots set contention.
 
-It prints operations per second, rounds per second and errors by SQLSTATE; --summary-json writes
+It prints operations per second, rounds per second, errors by SQLSTATE and what the wallet holds
+did (wallet_holds: held_winner/held_other, settled_while_held, settles_left_pending, committed,
+rolled_back; pending_entries_at_end: before/applied/left); --summary-json writes
 the same as JSON. Run it with the project's venv: target/venv/bin/python tests/stress/stress.py.
 """
 
@@ -110,6 +121,7 @@ OPS = {
     "replay_key": 3,  # deposit again with a used key: same amount -> no-op, other -> 22023
     "cancel_unknown": 1,  # cancel_bid of a bid that does not exist: P0002
     "settle_blind": 2,  # settle without claiming first (often 55000: nothing assigned)
+    "hold_wallet": 3,  # a winner holds its own wallet open (place_bid in a transaction) while it is settled
 }
 
 INITIAL_TOKENS = 200_000
@@ -325,21 +337,25 @@ class Worker(threading.Thread):
             self.stats.latencies[op].append(time.monotonic() - t)
             return "ok", rows
         except psycopg.Error as e:
-            now = time.monotonic()
-            msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-            if is_connection_error(e, self.conn):
-                self.stats.conn_errors.append((now, op, msg))
-                self.stats.errors[(op, CONN)] += 1
-                self.drop()
-                return "conn", None
-            st = e.sqlstate or "?????"
-            self.stats.errors[(op, st)] += 1
-            self.stats.latencies[op].append(now - t)
-            if st == DEADLOCK:
-                self.stats.deadlocks.append((now, op, msg))
-            elif st not in EXPECTED_SQLSTATES:
-                self.stats.unexpected.append((now, op, st, msg))
-            return "err", st
+            return self.failed(op, e, t)
+
+    def failed(self, op: str, e: psycopg.Error, t: float):
+        """Counts a failed call that started at t: ('err', sqlstate) or ('conn', None)."""
+        now = time.monotonic()
+        msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        if is_connection_error(e, self.conn):
+            self.stats.conn_errors.append((now, op, msg))
+            self.stats.errors[(op, CONN)] += 1
+            self.drop()
+            return "conn", None
+        st = e.sqlstate or "?????"
+        self.stats.errors[(op, st)] += 1
+        self.stats.latencies[op].append(now - t)
+        if st == DEADLOCK:
+            self.stats.deadlocks.append((now, op, msg))
+        elif st not in EXPECTED_SQLSTATES:
+            self.stats.unexpected.append((now, op, st, msg))
+        return "err", st
 
     def unexpected(self, op: str, what: str) -> None:
         self.stats.unexpected.append((time.monotonic(), op, "-", what))
@@ -355,6 +371,8 @@ class Client(Worker):
         self.withdrawals: list[Money] = []
         self.settles: list[Settle] = []
         self.cancelled: list[int] = []  # bid ids whose cancel_bid succeeded
+        self.runner: psycopg.Connection | None = None  # a second connection: the held winner's runner
+        self.holds = collections.Counter()  # what op_hold_wallet did (summary "wallet_holds")
         self.ops = list(OPS)
         self.weights = [OPS[o] for o in self.ops]
 
@@ -368,6 +386,9 @@ class Client(Worker):
             raise
         finally:
             self.drop()
+            if self.runner is not None:
+                with contextlib.suppress(Exception):
+                    self.runner.close()
             self.finished = True
 
     # helpers
@@ -521,6 +542,81 @@ class Client(Worker):
         if slot is not None:
             self.call("abort_slot", "SELECT compute_auction.abort_slot(%s, %s)", (slot, f"stress abort {self.name}"))
 
+    WON = (
+        "SELECT c.slot_id, c.bidder_id, c.bid_id FROM compute_auction.compute_auction_clears c"
+        " WHERE c.status = 'assigned' AND c.slot_id LIKE %s ORDER BY random() LIMIT 1"
+    )
+    SETTLED_BY_TAG = (
+        "SELECT c.bid_id, c.bidder_id, (SELECT count(*) FROM compute_auction.pending_entries p"
+        " WHERE p.bid_id = c.bid_id) FROM compute_auction.compute_auction_clears c"
+        " WHERE c.slot_id = %s AND c.actual_cost_tokens = %s"
+    )
+
+    def as_runner(self, fn) -> None:
+        """Runs fn with self.conn swapped for the runner connection (made on first use)."""
+        main, self.conn = self.conn, self.runner
+        try:
+            fn()
+        finally:
+            self.runner, self.conn = self.conn, main
+
+    def op_hold_wallet(self) -> None:
+        """A winner (an agent with an assigned clear; else any agent) opens a transaction that
+        locks its own account — place_bid on a fresh task — and holds it 0.05-0.5 s, then rolls
+        back or commits. Half the time its runner (this client's second connection) settles the
+        won slot during the hold: the settle must not wait (55P03 would be the old behaviour)
+        and its entries must be pending, for nobody can apply them while the wallet is held."""
+        r, rows = self.call("hold_wallet:pick", self.WON, (f"ss-{self.sh.run}-%",))
+        if r != "ok":
+            return
+        slot, bidder, won_bid = rows[0] if rows else (None, self.agent(), None)
+        if self.conn is None and not self.connect():
+            return
+        task = f"st-{self.sh.run}-c{self.cid}-{next(self.seq)}"
+        price, ev, _ = self.bid_args()
+        price = min(price, 5_000)
+        hold = self.rng.uniform(0.05, 0.5)
+        commit = self.rng.random() < 0.5
+        t = time.monotonic()
+        conn = self.conn
+        try:
+            conn.execute("BEGIN")
+            bid_id = conn.execute(self.PLACE, (bidder, task, price, ev, None, None)).fetchone()[0]
+            self.holds["held" + ("_winner" if slot else "_other")] += 1
+            if slot is not None and self.rng.random() < 0.5:
+                before = len(self.settles)
+                self.as_runner(lambda: self.settle("hold_wallet:settle", slot))
+                s = self.settles[before] if len(self.settles) > before else None
+                if s is not None and s.state == "applied":
+                    row = conn.execute(self.SETTLED_BY_TAG, (slot, s.tag)).fetchone()
+                    # the pick may be stale: the slot settled and won again by someone else
+                    if row is not None and row[1] == bidder:
+                        self.holds["settled_while_held"] += 1
+                        if row[2]:
+                            self.holds["settles_left_pending"] += 1
+                        else:
+                            self.unexpected(
+                                "hold_wallet",
+                                f"settle({slot}) of bid {row[0]} succeeded while {bidder} held its wallet, "
+                                "but no pending entry of that bid is in pending_entries",
+                            )
+                    else:
+                        self.holds["settled_another_assignment"] += 1
+                elif s is not None:
+                    self.holds["settle_while_held_" + s.state] += 1
+            time.sleep(hold)
+            conn.execute("COMMIT" if commit else "ROLLBACK")
+            self.stats.ok["hold_wallet"] += 1
+            self.stats.latencies["hold_wallet"].append(time.monotonic() - t)
+            self.holds["committed" if commit else "rolled_back"] += 1
+            if commit:
+                self.track(task, bidder, bid_id)
+                self.sh.recent_tasks.append((task, bidder))
+        except psycopg.Error as e:
+            if self.failed("hold_wallet", e, t)[0] == "err" and self.conn is not None:
+                with contextlib.suppress(psycopg.Error):
+                    self.conn.execute("ROLLBACK")
+
 
 class Clearer(Worker):
     """Calls clear_round() back to back: the clearing capacity under the load."""
@@ -649,6 +745,25 @@ def check_everything(
 ) -> None:
     run = sh.run
     like = f"s%-{run}-%"
+
+    # 0. the entries still pending (settles and aborts recorded while a winner held its wallet,
+    # not yet applied by a cycle): audit() must already count them as applied; then apply them
+    # all (every client has stopped, so nobody holds a wallet) and audit again.
+    pending_before = c.execute("SELECT count(*) FROM compute_auction.pending_entries").fetchone()[0]
+    rows = c.execute("SELECT check_name, detail FROM compute_auction.audit()").fetchall()
+    if rows:
+        violations.append(f"audit() with {pending_before} entries pending returned {len(rows)} row(s): {rows[:10]}")
+    applied = c.execute("SELECT compute_auction.apply_pending()").fetchone()[0]
+    left = c.execute("SELECT count(*) FROM compute_auction.pending_entries").fetchone()[0]
+    holds = collections.Counter()
+    for cl in clients:
+        holds.update(cl.holds)
+    summary["wallet_holds"] = dict(holds)
+    summary["pending_entries_at_end"] = {"before": pending_before, "applied": applied, "left": left}
+    if applied != pending_before or left != 0:
+        violations.append(
+            f"apply_pending() at the end applied {applied} of {pending_before} pending entries, {left} left"
+        )
 
     # 1. audit()
     rows = c.execute("SELECT check_name, detail FROM compute_auction.audit()").fetchall()
@@ -1282,6 +1397,7 @@ def print_summary(s: dict) -> None:
         f"- charges {b.get('charges')})"
     )
     print(f"clears: {s.get('clears')}; bids: {s.get('bids')}; audit rows: {len(s.get('audit_rows', []))}")
+    print(f"wallet holds: {s.get('wallet_holds')}; pending entries at the end: {s.get('pending_entries_at_end')}")
     if s["violations"]:
         print(f"\nFAILED: {len(s['violations'])} violation(s):")
         for v in s["violations"]:
