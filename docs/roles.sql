@@ -37,7 +37,7 @@ GRANT EXECUTE ON FUNCTION
     compute_auction.pending_balance(text),
     compute_auction.bid_status(bigint),
     compute_auction.order_book(integer),
-    compute_auction.stats(timestamptz, boolean),
+    compute_auction.stats(timestamptz, boolean, integer),
     compute_auction.price_history(timestamptz, integer),
     compute_auction.price_to_win(),
     compute_auction.last_round(),

@@ -143,6 +143,29 @@ BEGIN
 END
 $grant$;
 
+-- 2.3 Issue 15, bounded calls: stats() keeps at most max_rounds rounds. The new trailing
+--     argument changes the signature, so the old function is dropped (with its grants) and
+--     the new one created as the generated install script defines it.
+DROP FUNCTION compute_auction.stats(timestamptz, boolean);
+CREATE FUNCTION compute_auction."stats"(
+	"since" timestamp with time zone DEFAULT now() - interval '24 hours', /* Option < TimestampWithTimeZone > */
+	"include_rounds" bool DEFAULT true, /* Option < bool > */
+	"max_rounds" INT DEFAULT 1000 /* Option < i32 > */
+) RETURNS jsonb /* pgrx :: JsonB */
+SECURITY DEFINER
+SET search_path TO compute_auction, pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'compute_auction-0.2.0', 'stats_wrapper';
+REVOKE ALL ON FUNCTION compute_auction.stats(timestamptz, boolean, integer) FROM PUBLIC;
+-- what docs/roles.sql grants, for the documented roles when they exist
+DO $grant$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'compute_auction_agent') THEN
+        GRANT EXECUTE ON FUNCTION compute_auction.stats(timestamptz, boolean, integer) TO compute_auction_agent;
+    END IF;
+END
+$grant$;
+
 ---------------------------------------------------------------------------------------------
 -- 3. Checks, last: no function of the extension is left on another release's library.
 ---------------------------------------------------------------------------------------------

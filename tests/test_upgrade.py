@@ -257,7 +257,9 @@ def test_0_1_0_runs_its_own_library_until_upgraded(upgraded):
     assert len(b.libraries) >= 20
     assert set(b.libraries.values()) == {"$libdir/compute_auction"}, b.libraries
     assert upgraded.after.version == NEW_VERSION
-    assert set(b.libraries) <= set(upgraded.after.libraries)  # later issues may add functions
+    # later issues may add functions, or add trailing defaulted arguments (a new identity)
+    extended = _extended_functions(upgraded.before.api, upgraded.after.api)
+    assert {extended.get(f, f) for f in b.libraries} <= set(upgraded.after.libraries)
     assert set(upgraded.after.libraries.values()) == {NEW_LIBRARY}, upgraded.after.libraries
 
 
@@ -290,17 +292,72 @@ def test_every_row_survives_the_upgrade(upgraded):
     }
 
 
+def _extended_by_trailing_defaults(sig: str, new_sig: str) -> bool:
+    """Whether `new_sig` ("args -> result", as _sql_api renders it) is `sig` with only trailing
+    arguments that all have defaults added: every 0.1.0 call still resolves to it."""
+    args, result = sig.rsplit(" -> ", 1)
+    new_args, new_result = new_sig.rsplit(" -> ", 1)
+    if result != new_result or not new_args.startswith(args):
+        return False
+    added = new_args[len(args) :]
+    if args:
+        if not added.startswith(", "):
+            return False
+        added = added[2:]
+    # pg_get_function_arguments separates arguments with ", "; a default's text could contain
+    # one too, but then the piece after it has no DEFAULT and fails here (stricter, not looser)
+    return bool(added) and all(" DEFAULT " in a for a in added.split(", "))
+
+
+def _extended_functions(before: dict[str, str], after: dict[str, str]) -> dict[str, str]:
+    """0.1.0 functions (identity -> identity) that the upgrade replaced by the same function
+    with trailing defaulted arguments added (a new identity, e.g. issue 15's stats)."""
+    added = {f: sig for f, sig in after.items() if f not in before}
+    out = {}
+    for f, sig in before.items():
+        if f in after:
+            continue
+        name = f.split("(", 1)[0]
+        new = [g for g, s in added.items() if g.split("(", 1)[0] == name and _extended_by_trailing_defaults(sig, s)]
+        if len(new) == 1:
+            out[f] = new[0]
+    return out
+
+
 def test_the_0_1_0_sql_api_is_kept(upgraded):
-    # what lets a 0.1.0 driver run against a 0.2.0 database during a rolling upgrade (README)
+    # what lets a 0.1.0 driver run against a 0.2.0 database during a rolling upgrade (README).
+    # The one change allowed: trailing arguments with defaults added (issue 15's
+    # stats(..., max_rounds integer DEFAULT 1000)): every 0.1.0 call still resolves. The
+    # function's identity (its key here) changes, so it is found by name among the added ones.
     before, after = upgraded.before.api, upgraded.after.api
-    changed = {f: (sig, after.get(f)) for f, sig in before.items() if after.get(f) != sig}
+    extended = _extended_functions(before, after)
+    changed = {f: (sig, after.get(f)) for f, sig in before.items() if after.get(f) != sig and f not in extended}
     assert changed == {}, f"0.1.0 functions changed or gone: {changed}"
 
 
+def test_only_trailing_defaulted_arguments_count_as_kept():
+    kept = _extended_by_trailing_defaults
+    old = "since timestamp with time zone DEFAULT now(), include_rounds boolean DEFAULT true -> jsonb"
+    assert kept(old, old.replace(" -> ", ", max_rounds integer DEFAULT 1000 -> "))
+    assert kept(" -> jsonb", "x integer DEFAULT 1 -> jsonb")
+    assert not kept(old, old.replace(" -> ", ", max_rounds integer -> "))  # no default
+    assert not kept(old, old.replace(" -> jsonb", ", max_rounds integer DEFAULT 1 -> json"))  # result
+    assert not kept(old, "max_rounds integer DEFAULT 1, " + old)  # not trailing
+    assert not kept(old, old.replace("boolean", "integer") + "")  # an argument's type changed
+    assert not kept(old, old)  # nothing added is no change, handled by the equality check
+
+
 def test_login_roles_keep_exactly_their_privileges(upgraded):
+    # a function extended with trailing defaulted arguments is compared under its new identity
+    extended = {
+        f"function {f}": f"function {g}"
+        for f, g in _extended_functions(upgraded.before.api, upgraded.after.api).items()
+    }
     for role in (upgraded.agent_role, upgraded.operator_role):
         before, after = upgraded.before.privileges[role], upgraded.after.privileges[role]
-        changed = {k: (v, after.get(k)) for k, v in before.items() if after.get(k) != v}
+        changed = {
+            k: (v, after.get(extended.get(k, k))) for k, v in before.items() if after.get(extended.get(k, k)) != v
+        }
         assert changed == {}, f"{role}: privileges on 0.1.0's objects changed by the upgrade: {changed}"
     agent = upgraded.before.privileges[upgraded.agent_role]
     assert agent["function compute_auction.place_bid(text,text,bigint,double precision,timestamp with time zone)"]

@@ -91,9 +91,21 @@ fn bid_status(bid_id: Option<i64>) -> pgrx::JsonB {
     v.unwrap_or_else(|| errors::not_found("bid", &id.to_string()))
 }
 
+/// The largest `max_rounds` stats accepts.
+pub const MAX_STATS_ROUNDS: i32 = 100_000;
+
+// `n`: the newest max_rounds + 1 rounds of the window (by round_id, so the cost is bounded by
+// max_rounds, not by the window); one more than max_rounds means some were left out.
 const STATS: &str = "
 WITH r AS (
     SELECT * FROM compute_auction.compute_auction_rounds WHERE cleared_at >= $1
+), n AS (
+    SELECT * FROM compute_auction.compute_auction_rounds
+     WHERE $2 AND cleared_at >= $1
+     ORDER BY round_id DESC
+     LIMIT $3::bigint + 1
+), kept AS (
+    SELECT * FROM n ORDER BY round_id DESC LIMIT $3
 ), w AS (
     SELECT c.*
       FROM compute_auction.compute_auction_clears AS c
@@ -108,7 +120,8 @@ SELECT jsonb_build_object(
                  'round_id', round_id, 'cleared_at', cleared_at,
                  'clearing_price_tokens', clearing_price_tokens, 'slots_offered', slots_offered,
                  'slots_filled', slots_filled, 'bids_eligible', bids_eligible) ORDER BY round_id)
-                FROM r), '[]'::jsonb) END,
+                FROM kept), '[]'::jsonb) END,
+  'rounds_truncated', (SELECT count(*) > $3 FROM n),
   'fill_rate', (SELECT CASE WHEN sum(slots_offered) > 0
                             THEN sum(slots_filled)::float8 / sum(slots_offered) END FROM r),
   'top_winners', coalesce((SELECT jsonb_agg(jsonb_build_object(
@@ -122,16 +135,26 @@ SELECT jsonb_build_object(
 
 /// Rounds, fill rate and the top 10 winning bids (with realised impact and roi) since `since`.
 /// `include_rounds => false` leaves out the per-round list (null), for dashboards whose window
-/// holds tens of thousands of rounds.
+/// holds tens of thousands of rounds; otherwise the list holds the newest `max_rounds` rounds
+/// of the window (in round_id order) and `rounds_truncated` says whether older ones were left
+/// out, so no call returns an unbounded list.
 #[pg_extern(security_definer)]
 #[search_path(@extschema@, pg_catalog, pg_temp)]
 fn stats(
     since: default!(Option<TimestampWithTimeZone>, "now() - interval '24 hours'"),
     include_rounds: default!(Option<bool>, true),
+    max_rounds: default!(Option<i32>, 1000),
 ) -> pgrx::JsonB {
     let since = validate::required("since", since).or_raise();
     let include = validate::required("include_rounds", include_rounds).or_raise();
-    json(STATS, &[since.into(), include.into()])
+    let max_rounds = validate::required("max_rounds", max_rounds).or_raise();
+    if !(0..=MAX_STATS_ROUNDS).contains(&max_rounds) {
+        errors::invalid(Invalid::OutOfRange {
+            arg: "max_rounds",
+            detail: format!("{max_rounds} is not in 0..={MAX_STATS_ROUNDS}"),
+        });
+    }
+    json(STATS, &[since.into(), include.into(), i64::from(max_rounds).into()])
 }
 
 const PRICE_HISTORY: &str = "
