@@ -219,7 +219,8 @@ def test_stats_window_and_top_ten(market):
     assert len(st["rounds"]) == 2
     assert len(st["top_winners"]) == 10
     assert [w["max_price_tokens"] for w in st["top_winners"]] == list(range(111, 101, -1))
-    assert market.stats(market.at(2)) == {"rounds": [], "fill_rate": None, "top_winners": []}
+    empty = {"rounds": [], "rounds_truncated": False, "fill_rate": None, "top_winners": []}
+    assert market.stats(market.at(2)) == empty
     assert_rejected(market.conn, STATS, (None,), "22004")
 
 

@@ -46,6 +46,23 @@ pub struct CycleArgs {
     /// "30m", "1h", or plain seconds.
     #[arg(long, default_value = "1h", value_parser = parse_duration_arg)]
     pub assignment_timeout: Duration,
+
+    /// lock_timeout of each cycle step (refund_unfilled, abort_stale,
+    /// apply_pending, clear_round): a step that waits longer than this for a
+    /// lock is rolled back, logged, and retried next interval; the other steps
+    /// still run.
+    #[arg(long, default_value = "2s", value_parser = parse_interval_arg)]
+    pub step_lock_timeout: Duration,
+
+    /// statement_timeout of each cycle step (its COMMIT runs with none).
+    #[arg(long, default_value = "10s", value_parser = parse_interval_arg)]
+    pub step_statement_timeout: Duration,
+}
+
+impl CycleArgs {
+    pub fn step_timeouts(&self) -> crate::db::StepTimeouts {
+        crate::db::StepTimeouts { lock: self.step_lock_timeout, statement: self.step_statement_timeout }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -86,7 +103,9 @@ pub struct ServeArgs {
     #[arg(long, default_value = "5s", value_parser = parse_interval_arg)]
     pub max_backoff: Duration,
 
-    /// Size of the connection pool used by the clearing cycle and the HTTP API.
+    /// Size of the connection pool of the HTTP API (the clearing cycle has its
+    /// own dedicated connection). Its sessions run with a statement_timeout just
+    /// under the API's 15 s request timeout.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(2..=256))]
     pub pool_size: u32,
 
@@ -207,6 +226,7 @@ mod tests {
         assert_eq!(s.interval, Duration::from_secs(10));
         assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(s.cycle.assignment_timeout, Duration::from_secs(3600));
+        assert_eq!(s.cycle.step_timeouts(), crate::db::StepTimeouts::default());
         assert_eq!(s.order_book_max_depth, 1000);
         assert_eq!(s.fallback_after, 3);
         assert_eq!(s.daily_budget_tokens, None);
@@ -232,6 +252,10 @@ mod tests {
             "2",
             "--daily-budget-tokens",
             "1000",
+            "--step-lock-timeout",
+            "300ms",
+            "--step-statement-timeout",
+            "1m",
         ])
         .unwrap();
         let Command::Serve(s) = cli.command else { panic!("not serve") };
@@ -241,6 +265,8 @@ mod tests {
         assert_eq!(s.cycle.assignment_timeout, Duration::from_secs(90));
         assert_eq!(s.fallback_after, 2);
         assert_eq!(s.daily_budget_tokens, Some(1000));
+        assert_eq!(s.cycle.step_lock_timeout, Duration::from_millis(300));
+        assert_eq!(s.cycle.step_statement_timeout, Duration::from_secs(60));
         assert_eq!(cli.database_url.as_deref(), Some("postgres://h/d"));
     }
 
@@ -249,6 +275,8 @@ mod tests {
         assert!(Cli::try_parse_from(["x", "serve", "--order-book-max-depth", "10001"]).is_err());
         assert!(Cli::try_parse_from(["x", "serve", "--interval", "0"]).is_err());
         assert!(Cli::try_parse_from(["x", "serve", "--fallback-after", "0"]).is_err());
+        assert!(Cli::try_parse_from(["x", "serve", "--step-lock-timeout", "0"]).is_err());
+        assert!(Cli::try_parse_from(["x", "clear", "--step-statement-timeout", "0"]).is_err());
         assert!(Cli::try_parse_from(["x", "serve", "--listen", "nowhere"]).is_err());
         assert!(Cli::try_parse_from(["x", "simulate", "--agents", "0"]).is_err());
     }

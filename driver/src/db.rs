@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use serde::Serialize;
 use serde_json::Value;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::{Client, NoTls, Transaction};
 
 /// Session-level advisory lock held by the leading driver (classid, objid).
 /// clear_round itself takes the transaction-level lock (1128355139, 1).
@@ -164,9 +164,20 @@ pub fn parse_config(url: &str) -> Result<tokio_postgres::Config, String> {
     Ok(cfg)
 }
 
-/// A lazily connecting pool: creating it never touches the network.
-pub fn make_pool(cfg: &tokio_postgres::Config, size: usize) -> Pool {
-    let mgr = Manager::from_config(cfg.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Verified });
+/// A lazily connecting pool: creating it never touches the network. With `statement_timeout`,
+/// every pooled session runs with that statement_timeout (the HTTP API's: no statement outlives
+/// the request that started it).
+pub fn make_pool(cfg: &tokio_postgres::Config, size: usize, statement_timeout: Option<Duration>) -> Pool {
+    let mut cfg = cfg.clone();
+    if let Some(t) = statement_timeout {
+        let set = format!("-c statement_timeout={}", t.as_millis().max(1));
+        let options = match cfg.get_options() {
+            Some(o) if !o.trim().is_empty() => format!("{o} {set}"),
+            _ => set,
+        };
+        cfg.options(&options);
+    }
+    let mgr = Manager::from_config(cfg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Verified });
     Pool::builder(mgr)
         .max_size(size)
         .runtime(Runtime::Tokio1)
@@ -223,13 +234,57 @@ pub struct ClearOutcome {
     pub assignments: Vec<Assignment>,
 }
 
-/// `refund_unfilled(now())` in its own transaction.
-pub async fn refund_unfilled(client: &mut Client) -> Result<Refunds, DbError> {
+/// The timeouts of each cycle step's transaction (see [`begin_step`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepTimeouts {
+    /// `lock_timeout` of the step: how long it may wait for any one lock.
+    pub lock: Duration,
+    /// `statement_timeout` of the step's statements.
+    pub statement: Duration,
+}
+
+impl Default for StepTimeouts {
+    fn default() -> Self {
+        StepTimeouts { lock: Duration::from_secs(2), statement: Duration::from_secs(10) }
+    }
+}
+
+/// A timeout as a PostgreSQL setting value in milliseconds, never 0 (0 means "no timeout").
+fn millis(d: Duration) -> String {
+    format!("{}ms", d.as_millis().clamp(1, i32::MAX as u128))
+}
+
+/// `BEGIN; SET LOCAL lock_timeout = ...; SET LOCAL statement_timeout = ...`: a step that waits
+/// or runs too long fails on the server (55P03 / 57014) and rolls back, and nothing is left
+/// running there.
+async fn begin_step(client: &mut Client, t: StepTimeouts) -> Result<Transaction<'_>, DbError> {
     let tx = client.transaction().await?;
+    tx.batch_execute(&format!(
+        "SET LOCAL lock_timeout = '{}'; SET LOCAL statement_timeout = '{}'",
+        millis(t.lock),
+        millis(t.statement)
+    ))
+    .await?;
+    Ok(tx)
+}
+
+/// COMMIT with no timeout: under synchronous replication a COMMIT cancelled by
+/// statement_timeout while it waits for the standby reports success with only a WARNING
+/// although the standby may not have the transaction (../shared/notes/ha-recipe.md), so the
+/// COMMIT must never be subject to one.
+async fn commit_step(tx: Transaction<'_>) -> Result<(), DbError> {
+    tx.batch_execute("SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = 0").await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// `refund_unfilled(now())` in its own transaction.
+pub async fn refund_unfilled(client: &mut Client, t: StepTimeouts) -> Result<Refunds, DbError> {
+    let tx = begin_step(client, t).await?;
     let rows = tx
         .query("SELECT bids_expired::bigint, tokens_refunded::bigint FROM compute_auction.refund_unfilled(now())", &[])
         .await?;
-    tx.commit().await?;
+    commit_step(tx).await?;
     let mut r = Refunds::default();
     for row in rows {
         r.bids_expired += row.try_get::<_, Option<i64>>(0)?.unwrap_or(0);
@@ -239,30 +294,30 @@ pub async fn refund_unfilled(client: &mut Client) -> Result<Refunds, DbError> {
 }
 
 /// `abort_stale(<older_than>, now())` in its own transaction.
-pub async fn abort_stale(client: &mut Client, older_than: Duration) -> Result<i64, DbError> {
-    let tx = client.transaction().await?;
+pub async fn abort_stale(client: &mut Client, older_than: Duration, t: StepTimeouts) -> Result<i64, DbError> {
+    let tx = begin_step(client, t).await?;
     let row = tx
         .query_one(
             "SELECT compute_auction.abort_stale(make_interval(secs => $1::float8), now())::bigint",
             &[&older_than.as_secs_f64()],
         )
         .await?;
-    tx.commit().await?;
+    commit_step(tx).await?;
     Ok(row.try_get::<_, Option<i64>>(0)?.unwrap_or(0))
 }
 
 /// `apply_pending()` in its own transaction: the wallet entries of settlements and aborts whose
 /// accounts were held when they were recorded. Returns how many it applied.
-pub async fn apply_pending(client: &mut Client) -> Result<i64, DbError> {
-    let tx = client.transaction().await?;
+pub async fn apply_pending(client: &mut Client, t: StepTimeouts) -> Result<i64, DbError> {
+    let tx = begin_step(client, t).await?;
     let row = tx.query_one("SELECT compute_auction.apply_pending()::bigint", &[]).await?;
-    tx.commit().await?;
+    commit_step(tx).await?;
     Ok(row.try_get::<_, Option<i64>>(0)?.unwrap_or(0))
 }
 
 /// `clear_round(now())` and, in the same transaction, the round row it wrote.
-pub async fn clear_round(client: &mut Client) -> Result<ClearOutcome, DbError> {
-    let tx = client.transaction().await?;
+pub async fn clear_round(client: &mut Client, t: StepTimeouts) -> Result<ClearOutcome, DbError> {
+    let tx = begin_step(client, t).await?;
     let rows = tx
         .query(
             "SELECT slot_id::text, bid_id::bigint, task_id::text, bidder_id::text, clearing_price_tokens::bigint \
@@ -301,7 +356,7 @@ pub async fn clear_round(client: &mut Client) -> Result<ClearOutcome, DbError> {
             })
         })
         .transpose()?;
-    tx.commit().await?;
+    commit_step(tx).await?;
     Ok(ClearOutcome { round, assignments })
 }
 
@@ -320,8 +375,9 @@ pub const FALLBACK_SOURCE: &str = "driver-fallback";
 pub async fn allocate_proportional(
     client: &mut Client,
     daily_budget_tokens: i64,
+    t: StepTimeouts,
 ) -> Result<FallbackAllocation, DbError> {
-    let tx = client.transaction().await?;
+    let tx = begin_step(client, t).await?;
     let row = tx
         .query_one(
             "SELECT current_date::text, count(*)::bigint, coalesce(sum(a.allocated_tokens), 0)::bigint \
@@ -336,7 +392,7 @@ pub async fn allocate_proportional(
             &[&daily_budget_tokens, &FALLBACK_SOURCE],
         )
         .await?;
-    tx.commit().await?;
+    commit_step(tx).await?;
     Ok(FallbackAllocation { day: row.try_get(0)?, quests: row.try_get(1)?, allocated_tokens: row.try_get(2)? })
 }
 
@@ -371,13 +427,29 @@ pub async fn bid_status_text(client: &Client, bid_id: i64) -> Result<String, DbE
     json_text(client, "SELECT compute_auction.bid_status($1::bigint)::text", &[&bid_id]).await
 }
 
-pub async fn stats_text(client: &Client, hours: f64) -> Result<String, DbError> {
-    json_text(
-        client,
-        "SELECT compute_auction.stats(now() - make_interval(secs => $1::float8))::text",
-        &[&(hours * 3600.0)],
-    )
-    .await
+/// `stats(now() - hours)`: without `max_rounds`, without the per-round list (`rounds` is null),
+/// which also works with 0.1.0's stats(since, include_rounds); with it, the newest `max_rounds`
+/// rounds of the window.
+pub async fn stats_text(client: &Client, hours: f64, max_rounds: Option<i32>) -> Result<String, DbError> {
+    let secs = hours * 3600.0;
+    match max_rounds {
+        None => {
+            json_text(
+                client,
+                "SELECT compute_auction.stats(now() - make_interval(secs => $1::float8), false)::text",
+                &[&secs],
+            )
+            .await
+        }
+        Some(n) => {
+            json_text(
+                client,
+                "SELECT compute_auction.stats(now() - make_interval(secs => $1::float8), true, $2::int)::text",
+                &[&secs, &n],
+            )
+            .await
+        }
+    }
 }
 
 pub async fn price_to_win_text(client: &Client) -> Result<String, DbError> {
@@ -457,12 +529,11 @@ pub async fn db_now(client: &Client) -> Result<DateTime<Utc>, DbError> {
     Ok(client.query_one("SELECT now()", &[]).await?.try_get(0)?)
 }
 
-/// top_winners of `stats(since)`, extracted in SQL so the (possibly
-/// 86,400-element) rounds array never leaves the database.
+/// top_winners of `stats(since, include_rounds => false)`: the rounds list is never built.
 pub async fn stats_top_winners(client: &Client, since: DateTime<Utc>) -> Result<Value, DbError> {
     let row = client
         .query_one(
-            "SELECT coalesce(s -> 'top_winners', '[]'::jsonb) FROM compute_auction.stats($1::timestamptz) AS s",
+            "SELECT coalesce(s -> 'top_winners', '[]'::jsonb) FROM compute_auction.stats($1::timestamptz, false) AS s",
             &[&since],
         )
         .await?;

@@ -28,9 +28,17 @@ pub const OPENAPI_YAML: &str = include_str!("../../docs/openapi.yaml");
 pub const DEFAULT_DEPTH: u32 = 100;
 /// Largest `hours` of the stats endpoint (30 days).
 pub const MAX_HOURS: f64 = 720.0;
+/// `max_rounds` of the stats endpoint when the request gives none, and the most it passes on
+/// (larger values are capped to it).
+pub const DEFAULT_MAX_ROUNDS: i32 = 1000;
+pub const MAX_ROUNDS_CAP: i32 = 10_000;
 
 const POOL_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a request waits for its database work (its request timeout).
 const QUERY_TIMEOUT: Duration = Duration::from_secs(15);
+/// statement_timeout of the pool's sessions: under QUERY_TIMEOUT, so the server cancels a
+/// statement before the request gives up on it, and none outlives its request.
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(14);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 const METRICS_DB_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -148,6 +156,28 @@ pub fn parse_hours(raw: Option<&str>) -> Result<f64, ApiError> {
     Ok(v)
 }
 
+/// `include_rounds`: `true` or `false`; absent means false (no per-round list).
+pub fn parse_include_rounds(raw: Option<&str>) -> Result<bool, ApiError> {
+    match raw.map(str::trim) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(_) => Err(ApiError::bad_request("include_rounds must be true or false")),
+    }
+}
+
+/// `max_rounds`: a non-negative integer, capped at MAX_ROUNDS_CAP; absent means
+/// DEFAULT_MAX_ROUNDS.
+pub fn parse_max_rounds(raw: Option<&str>) -> Result<i32, ApiError> {
+    let Some(raw) = raw else { return Ok(DEFAULT_MAX_ROUNDS) };
+    let t = raw.trim();
+    if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::bad_request("max_rounds must be a non-negative integer"));
+    }
+    // all digits: only too many of them fails to parse, and that is above the cap too
+    let v = t.parse::<u64>().unwrap_or(u64::MAX);
+    Ok(i32::try_from(v.min(MAX_ROUNDS_CAP as u64)).unwrap_or(MAX_ROUNDS_CAP))
+}
+
 /// A bid id: a 64-bit integer.
 pub fn parse_bid_id(raw: &str) -> Result<i64, ApiError> {
     raw.trim().parse::<i64>().map_err(|_| ApiError::bad_request("bid id must be a 64-bit integer"))
@@ -165,10 +195,30 @@ async fn client(pool: &Pool) -> Result<Object, ApiError> {
     }
 }
 
-async fn timed<T>(fut: impl Future<Output = Result<T, DbError>>) -> Result<T, ApiError> {
-    match timeout(QUERY_TIMEOUT, fut).await {
-        Ok(r) => r.map_err(ApiError::from),
-        Err(_) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database did not answer in time")),
+/// Runs a request's database work on `c` for at most QUERY_TIMEOUT; when the request gives up,
+/// whatever `c` is still running on the server is cancelled (the pool's statement_timeout
+/// bounds each statement as well).
+async fn timed<T>(c: &tokio_postgres::Client, fut: impl Future<Output = Result<T, DbError>>) -> Result<T, ApiError> {
+    match within(c, QUERY_TIMEOUT, fut).await {
+        Some(r) => r.map_err(ApiError::from),
+        None => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database did not answer in time")),
+    }
+}
+
+/// `fut` (work on `c`) for at most `limit`; None when it did not finish, and then what `c` is
+/// still running on the server is cancelled.
+async fn within<T>(c: &tokio_postgres::Client, limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
+    let cancel = c.cancel_token();
+    match timeout(limit, fut).await {
+        Ok(r) => Some(r),
+        Err(_) => {
+            tokio::spawn(async move {
+                if let Err(e) = cancel.cancel_query(tokio_postgres::NoTls).await {
+                    tracing::debug!(error = %e, "could not cancel a timed-out API query");
+                }
+            });
+            None
+        }
     }
 }
 
@@ -195,7 +245,7 @@ async fn order_book(
     let q = query_map(q)?;
     let depth = parse_depth(q.get("depth").map(String::as_str), st.max_depth)?;
     let c = client(&st.pool).await?;
-    Ok(raw_json(timed(db::order_book_text(&c, depth)).await?))
+    Ok(raw_json(timed(&c, db::order_book_text(&c, depth)).await?))
 }
 
 async fn bid_status(
@@ -205,7 +255,7 @@ async fn bid_status(
     let Path(id) = id.map_err(|e| ApiError::bad_request(format!("invalid bid id: {}", e.body_text())))?;
     let id = parse_bid_id(&id)?;
     let c = client(&st.pool).await?;
-    let text = timed(db::bid_status_text(&c, id)).await?;
+    let text = timed(&c, db::bid_status_text(&c, id)).await?;
     if text == "null" {
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no bid {id}")));
     }
@@ -218,18 +268,20 @@ async fn stats(
 ) -> Result<Response, ApiError> {
     let q = query_map(q)?;
     let hours = parse_hours(q.get("hours").map(String::as_str))?;
+    let include_rounds = parse_include_rounds(q.get("include_rounds").map(String::as_str))?;
+    let max_rounds = parse_max_rounds(q.get("max_rounds").map(String::as_str))?;
     let c = client(&st.pool).await?;
-    Ok(raw_json(timed(db::stats_text(&c, hours)).await?))
+    Ok(raw_json(timed(&c, db::stats_text(&c, hours, include_rounds.then_some(max_rounds))).await?))
 }
 
 async fn price_to_win(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let c = client(&st.pool).await?;
-    Ok(raw_json(timed(db::price_to_win_text(&c)).await?))
+    Ok(raw_json(timed(&c, db::price_to_win_text(&c)).await?))
 }
 
 async fn dashboard_data(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let c = client(&st.pool).await?;
-    let v = timed(dashboard::collect(&c, &st.pool, &st.winners, driver_status(&st))).await?;
+    let v = timed(&c, dashboard::collect(&c, &st.pool, &st.winners, driver_status(&st))).await?;
     let mut r = Json(v).into_response();
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(r)
@@ -237,7 +289,7 @@ async fn dashboard_data(State(st): State<Arc<AppState>>) -> Result<Response, Api
 
 async fn resources_page(State(st): State<Arc<AppState>>) -> Response {
     let data = match client(&st.pool).await {
-        Ok(c) => match timed(dashboard::collect(&c, &st.pool, &st.winners, driver_status(&st))).await {
+        Ok(c) => match timed(&c, dashboard::collect(&c, &st.pool, &st.winners, driver_status(&st))).await {
             Ok(v) => v,
             Err(e) => json!({ "error": e.message }),
         },
@@ -251,11 +303,15 @@ async fn resources_page(State(st): State<Arc<AppState>>) -> Response {
 async fn healthz(State(st): State<Arc<AppState>>) -> Response {
     let leader = st.metrics.is_leader();
     let failures = st.metrics.consecutive_failures.load(Relaxed);
-    let probe = timeout(HEALTH_TIMEOUT, async {
-        let c = st.pool.get().await.map_err(DbError::from)?;
-        db::last_round_time(&c).await
-    })
-    .await;
+    let started = tokio::time::Instant::now();
+    let probe = match timeout(HEALTH_TIMEOUT, st.pool.get()).await {
+        Ok(Ok(c)) => {
+            let left = HEALTH_TIMEOUT.saturating_sub(started.elapsed());
+            within(&c, left, db::last_round_time(&c)).await.ok_or(())
+        }
+        Ok(Err(e)) => Ok(Err(DbError::from(e))),
+        Err(_) => Err(()),
+    };
     match probe {
         Ok(Ok(last)) => {
             let status = scheduler::health(failures, st.fallback_after, last.age_seconds, st.interval);
@@ -287,13 +343,14 @@ fn unavailable_health(leader: bool, failures: u64, error: String) -> Response {
 }
 
 async fn metrics(State(st): State<Arc<AppState>>) -> Response {
-    let market = timeout(METRICS_DB_TIMEOUT, async {
-        let c = st.pool.get().await.ok()?;
-        db::market_summary(&c).await.ok()
-    })
-    .await
-    .ok()
-    .flatten();
+    let started = tokio::time::Instant::now();
+    let market = match timeout(METRICS_DB_TIMEOUT, st.pool.get()).await {
+        Ok(Ok(c)) => {
+            let left = METRICS_DB_TIMEOUT.saturating_sub(started.elapsed());
+            within(&c, left, db::market_summary(&c)).await.and_then(Result::ok)
+        }
+        _ => None,
+    };
     (
         [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))],
         st.metrics.render(market.as_ref()),
@@ -338,6 +395,24 @@ mod tests {
     }
 
     #[test]
+    fn stats_rounds_parameters() {
+        assert!(!parse_include_rounds(None).unwrap());
+        assert!(parse_include_rounds(Some("true")).unwrap());
+        assert!(!parse_include_rounds(Some("false")).unwrap());
+        for bad in ["", "1", "yes", "TRUE"] {
+            assert_eq!(parse_include_rounds(Some(bad)).unwrap_err().status, StatusCode::BAD_REQUEST, "{bad}");
+        }
+        assert_eq!(parse_max_rounds(None).unwrap(), 1000);
+        assert_eq!(parse_max_rounds(Some("0")).unwrap(), 0);
+        assert_eq!(parse_max_rounds(Some("10000")).unwrap(), 10_000);
+        assert_eq!(parse_max_rounds(Some("20000")).unwrap(), 10_000);
+        assert_eq!(parse_max_rounds(Some("99999999999999999999999")).unwrap(), 10_000);
+        for bad in ["", "-1", "1.5", "abc", "1e3", "+5"] {
+            assert_eq!(parse_max_rounds(Some(bad)).unwrap_err().status, StatusCode::BAD_REQUEST, "{bad}");
+        }
+    }
+
+    #[test]
     fn bid_id_validation() {
         assert_eq!(parse_bid_id("42").unwrap(), 42);
         assert_eq!(parse_bid_id("-3").unwrap(), -3);
@@ -362,7 +437,7 @@ mod tests {
     fn offline_router() -> Router {
         let cfg = db::parse_config("postgres://nobody@127.0.0.1:1/none?connect_timeout=1").unwrap();
         router(Arc::new(AppState {
-            pool: db::make_pool(&cfg, 2),
+            pool: db::make_pool(&cfg, 2, Some(STATEMENT_TIMEOUT)),
             metrics: Arc::new(Metrics::new()),
             max_depth: 1000,
             interval: Duration::from_secs(1),
@@ -391,6 +466,8 @@ mod tests {
             "/api/compute-auction/stats?hours=0",
             "/api/compute-auction/stats?hours=nan",
             "/api/compute-auction/stats?hours=721",
+            "/api/compute-auction/stats?include_rounds=yes",
+            "/api/compute-auction/stats?include_rounds=true&max_rounds=-1",
             "/api/compute-auction/bids/abc",
             "/api/compute-auction/bids/1.5",
         ] {

@@ -62,7 +62,7 @@ async fn async_main(cli: Cli) -> ExitCode {
         Command::Clear(args) => clear(&pg, &args).await,
         Command::Serve(args) => serve(pg, args).await,
         Command::Simulate(args) => {
-            let pool = db::make_pool(&pg, 4);
+            let pool = db::make_pool(&pg, 4, None);
             let (tx, rx) = watch::channel(false);
             tokio::spawn(async move {
                 wait_for_signal().await;
@@ -115,7 +115,7 @@ async fn clear(pg: &tokio_postgres::Config, args: &config::ClearArgs) -> ExitCod
             return ExitCode::FAILURE;
         }
     };
-    let cycle = scheduler::run_cycle(&mut client, args.cycle.assignment_timeout).await;
+    let cycle = scheduler::run_cycle(&mut client, args.cycle.assignment_timeout, args.cycle.step_timeouts()).await;
     let out = cycle.to_json();
     println!("{}", serde_json::to_string_pretty(&out).unwrap_or_else(|_| out.to_string()));
     if let Err(e) = &cycle.clear {
@@ -126,7 +126,8 @@ async fn clear(pg: &tokio_postgres::Config, args: &config::ClearArgs) -> ExitCod
 }
 
 async fn serve(pg: tokio_postgres::Config, args: ServeArgs) -> ExitCode {
-    let pool = db::make_pool(&pg, args.pool_size as usize);
+    // the HTTP API's pool only: the clearing loop has its own connection
+    let pool = db::make_pool(&pg, args.pool_size as usize, Some(http::STATEMENT_TIMEOUT));
     let metrics = Arc::new(metrics::Metrics::new());
     let (tx, rx) = watch::channel(false);
 
@@ -140,7 +141,6 @@ async fn serve(pg: tokio_postgres::Config, args: ServeArgs) -> ExitCode {
     let addr = listener.local_addr().unwrap_or(args.listen);
 
     let sched = scheduler::Scheduler::new(
-        pool.clone(),
         pg,
         scheduler::SchedulerConfig {
             interval: args.interval,
@@ -148,6 +148,7 @@ async fn serve(pg: tokio_postgres::Config, args: ServeArgs) -> ExitCode {
             fallback_after: args.fallback_after,
             daily_budget_tokens: args.daily_budget_tokens,
             max_backoff: args.max_backoff,
+            step_timeouts: args.cycle.step_timeouts(),
         },
         metrics.clone(),
     );

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub refund_errors: AtomicU64,
     pub abort_stale_errors: AtomicU64,
     pub apply_pending_errors: AtomicU64,
+    /// Cycle steps that hit their lock_timeout or statement_timeout.
+    pub step_timeouts: AtomicU64,
     pub db_unavailable: AtomicU64,
     pub consecutive_failures: AtomicU64,
     pub leader: AtomicBool,
@@ -59,6 +61,7 @@ impl Metrics {
             refund_errors: AtomicU64::new(0),
             abort_stale_errors: AtomicU64::new(0),
             apply_pending_errors: AtomicU64::new(0),
+            step_timeouts: AtomicU64::new(0),
             db_unavailable: AtomicU64::new(0),
             consecutive_failures: AtomicU64::new(0),
             leader: AtomicBool::new(false),
@@ -179,6 +182,12 @@ impl Metrics {
         ] {
             let _ = writeln!(out, "compute_auction_cycle_step_errors_total{{step=\"{step}\"}} {}", v.load(Relaxed));
         }
+        c(
+            &mut out,
+            "compute_auction_cycle_step_timeouts_total",
+            "Cycle steps abandoned at their lock_timeout or statement_timeout (retried next interval).",
+            self.step_timeouts.load(Relaxed),
+        );
         c(
             &mut out,
             "compute_auction_database_unavailable_total",

@@ -2,26 +2,27 @@
 //! (refund_unfilled, abort_stale, apply_pending, clear_round) per interval while leading,
 //! capped exponential backoff while the database is unreachable, and the
 //! degraded / proportional-fallback switch.
+//!
+//! The cycle runs on the same dedicated connection that holds the leader lock, never on the
+//! HTTP pool, so no number of API requests can delay a round; each step is one transaction
+//! with its own lock_timeout and statement_timeout (db::StepTimeouts), committed with none.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::Pool;
 use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_postgres::Client;
 
-use crate::db::{self, ClearOutcome, DbError, Refunds, LEADER_LOCK};
+use crate::db::{self, ClearOutcome, DbError, Refunds, StepTimeouts, LEADER_LOCK};
 use crate::metrics::Metrics;
 
 /// How long a statement on the dedicated leader connection may take before
 /// the connection is considered dead.
 const LEADER_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long to wait for a pooled connection for a cycle.
-const POOL_GET_TIMEOUT: Duration = Duration::from_secs(5);
 /// While degraded, the fallback allocation is rewritten at most this often.
 const FALLBACK_EVERY: Duration = Duration::from_secs(60);
 
@@ -32,6 +33,7 @@ pub struct SchedulerConfig {
     pub fallback_after: u32,
     pub daily_budget_tokens: Option<i64>,
     pub max_backoff: Duration,
+    pub step_timeouts: StepTimeouts,
 }
 
 /// Capped exponential backoff: base, 2·base, 4·base, ... up to cap.
@@ -109,18 +111,19 @@ impl Cycle {
     }
 }
 
-/// One full cycle on one connection, each step in its own transaction. A
+/// One full cycle on one connection, each step in its own transaction with the
+/// `t` timeouts. A step that fails (a timeout included) does not stop the others; a
 /// step that finds the database unreachable skips the remaining steps.
-pub async fn run_cycle(client: &mut Client, assignment_timeout: Duration) -> Cycle {
+pub async fn run_cycle(client: &mut Client, assignment_timeout: Duration, t: StepTimeouts) -> Cycle {
     let skipped = |e: &DbError| DbError::Unavailable(format!("skipped: {}", e.message()));
-    let refunds = db::refund_unfilled(client).await;
+    let refunds = db::refund_unfilled(client, t).await;
     let aborted = match &refunds {
         Err(e) if e.is_unavailable() => Err(skipped(e)),
-        _ => db::abort_stale(client, assignment_timeout).await,
+        _ => db::abort_stale(client, assignment_timeout, t).await,
     };
     let applied = match (&refunds, &aborted) {
         (Err(e), _) | (_, Err(e)) if e.is_unavailable() => Err(skipped(e)),
-        _ => db::apply_pending(client).await,
+        _ => db::apply_pending(client, t).await,
     };
     let t0 = std::time::Instant::now();
     let clear = match [&refunds.as_ref().err(), &aborted.as_ref().err(), &applied.as_ref().err()]
@@ -129,7 +132,7 @@ pub async fn run_cycle(client: &mut Client, assignment_timeout: Duration) -> Cyc
         .find(|e| e.is_unavailable())
     {
         Some(e) => Err(skipped(e)),
-        None => db::clear_round(client).await,
+        None => db::clear_round(client, t).await,
     };
     Cycle { refunds, aborted, applied, clear, clear_duration: t0.elapsed() }
 }
@@ -143,7 +146,6 @@ enum Tick {
 }
 
 pub struct Scheduler {
-    pool: Pool,
     pg_config: tokio_postgres::Config,
     cfg: SchedulerConfig,
     metrics: Arc<Metrics>,
@@ -153,8 +155,8 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    pub fn new(pool: Pool, pg_config: tokio_postgres::Config, cfg: SchedulerConfig, metrics: Arc<Metrics>) -> Self {
-        Scheduler { pool, pg_config, cfg, metrics, leader_conn: None, leading: false, last_fallback_attempt: None }
+    pub fn new(pg_config: tokio_postgres::Config, cfg: SchedulerConfig, metrics: Arc<Metrics>) -> Self {
+        Scheduler { pg_config, cfg, metrics, leader_conn: None, leading: false, last_fallback_attempt: None }
     }
 
     /// Runs until `shutdown` turns true. A cycle in flight when the signal
@@ -166,6 +168,8 @@ impl Scheduler {
             interval_ms = self.cfg.interval.as_millis() as u64,
             assignment_timeout_s = self.cfg.assignment_timeout.as_secs_f64(),
             fallback_after = self.cfg.fallback_after,
+            step_lock_timeout_ms = self.cfg.step_timeouts.lock.as_millis() as u64,
+            step_statement_timeout_ms = self.cfg.step_timeouts.statement.as_millis() as u64,
             "clearing loop started"
         );
         loop {
@@ -283,20 +287,27 @@ impl Scheduler {
             Ok(false) => return Tick::Done,
             Err(e) => return Tick::Unavailable(e),
         }
-        let mut client = match timeout(POOL_GET_TIMEOUT, self.pool.get()).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => return Tick::Unavailable(e.into()),
-            Err(_) => {
-                return Tick::Unavailable(DbError::Unavailable("timed out waiting for a pooled connection".into()))
-            }
+        // the leader's own dedicated connection: never waits for the HTTP pool
+        let Some(client) = self.leader_conn.as_mut() else {
+            return Tick::Unavailable(DbError::Unavailable("no leader connection".into()));
         };
-        let cycle = run_cycle(&mut client, self.cfg.assignment_timeout).await;
-        drop(client);
+        let cycle = run_cycle(client, self.cfg.assignment_timeout, self.cfg.step_timeouts).await;
         self.record(&cycle).await
     }
 
     async fn record(&mut self, cycle: &Cycle) -> Tick {
         let m = &self.metrics;
+        for (step, r) in [
+            ("refund_unfilled", cycle.refunds.as_ref().err()),
+            ("abort_stale", cycle.aborted.as_ref().err()),
+            ("apply_pending", cycle.applied.as_ref().err()),
+            ("clear_round", cycle.clear.as_ref().err()),
+        ] {
+            if let Some(e) = r.filter(|e| is_timeout(e)) {
+                m.step_timeouts.fetch_add(1, Relaxed);
+                tracing::warn!(step, error = %e, "cycle step timed out and was rolled back; retried next interval");
+            }
+        }
         match &cycle.refunds {
             Ok(r) => {
                 m.bids_refunded.fetch_add(u64::try_from(r.bids_expired).unwrap_or(0), Relaxed);
@@ -401,15 +412,12 @@ impl Scheduler {
             return;
         }
         self.last_fallback_attempt = Some(Instant::now());
-        let mut client = match timeout(POOL_GET_TIMEOUT, self.pool.get()).await {
-            Ok(Ok(c)) => c,
-            _ => {
-                self.metrics.fallback_errors.fetch_add(1, Relaxed);
-                tracing::error!("proportional fallback skipped: no database connection");
-                return;
-            }
+        let Some(client) = self.leader_conn.as_mut() else {
+            self.metrics.fallback_errors.fetch_add(1, Relaxed);
+            tracing::error!("proportional fallback skipped: no database connection");
+            return;
         };
-        match db::allocate_proportional(&mut client, budget).await {
+        match db::allocate_proportional(client, budget, self.cfg.step_timeouts).await {
             Ok(a) => {
                 self.metrics.fallback_allocations.fetch_add(1, Relaxed);
                 tracing::warn!(day = %a.day, quests = a.quests, allocated_tokens = a.allocated_tokens, daily_budget_tokens = budget,
@@ -421,6 +429,11 @@ impl Scheduler {
             }
         }
     }
+}
+
+/// A step that gave up on the server: lock_timeout (55P03) or statement_timeout (57014).
+pub fn is_timeout(e: &DbError) -> bool {
+    matches!(e.code(), Some("55P03" | "57014"))
 }
 
 /// The `status` reported by /healthz.
