@@ -2,8 +2,10 @@
 //! `compute_auction_core::clearing`; this module reads the book, locks what it uses, and writes
 //! the round, its clears and the winners' new states.
 //!
-//! Lock order: clearing advisory lock -> slots (slot_id order) -> bids (id order). Accounts are
-//! not touched: a winner's escrow stays held until settle or abort.
+//! Lock order: clearing advisory lock -> slots (slot_id order) -> the top bids it can lock. Slots
+//! and bids are locked with SKIP LOCKED: the round never waits for a row another transaction
+//! holds (docs/CONCURRENCY.md, the liveness rules). Accounts are not touched: a winner's escrow
+//! stays held until settle or abort.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;

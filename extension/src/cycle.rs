@@ -15,7 +15,7 @@ pub const CRON_JOB_PREFIX: &str = "compute_auction_clearing";
 const CRON_COMMAND: &str = "SELECT compute_auction.run_cycle()";
 
 /// Runs one cycle at now() in the caller's transaction: clear_round, abort_stale
-/// (assignment_timeout), refund_unfilled. Returns what each step did.
+/// (assignment_timeout), refund_unfilled, apply_pending. Returns what each step did.
 #[pg_extern(security_definer)]
 #[search_path(@extschema@, pg_catalog, pg_temp)]
 fn run_cycle(assignment_timeout: default!(Option<Interval>, "'1 hour'")) -> pgrx::JsonB {
@@ -23,12 +23,13 @@ fn run_cycle(assignment_timeout: default!(Option<Interval>, "'1 hour'")) -> pgrx
     spi::with(|c| {
         let now: TimestampWithTimeZone = spi::first(spi::run(c, "SELECT now()", &[]), 1)
             .unwrap_or_else(|| errors::internal("now() returned nothing"));
-        // One transaction holding every lock to the end, so the steps run in the global lock
-        // order (docs/CONCURRENCY.md): the round first (slots, then bids; no accounts), then
-        // stale assignments (slots, clears, bids, accounts), then expiry without waiting for
-        // rows others hold (it would lock bids after accounts). A slot freed by abort_stale and
-        // a bid expired here take effect in the next cycle; the driver, which runs the steps in
-        // separate transactions, does them in the order refund, abort, clear.
+        // One transaction holding every lock to the end. No step waits for a row another
+        // transaction holds (SKIP LOCKED throughout, docs/CONCURRENCY.md): the round first
+        // (slots, then bids; no accounts), then stale assignments (slots, clears, bids), then
+        // expiry (bids, accounts), then the pending wallet entries (accounts). A slot freed by
+        // abort_stale and a bid expired here take effect in the next cycle; the driver, which
+        // runs the steps in separate transactions, does them in the order refund, abort,
+        // apply, clear.
         let winners = crate::clearing::clear(c, now);
         let args: [DatumWithOid<'_>; 2] = [timeout.into(), now.into()];
         let aborted: i64 = spi::first(spi::run(c, "SELECT compute_auction.abort_stale($1, $2)", &args), 1).unwrap_or(0);
