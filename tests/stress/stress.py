@@ -269,7 +269,8 @@ class Stats:
     ok: collections.Counter = field(default_factory=collections.Counter)  # op -> n
     errors: collections.Counter = field(default_factory=collections.Counter)  # (op, sqlstate) -> n
     latencies: dict = field(default_factory=lambda: collections.defaultdict(list))  # op -> [s]
-    conn_errors: list = field(default_factory=list)  # (monotonic t, op, message)
+    # (monotonic t, op, message, monotonic time the failed connection was opened)
+    conn_errors: list = field(default_factory=list)
     unexpected: list = field(default_factory=list)  # (t, op, sqlstate, message)
     deadlocks: list = field(default_factory=list)  # (t, op, message)
 
@@ -295,6 +296,9 @@ class Worker(threading.Thread):
         self.sh = shared
         self.rng = random.Random(seed)
         self.conn: psycopg.Connection | None = None
+        # id(connection) -> when it was opened: a connection the restart killed may sit idle
+        # (a client's runner connection) and report the loss long after the restart window
+        self.born: dict[int, float] = {}
         self.stats = Stats()
         self.finished = False
 
@@ -309,9 +313,11 @@ class Worker(threading.Thread):
                     application_name=f"ca-stress-{self.name}",
                     options="-c statement_timeout=30000",
                 )
+                self.born[id(self.conn)] = time.monotonic()
                 return True
             except psycopg.Error as e:
-                self.stats.conn_errors.append((time.monotonic(), "connect", str(e).strip()[:200]))
+                now = time.monotonic()
+                self.stats.conn_errors.append((now, "connect", str(e).strip()[:200], now))
                 time.sleep(0.2 + self.rng.random() * 0.3)
         return False
 
@@ -344,7 +350,7 @@ class Worker(threading.Thread):
         now = time.monotonic()
         msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
         if is_connection_error(e, self.conn):
-            self.stats.conn_errors.append((now, op, msg))
+            self.stats.conn_errors.append((now, op, msg, self.born.pop(id(self.conn), now)))
             self.stats.errors[(op, CONN)] += 1
             self.drop()
             return "conn", None
@@ -1299,8 +1305,10 @@ def run(args, cleanup: list) -> int:
                 errors[st] += n
         for op, xs in w.stats.latencies.items():
             lat[op].extend(xs)
-        for t, op, msg in w.stats.conn_errors:
-            if any(b <= t <= e for b, e in wins):
+        for t, op, msg, born in w.stats.conn_errors:
+            # inside a window, or later on a connection opened before a window ended (the restart
+            # killed it while it sat idle; the loss shows on its next use)
+            if any(b <= t <= e or (born <= e and t >= b) for b, e in wins):
                 conn_in += 1
             else:
                 conn_out.append((round(t - sh.t0, 2), w.name, op, msg))
