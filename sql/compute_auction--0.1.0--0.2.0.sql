@@ -166,6 +166,113 @@ BEGIN
 END
 $grant$;
 
+-- 2.4 Issue 16, authority fails closed. Owners (and the new slot runners) are stored as the
+--     role's OID beside its name; an existing owner_role is resolved by name now, and one that
+--     names no role stays unresolved (operators-only, listed by unresolved_roles()). Accounts
+--     without an owner are operators-only from now on: README "Upgrading" has the SQL that
+--     assigns owners.
+ALTER TABLE compute_auction.token_accounts ADD COLUMN owner_oid regrole NULL;
+UPDATE compute_auction.token_accounts a
+   SET owner_oid = r.oid::pg_catalog.regrole
+  FROM pg_catalog.pg_roles r
+ WHERE r.rolname = a.owner_role;
+ALTER TABLE compute_auction.compute_slots ADD COLUMN runner_role text NULL;
+ALTER TABLE compute_auction.compute_slots ADD COLUMN runner_oid regrole NULL;
+
+-- offer_slot gains a trailing runner_role: dropped and re-created, and whoever could EXECUTE
+-- the old one (its grants, read before the drop) may EXECUTE the new one.
+CREATE TEMP TABLE offer_slot_grantees ON COMMIT DROP AS
+SELECT a.grantee::pg_catalog.regrole AS grantee
+  FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
+ WHERE p.oid = 'compute_auction.offer_slot(text, timestamptz, bigint)'::pg_catalog.regprocedure
+   AND a.privilege_type = 'EXECUTE'
+   AND a.grantee <> 0
+   AND a.grantee <> p.proowner;
+DROP FUNCTION compute_auction.offer_slot(text, timestamptz, bigint);
+CREATE FUNCTION compute_auction."offer_slot"(
+	"slot_id" TEXT, /* Option < & str > */
+	"available_at" timestamp with time zone DEFAULT now(), /* Option < TimestampWithTimeZone > */
+	"reserve_price_tokens" bigint DEFAULT 0, /* Option < i64 > */
+	"runner_role" TEXT DEFAULT NULL /* Option < & str > */
+) RETURNS void
+SECURITY DEFINER
+SET search_path TO compute_auction, pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'compute_auction-0.2.0', 'offer_slot_wrapper';
+REVOKE ALL ON FUNCTION compute_auction.offer_slot(text, timestamptz, bigint, text) FROM PUBLIC;
+DO $grant$
+DECLARE
+    g pg_catalog.regrole;
+BEGIN
+    FOR g IN SELECT grantee FROM offer_slot_grantees LOOP
+        EXECUTE pg_catalog.format(
+            'GRANT EXECUTE ON FUNCTION compute_auction.offer_slot(text, timestamptz, bigint, text) TO %s', g);
+    END LOOP;
+END
+$grant$;
+DROP TABLE offer_slot_grantees;
+
+CREATE FUNCTION compute_auction."set_slot_runner"(
+	"slot_id" TEXT, /* Option < & str > */
+	"runner_role" TEXT /* Option < & str > */
+) RETURNS void
+SECURITY DEFINER
+SET search_path TO compute_auction, pg_catalog, pg_temp
+LANGUAGE c /* Rust */
+AS 'compute_auction-0.2.0', 'set_slot_runner_wrapper';
+REVOKE ALL ON FUNCTION compute_auction.set_slot_runner(text, text) FROM PUBLIC;
+
+-- The owners and runners whose stored role no longer resolves: the OID names no role, or a
+-- role whose name is no longer the stored one (dropped, or renamed). Their wallets and slots
+-- are operators-only until an operator names the owner again (set_account_owner,
+-- set_slot_runner). docs/SECURITY.md.
+CREATE FUNCTION compute_auction.unresolved_roles()
+RETURNS TABLE (object_kind text, object_id text, role_name text, role_oid oid)
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT 'account', a.account_id, a.owner_role, a.owner_oid::oid
+      FROM compute_auction.token_accounts a
+     WHERE a.owner_role IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
+                        WHERE r.oid = a.owner_oid::oid AND r.rolname = a.owner_role)
+    UNION ALL
+    SELECT 'slot', s.slot_id, s.runner_role, s.runner_oid::oid
+      FROM compute_auction.compute_slots s
+     WHERE s.runner_role IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
+                        WHERE r.oid = s.runner_oid::oid AND r.rolname = s.runner_role)
+     ORDER BY 1, 2
+$fn$;
+COMMENT ON FUNCTION compute_auction.unresolved_roles() IS
+    'Accounts and slots whose stored owner or runner role no longer resolves (dropped or renamed): operators-only until named again.';
+REVOKE ALL ON FUNCTION compute_auction.unresolved_roles() FROM PUBLIC;
+
+-- what docs/roles.sql grants, for the documented roles when they exist. claim_slot is now the
+-- runners' (compute_auction_runner, created by re-running docs/roles.sql), no longer agents'.
+DO $grant$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'compute_auction_operator') THEN
+        GRANT EXECUTE ON FUNCTION compute_auction.set_slot_runner(text, text),
+                                  compute_auction.unresolved_roles()
+           TO compute_auction_operator;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'compute_auction_agent') THEN
+        REVOKE EXECUTE ON FUNCTION compute_auction.claim_slot(text) FROM compute_auction_agent;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'compute_auction_runner') THEN
+        GRANT USAGE ON SCHEMA compute_auction TO compute_auction_runner;
+        GRANT EXECUTE ON FUNCTION compute_auction.claim_slot(text),
+                                  compute_auction.settle(text, bigint, double precision),
+                                  compute_auction.abort_slot(text, text),
+                                  compute_auction.bid_status(bigint),
+                                  compute_auction.last_round()
+           TO compute_auction_runner;
+    END IF;
+END
+$grant$;
+
 ---------------------------------------------------------------------------------------------
 -- 3. Checks, last: no function of the extension is left on another release's library.
 ---------------------------------------------------------------------------------------------

@@ -17,10 +17,15 @@ CREATE TABLE compute_auction.token_accounts (
     total_deposited bigint      NOT NULL DEFAULT 0 CHECK (total_deposited >= 0),
     total_spent     bigint      NOT NULL DEFAULT 0 CHECK (total_spent >= 0),
     total_withdrawn bigint      NOT NULL DEFAULT 0 CHECK (total_withdrawn >= 0),
-    -- optional database role that owns the wallet (see docs/SECURITY.md)
+    -- the name of the role that owns the wallet, as given to open_account/set_account_owner
+    -- (docs/SECURITY.md); NULL: no owner, operators only
     owner_role      text        NULL,
     created_at      timestamptz NOT NULL DEFAULT now(),
-    updated_at      timestamptz NOT NULL DEFAULT now()
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    -- that role's OID when it was named: the owner's members may act for the wallet only while
+    -- this OID resolves to a role whose name is still owner_role (pg_dump writes the name, a
+    -- restore resolves it again)
+    owner_oid       regrole     NULL
 );
 COMMENT ON TABLE compute_auction.token_accounts IS
     'Wallets of agents, quests and the system. balance_tokens is spendable, held_tokens is escrowed in live bids.';
@@ -72,7 +77,11 @@ CREATE TABLE compute_auction.compute_slots (
     -- retire_slot on an assigned slot: it retires when its run settles or aborts
     retire_requested     boolean     NOT NULL DEFAULT false,
     created_at           timestamptz NOT NULL DEFAULT now(),
-    updated_at           timestamptz NOT NULL DEFAULT now()
+    updated_at           timestamptz NOT NULL DEFAULT now(),
+    -- the role whose members (holding the runner rights) claim, settle and abort the slot: its
+    -- name and OID, resolved as token_accounts.owner_role/owner_oid are; NULL: operators only
+    runner_role          text        NULL,
+    runner_oid           regrole     NULL
 );
 CREATE INDEX compute_slots_idle_idx
     ON compute_auction.compute_slots (available_at, slot_id) WHERE status = 'idle';

@@ -361,3 +361,40 @@ def snapshot(conn: psycopg.Connection) -> dict:
 def assert_audit_clean(conn: psycopg.Connection) -> None:
     rows = conn.execute("SELECT check_name, detail FROM compute_auction.audit()").fetchall()
     assert rows == [], f"audit() found problems: {rows}"
+
+
+# docs/roles.sql, as an administrator runs it
+ROLES_SQL = (ROOT / "docs" / "roles.sql").read_text()
+
+
+@pytest.fixture
+def roles(cluster, fresh_db):
+    """Group roles from docs/roles.sql plus login roles alice, bob (agents), op (operator) and
+    run1, run2 (runners). Wallets acct-alice and acct-bob are their agents'; quest-42 has no
+    owner. Slot s1 is run1's, s2 run2's, s0 has no runner. The connections are autocommit and
+    carry the login role's name as conns["names"][who]."""
+    suffix = uuid.uuid4().hex[:8]
+    names = {k: f"{k}_{suffix}" for k in ("alice", "bob", "op", "run1", "run2")}
+    with psycopg.connect(cluster.url(fresh_db), autocommit=True) as su:
+        su.execute(ROLES_SQL)
+        for who in ("alice", "bob"):
+            su.execute(f"CREATE ROLE {names[who]} LOGIN IN ROLE compute_auction_agent")
+        su.execute(f"CREATE ROLE {names['op']} LOGIN IN ROLE compute_auction_operator")
+        for who in ("run1", "run2"):
+            su.execute(f"CREATE ROLE {names[who]} LOGIN IN ROLE compute_auction_runner")
+        for who in ("alice", "bob"):
+            su.execute("SELECT compute_auction.open_account(%s, 'agent', 1000, %s)", (f"acct-{who}", names[who]))
+        su.execute("SELECT compute_auction.open_account('quest-42', 'quest', 5000)")
+        su.execute("SELECT compute_auction.offer_slot('s1', now() - interval '1 minute', 0, %s)", (names["run1"],))
+        su.execute("SELECT compute_auction.offer_slot('s2', now() - interval '1 minute', 0, %s)", (names["run2"],))
+        su.execute("SELECT compute_auction.offer_slot('s0', now() - interval '1 minute')")
+    conns = {k: psycopg.connect(cluster.url(fresh_db, user=v), autocommit=True) for k, v in names.items()}
+    conns["names"] = names
+    yield conns
+    for k, c in conns.items():
+        if k != "names":
+            c.close()
+    with psycopg.connect(cluster.url(), autocommit=True) as su:
+        su.execute(f"DROP DATABASE IF EXISTS {fresh_db} WITH (FORCE)")
+        for v in names.values():
+            su.execute(f"DROP ROLE IF EXISTS {v}")

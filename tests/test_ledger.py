@@ -160,7 +160,7 @@ def test_open_account_with_kind_and_initial_tokens(conn, kind, initial):
     assert_audit_clean(conn)
 
 
-def test_open_account_named_arguments_and_owner_role(conn):
+def test_open_account_named_arguments_and_owner_role(conn, other_role):
     assert (
         value(
             conn,
@@ -169,8 +169,8 @@ def test_open_account_named_arguments_and_owner_role(conn):
         )
         == 70
     )
-    assert value(conn, OPEN_OWNED, ("owned", "agent", 5, "some_role")) == 5
-    assert account_row(conn, "owned")["owner_role"] == "some_role"
+    assert value(conn, OPEN_OWNED, ("owned", "agent", 5, other_role)) == 5
+    assert account_row(conn, "owned")["owner_role"] == other_role
     assert account_row(conn, "q-1")["kind"] == "quest"
     assert_audit_clean(conn)
 
@@ -370,19 +370,21 @@ def test_ids_with_quotes_and_sql_are_stored_literally(conn, account):
 # ------------------------------------------------------- set_account_owner --
 
 
-def test_set_account_owner_sets_and_clears(conn):
+def test_set_account_owner_sets_and_clears(conn, other_role):
     open_account(conn, "alice", "agent", 10)
-    conn.execute(SET_OWNER, ("alice", "alice_role"))
-    assert account_row(conn, "alice")["owner_role"] == "alice_role"
+    conn.execute(SET_OWNER, ("alice", other_role))
+    assert account_row(conn, "alice")["owner_role"] == other_role
+    assert account_row(conn, "alice")["owner_oid"] == other_role  # regrole reads back as the name
     conn.execute(SET_OWNER, ("alice", None))
     assert account_row(conn, "alice")["owner_role"] is None
+    assert account_row(conn, "alice")["owner_oid"] is None
     assert balance(conn, "alice") == (10, 0)
     assert_audit_clean(conn)
 
 
 def test_owner_role_guards_withdrawals(conn, other_role):
     open_account(conn, "alice", "agent", 100)
-    conn.execute(SET_OWNER, ("alice", "somebody_else"))
+    conn.execute(SET_OWNER, ("alice", "postgres"))  # another role: other_role is not its member
     before = snapshot(conn)
     conn.execute(f"SET SESSION AUTHORIZATION {other_role}")
     state = sqlstate_of(conn, WITHDRAW, ("alice", 10, "not mine"))
@@ -470,6 +472,8 @@ BAD_INPUTS = [
     pytest.param(SET_OWNER, (LONG, "r"), "22001", id="owner-257-char-account"),
     pytest.param(SET_OWNER, ("nobody", "r"), "P0002", id="owner-unknown-account"),
     pytest.param(SET_OWNER, ("alice", ""), "22023", id="owner-empty-role"),
+    pytest.param(SET_OWNER, ("alice", "no_such_role_x"), "22023", id="owner-unknown-role"),
+    pytest.param(OPEN_OWNED, ("new", "agent", 5, "no_such_role_x"), "22023", id="open-unknown-owner-role"),
     pytest.param(SET_OWNER, ("alice", LONG), "22001", id="owner-257-char-role"),
 ]
 

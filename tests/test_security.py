@@ -1,38 +1,11 @@
 """Roles and privileges over real connections, and pg_dump/restore of the market's data."""
 
 import subprocess
-import uuid
 from pathlib import Path
 
 import psycopg
-import pytest
 
-from conftest import ROOT, assert_audit_clean, drop_database, new_database, sqlstate_of
-
-ROLES_SQL = (ROOT / "docs" / "roles.sql").read_text()
-
-
-@pytest.fixture
-def roles(cluster, fresh_db):
-    """Group roles from docs/roles.sql plus login roles alice, bob (agents) and op (operator)."""
-    suffix = uuid.uuid4().hex[:8]
-    names = {k: f"{k}_{suffix}" for k in ("alice", "bob", "op")}
-    with psycopg.connect(cluster.url(fresh_db), autocommit=True) as su:
-        su.execute(ROLES_SQL)
-        for who in ("alice", "bob"):
-            su.execute(f"CREATE ROLE {names[who]} LOGIN IN ROLE compute_auction_agent")
-        su.execute(f"CREATE ROLE {names['op']} LOGIN IN ROLE compute_auction_operator")
-        for who in ("alice", "bob"):
-            su.execute("SELECT compute_auction.open_account(%s, 'agent', 1000, %s)", (f"acct-{who}", names[who]))
-        su.execute("SELECT compute_auction.offer_slot('s1', now() - interval '1 minute')")
-    conns = {k: psycopg.connect(cluster.url(fresh_db, user=v), autocommit=True) for k, v in names.items()}
-    yield conns
-    for c in conns.values():
-        c.close()
-    with psycopg.connect(cluster.url(), autocommit=True) as su:
-        su.execute(f"DROP DATABASE IF EXISTS {fresh_db} WITH (FORCE)")
-        for v in names.values():
-            su.execute(f"DROP ROLE IF EXISTS {v}")
+from conftest import assert_audit_clean, drop_database, new_database, sqlstate_of
 
 
 def test_agent_bids_from_own_account_only(roles, conn):
@@ -93,9 +66,11 @@ def test_operator_runs_the_market_and_may_act_for_any_account(roles, conn):
     op, alice = roles["op"], roles["alice"]
     alice.execute("SELECT compute_auction.place_bid('acct-alice', 'task-a', 300)")
     op.execute("SELECT compute_auction.place_bid('acct-bob', 'task-b', 200)")  # operator acts for bob
+    op.execute("SELECT compute_auction.retire_slot('s0')")
+    op.execute("SELECT compute_auction.retire_slot('s2')")
     winners = op.execute("SELECT bidder_id, clearing_price_tokens FROM compute_auction.clear_round()").fetchall()
     assert winners == [("acct-alice", 200)]
-    assert alice.execute("SELECT task_id FROM compute_auction.claim_slot('s1')").fetchone() == ("task-a",)
+    assert op.execute("SELECT task_id FROM compute_auction.claim_slot('s1')").fetchone() == ("task-a",)
     assert op.execute("SELECT compute_auction.settle('s1', 5, 1.5)").fetchone() == (200,)
     assert op.execute("SELECT compute_auction.withdraw('acct-bob', 10, 'payout')").fetchone() == (790,)
     assert op.execute("SELECT count(*) FROM compute_auction.audit()").fetchone() == (0,)

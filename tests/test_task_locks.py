@@ -19,8 +19,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from conftest import assert_audit_clean, snapshot, sqlstate_of
-from test_security import ROLES_SQL
+from conftest import ROLES_SQL, assert_audit_clean, snapshot, sqlstate_of
 
 TASK_LOCK_CLASS = 0x4341_5543 + 1  # extension/src/spi.rs LOCK_CLASS_TASK
 MAX_TASKS = 1000  # extension/src/quests.rs MAX_TASKS_PER_CALL, documented in docs/SQL_API.md

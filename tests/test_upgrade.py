@@ -40,11 +40,23 @@ NEW_LIBRARY = f"compute_auction-{NEW_VERSION}"
 # Columns that the upgrade adds to existing rows, with the value each existing row gets (the
 # documented default): {"table": {"column": value}}. Every later issue that adds a column to a
 # table adds it here, and the test checks the upgraded rows have exactly that.
-NEW_COLUMNS: dict[str, dict[str, object]] = {}
+# A value may be a function of the upgraded row, for a column derived from the row's data.
+NEW_COLUMNS: dict[str, dict[str, object]] = {
+    # issue 16: an existing owner is resolved by its name (regrole reads back as the name)
+    "token_accounts": {"owner_oid": lambda row: row["owner_role"]},
+    "compute_slots": {"runner_role": None, "runner_oid": None},
+}
+
+# Privileges on 0.1.0's objects that the upgrade changes on purpose: {documented group role:
+# {privilege key of privileges_of(): value after the upgrade}}, checked on a login member.
+CHANGED_PRIVILEGES: dict[str, dict[str, bool]] = {
+    # issue 16: claiming a slot is the runners' (compute_auction_runner), no longer agents'
+    "compute_auction_agent": {"function compute_auction.claim_slot(text)": False},
+}
 
 # What README "Upgrading" tells an operator to run by hand after the upgrade, as files of the
 # repo run by a superuser in the upgraded database (e.g. "docs/roles.sql"); the test does the same.
-POST_UPGRADE_FILES: list[str] = []
+POST_UPGRADE_FILES: list[str] = ["docs/roles.sql"]  # issue 16: creates compute_auction_runner
 
 
 def _admin(cluster, dbname="postgres"):
@@ -278,7 +290,8 @@ def test_every_row_survives_the_upgrade(upgraded):
         new_rows = after[table]
         for row in new_rows:
             for column, value in added.items():
-                assert row.get(column) == value, (table, column, row)
+                want = value(row) if callable(value) else value
+                assert row.get(column) == want, (table, column, row)
         stripped = [{k: v for k, v in row.items() if k not in added} for row in new_rows]
         assert stripped == old_rows, table
         if not added:
@@ -353,12 +366,17 @@ def test_login_roles_keep_exactly_their_privileges(upgraded):
         f"function {f}": f"function {g}"
         for f, g in _extended_functions(upgraded.before.api, upgraded.after.api).items()
     }
-    for role in (upgraded.agent_role, upgraded.operator_role):
+    groups = {upgraded.agent_role: "compute_auction_agent", upgraded.operator_role: "compute_auction_operator"}
+    for role, group in groups.items():
         before, after = upgraded.before.privileges[role], upgraded.after.privileges[role]
+        expected = {k: v for k, v in CHANGED_PRIVILEGES.get(group, {}).items() if k in before}
         changed = {
             k: (v, after.get(extended.get(k, k))) for k, v in before.items() if after.get(extended.get(k, k)) != v
         }
-        assert changed == {}, f"{role}: privileges on 0.1.0's objects changed by the upgrade: {changed}"
+        assert changed == {k: (before[k], v) for k, v in expected.items() if before[k] != v}, (
+            f"{role}: privileges on 0.1.0's objects changed by the upgrade: {changed}"
+        )
+        assert {k: after.get(extended.get(k, k)) for k in expected} == expected
     agent = upgraded.before.privileges[upgraded.agent_role]
     assert agent["function compute_auction.place_bid(text,text,bigint,double precision,timestamp with time zone)"]
     assert not agent["function compute_auction.clear_round(timestamp with time zone)"]
@@ -466,3 +484,43 @@ def test_schema_gate_fresh_install_matches_the_committed_snapshot(cluster):
         f"  {REFRESH_ENV}=1 pytest tests/test_upgrade.py -k schema_gate\n"
         + diff(want, got, "snapshot", "fresh install")
     )
+
+
+def _readme_owner_assignment() -> str:
+    """The SQL block README "Upgrading" gives operators for assigning owners (issue 16)."""
+    text = (ROOT / "README.md").read_text()
+    marker = "<!-- upgrade-0.2.0-owners"
+    assert marker in text, "README.md lost its owner-assignment block"
+    block = text.split(marker, 1)[1].split("```sql\n", 1)[1].split("```", 1)[0]
+    assert "INSERT INTO owner_map" in block
+    return block
+
+
+def test_readmes_owner_assignment_gives_unowned_wallets_back_to_their_agents(upgraded, cluster):
+    """0.1.0's unowned wallets are operators-only after the upgrade; the README's SQL, run with
+    a mapping, gives them to their agents' role."""
+    db = upgraded.db
+    with (
+        _admin(cluster, db) as su,
+        psycopg.connect(cluster.url(db, upgraded.agent_role), autocommit=True) as agent,
+    ):
+        with pytest.raises(psycopg.Error) as e:
+            agent.execute("SELECT compute_auction.place_bid('agent-free', 'owned-1', 10)")
+        assert e.value.sqlstate == "42501"
+        lines = []
+        for line in _readme_owner_assignment().splitlines():
+            if line.startswith("INSERT INTO owner_map"):
+                line = "INSERT INTO owner_map (account_id, owner_role) VALUES ('agent-free', {0}), ('agent-late', {0});"
+                line = line.format(sql.Literal(upgraded.agent_role).as_string(su))
+            lines.append(line)
+        with su.cursor() as cur:
+            cur.execute("\n".join(lines))  # one simple-query batch, as psql -f would send it
+        owners = su.execute(
+            "SELECT account_id, owner_role FROM compute_auction.token_accounts "
+            "WHERE account_id IN ('agent-free', 'agent-late') ORDER BY 1"
+        ).fetchall()
+        assert owners == [("agent-free", upgraded.agent_role), ("agent-late", upgraded.agent_role)]
+        assert agent.execute("SELECT compute_auction.place_bid('agent-free', 'owned-1', 10)").fetchone()[0] > 0
+        assert agent.execute("SELECT compute_auction.place_bid('agent-late', 'owned-2', 10)").fetchone()[0] > 0
+        assert su.execute("SELECT * FROM compute_auction.unresolved_roles()").fetchall() == []
+        assert su.execute("SELECT * FROM compute_auction.audit()").fetchall() == []

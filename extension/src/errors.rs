@@ -84,7 +84,16 @@ pub fn not_owner(account: &str) -> ! {
     raise(
         Code::ERRCODE_INSUFFICIENT_PRIVILEGE,
         format!("role {} may not act for account {account}", session_user_name()),
-        Some("only the account's owner_role or a member of compute_auction_operator may"),
+        Some("only members of the account's owner role, and operators, may (docs/SECURITY.md)"),
+    )
+}
+
+/// 42501: the session may not claim, settle or abort this slot.
+pub fn not_runner(slot: &str) -> ! {
+    raise(
+        Code::ERRCODE_INSUFFICIENT_PRIVILEGE,
+        format!("role {} may not run slot {slot}", session_user_name()),
+        Some("only members of the slot's runner role with the runner rights, and operators, may (docs/SECURITY.md)"),
     )
 }
 

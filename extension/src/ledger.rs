@@ -10,6 +10,7 @@ use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
+use crate::authority;
 use crate::errors::{self, Code, OrRaise};
 use crate::spi;
 
@@ -81,21 +82,8 @@ pub struct Locked {
     pub held: i64,
     pub total_deposited: i64,
     pub total_withdrawn: i64,
-    /// Whether `session_user` may act for this account (owner_role, operator, superuser).
+    /// Whether the session may act for this account (crate::authority).
     pub may_act: bool,
-}
-
-/// Whether the session may act for the account row in scope: the one definition of authority.
-macro_rules! may_act_sql {
-    () => {
-        "(owner_role IS NULL
-          OR owner_role = session_user::text
-          OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
-                      WHERE r.rolname = session_user AND r.rolsuper)
-          OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
-                      WHERE r.rolname IN (owner_role, 'compute_auction_operator')
-                        AND pg_catalog.pg_has_role(session_user, r.oid, 'MEMBER')))"
-    };
 }
 
 const LOCK: &str = concat!(
@@ -174,11 +162,13 @@ fn open_account(
         validate::id("owner_role", r).or_raise();
     }
     spi::with(|c| {
+        let owner_oid = owner_role.map(|r| authority::role_oid(c, "owner_role", r));
         let t = spi::run(
             c,
-            "INSERT INTO compute_auction.token_accounts (account_id, kind, owner_role)
-             VALUES ($1, $2, $3) ON CONFLICT (account_id) DO NOTHING RETURNING 1",
-            &[account.into(), kind.into(), owner_role.into()],
+            "INSERT INTO compute_auction.token_accounts (account_id, kind, owner_role, owner_oid)
+             VALUES ($1, $2, $3, $4::pg_catalog.oid::pg_catalog.regrole)
+             ON CONFLICT (account_id) DO NOTHING RETURNING 1",
+            &[account.into(), kind.into(), owner_role.into(), owner_oid.into()],
         );
         if t.is_empty() {
             errors::raise(
@@ -291,6 +281,7 @@ fn withdraw(
 ) -> i64 {
     let (account, amount, reason) = transfer_args(account_id, amount, reason, idempotency_key);
     spi::with(|c| {
+        check_may_act(c, account); // before the lock: another's account is never locked
         let l = lock_owned(c, account);
         if let Some(first) = replay(c, account, "withdraw", idempotency_key, -amount) {
             return first;
@@ -362,8 +353,9 @@ SELECT (a.balance_tokens + coalesce(sum(p.delta_balance), 0))::bigint,
  WHERE a.account_id = $1
  GROUP BY a.account_id, a.balance_tokens, a.held_tokens";
 
-/// Names (or clears, with NULL) the database role that owns an account: when set, only that
-/// role, its members, or compute_auction_operator members may bid, cancel or withdraw for it.
+/// Names (or clears, with NULL) the existing database role that owns an account (22023 if no
+/// role has that name): its members may bid, cancel, submit and withdraw for it, as operators
+/// may. An account without an owner is operators-only.
 #[pg_extern(security_definer)]
 #[search_path(@extschema@, pg_catalog, pg_temp)]
 fn set_account_owner(account_id: Option<&str>, owner_role: Option<&str>) {
@@ -372,11 +364,17 @@ fn set_account_owner(account_id: Option<&str>, owner_role: Option<&str>) {
         validate::id("owner_role", r).or_raise();
     }
     spi::with(|c| {
+        let t = spi::run(c, "SELECT 1 FROM compute_auction.token_accounts WHERE account_id = $1", &[account.into()]);
+        if t.is_empty() {
+            errors::not_found("account", account);
+        }
+        let owner_oid = owner_role.map(|r| authority::role_oid(c, "owner_role", r));
         let t = spi::run(
             c,
-            "UPDATE compute_auction.token_accounts SET owner_role = $2, updated_at = now()
+            "UPDATE compute_auction.token_accounts
+                SET owner_role = $2, owner_oid = $3::pg_catalog.oid::pg_catalog.regrole, updated_at = now()
               WHERE account_id = $1 RETURNING 1",
-            &[account.into(), owner_role.into()],
+            &[account.into(), owner_role.into(), owner_oid.into()],
         );
         if t.is_empty() {
             errors::not_found("account", account);

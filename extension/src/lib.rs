@@ -10,6 +10,9 @@ use pgrx::prelude::*;
 
 ::pgrx::pg_module_magic!();
 
+// first: its SQL macros (the authority rules) are used by the modules after it
+#[macro_use]
+mod authority;
 mod bids;
 mod clearing;
 mod cycle;
@@ -27,6 +30,7 @@ extension_sql_file!(
     name = "quests",
     requires = [quests::submit_bids_for_task_arrays, quests::allocate_proportional_arrays]
 );
+extension_sql_file!("../sql/authority.sql", name = "authority");
 extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -13,6 +13,7 @@ use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
+use crate::authority;
 use crate::errors::{self, Code, OrRaise};
 use crate::ledger::{self, check_id, Entry};
 use crate::spi;
@@ -235,7 +236,10 @@ fn settle(slot_id: Option<&str>, actual_cost_tokens: Option<i64>, actual_impact:
     validate::non_negative("actual_cost_tokens", cost).or_raise();
     let impact = validate::required("actual_impact", actual_impact).or_raise();
     validate::finite("actual_impact", impact).or_raise();
-    spi::with(|c| finish(c, slot, &Finish::Settle { cost, impact }, true).unwrap_or(0))
+    spi::with(|c| {
+        authority::check_may_run(c, slot); // before any lock: another runner's slot is never locked
+        finish(c, slot, &Finish::Settle { cost, impact }, true).unwrap_or(0)
+    })
 }
 
 /// The run never happened: refunds the winner's whole escrow, marks bid and clear aborted, and
@@ -245,7 +249,10 @@ fn settle(slot_id: Option<&str>, actual_cost_tokens: Option<i64>, actual_impact:
 fn abort_slot(slot_id: Option<&str>, reason: Option<&str>) -> i64 {
     let slot = check_id("slot_id", slot_id);
     let reason = validate::required("reason", reason).or_raise();
-    spi::with(|c| finish(c, slot, &Finish::Abort { reason }, true).unwrap_or(0))
+    spi::with(|c| {
+        authority::check_may_run(c, slot); // before any lock
+        finish(c, slot, &Finish::Abort { reason }, true).unwrap_or(0)
+    })
 }
 
 /// Aborts, with full refunds, every assignment not settled within `older_than` of its round.

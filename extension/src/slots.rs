@@ -5,42 +5,84 @@ use compute_auction_core::validate;
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 
+use crate::authority;
 use crate::errors::{self, OrRaise};
 use crate::ledger::check_id;
 use crate::spi;
 
 const OFFER: &str = "
-INSERT INTO compute_auction.compute_slots (slot_id, available_at, reserve_price_tokens)
-VALUES ($1, $2, $3)
+INSERT INTO compute_auction.compute_slots (slot_id, available_at, reserve_price_tokens, runner_role, runner_oid)
+VALUES ($1, $2, $3, $4, $5::pg_catalog.oid::pg_catalog.regrole)
 ON CONFLICT (slot_id) DO UPDATE
    SET available_at         = EXCLUDED.available_at,
        reserve_price_tokens = EXCLUDED.reserve_price_tokens,
        status               = 'idle',
        retire_requested     = false,
+       runner_role          = coalesce(EXCLUDED.runner_role, compute_slots.runner_role),
+       runner_oid           = CASE WHEN EXCLUDED.runner_role IS NULL THEN compute_slots.runner_oid
+                                   ELSE EXCLUDED.runner_oid END,
        updated_at           = now()
  WHERE compute_slots.status IN ('idle', 'retired')
 RETURNING 1";
 
 /// Registers a slot, or re-offers an idle (or retired) one with a new time and reserve.
 /// An assigned slot cannot be re-offered (55000) until its run settles or aborts.
+/// `runner_role` names the existing role (22023 otherwise) whose members, holding the runner
+/// rights, claim, settle and abort the slot; NULL keeps the slot's current runner (a new slot
+/// then has none: operators run it).
 #[pg_extern(security_definer)]
 #[search_path(@extschema@, pg_catalog, pg_temp)]
 fn offer_slot(
     slot_id: Option<&str>,
     available_at: default!(Option<TimestampWithTimeZone>, "now()"),
     reserve_price_tokens: default!(Option<i64>, 0),
+    runner_role: default!(Option<&str>, "NULL"),
 ) {
     let slot = check_id("slot_id", slot_id);
     let at = validate::required("available_at", available_at).or_raise();
     let reserve = validate::required("reserve_price_tokens", reserve_price_tokens).or_raise();
     validate::non_negative("reserve_price_tokens", reserve).or_raise();
+    if let Some(r) = runner_role {
+        validate::id("runner_role", r).or_raise();
+    }
     spi::with(|c| {
-        let args: [DatumWithOid<'_>; 3] = [slot.into(), at.into(), reserve.into()];
+        let runner_oid = runner_role.map(|r| authority::role_oid(c, "runner_role", r));
+        let args: [DatumWithOid<'_>; 5] =
+            [slot.into(), at.into(), reserve.into(), runner_role.into(), runner_oid.into()];
         if spi::run(c, OFFER, &args).is_empty() {
             errors::wrong_state(
                 format!("slot {slot} is assigned"),
                 Some("settle or abort its run first; it can be re-offered once idle"),
             );
+        }
+    })
+}
+
+/// Names (or clears, with NULL) the existing role whose members run the slot (22023 if no role
+/// has that name). A slot without a runner is claimed, settled and aborted by operators only.
+/// Takes effect at once, for an assigned slot too: the new runner settles the current run.
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_catalog, pg_temp)]
+fn set_slot_runner(slot_id: Option<&str>, runner_role: Option<&str>) {
+    let slot = check_id("slot_id", slot_id);
+    if let Some(r) = runner_role {
+        validate::id("runner_role", r).or_raise();
+    }
+    spi::with(|c| {
+        let t = spi::run(c, "SELECT 1 FROM compute_auction.compute_slots WHERE slot_id = $1", &[slot.into()]);
+        if t.is_empty() {
+            errors::not_found("slot", slot);
+        }
+        let runner_oid = runner_role.map(|r| authority::role_oid(c, "runner_role", r));
+        let t = spi::run(
+            c,
+            "UPDATE compute_auction.compute_slots
+                SET runner_role = $2, runner_oid = $3::pg_catalog.oid::pg_catalog.regrole, updated_at = now()
+              WHERE slot_id = $1 RETURNING 1",
+            &[slot.into(), runner_role.into(), runner_oid.into()],
+        );
+        if t.is_empty() {
+            errors::not_found("slot", slot);
         }
     })
 }
@@ -101,10 +143,8 @@ fn claim_slot(
 > {
     let slot = check_id("slot_id", slot_id);
     let rows = spi::with(|c| {
-        let t = spi::run(c, "SELECT 1 FROM compute_auction.compute_slots WHERE slot_id = $1", &[slot.into()]);
-        if t.is_empty() {
-            errors::not_found("slot", slot);
-        }
+        // the slot exists (P0002) and is ours to run (42501), checked before any lock
+        authority::check_may_run(c, slot);
         // runners poll: a repeat claim is a pure read (no lock, no new row version)
         let t = spi::run(c, ASSIGNED, &[slot.into()]);
         if t.is_empty() {
