@@ -12,11 +12,12 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 
 import psycopg
 import pytest
 
-from conftest import ROOT, assert_audit_clean, snapshot
+from conftest import ROLES_SQL, ROOT, assert_audit_clean, snapshot
 
 EXAMPLES = ROOT / "examples" / "python"
 sys.path.insert(0, str(EXAMPLES))
@@ -171,6 +172,23 @@ def fixed_run(cost: int, impact: float):
     return run
 
 
+@pytest.fixture
+def runner(cluster, conn, fresh_db):
+    """A runner as docs/roles.sql's example creates it: a login member of compute_auction_runner.
+    Returns (its role name, its DSN). An operator (conn) offers the slots naming it runner."""
+    name = f"runner_{uuid.uuid4().hex[:8]}"
+    conn.execute(ROLES_SQL)
+    conn.execute(f"CREATE ROLE {name} LOGIN IN ROLE compute_auction_runner")
+    yield name, cluster.url(fresh_db, user=name)
+    with psycopg.connect(cluster.url(), autocommit=True) as su:
+        su.execute(f"DROP ROLE IF EXISTS {name}")  # it owns nothing and holds no grant of its own
+
+
+def offer(conn, slot_id: str, runner_role: str) -> None:
+    """The operator's step: offers the slot, naming its runner."""
+    conn.execute("SELECT compute_auction.offer_slot(%s, now(), 0, %s)", (slot_id, runner_role))
+
+
 def clear_row(conn, slot_id):
     return conn.execute(
         "SELECT winning_task_id, bidder_id, status, clearing_price_tokens, max_price_tokens,"
@@ -180,15 +198,17 @@ def clear_row(conn, slot_id):
     ).fetchone()
 
 
-def test_agent_loop_claims_settles_and_falls_back(fresh_db_url, conn):
+def test_agent_loop_claims_settles_and_falls_back(fresh_db_url, conn, runner):
+    role, dsn = runner
     ev_scorer.main(fresh_db_url, fund_tokens=10_000)
     bal_before = dict(
         conn.execute("SELECT account_id, balance_tokens + held_tokens FROM compute_auction.token_accounts").fetchall()
     )
 
-    # nothing cleared yet: the runner registers its slot and uses the old queue
+    # nothing cleared yet: the operator offers the slot, the runner uses the old queue
+    offer(conn, "slot-a", role)
     run = fixed_run(1234, 0.75)
-    events = agent_loop.main(fresh_db_url, "slot-a", iterations=1, old_queue=["legacy-1"], run=run, offer_slot=True)
+    events = agent_loop.main(dsn, "slot-a", iterations=1, old_queue=["legacy-1"], run=run)
     assert events == [{"source": "old_queue", "task_id": "legacy-1", "cost_tokens": 1234, "impact": 0.75}]
     assert conn.execute("SELECT status FROM compute_auction.compute_slots WHERE slot_id = 'slot-a'").fetchone() == (
         "idle",
@@ -201,7 +221,7 @@ def test_agent_loop_claims_settles_and_falls_back(fresh_db_url, conn):
     assert len(winner) == 1
     _, bid_id, task_id, bidder, price = winner[0]
     queue = agent_loop.OldQueue(["legacy-2"])
-    events = agent_loop.main(fresh_db_url, "slot-a", iterations=2, old_queue=queue, run=run)
+    events = agent_loop.main(dsn, "slot-a", iterations=2, old_queue=queue, run=run)
     assert events[0] == {
         "source": "auction",
         "task_id": task_id,
@@ -232,13 +252,18 @@ def test_agent_loop_claims_settles_and_falls_back(fresh_db_url, conn):
     assert after == bal_before[bidder] - price
 
     # nothing anywhere: idle
-    assert agent_loop.main(fresh_db_url, "slot-a", iterations=1, run=run) == [{"source": "idle"}]
+    assert agent_loop.main(dsn, "slot-a", iterations=1, run=run) == [{"source": "idle"}]
+    # a slot it is not runner of is not its to claim
+    conn.execute("SELECT compute_auction.offer_slot('slot-other')")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        agent_loop.main(dsn, "slot-other", iterations=1, run=run)
     assert_audit_clean(conn)
 
 
-def test_agent_loop_aborts_a_run_that_fails(fresh_db_url, conn):
+def test_agent_loop_aborts_a_run_that_fails(fresh_db_url, conn, runner):
+    role, dsn = runner
     ev_scorer.main(fresh_db_url, fund_tokens=10_000)
-    conn.execute("SELECT compute_auction.offer_slot('slot-f')")
+    offer(conn, "slot-f", role)
     ((slot, bid_id, task_id, bidder, price),) = conn.execute("SELECT * FROM compute_auction.clear_round()").fetchall()
     max_price = conn.execute(
         "SELECT max_price_tokens FROM compute_auction.compute_auction_bids WHERE id = %s", (bid_id,)
@@ -250,7 +275,7 @@ def test_agent_loop_aborts_a_run_that_fails(fresh_db_url, conn):
     def broken(task):
         raise RuntimeError("model endpoint unavailable")
 
-    events = agent_loop.main(fresh_db_url, "slot-f", run=broken)
+    events = agent_loop.main(dsn, "slot-f", run=broken)
     assert events == [
         {
             "source": "auction",
@@ -277,9 +302,10 @@ def test_agent_loop_aborts_a_run_that_fails(fresh_db_url, conn):
     assert_audit_clean(conn)
 
 
-def test_agent_loop_waits_for_the_next_round(fresh_db_url, conn):
+def test_agent_loop_waits_for_the_next_round(fresh_db_url, conn, runner):
+    role, dsn = runner
     ev_scorer.main(fresh_db_url, fund_tokens=10_000)
-    conn.execute("SELECT compute_auction.offer_slot('slot-w')")
+    offer(conn, "slot-w", role)
     winners = []
 
     def clear_later():
@@ -300,7 +326,7 @@ def test_agent_loop_waits_for_the_next_round(fresh_db_url, conn):
     t.start()
     # the runner waits up to wait_s for the NOTIFY and falls back to the old queue without one,
     # so "auction" below means the NOTIFY woke it (wait_s only detects a hang)
-    events = agent_loop.main(fresh_db_url, "slot-w", old_queue=["legacy"], run=fixed_run(10, 1.0), wait_s=300)
+    events = agent_loop.main(dsn, "slot-w", old_queue=["legacy"], run=fixed_run(10, 1.0), wait_s=300)
     t.join()
     assert winners, "the runner never waited after its claim_slot"
     assert events[0]["source"] == "auction", "the NOTIFY should have woken the runner"
@@ -309,17 +335,17 @@ def test_agent_loop_waits_for_the_next_round(fresh_db_url, conn):
     assert_audit_clean(conn)
 
 
-def test_agent_loop_script(fresh_db_url, conn):
+def test_agent_loop_script(fresh_db_url, conn, runner):
+    role, dsn = runner
     ev_scorer.main(fresh_db_url, fund_tokens=10_000)
-    r = run_script("agent_loop.py", "--dsn", fresh_db_url, "--slot", "slot-s", "--offer", "--old-queue", "legacy-9")
+    offer(conn, "slot-s", role)
+    r = run_script("agent_loop.py", "--dsn", dsn, "--slot", "slot-s", "--old-queue", "legacy-9")
     assert r.returncode == 0, r.stderr
     assert [json.loads(line) for line in r.stdout.splitlines()][0]["source"] == "old_queue"
 
     ((_, bid_id, task_id, bidder, price),) = conn.execute("SELECT * FROM compute_auction.clear_round()").fetchall()
     before = snapshot(conn)
-    r = run_script(
-        "agent_loop.py", "--dsn", fresh_db_url, "--slot", "slot-s", "--iterations", "2", "--old-queue", "legacy-10"
-    )
+    r = run_script("agent_loop.py", "--dsn", dsn, "--slot", "slot-s", "--iterations", "2", "--old-queue", "legacy-10")
     assert r.returncode == 0, r.stderr
     events = [json.loads(line) for line in r.stdout.splitlines()]
     assert [e["source"] for e in events] == ["auction", "old_queue"]
@@ -330,11 +356,12 @@ def test_agent_loop_script(fresh_db_url, conn):
     row = clear_row(conn, "slot-s")
     assert row[2] == "settled" and row[5] == cost and row[6] == pytest.approx(impact)
     assert snapshot(conn) != before
-    # --offer on an assigned slot is not an error: the won task is waiting for the runner
-    conn.execute("SELECT * FROM compute_auction.clear_round()")
-    r = run_script("agent_loop.py", "--dsn", fresh_db_url, "--slot", "slot-s", "--offer")
-    assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout.splitlines()[0])["source"] == "auction"
+    # a runner that is not the slot's stops with the error (42501), having changed nothing
+    conn.execute("SELECT compute_auction.offer_slot('slot-nobodys')")
+    before = snapshot(conn)
+    other = run_script("agent_loop.py", "--dsn", dsn, "--slot", "slot-nobodys")
+    assert other.returncode != 0 and "InsufficientPrivilege" in other.stderr
+    assert snapshot(conn) == before
     assert_audit_clean(conn)
 
 

@@ -17,9 +17,17 @@ the runner falls back to the application's old task queue, exactly as before the
 Optionally it LISTENs on `compute_auction_cleared` and waits a little for the next round
 before falling back, instead of polling.
 
+The runner connects as its own login role, a member of compute_auction_runner (docs/roles.sql),
+and runs only the slot an operator named it runner of. Offering the slot is that operator's
+step, done once, not the runner's:
+
+    -- as an operator
+    CREATE ROLE runner_1 LOGIN IN ROLE compute_auction_runner;
+    SELECT compute_auction.offer_slot('agent-slot-1', now(), 0, 'runner_1');
+
 Run it:
-    python examples/python/agent_loop.py --dsn postgresql://app@db/app --slot agent-slot-1 \
-        [--iterations 10] [--old-queue legacy-1,legacy-2] [--offer] [--wait 5]
+    python examples/python/agent_loop.py --dsn postgresql://runner_1@db/app --slot agent-slot-1 \
+        [--iterations 10] [--old-queue legacy-1,legacy-2] [--wait 5]
 
 or import it:  `from agent_loop import main; main(dsn, "agent-slot-1", ...)`.
 """
@@ -70,16 +78,6 @@ def claim(conn: psycopg.Connection, slot_id: str):
         "SELECT bid_id, task_id, bidder_id, clearing_price_tokens FROM compute_auction.claim_slot(%s)",
         (slot_id,),
     ).fetchone()
-
-
-def offer(conn: psycopg.Connection, slot_id: str, reserve_price_tokens: int = 0) -> bool:
-    """Registers the slot (or re-offers it while idle). False when it is assigned: it then has a
-    won task waiting, which claim() returns."""
-    try:
-        conn.execute("SELECT compute_auction.offer_slot(%s, now(), %s)", (slot_id, reserve_price_tokens))
-        return True
-    except psycopg.errors.ObjectNotInPrerequisiteState:
-        return False
 
 
 def wait_for_round(conn: psycopg.Connection, seconds: float) -> bool:
@@ -145,16 +143,12 @@ def main(
     iterations: int = 1,
     old_queue: OldQueue | Iterable[str] | None = None,
     run: Callable[[str], RunResult] = run_task,
-    offer_slot: bool = False,
-    reserve_price_tokens: int = 0,
     wait_s: float = 0.0,
 ) -> list[dict]:
     """Runs `iterations` steps on `slot_id` and returns what each did."""
     queue = old_queue if isinstance(old_queue, OldQueue) else OldQueue(old_queue or ())
     events: list[dict] = []
     with psycopg.connect(dsn, autocommit=True) as conn:
-        if offer_slot:
-            offer(conn, slot_id, reserve_price_tokens)
         if wait_s > 0:
             conn.execute("LISTEN compute_auction_cleared")
         for _ in range(iterations):
@@ -167,11 +161,9 @@ def cli(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--dsn", default=os.environ.get("DATABASE_URL"), help="libpq connection string (default: $DATABASE_URL)"
     )
-    p.add_argument("--slot", required=True, help="this runner's slot id")
+    p.add_argument("--slot", required=True, help="the slot this runner's login role is runner of")
     p.add_argument("--iterations", type=int, default=1)
     p.add_argument("--old-queue", default="", help="comma-separated task ids of the old queue (demo)")
-    p.add_argument("--offer", action="store_true", help="register/re-offer the slot first")
-    p.add_argument("--reserve", type=int, default=0, help="reserve price when offering the slot")
     p.add_argument(
         "--wait",
         type=float,
@@ -188,8 +180,6 @@ def cli(argv: list[str] | None = None) -> int:
         args.slot,
         args.iterations,
         old,
-        offer_slot=args.offer,
-        reserve_price_tokens=args.reserve,
         wait_s=args.wait,
     )
     for e in events:
