@@ -96,12 +96,12 @@ BEGIN
 
     -- 3. the wallet, locked, and whether the session may act for it
     SELECT balance_tokens, held_tokens,
-           (owner_role IS NULL
-            OR owner_role = session_user::text
+           -- the extension's rule (extension/src/authority.rs): an operator, or a member of
+           -- the wallet's resolving owner
+           (pg_catalog.has_function_privilege(session_user,
+                'compute_auction.deposit(text, bigint, text, text)'::pg_catalog.regprocedure, 'EXECUTE')
             OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
-                        WHERE r.rolname = session_user AND r.rolsuper)
-            OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
-                        WHERE r.rolname IN (owner_role, 'compute_auction_operator')
+                        WHERE r.oid = owner_oid::pg_catalog.oid AND r.rolname = owner_role
                           AND pg_catalog.pg_has_role(session_user, r.oid, 'MEMBER')))
       INTO v_balance, v_held, v_may_act
       FROM compute_auction.token_accounts

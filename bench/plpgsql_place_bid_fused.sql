@@ -48,11 +48,10 @@ BEGIN
                updated_at     = now()
          WHERE t.account_id = p_bidder_id
            AND t.balance_tokens >= p_max_price_tokens
-           AND (t.owner_role IS NULL
-                OR t.owner_role = session_user::text
-                OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = session_user AND r.rolsuper)
+           AND (pg_catalog.has_function_privilege(session_user,
+                    'compute_auction.deposit(text, bigint, text, text)'::pg_catalog.regprocedure, 'EXECUTE')
                 OR EXISTS (SELECT 1 FROM pg_catalog.pg_roles r
-                            WHERE r.rolname IN (t.owner_role, 'compute_auction_operator')
+                            WHERE r.oid = t.owner_oid::pg_catalog.oid AND r.rolname = t.owner_role
                               AND pg_catalog.pg_has_role(session_user, r.oid, 'MEMBER')))
      RETURNING t.balance_tokens, t.held_tokens
     ), b AS (

@@ -6,6 +6,11 @@
 //! impact, and tops up wallets that ran low. It only calls the extension's
 //! public SQL functions; rejected bids (insufficient funds, a task with a
 //! live bid, a task already won) are counted, not fatal.
+//!
+//! It plays every participant at once on one connection, so it needs an operator login (one
+//! that may EXECUTE `deposit` in the database): its wallets have no owner and its slots no
+//! runner, which leaves them to operators (docs/SECURITY.md). A non-operator fails at its
+//! first `open_account` with 42501.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
