@@ -112,7 +112,7 @@ REVOKE ALL ON SEQUENCE compute_auction.pending_entries_entry_id_seq FROM PUBLIC;
 
 CREATE FUNCTION compute_auction."apply_pending"() RETURNS bigint /* i64 */
 STRICT SECURITY DEFINER
-SET search_path TO compute_auction, pg_catalog, pg_temp
+SET search_path TO pg_catalog, compute_auction, pg_temp
 LANGUAGE c /* Rust */
 AS 'compute_auction-0.2.0', 'apply_pending_sql_wrapper';
 REVOKE ALL ON FUNCTION compute_auction.apply_pending() FROM PUBLIC;
@@ -124,7 +124,7 @@ CREATE FUNCTION compute_auction."pending_balance"(
 	"held_tokens" bigint  /* i64 */
 )
 SECURITY DEFINER
-SET search_path TO compute_auction, pg_catalog, pg_temp
+SET search_path TO pg_catalog, compute_auction, pg_temp
 LANGUAGE c /* Rust */
 AS 'compute_auction-0.2.0', 'pending_balance_wrapper';
 REVOKE ALL ON FUNCTION compute_auction.pending_balance(text) FROM PUBLIC;
@@ -153,7 +153,7 @@ CREATE FUNCTION compute_auction."stats"(
 	"max_rounds" INT DEFAULT 1000 /* Option < i32 > */
 ) RETURNS jsonb /* pgrx :: JsonB */
 SECURITY DEFINER
-SET search_path TO compute_auction, pg_catalog, pg_temp
+SET search_path TO pg_catalog, compute_auction, pg_temp
 LANGUAGE c /* Rust */
 AS 'compute_auction-0.2.0', 'stats_wrapper';
 REVOKE ALL ON FUNCTION compute_auction.stats(timestamptz, boolean, integer) FROM PUBLIC;
@@ -196,7 +196,7 @@ CREATE FUNCTION compute_auction."offer_slot"(
 	"runner_role" TEXT DEFAULT NULL /* Option < & str > */
 ) RETURNS void
 SECURITY DEFINER
-SET search_path TO compute_auction, pg_catalog, pg_temp
+SET search_path TO pg_catalog, compute_auction, pg_temp
 LANGUAGE c /* Rust */
 AS 'compute_auction-0.2.0', 'offer_slot_wrapper';
 REVOKE ALL ON FUNCTION compute_auction.offer_slot(text, timestamptz, bigint, text) FROM PUBLIC;
@@ -217,7 +217,7 @@ CREATE FUNCTION compute_auction."set_slot_runner"(
 	"runner_role" TEXT /* Option < & str > */
 ) RETURNS void
 SECURITY DEFINER
-SET search_path TO compute_auction, pg_catalog, pg_temp
+SET search_path TO pg_catalog, compute_auction, pg_temp
 LANGUAGE c /* Rust */
 AS 'compute_auction-0.2.0', 'set_slot_runner_wrapper';
 REVOKE ALL ON FUNCTION compute_auction.set_slot_runner(text, text) FROM PUBLIC;
@@ -272,6 +272,126 @@ BEGIN
     END IF;
 END
 $grant$;
+
+-- 2.5 Issue 17, hardening: every function's pinned search_path puts pg_catalog first, so
+--     nothing created in the extension's schema can shadow a built-in operator or function
+--     that a SECURITY DEFINER function uses.
+DO $pin$
+DECLARE
+    fn pg_catalog.oid;
+BEGIN
+    FOR fn IN
+        SELECT p.oid
+          FROM pg_catalog.pg_depend d
+          JOIN pg_catalog.pg_proc p ON p.oid = d.objid
+         WHERE d.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass
+           AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass
+           AND d.refobjid = (SELECT e.oid FROM pg_catalog.pg_extension e
+                              WHERE e.extname = 'compute_auction')
+           AND d.deptype = 'e'
+           AND 'search_path=compute_auction, pg_catalog, pg_temp' = ANY (p.proconfig)
+         ORDER BY p.oid
+    LOOP
+        EXECUTE pg_catalog.format('ALTER FUNCTION %s SET search_path = pg_catalog, compute_auction, pg_temp',
+                                  fn::pg_catalog.regprocedure);
+    END LOOP;
+END
+$pin$;
+
+-- Every error hint is a whole sentence: the JSON-taking PL/pgSQL functions as sql/quests.sql
+-- defines them now (same signatures: grants and comments stay).
+CREATE OR REPLACE FUNCTION compute_auction.submit_bids_for_tasks(
+    quest_id       text,
+    tasks          jsonb,
+    tokens_per_usd double precision,
+    bid_fraction   double precision DEFAULT 0.6,
+    ttl_at         timestamptz DEFAULT NULL
+) RETURNS TABLE (task_id text, bid_id bigint, max_price_tokens bigint, outcome text)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, compute_auction, pg_temp
+AS $fn$
+DECLARE
+    bad jsonb;
+BEGIN
+    IF tasks IS NULL THEN
+        RAISE EXCEPTION 'tasks must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    IF pg_catalog.jsonb_typeof(tasks) <> 'array' THEN
+        RAISE EXCEPTION 'tasks must be a JSON array of {"task_id", "expected_value_usd", "blocked"} objects'
+            USING ERRCODE = '22023';
+    END IF;
+    SELECT e INTO bad
+      FROM pg_catalog.jsonb_array_elements(tasks) AS e
+     WHERE pg_catalog.jsonb_typeof(e) <> 'object'
+        OR pg_catalog.jsonb_typeof(e -> 'task_id') IS DISTINCT FROM 'string'
+        OR pg_catalog.jsonb_typeof(e -> 'expected_value_usd') IS DISTINCT FROM 'number'
+        OR coalesce(pg_catalog.jsonb_typeof(e -> 'blocked'), 'null') NOT IN ('boolean', 'null')
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'bad task entry: %', pg_catalog.left(bad::text, 200)
+            USING ERRCODE = '22023',
+                  HINT = 'Each entry needs "task_id" (string), "expected_value_usd" (number) and optionally "blocked" (boolean).';
+    END IF;
+    RETURN QUERY
+    SELECT * FROM compute_auction.submit_bids_for_task_arrays(
+        quest_id,
+        ARRAY(SELECT e ->> 'task_id' FROM pg_catalog.jsonb_array_elements(tasks) WITH ORDINALITY AS x(e, i) ORDER BY i),
+        ARRAY(SELECT (e ->> 'expected_value_usd')::double precision
+                FROM pg_catalog.jsonb_array_elements(tasks) WITH ORDINALITY AS x(e, i) ORDER BY i),
+        ARRAY(SELECT coalesce((e ->> 'blocked')::boolean, false)
+                FROM pg_catalog.jsonb_array_elements(tasks) WITH ORDINALITY AS x(e, i) ORDER BY i),
+        tokens_per_usd, bid_fraction, ttl_at);
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION compute_auction.allocate_proportional(
+    day                 date,
+    daily_budget_tokens bigint,
+    quests              jsonb,
+    source              text DEFAULT 'proportional'
+) RETURNS TABLE (quest_id text, allocated_tokens bigint)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, compute_auction, pg_temp
+AS $fn$
+DECLARE
+    bad jsonb;
+BEGIN
+    IF quests IS NULL THEN
+        RAISE EXCEPTION 'quests must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    IF pg_catalog.jsonb_typeof(quests) <> 'array' THEN
+        RAISE EXCEPTION 'quests must be a JSON array of {"quest_id", "expected_value"} objects'
+            USING ERRCODE = '22023';
+    END IF;
+    SELECT e INTO bad
+      FROM pg_catalog.jsonb_array_elements(quests) AS e
+     WHERE pg_catalog.jsonb_typeof(e) <> 'object'
+        OR pg_catalog.jsonb_typeof(e -> 'quest_id') IS DISTINCT FROM 'string'
+        OR pg_catalog.jsonb_typeof(e -> 'expected_value') IS DISTINCT FROM 'number'
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'bad quest entry: %', pg_catalog.left(bad::text, 200)
+            USING ERRCODE = '22023',
+                  HINT = 'Each entry needs "quest_id" (string) and "expected_value" (number).';
+    END IF;
+    RETURN QUERY
+    SELECT * FROM compute_auction.allocate_proportional_arrays(
+        day, daily_budget_tokens,
+        ARRAY(SELECT e ->> 'quest_id' FROM pg_catalog.jsonb_array_elements(quests) WITH ORDINALITY AS x(e, i) ORDER BY i),
+        ARRAY(SELECT (e ->> 'expected_value')::double precision
+                FROM pg_catalog.jsonb_array_elements(quests) WITH ORDINALITY AS x(e, i) ORDER BY i),
+        source);
+END
+$fn$;
+
+-- The array forms are internal: only these wrappers (running as the owner) call them; the
+-- documented role grants (docs/roles.sql) never grant them.
+
+-- CREATE OR REPLACE resets a function's SET clauses to its definition's: the lock bound again
+ALTER FUNCTION compute_auction.submit_bids_for_tasks(text, jsonb, double precision, double precision, timestamptz)
+    SET lock_timeout = '1s';
 
 ---------------------------------------------------------------------------------------------
 -- 3. Checks, last: no function of the extension is left on another release's library.

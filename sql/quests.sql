@@ -11,7 +11,7 @@ CREATE FUNCTION compute_auction.submit_bids_for_tasks(
 ) RETURNS TABLE (task_id text, bid_id bigint, max_price_tokens bigint, outcome text)
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = compute_auction, pg_catalog, pg_temp
+SET search_path = pg_catalog, compute_auction, pg_temp
 AS $fn$
 DECLARE
     bad jsonb;
@@ -33,7 +33,7 @@ BEGIN
     IF FOUND THEN
         RAISE EXCEPTION 'bad task entry: %', pg_catalog.left(bad::text, 200)
             USING ERRCODE = '22023',
-                  HINT = 'each entry needs "task_id" (string), "expected_value_usd" (number) and optionally "blocked" (boolean)';
+                  HINT = 'Each entry needs "task_id" (string), "expected_value_usd" (number) and optionally "blocked" (boolean).';
     END IF;
     RETURN QUERY
     SELECT * FROM compute_auction.submit_bids_for_task_arrays(
@@ -55,7 +55,7 @@ CREATE FUNCTION compute_auction.allocate_proportional(
 ) RETURNS TABLE (quest_id text, allocated_tokens bigint)
 LANGUAGE plpgsql
 SECURITY DEFINER
-SET search_path = compute_auction, pg_catalog, pg_temp
+SET search_path = pg_catalog, compute_auction, pg_temp
 AS $fn$
 DECLARE
     bad jsonb;
@@ -76,7 +76,7 @@ BEGIN
     IF FOUND THEN
         RAISE EXCEPTION 'bad quest entry: %', pg_catalog.left(bad::text, 200)
             USING ERRCODE = '22023',
-                  HINT = 'each entry needs "quest_id" (string) and "expected_value" (number)';
+                  HINT = 'Each entry needs "quest_id" (string) and "expected_value" (number).';
     END IF;
     RETURN QUERY
     SELECT * FROM compute_auction.allocate_proportional_arrays(

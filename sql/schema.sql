@@ -3,6 +3,36 @@
 -- Tokens are bigint everywhere. Rows change only through the extension's functions.
 
 ---------------------------------------------------------------------------------------------
+-- The schema must be the installer's own and empty (docs/SECURITY.md). CREATE EXTENSION uses a
+-- schema compute_auction that exists already; one created by someone else could hold objects
+-- (an operator, a function) that the SECURITY DEFINER functions, owned by the installing
+-- superuser, would otherwise find. Refused with 42501: nothing is installed.
+---------------------------------------------------------------------------------------------
+DO $owner$
+DECLARE
+    ns    pg_catalog.oid;
+    owner pg_catalog.oid;
+BEGIN
+    SELECT n.oid, n.nspowner INTO ns, owner FROM pg_catalog.pg_namespace n WHERE n.nspname = 'compute_auction';
+    IF owner IS DISTINCT FROM (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user) THEN
+        RAISE EXCEPTION 'schema compute_auction is owned by role %, not by the installing role %',
+                        owner::pg_catalog.regrole, current_user
+            USING ERRCODE = '42501',
+                  HINT = 'Drop the schema (or let the installing role own it, empty) before CREATE EXTENSION compute_auction.';
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_class WHERE relnamespace = ns)
+       OR EXISTS (SELECT 1 FROM pg_catalog.pg_proc WHERE pronamespace = ns)
+       OR EXISTS (SELECT 1 FROM pg_catalog.pg_operator WHERE oprnamespace = ns)
+       OR EXISTS (SELECT 1 FROM pg_catalog.pg_type WHERE typnamespace = ns)
+    THEN
+        RAISE EXCEPTION 'schema compute_auction is not empty'
+            USING ERRCODE = '42501',
+                  HINT = 'Install into a new schema: drop the existing compute_auction schema first.';
+    END IF;
+END
+$owner$;
+
+---------------------------------------------------------------------------------------------
 -- Token accounts (wallets) and their append-only ledger
 ---------------------------------------------------------------------------------------------
 CREATE TABLE compute_auction.token_accounts (

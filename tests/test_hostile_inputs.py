@@ -11,6 +11,36 @@ SQLI = "a''); DELETE FROM compute_auction.token_accounts; --"  # quote doubled i
 DEEP = "[" * 3000 + "]" * 3000
 FUT = "now() + interval '1 hour'"
 
+# Issue 17: every timestamp and date argument must be finite and within 100 years of now(),
+# every interval non-negative and at most 10 years: 22023 (before, some halted clearing for good
+# or raised the undocumented 22008).
+TIME_CASES = [
+    "SELECT compute_auction.offer_slot('s-inf', '-infinity')",
+    "SELECT compute_auction.offer_slot('s-inf', 'infinity')",
+    "SELECT compute_auction.offer_slot('s-far', now() + interval '101 years')",
+    "SELECT compute_auction.offer_slot('s-far', now() - interval '101 years')",
+    "SELECT * FROM compute_auction.clear_round('infinity')",
+    "SELECT * FROM compute_auction.clear_round('-infinity')",
+    "SELECT * FROM compute_auction.clear_round(now() + interval '200 years')",
+    "SELECT * FROM compute_auction.refund_unfilled('infinity')",
+    "SELECT compute_auction.abort_stale('1000000 years')",
+    "SELECT compute_auction.abort_stale('11 years')",
+    "SELECT compute_auction.abort_stale('1 hour', '-infinity')",
+    "SELECT compute_auction.run_cycle(interval '1000000 years')",
+    "SELECT compute_auction.run_cycle(interval '-1 second')",
+    "SELECT * FROM compute_auction.price_history('-infinity')",
+    "SELECT * FROM compute_auction.price_history('infinity')",
+    "SELECT compute_auction.stats('-infinity')",
+    "SELECT compute_auction.stats(now() - interval '101 years')",
+    "SELECT compute_auction.place_bid('rich', 't', 10, NULL, '-infinity')",
+    "SELECT compute_auction.place_bid('rich', 't', 10, NULL, now() - interval '101 years')",
+    """SELECT * FROM compute_auction.submit_bids_for_tasks('quest', '[{"task_id": "t", "expected_value_usd": 1}]', """
+    """1, 0.5, 'infinity')""",
+    "SELECT * FROM compute_auction.allocate_proportional('infinity', 10, '[]')",
+    "SELECT * FROM compute_auction.allocate_proportional('-infinity', 10, '[]')",
+    "SELECT * FROM compute_auction.allocate_proportional(current_date + 40000, 10, '[]')",
+]
+
 CASES = [
     # (sql, expected sqlstate)
     # --- ledger
@@ -167,7 +197,7 @@ CASES = [
     (f"SELECT * FROM compute_auction.allocate_proportional('2026-01-01', 10, '{DEEP}')", "22023"),
     ("SELECT compute_auction.schedule_clearing(NULL)", "22004"),
     ("SELECT compute_auction.schedule_clearing('* * * * *')", "55000"),
-]
+] + [(sql, "22023") for sql in TIME_CASES]
 
 
 @pytest.fixture(scope="module")
@@ -210,3 +240,23 @@ def test_hostile_input(market: psycopg.Connection, sql: str, expected: str):
     assert market.execute("SELECT 1").fetchone() == (1,)
     assert snapshot(market) == before
     assert_audit_clean(market)
+
+
+def test_clearing_keeps_working_after_the_time_cases(cluster):
+    """None of the refused times reached a table: clearing, the cycle and the reports work."""
+    name = new_database(cluster)
+    try:
+        with psycopg.connect(cluster.url(name), autocommit=True) as c:
+            c.execute("SELECT compute_auction.open_account('rich', 'agent', 1000000)")
+            c.execute("SELECT compute_auction.open_account('quest', 'quest', 1000)")
+            for sql in TIME_CASES:
+                assert sqlstate_of(c, sql) == "22023", sql
+            c.execute("SELECT compute_auction.offer_slot('s1', now() - interval '1 minute')")
+            c.execute("SELECT compute_auction.place_bid('rich', 'after', 100)")
+            assert c.execute("SELECT task_id FROM compute_auction.clear_round()").fetchall() == [("after",)]
+            assert c.execute("SELECT compute_auction.run_cycle() -> 'round'").fetchone()[0] is not None
+            assert c.execute("SELECT count(*) FROM compute_auction.price_history(now() - interval '1 hour')").fetchone()
+            assert c.execute("SELECT compute_auction.stats() IS NOT NULL").fetchone() == (True,)
+            assert_audit_clean(c)
+    finally:
+        drop_database(cluster, name)

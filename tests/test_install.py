@@ -72,4 +72,8 @@ def test_functions_are_security_definer_with_pinned_search_path(conn):
     assert len(rows) >= 20
     for name, secdef, config in rows:
         assert secdef, name
-        assert config and any(c.startswith("search_path=") for c in config), name
+        paths = [c.removeprefix("search_path=") for c in config or [] if c.startswith("search_path=")]
+        assert len(paths) == 1, name
+        # pg_catalog first: nothing created in another schema can shadow a built-in (issue 17)
+        assert paths[0].split(", ")[0] == "pg_catalog", (name, paths[0])
+        assert "public" not in paths[0].split(", ") and "$user" not in paths[0], (name, paths[0])

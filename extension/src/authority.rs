@@ -90,7 +90,7 @@ pub fn role_oid(c: &mut SpiClient<'_>, arg: &str, name: &str) -> i64 {
         None => errors::raise(
             Code::ERRCODE_INVALID_PARAMETER_VALUE,
             format!("{arg} {name:?} is not a role of this cluster"),
-            Some("create the role first (CREATE ROLE), then name it"),
+            Some("Create the role first (CREATE ROLE), then name it."),
         ),
     }
 }

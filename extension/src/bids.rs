@@ -13,6 +13,7 @@ use pgrx::prelude::*;
 use crate::errors::{self, Code, OrRaise};
 use crate::ledger::{self, Entry};
 use crate::spi;
+use crate::times;
 
 /// Takes the task lock and resolves the TTL: (ttl_at, ttl in range).
 const TASK_LOCK_AND_TTL: &str = "
@@ -33,11 +34,13 @@ SELECT status, max_price_tokens
  WHERE id = $1
    FOR UPDATE";
 
+/// A bid's time priority (`placed_at`) is the moment place_bid ran, `clock_timestamp()`, not its
+/// transaction's start: holding a transaction open before bidding gains nothing.
 const INSERT_BID: &str = "
 WITH b AS (
     INSERT INTO compute_auction.compute_auction_bids
-           (bidder_id, task_id, max_price_tokens, expected_value_usd, ttl_at)
-    VALUES ($1, $2, $3, $4, $5)
+           (bidder_id, task_id, max_price_tokens, expected_value_usd, ttl_at, placed_at)
+    VALUES ($1, $2, $3, $4, $5, pg_catalog.clock_timestamp())
  RETURNING id
 ), c AS (
     INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT 1 FROM b
@@ -49,7 +52,7 @@ UPDATE compute_auction.compute_auction_bids
    SET max_price_tokens   = $2,
        expected_value_usd = $3,
        ttl_at             = $4,
-       placed_at          = CASE WHEN max_price_tokens = $2 THEN placed_at ELSE now() END,
+       placed_at          = CASE WHEN max_price_tokens = $2 THEN placed_at ELSE pg_catalog.clock_timestamp() END,
        last_result        = NULL,
        updated_at         = now()
  WHERE id = $1";
@@ -57,7 +60,7 @@ UPDATE compute_auction.compute_auction_bids
 /// Places a bid for `task_id`, or replaces the bidder's own open bid on it in place (same id,
 /// escrow adjusted by the difference). Returns the bid id.
 #[pg_extern(security_definer)]
-#[search_path(@extschema@, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 pub fn place_bid(
     bidder_id: Option<&str>,
     task_id: Option<&str>,
@@ -79,13 +82,13 @@ pub fn place_bid(
 fn won_refused(task: &str, id: i64) -> ! {
     errors::wrong_state(
         format!("task {task} was already won by bid {id}"),
-        Some("a won bid cannot be replaced; settle or abort its slot first"),
+        Some("A won bid cannot be replaced: settle or abort its slot first."),
     )
 }
 
 /// 55000: only open bids can be cancelled.
 fn not_open(id: i64, status: &str) -> ! {
-    errors::wrong_state(format!("bid {id} is {status}, not open"), Some("only open bids can be cancelled"))
+    errors::wrong_state(format!("bid {id} is {status}, not open"), Some("Only open bids can be cancelled."))
 }
 
 /// What place_bid did.
@@ -104,6 +107,7 @@ pub fn place(
     ev: Option<f64>,
     ttl_at: Option<TimestampWithTimeZone>,
 ) -> (i64, Placed) {
+    let ttl_at = ttl_at.map(|t| times::timestamp("ttl_at", t));
     // authority before any lock: a call for someone else's wallet locks nothing
     ledger::check_may_act(c, bidder);
     // the task's live bid, read before the task lock and without a lock: another bidder's is
@@ -118,7 +122,7 @@ pub fn place(
             errors::raise(
                 Code::ERRCODE_UNIQUE_VIOLATION,
                 format!("task {task} already has a live bid ({id}) by another bidder"),
-                Some("at most one open or won bid per task"),
+                Some("A task has at most one open or won bid."),
             );
         }
         if spi::get_req::<String>(&r, 3) == "won" {
@@ -135,7 +139,7 @@ pub fn place(
         errors::raise(
             Code::ERRCODE_INVALID_PARAMETER_VALUE,
             "ttl_at must be in the future and at most 30 days ahead",
-            Some("pass NULL for the default of now() + 15 minutes"),
+            Some("Pass NULL for the default of now() + 15 minutes."),
         );
     }
 
@@ -220,7 +224,7 @@ SELECT 1";
 
 /// Cancels an open bid and releases its escrow. Returns the tokens released.
 #[pg_extern(security_definer)]
-#[search_path(@extschema@, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn cancel_bid(bid_id: Option<i64>) -> i64 {
     let id = validate::required("bid_id", bid_id).or_raise();
     spi::with(|c| cancel(c, id, "cancelled", true))

@@ -18,6 +18,7 @@ use pgrx::spi::SpiClient;
 
 use crate::errors::{self, Code, OrRaise};
 use crate::spi;
+use crate::times;
 
 const LOCK_CLEARING: &str = "SELECT pg_catalog.pg_advisory_xact_lock($1, $2)";
 
@@ -198,14 +199,14 @@ fn lock_book(c: &mut SpiClient<'_>, now: TimestampWithTimeZone) -> Book {
     errors::raise(
         Code::ERRCODE_T_R_SERIALIZATION_FAILURE,
         "the order book kept changing while clear_round locked it",
-        Some("retry the round"),
+        Some("Retry the round."),
     )
 }
 
 /// Clears one round at time `now`: fills the available slots with the highest eligible bids at
 /// one uniform price, the (k+1)-th highest bid (or the k-th slot's reserve if higher).
 #[pg_extern(security_definer)]
-#[search_path(@extschema@, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn clear_round(
     now: default!(Option<TimestampWithTimeZone>, "now()"),
 ) -> TableIterator<
@@ -218,7 +219,7 @@ fn clear_round(
         name!(clearing_price_tokens, i64),
     ),
 > {
-    let now = validate::required("now", now).or_raise();
+    let now = times::timestamp("now", validate::required("now", now).or_raise());
     TableIterator::new(spi::with(|c| clear(c, now)))
 }
 

@@ -7,6 +7,7 @@ use pgrx::prelude::*;
 
 use crate::errors::{self, Code, OrRaise};
 use crate::spi;
+use crate::times;
 
 /// Prefix of the pg_cron job name used by schedule_clearing / unschedule_clearing; the full
 /// name is `compute_auction_clearing:<database>`, one job per database (pg_cron keys jobs by
@@ -17,9 +18,10 @@ const CRON_COMMAND: &str = "SELECT compute_auction.run_cycle()";
 /// Runs one cycle at now() in the caller's transaction: clear_round, abort_stale
 /// (assignment_timeout), refund_unfilled, apply_pending. Returns what each step did.
 #[pg_extern(security_definer)]
-#[search_path(@extschema@, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn run_cycle(assignment_timeout: default!(Option<Interval>, "'1 hour'")) -> pgrx::JsonB {
-    let timeout = validate::required("assignment_timeout", assignment_timeout).or_raise();
+    let timeout =
+        times::interval("assignment_timeout", validate::required("assignment_timeout", assignment_timeout).or_raise());
     spi::with(|c| {
         let now: TimestampWithTimeZone = spi::first(spi::run(c, "SELECT now()", &[]), 1)
             .unwrap_or_else(|| errors::internal("now() returned nothing"));
@@ -78,7 +80,7 @@ fn literal(s: &str) -> String {
 /// id. pg_cron must be installed in this database; otherwise the error's hint is the exact
 /// statement to run in the pg_cron database (cron.database_name).
 #[pg_extern(security_definer)]
-#[search_path(@extschema@, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn schedule_clearing(schedule: default!(Option<&str>, "'* * * * *'")) -> i64 {
     let schedule = validate::required("schedule", schedule).or_raise();
     if schedule.trim().is_empty() {
@@ -111,7 +113,7 @@ fn schedule_clearing(schedule: default!(Option<&str>, "'* * * * *'")) -> i64 {
 /// Removes this database's compute_auction_clearing pg_cron job. Returns whether a job was
 /// removed.
 #[pg_extern(security_definer)]
-#[search_path(@extschema@, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn unschedule_clearing() -> bool {
     spi::with(|c| {
         let job = job_name(&current_db(c));
@@ -156,7 +158,7 @@ SELECT array(SELECT max_price_tokens FROM compute_auction.compute_auction_bids
 /// Bid advice: how many slots are free now, the smallest bid that would win one if the round
 /// cleared now (null when none is free), and the last 24 h's clearing-price p50 and p90.
 #[pg_extern(security_definer)]
-#[search_path(@extschema@, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn price_to_win() -> pgrx::JsonB {
     spi::with(|c| {
         let t = spi::run(c, ADVICE, &[]).first();

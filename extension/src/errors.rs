@@ -75,7 +75,7 @@ pub fn insufficient_funds(account: &str, need: i64, have: i64) -> ! {
     raise(
         Code::ERRCODE_CHECK_VIOLATION,
         format!("insufficient funds in account {account}: needs {need} tokens, has {have} spendable"),
-        Some("deposit tokens (refill through good work) or bid less"),
+        Some("Deposit tokens (refill through good work) or bid less."),
     )
 }
 
@@ -84,7 +84,7 @@ pub fn not_owner(account: &str) -> ! {
     raise(
         Code::ERRCODE_INSUFFICIENT_PRIVILEGE,
         format!("role {} may not act for account {account}", session_user_name()),
-        Some("only members of the account's owner role, and operators, may (docs/SECURITY.md)"),
+        Some("Only members of the account's owner role, and operators, may act for the account (docs/SECURITY.md)."),
     )
 }
 
@@ -93,7 +93,7 @@ pub fn not_runner(slot: &str) -> ! {
     raise(
         Code::ERRCODE_INSUFFICIENT_PRIVILEGE,
         format!("role {} may not run slot {slot}", session_user_name()),
-        Some("only members of the slot's runner role with the runner rights, and operators, may (docs/SECURITY.md)"),
+        Some("Only members of the slot's runner role that hold the runner rights, and operators, may run the slot (docs/SECURITY.md)."),
     )
 }
 

@@ -141,7 +141,7 @@ const KINDS: [&str; 3] = ["agent", "quest", "system"];
 
 /// Opens a wallet. Returns its spendable balance. 23505 if it exists.
 #[pg_extern(security_definer)]
-#[search_path(@extschema@, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn open_account(
     account_id: Option<&str>,
     kind: default!(Option<&str>, "'agent'"),
@@ -174,7 +174,7 @@ fn open_account(
             errors::raise(
                 Code::ERRCODE_UNIQUE_VIOLATION,
                 format!("account {account} already exists"),
-                Some("use deposit() to add tokens to an existing account"),
+                Some("Use deposit() to add tokens to an existing account."),
             );
         }
         if initial == 0 {
@@ -213,7 +213,7 @@ fn replay(c: &mut SpiClient<'_>, account: &str, kind: &'static str, key: Option<
         errors::raise(
             Code::ERRCODE_INVALID_PARAMETER_VALUE,
             format!("idempotency key {key:?} was already used for a {kind} of {} tokens", first_delta.abs()),
-            Some("use a new key for a different amount"),
+            Some("Use a new key for a different amount."),
         );
     }
     Some(spi::get_req(&row, 2))
@@ -238,7 +238,7 @@ fn transfer_args<'a>(
 /// Credits an account (how agents and quests refill through good work). Returns the new
 /// spendable balance. A repeated `idempotency_key` returns the first call's result.
 #[pg_extern(security_definer)]
-#[search_path(@extschema@, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn deposit(
     account_id: Option<&str>,
     amount: Option<i64>,
@@ -272,7 +272,7 @@ fn deposit(
 /// Debits spendable tokens out of the market. Returns the new spendable balance; 23514 if the
 /// balance would go below zero.
 #[pg_extern(security_definer)]
-#[search_path(@extschema@, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn withdraw(
     account_id: Option<&str>,
     amount: Option<i64>,
@@ -308,7 +308,7 @@ fn withdraw(
 
 /// The account's spendable and escrowed tokens.
 #[pg_extern(security_definer)]
-#[search_path(@extschema@, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn balance(account_id: Option<&str>) -> TableIterator<'static, (name!(balance_tokens, i64), name!(held_tokens, i64))> {
     let account = check_id("account_id", account_id);
     let row = spi::with(|c| {
@@ -329,7 +329,7 @@ fn balance(account_id: Option<&str>) -> TableIterator<'static, (name!(balance_to
 /// The account's balances with its pending entries (settlements and aborts recorded while the
 /// account was held) applied: what `balance` will say once they are.
 #[pg_extern(security_definer)]
-#[search_path(@extschema@, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn pending_balance(
     account_id: Option<&str>,
 ) -> TableIterator<'static, (name!(balance_tokens, i64), name!(held_tokens, i64))> {
@@ -357,7 +357,7 @@ SELECT (a.balance_tokens + coalesce(sum(p.delta_balance), 0))::bigint,
 /// role has that name): its members may bid, cancel, submit and withdraw for it, as operators
 /// may. An account without an owner is operators-only.
 #[pg_extern(security_definer)]
-#[search_path(@extschema@, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn set_account_owner(account_id: Option<&str>, owner_role: Option<&str>) {
     let account = check_id("account_id", account_id);
     if let Some(r) = owner_role {

@@ -23,6 +23,7 @@ mod reporting;
 mod settlement;
 mod slots;
 mod spi;
+mod times;
 
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);
 extension_sql_file!(

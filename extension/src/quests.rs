@@ -14,6 +14,7 @@ use crate::bids::{self, Placed};
 use crate::errors::{self, Code, OrRaise};
 use crate::ledger::{self, check_id};
 use crate::spi;
+use crate::times;
 
 fn arrays<T: Clone>(arg: &'static str, v: Option<Vec<Option<T>>>) -> Vec<T> {
     validate::required(arg, v).or_raise().into_iter().map(|x| validate::required(arg, x).or_raise()).collect()
@@ -47,7 +48,7 @@ SELECT id, task_id, bidder_id, status, max_price_tokens
 
 /// Array form of submit_bids_for_tasks (see sql/quests.sql for the public function).
 #[pg_extern(security_definer)]
-#[search_path(@extschema@, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 #[allow(clippy::type_complexity)]
 fn submit_bids_for_task_arrays(
     quest_id: Option<&str>,
@@ -67,7 +68,7 @@ fn submit_bids_for_task_arrays(
         errors::raise(
             Code::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
             format!("{} tasks in one call; at most {MAX_TASKS_PER_CALL}", tasks.len()),
-            Some("split the backlog into several calls"),
+            Some("Split the backlog into several calls."),
         );
     }
     let evs: Vec<f64> = arrays("expected_value_usd", expected_values_usd);
@@ -93,7 +94,7 @@ fn submit_bids_for_task_arrays(
             errors::raise(
                 Code::ERRCODE_INVALID_PARAMETER_VALUE,
                 "ttl_at must be in the future and at most 30 days ahead",
-                Some("pass NULL for the default of now() + 15 minutes"),
+                Some("Pass NULL for the default of now() + 15 minutes."),
             );
         }
     }
@@ -211,7 +212,7 @@ fn submit_bids_for_task_arrays(
 
 /// Array form of allocate_proportional (see sql/quests.sql for the public function).
 #[pg_extern(security_definer)]
-#[search_path(@extschema@, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn allocate_proportional_arrays(
     day: Option<Date>,
     daily_budget_tokens: Option<i64>,
@@ -219,7 +220,7 @@ fn allocate_proportional_arrays(
     expected_values: Option<Vec<Option<f64>>>,
     source: Option<&str>,
 ) -> TableIterator<'static, (name!(quest_id, String), name!(allocated_tokens, i64))> {
-    let day = validate::required("day", day).or_raise();
+    let day = times::date("day", validate::required("day", day).or_raise());
     let budget = validate::required("daily_budget_tokens", daily_budget_tokens).or_raise();
     validate::non_negative("daily_budget_tokens", budget).or_raise();
     let ids: Vec<String> = arrays("quests", quest_ids);

@@ -8,6 +8,7 @@ use pgrx::prelude::*;
 
 use crate::errors::{self, OrRaise};
 use crate::spi;
+use crate::times;
 
 /// The largest depth order_book accepts.
 pub const MAX_DEPTH: i32 = 10_000;
@@ -38,7 +39,7 @@ SELECT jsonb_build_object(
 
 /// The live book: open bids best first, idle slots soonest first, `depth` of each.
 #[pg_extern(security_definer)]
-#[search_path(@extschema@, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn order_book(depth: default!(Option<i32>, 100)) -> pgrx::JsonB {
     let depth = validate::required("depth", depth).or_raise();
     if !(0..=MAX_DEPTH).contains(&depth) {
@@ -84,7 +85,7 @@ SELECT jsonb_build_object(
 /// Any bid's status and prices, and for an open bid why it has not won (derived from the
 /// latest round, so rounds never write to every losing bid).
 #[pg_extern(security_definer)]
-#[search_path(@extschema@, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn bid_status(bid_id: Option<i64>) -> pgrx::JsonB {
     let id = validate::required("bid_id", bid_id).or_raise();
     let v = spi::with(|c| spi::first::<pgrx::JsonB>(spi::run(c, BID_STATUS, &[id.into()]), 1));
@@ -139,13 +140,13 @@ SELECT jsonb_build_object(
 /// of the window (in round_id order) and `rounds_truncated` says whether older ones were left
 /// out, so no call returns an unbounded list.
 #[pg_extern(security_definer)]
-#[search_path(@extschema@, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn stats(
     since: default!(Option<TimestampWithTimeZone>, "now() - interval '24 hours'"),
     include_rounds: default!(Option<bool>, true),
     max_rounds: default!(Option<i32>, 1000),
 ) -> pgrx::JsonB {
-    let since = validate::required("since", since).or_raise();
+    let since = times::timestamp("since", validate::required("since", since).or_raise());
     let include = validate::required("include_rounds", include_rounds).or_raise();
     let max_rounds = validate::required("max_rounds", max_rounds).or_raise();
     if !(0..=MAX_STATS_ROUNDS).contains(&max_rounds) {
@@ -178,7 +179,7 @@ SELECT to_timestamp(floor(extract(epoch FROM r.cleared_at) / p.width) * p.width)
 // a pgrx table function's type is its result columns, spelled out for the SQL signature
 #[allow(clippy::type_complexity)]
 #[pg_extern(security_definer)]
-#[search_path(@extschema@, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn price_history(
     since: default!(Option<TimestampWithTimeZone>, "now() - interval '24 hours'"),
     buckets: default!(Option<i32>, 96),
@@ -194,7 +195,7 @@ fn price_history(
         name!(slots_offered, i64),
     ),
 > {
-    let since = validate::required("since", since).or_raise();
+    let since = times::timestamp("since", validate::required("since", since).or_raise());
     let buckets = validate::required("buckets", buckets).or_raise();
     if !(1..=10_000).contains(&buckets) {
         errors::invalid(Invalid::OutOfRange { arg: "buckets", detail: format!("{buckets} is not in 1..=10000") });
@@ -225,7 +226,7 @@ SELECT to_jsonb(r) FROM (
 
 /// The latest round as JSON, or JSON null before the first.
 #[pg_extern(security_definer)]
-#[search_path(@extschema@, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn last_round() -> pgrx::JsonB {
     json(LAST_ROUND, &[])
 }
@@ -245,7 +246,7 @@ SELECT jsonb_build_object(
 
 /// Small, cheap counters for dashboards and metrics.
 #[pg_extern(security_definer)]
-#[search_path(@extschema@, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn market_summary() -> pgrx::JsonB {
     json(MARKET_SUMMARY, &[])
 }
@@ -322,7 +323,7 @@ SELECT 'open_count_mismatch', format('open-bid counter %s, actual %s', n.cnt, o.
 
 /// Consistency checks; zero rows means the books are consistent.
 #[pg_extern(security_definer)]
-#[search_path(@extschema@, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn audit() -> TableIterator<'static, (name!(check_name, String), name!(detail, String))> {
     let rows = spi::with(|c| spi::run(c, AUDIT, &[]).map(|r| (spi::req(&r, 1), spi::req(&r, 2))).collect::<Vec<_>>());
     TableIterator::new(rows)

@@ -17,6 +17,7 @@ use crate::authority;
 use crate::errors::{self, Code, OrRaise};
 use crate::ledger::{self, check_id, Entry};
 use crate::spi;
+use crate::times;
 
 const LOCK_SLOT: &str = "
 SELECT status FROM compute_auction.compute_slots WHERE slot_id = $1 FOR UPDATE";
@@ -66,7 +67,7 @@ pub fn finish(c: &mut SpiClient<'_>, slot: &str, how: &Finish<'_>, must_exist: b
         }
         errors::wrong_state(
             format!("slot {slot} has nothing assigned"),
-            Some("a slot is settled or aborted once per won round"),
+            Some("A slot is settled or aborted once per won round."),
         );
     }
     let t = t.first();
@@ -221,7 +222,7 @@ pub fn apply_pending(c: &mut SpiClient<'_>, accounts: Option<&[String]>) -> i64 
 /// it; settle and abort_slot also apply their own at once when the account is free. Returns how
 /// many entries it applied.
 #[pg_extern(security_definer, name = "apply_pending")]
-#[search_path(@extschema@, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn apply_pending_sql() -> i64 {
     spi::with(|c| apply_pending(c, None))
 }
@@ -229,7 +230,7 @@ fn apply_pending_sql() -> i64 {
 /// Settles the slot's assigned run: charges the winner the clearing price (not its bid) and
 /// returns the premium, all from escrow. Returns the tokens charged.
 #[pg_extern(security_definer)]
-#[search_path(@extschema@, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn settle(slot_id: Option<&str>, actual_cost_tokens: Option<i64>, actual_impact: Option<f64>) -> i64 {
     let slot = check_id("slot_id", slot_id);
     let cost = validate::required("actual_cost_tokens", actual_cost_tokens).or_raise();
@@ -245,7 +246,7 @@ fn settle(slot_id: Option<&str>, actual_cost_tokens: Option<i64>, actual_impact:
 /// The run never happened: refunds the winner's whole escrow, marks bid and clear aborted, and
 /// makes the slot available again at once. Returns the tokens refunded.
 #[pg_extern(security_definer)]
-#[search_path(@extschema@, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn abort_slot(slot_id: Option<&str>, reason: Option<&str>) -> i64 {
     let slot = check_id("slot_id", slot_id);
     let reason = validate::required("reason", reason).or_raise();
@@ -258,13 +259,13 @@ fn abort_slot(slot_id: Option<&str>, reason: Option<&str>) -> i64 {
 /// Aborts, with full refunds, every assignment not settled within `older_than` of its round.
 /// Returns how many were aborted.
 #[pg_extern(security_definer)]
-#[search_path(@extschema@, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn abort_stale(
     older_than: default!(Option<Interval>, "'1 hour'"),
     now: default!(Option<TimestampWithTimeZone>, "now()"),
 ) -> i64 {
-    let older_than = validate::required("older_than", older_than).or_raise();
-    let now = validate::required("now", now).or_raise();
+    let older_than = times::interval("older_than", validate::required("older_than", older_than).or_raise());
+    let now = times::timestamp("now", validate::required("now", now).or_raise());
     spi::with(|c| {
         let args: [DatumWithOid<'_>; 2] = [now.into(), older_than.into()];
         let t = spi::run(
@@ -362,11 +363,11 @@ SELECT 1";
 /// Every open bid whose TTL has passed becomes `expired` and its escrow goes back to its bidder.
 /// The cost grows with the number of expired bids, not with the book.
 #[pg_extern(security_definer)]
-#[search_path(@extschema@, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn refund_unfilled(
     now: default!(Option<TimestampWithTimeZone>, "now()"),
 ) -> TableIterator<'static, (name!(bids_expired, i64), name!(tokens_refunded, i64))> {
-    let now = validate::required("now", now).or_raise();
+    let now = times::timestamp("now", validate::required("now", now).or_raise());
     TableIterator::once(spi::with(|c| refund(c, now)))
 }
 

@@ -9,6 +9,7 @@ use crate::authority;
 use crate::errors::{self, OrRaise};
 use crate::ledger::check_id;
 use crate::spi;
+use crate::times;
 
 const OFFER: &str = "
 INSERT INTO compute_auction.compute_slots (slot_id, available_at, reserve_price_tokens, runner_role, runner_oid)
@@ -31,7 +32,7 @@ RETURNING 1";
 /// rights, claim, settle and abort the slot; NULL keeps the slot's current runner (a new slot
 /// then has none: operators run it).
 #[pg_extern(security_definer)]
-#[search_path(@extschema@, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn offer_slot(
     slot_id: Option<&str>,
     available_at: default!(Option<TimestampWithTimeZone>, "now()"),
@@ -39,7 +40,7 @@ fn offer_slot(
     runner_role: default!(Option<&str>, "NULL"),
 ) {
     let slot = check_id("slot_id", slot_id);
-    let at = validate::required("available_at", available_at).or_raise();
+    let at = times::timestamp("available_at", validate::required("available_at", available_at).or_raise());
     let reserve = validate::required("reserve_price_tokens", reserve_price_tokens).or_raise();
     validate::non_negative("reserve_price_tokens", reserve).or_raise();
     if let Some(r) = runner_role {
@@ -52,7 +53,7 @@ fn offer_slot(
         if spi::run(c, OFFER, &args).is_empty() {
             errors::wrong_state(
                 format!("slot {slot} is assigned"),
-                Some("settle or abort its run first; it can be re-offered once idle"),
+                Some("Settle or abort its run first: it can be re-offered once idle."),
             );
         }
     })
@@ -62,7 +63,7 @@ fn offer_slot(
 /// has that name). A slot without a runner is claimed, settled and aborted by operators only.
 /// Takes effect at once, for an assigned slot too: the new runner settles the current run.
 #[pg_extern(security_definer)]
-#[search_path(@extschema@, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn set_slot_runner(slot_id: Option<&str>, runner_role: Option<&str>) {
     let slot = check_id("slot_id", slot_id);
     if let Some(r) = runner_role {
@@ -90,7 +91,7 @@ fn set_slot_runner(slot_id: Option<&str>, runner_role: Option<&str>) {
 /// Takes a slot out of later rounds. An assigned slot retires when its run settles or aborts.
 /// Retiring a retired slot does nothing.
 #[pg_extern(security_definer)]
-#[search_path(@extschema@, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn retire_slot(slot_id: Option<&str>) {
     let slot = check_id("slot_id", slot_id);
     spi::with(|c| {
@@ -134,7 +135,7 @@ RETURNING c.bid_id, c.winning_task_id, c.bidder_id, c.clearing_price_tokens";
 
 /// What an agent runner calls before asking for other work: the task its slot won, or no row.
 #[pg_extern(security_definer)]
-#[search_path(@extschema@, pg_catalog, pg_temp)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
 fn claim_slot(
     slot_id: Option<&str>,
 ) -> TableIterator<

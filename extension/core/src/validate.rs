@@ -84,6 +84,55 @@ pub fn finite(arg: &'static str, v: f64) -> Result<f64, Invalid> {
     }
 }
 
+/// Microseconds in a day.
+const DAY_US: i128 = 86_400_000_000;
+
+/// How far from now a timestamp or date argument may be: 100 years, in days (issue 17).
+pub const MAX_TIME_OFFSET_DAYS: i64 = 36_525;
+
+/// The longest interval argument: 10 years, in days. An interval's months count 30 days each,
+/// as PostgreSQL's interval comparison counts them.
+pub const MAX_INTERVAL_DAYS: i64 = 3_653;
+
+/// A timestamp argument (microseconds, PostgreSQL's epoch; `i64::MIN`/`i64::MAX` are
+/// -infinity/infinity) must lie within MAX_TIME_OFFSET_DAYS of `now` (same unit).
+pub fn time_near(arg: &'static str, v_us: i64, now_us: i64) -> Result<i64, Invalid> {
+    let off = i128::from(v_us) - i128::from(now_us);
+    if v_us == i64::MIN || v_us == i64::MAX || off.abs() > i128::from(MAX_TIME_OFFSET_DAYS) * DAY_US {
+        return Err(Invalid::OutOfRange {
+            arg,
+            detail: format!("must be a finite time within {MAX_TIME_OFFSET_DAYS} days (100 years) of now()"),
+        });
+    }
+    Ok(v_us)
+}
+
+/// A date argument (days, PostgreSQL's epoch; `i32::MIN`/`i32::MAX` are -infinity/infinity)
+/// must lie within MAX_TIME_OFFSET_DAYS of `today` (same unit).
+pub fn date_near(arg: &'static str, v_days: i32, today: i32) -> Result<i32, Invalid> {
+    let off = i64::from(v_days) - i64::from(today);
+    if v_days == i32::MIN || v_days == i32::MAX || off.abs() > MAX_TIME_OFFSET_DAYS {
+        return Err(Invalid::OutOfRange {
+            arg,
+            detail: format!("must be a finite date within {MAX_TIME_OFFSET_DAYS} days (100 years) of today"),
+        });
+    }
+    Ok(v_days)
+}
+
+/// An interval argument (months, days, microseconds) must be non-negative and at most
+/// MAX_INTERVAL_DAYS long; returns its length in microseconds.
+pub fn interval_bounded(arg: &'static str, months: i32, days: i32, micros: i64) -> Result<i64, Invalid> {
+    let total = (i128::from(months) * 30 + i128::from(days)) * DAY_US + i128::from(micros);
+    if total < 0 || total > i128::from(MAX_INTERVAL_DAYS) * DAY_US {
+        return Err(Invalid::OutOfRange {
+            arg,
+            detail: format!("must be a non-negative interval of at most {MAX_INTERVAL_DAYS} days (10 years)"),
+        });
+    }
+    i64::try_from(total).map_err(|_| Invalid::Overflow { what: arg })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,5 +156,35 @@ mod tests {
         assert!(finite("f", f64::NAN).is_err());
         assert!(finite("f", f64::INFINITY).is_err());
         assert!(finite("f", -0.5).is_ok());
+    }
+
+    #[test]
+    fn times() {
+        let now = 800_000_000_000_000; // 2025, in microseconds since 2000
+        assert!(time_near("t", now, now).is_ok());
+        let edge = i64::from(MAX_TIME_OFFSET_DAYS) * 86_400_000_000;
+        assert!(time_near("t", now + edge, now).is_ok());
+        assert!(time_near("t", now - edge, now).is_ok());
+        assert!(time_near("t", now + edge + 1, now).is_err());
+        assert!(time_near("t", now - edge - 1, now).is_err());
+        assert!(time_near("t", i64::MAX, now).is_err());
+        assert!(time_near("t", i64::MIN, now).is_err());
+        assert!(time_near("t", i64::MIN, i64::MAX).is_err()); // no overflow
+        assert!(date_near("d", 9_000, 9_000 + 36_525).is_ok());
+        assert!(date_near("d", 9_000, 9_000 + 36_526).is_err());
+        assert!(date_near("d", i32::MAX, 9_000).is_err());
+        assert!(date_near("d", i32::MIN, 9_000).is_err());
+    }
+
+    #[test]
+    fn intervals() {
+        assert_eq!(interval_bounded("i", 0, 0, 0), Ok(0));
+        assert!(interval_bounded("i", 120, 0, 0).is_ok()); // '10 years'
+        assert!(interval_bounded("i", 0, 3_653, 0).is_ok());
+        assert!(interval_bounded("i", 0, 3_653, 1).is_err());
+        assert!(interval_bounded("i", 0, 0, -1).is_err());
+        assert!(interval_bounded("i", 1, -31, 0).is_err()); // 30 - 31 days: negative
+        assert!(interval_bounded("i", i32::MAX, i32::MAX, i64::MAX).is_err()); // no overflow
+        assert!(interval_bounded("i", i32::MIN, 0, 0).is_err());
     }
 }

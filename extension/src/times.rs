@@ -1,0 +1,36 @@
+//! Time arguments are checked before use (issue 17): a timestamp or date must be finite and
+//! within 100 years of now(), an interval non-negative and at most 10 years (the bounds and the
+//! rule are `compute_auction_core::validate`); otherwise 22023 naming the argument. So no
+//! infinite or far-off time reaches a table (where it would break clearing or reporting), and
+//! no call fails with an undocumented date/time SQLSTATE (22008).
+
+use compute_auction_core::validate;
+use pgrx::pg_sys;
+use pgrx::prelude::{Date, Interval, TimestampWithTimeZone};
+
+use crate::errors::OrRaise;
+
+/// now(): the transaction's start, in microseconds since PostgreSQL's epoch.
+fn now_us() -> i64 {
+    // SAFETY: reads the current transaction's start time; always valid inside a function call.
+    unsafe { pg_sys::GetCurrentTransactionStartTimestamp() }
+}
+
+/// A timestamp argument, checked.
+pub fn timestamp(arg: &'static str, v: TimestampWithTimeZone) -> TimestampWithTimeZone {
+    validate::time_near(arg, pg_sys::TimestampTz::from(v), now_us()).or_raise();
+    v
+}
+
+/// A date argument, checked.
+pub fn date(arg: &'static str, v: Date) -> Date {
+    let today = i32::try_from(now_us().div_euclid(86_400_000_000)).unwrap_or(i32::MAX);
+    validate::date_near(arg, pg_sys::DateADT::from(v), today).or_raise();
+    v
+}
+
+/// An interval argument, checked.
+pub fn interval(arg: &'static str, v: Interval) -> Interval {
+    validate::interval_bounded(arg, v.months(), v.days(), v.micros()).or_raise();
+    v
+}
