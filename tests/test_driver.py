@@ -326,18 +326,22 @@ def test_healthz_is_503_while_the_database_is_down(drivers, fresh_db_url, cluste
 def test_degraded_after_consecutive_failures_and_back(drivers, fresh_db_url, conn):
     d = drivers(fresh_db_url, None, "--fallback-after", "2", "--daily-budget-tokens", "1000")
     wait_until(lambda: round_count(fresh_db_url) >= 1, 60, what="a round")
-    # make clear_round fail while the database still accepts writes
-    conn.execute("ALTER FUNCTION compute_auction.clear_round(timestamptz) RENAME TO clear_round_disabled")
+    # make clear_round fail while the database still accepts writes (not with a privilege error
+    # or a missing function, 42501/42883, on which a leader steps down instead)
+    conn.execute(
+        "ALTER TABLE compute_auction.compute_auction_rounds ADD CONSTRAINT no_rounds_now CHECK (false) NOT VALID"
+    )
     try:
         wait_until(lambda: metrics(d.port)["compute_auction_degraded"] == 1.0, 60, what="degraded")
         status, body = http_json(d.port, "/healthz")
-        assert status == 200 and body["status"] == "degraded" and body["consecutive_failures"] >= 2
+        assert status == 503 and body["status"] == "degraded" and body["consecutive_failures"] >= 2
+        assert d.is_leader() and body["reason"]
         m = metrics(d.port)
         assert m["compute_auction_clearing_errors_total"] >= 2
         # the proportional fallback was attempted (written once issue 5's function exists)
         assert m["compute_auction_fallback_allocations_total"] + m["compute_auction_fallback_errors_total"] >= 1
     finally:
-        conn.execute("ALTER FUNCTION compute_auction.clear_round_disabled(timestamptz) RENAME TO clear_round")
+        conn.execute("ALTER TABLE compute_auction.compute_auction_rounds DROP CONSTRAINT no_rounds_now")
     wait_until(lambda: metrics(d.port)["compute_auction_degraded"] == 0.0, 60, what="back to normal")
     status, body = http_json(d.port, "/healthz")
     assert status == 200 and body["status"] == "ok" and body["consecutive_failures"] == 0

@@ -611,3 +611,50 @@ mod tests {
         assert!(DbError::Unavailable("x".into()).is_unavailable());
     }
 }
+
+/// The functions a leading driver calls each cycle (and while degraded): it must hold EXECUTE on
+/// every one, and USAGE on the schema, before it takes the leader lock.
+pub const LEADER_FUNCTIONS: [&str; 5] = [
+    "compute_auction.refund_unfilled(timestamp with time zone)",
+    "compute_auction.abort_stale(interval, timestamp with time zone)",
+    "compute_auction.apply_pending()",
+    "compute_auction.clear_round(timestamp with time zone)",
+    "compute_auction.allocate_proportional(date, bigint, jsonb, text)",
+];
+
+/// What the connected role lacks to lead, as the GRANT statements that would give it: empty
+/// when it may lead. A function that does not exist counts as lacking (the extension is missing
+/// or older); the check itself never fails on that.
+pub async fn missing_rights(client: &Client) -> Result<Vec<String>, DbError> {
+    let fns: Vec<String> = LEADER_FUNCTIONS.iter().map(|s| s.to_string()).collect();
+    let rows = client
+        .query(
+            "SELECT f, p IS NOT NULL AND pg_catalog.has_function_privilege(current_user, p, 'EXECUTE')
+               FROM pg_catalog.unnest($1::text[]) AS f,
+                    LATERAL (SELECT pg_catalog.to_regprocedure(f) AS p) AS r
+             UNION ALL
+             SELECT 'schema', pg_catalog.has_schema_privilege(current_user, n.oid, 'USAGE')
+               FROM (SELECT (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = 'compute_auction') AS oid) n
+              WHERE n.oid IS NOT NULL",
+            &[&fns],
+        )
+        .await?;
+    let mut missing = Vec::new();
+    for r in rows {
+        let (what, ok): (String, bool) = (r.get(0), r.get(1));
+        if !ok {
+            missing.push(if what == "schema" {
+                "GRANT USAGE ON SCHEMA compute_auction".to_string()
+            } else {
+                format!("GRANT EXECUTE ON FUNCTION {what}")
+            });
+        }
+    }
+    Ok(missing)
+}
+
+/// Whether a failed step means this role may not run the market (a missing privilege, or a
+/// function it cannot see): the leader then steps down, so that another driver can lead.
+pub fn is_rights_error(e: &DbError) -> bool {
+    matches!(e.code(), Some("42501") | Some("42883"))
+}

@@ -300,9 +300,27 @@ async fn resources_page(State(st): State<Arc<AppState>>) -> Response {
     r
 }
 
+/// Per process: 200 for a leader that is clearing, or a follower that sees a live leader; 503
+/// otherwise (database unreachable, clearing failing or stale, missing grants, no leader seen),
+/// with the reason.
 async fn healthz(State(st): State<Arc<AppState>>) -> Response {
     let leader = st.metrics.is_leader();
     let failures = st.metrics.consecutive_failures.load(Relaxed);
+    if !leader {
+        let (status, reason) = match st.metrics.not_leading() {
+            Some(why) => ("not_leading", why),
+            None if st.metrics.leader_seen.load(Relaxed) => {
+                let body =
+                    json!({"status": "ok", "role": "follower", "leader": false, "consecutive_failures": failures});
+                return (StatusCode::OK, Json(body)).into_response();
+            }
+            None => ("no_leader", "this driver does not lead and saw no other driver holding the leader lock".into()),
+        };
+        return unhealthy(json!({
+            "status": status, "role": "follower", "leader": false, "consecutive_failures": failures,
+            "last_round_at": null, "reason": reason,
+        }));
+    }
     let started = tokio::time::Instant::now();
     let probe = match timeout(HEALTH_TIMEOUT, st.pool.get()).await {
         Ok(Ok(c)) => {
@@ -315,31 +333,43 @@ async fn healthz(State(st): State<Arc<AppState>>) -> Response {
     match probe {
         Ok(Ok(last)) => {
             let status = scheduler::health(failures, st.fallback_after, last.age_seconds, st.interval);
-            let body = json!({
+            let mut body = json!({
                 "status": status,
+                "role": "leader",
                 "last_round_at": last.cleared_at,
                 "last_round_age_seconds": last.age_seconds,
                 "leader": leader,
                 "consecutive_failures": failures,
             });
-            (StatusCode::OK, Json(body)).into_response()
+            if status == scheduler::Health::Ok {
+                return (StatusCode::OK, Json(body)).into_response();
+            }
+            body["reason"] = json!(format!(
+                "clearing is failing or stale: {failures} consecutive failures, last round {} s ago",
+                last.age_seconds.map_or("never".into(), |a| format!("{a:.0}"))
+            ));
+            unhealthy(body)
         }
         Ok(Err(e)) => unavailable_health(leader, failures, e.to_string()),
         Err(_) => unavailable_health(leader, failures, "database did not answer within 2 s".into()),
     }
 }
 
+fn unhealthy(body: Value) -> Response {
+    let mut r = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    r
+}
+
 fn unavailable_health(leader: bool, failures: u64, error: String) -> Response {
-    let body = json!({
+    unhealthy(json!({
         "status": "unavailable",
         "last_round_at": null,
         "leader": leader,
         "consecutive_failures": failures,
-        "error": error,
-    });
-    let mut r = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
-    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-    r
+        "error": error.clone(),
+        "reason": error,
+    }))
 }
 
 async fn metrics(State(st): State<Arc<AppState>>) -> Response {

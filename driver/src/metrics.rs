@@ -35,6 +35,11 @@ pub struct Metrics {
     pub fallback_allocations: AtomicU64,
     pub fallback_errors: AtomicU64,
     pub leadership_acquired: AtomicU64,
+    /// A follower's last tick found the leader lock held by another session: a live leader.
+    pub leader_seen: AtomicBool,
+    /// Why this driver does not lead although it could try: the grants it lacks, or a privilege
+    /// error that made it step down (/healthz reports it).
+    pub not_leading: std::sync::Mutex<Option<String>>,
     duration_buckets: [AtomicU64; DURATION_BUCKETS.len()],
     duration_count: AtomicU64,
     duration_sum_micros: AtomicU64,
@@ -69,6 +74,8 @@ impl Metrics {
             fallback_allocations: AtomicU64::new(0),
             fallback_errors: AtomicU64::new(0),
             leadership_acquired: AtomicU64::new(0),
+            leader_seen: AtomicBool::new(false),
+            not_leading: std::sync::Mutex::new(None),
             duration_buckets: Default::default(),
             duration_count: AtomicU64::new(0),
             duration_sum_micros: AtomicU64::new(0),
@@ -93,6 +100,18 @@ impl Metrics {
             NO_PRICE => None,
             p => Some(p),
         }
+    }
+
+    /// Sets (or clears) why this driver does not lead; returns whether that changed.
+    pub fn set_not_leading(&self, why: Option<String>) -> bool {
+        let mut g = self.not_leading.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let changed = *g != why;
+        *g = why;
+        changed
+    }
+
+    pub fn not_leading(&self) -> Option<String> {
+        self.not_leading.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     pub fn is_leader(&self) -> bool {

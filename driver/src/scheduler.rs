@@ -89,6 +89,18 @@ impl Cycle {
         .find(|e| e.is_unavailable())
     }
 
+    /// The first step that failed for lack of rights (42501, 42883), if any.
+    pub fn rights_error(&self) -> Option<(&'static str, &DbError)> {
+        [
+            ("refund_unfilled", self.refunds.as_ref().err()),
+            ("abort_stale", self.aborted.as_ref().err()),
+            ("apply_pending", self.applied.as_ref().err()),
+            ("clear_round", self.clear.as_ref().err()),
+        ]
+        .into_iter()
+        .find_map(|(step, e)| e.filter(|e| db::is_rights_error(e)).map(|e| (step, e)))
+    }
+
     /// The JSON printed by the `clear` subcommand.
     pub fn to_json(&self) -> Value {
         fn err(e: &DbError) -> Value {
@@ -152,11 +164,28 @@ pub struct Scheduler {
     leader_conn: Option<Client>,
     leading: bool,
     last_fallback_attempt: Option<Instant>,
+    /// After stepping down on a privilege error: no attempt to lead before this.
+    hold_off_until: Option<Instant>,
+}
+
+/// How long a driver that stepped down on a privilege error waits before it checks its rights
+/// and tries to lead again: long enough for another driver to take over, so that drivers whose
+/// rights come and go cannot flap.
+fn hold_off(interval: Duration) -> Duration {
+    interval.saturating_mul(10).max(Duration::from_secs(10))
 }
 
 impl Scheduler {
     pub fn new(pg_config: tokio_postgres::Config, cfg: SchedulerConfig, metrics: Arc<Metrics>) -> Self {
-        Scheduler { pg_config, cfg, metrics, leader_conn: None, leading: false, last_fallback_attempt: None }
+        Scheduler {
+            pg_config,
+            cfg,
+            metrics,
+            leader_conn: None,
+            leading: false,
+            last_fallback_attempt: None,
+            hold_off_until: None,
+        }
     }
 
     /// Runs until `shutdown` turns true. A cycle in flight when the signal
@@ -253,6 +282,44 @@ impl Scheduler {
                 }
             }
         }
+        if let Some(until) = self.hold_off_until {
+            if Instant::now() < until {
+                self.metrics.leader_seen.store(false, Relaxed);
+                return Ok(false);
+            }
+            self.hold_off_until = None;
+        }
+        // a driver that lacks the grants a leader needs never takes the lock: it would hold it
+        // and fail every round while a correctly configured driver stood by
+        let missing = match timeout(LEADER_QUERY_TIMEOUT, db::missing_rights(client)).await {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) if e.is_unavailable() => {
+                self.drop_leader_conn("rights check failed");
+                return Err(e);
+            }
+            Ok(Err(e)) => vec![format!("(the rights check failed: {e})")],
+            Err(_) => {
+                self.drop_leader_conn("rights check timed out");
+                return Err(DbError::Unavailable("rights check timed out".into()));
+            }
+        };
+        if !missing.is_empty() {
+            let role = self.pg_config.get_user().unwrap_or("(this role)");
+            let why = format!(
+                "role {role} lacks the grants a leading driver needs: {}; connect as an operator login, e.g. \
+                 GRANT compute_auction_operator TO {role} after running docs/roles.sql.",
+                missing.iter().map(|g| format!("{g} TO {role}")).collect::<Vec<_>>().join("; ")
+            );
+            if self.metrics.set_not_leading(Some(why.clone())) {
+                tracing::error!(reason = %why, "not leading: missing grants");
+            }
+            self.metrics.leader_seen.store(false, Relaxed);
+            self.metrics.leader.store(false, Relaxed);
+            return Ok(false);
+        }
+        if self.metrics.set_not_leading(None) {
+            tracing::info!("the grants a leader needs are in place; this driver may lead");
+        }
         let r = timeout(
             LEADER_QUERY_TIMEOUT,
             client.query_one("SELECT pg_try_advisory_lock($1, $2)", &[&LEADER_LOCK.0, &LEADER_LOCK.1]),
@@ -278,6 +345,7 @@ impl Scheduler {
             tracing::debug!("another driver holds the leader lock; standing by");
         }
         self.metrics.leader.store(got, Relaxed);
+        self.metrics.leader_seen.store(!got, Relaxed);
         Ok(got)
     }
 
@@ -285,14 +353,33 @@ impl Scheduler {
         match self.ensure_leadership().await {
             Ok(true) => {}
             Ok(false) => return Tick::Done,
-            Err(e) => return Tick::Unavailable(e),
+            Err(e) => {
+                self.metrics.leader_seen.store(false, Relaxed);
+                return Tick::Unavailable(e);
+            }
         }
         // the leader's own dedicated connection: never waits for the HTTP pool
         let Some(client) = self.leader_conn.as_mut() else {
             return Tick::Unavailable(DbError::Unavailable("no leader connection".into()));
         };
         let cycle = run_cycle(client, self.cfg.assignment_timeout, self.cfg.step_timeouts).await;
-        self.record(&cycle).await
+        let tick = self.record(&cycle).await;
+        if let Some((step, e)) = cycle.rights_error() {
+            // this role may not run the market: let a driver that may lead (other failures,
+            // which every driver would meet alike, never make a leader step down)
+            let why = format!(
+                "stepped down: {step} failed with SQLSTATE {} ({}); this role lacks the operator grants. \
+                 It retries in {} s.",
+                e.code().unwrap_or("?"),
+                e.message(),
+                hold_off(self.cfg.interval).as_secs()
+            );
+            tracing::error!(reason = %why, "releasing leadership after a privilege error");
+            self.metrics.set_not_leading(Some(why));
+            self.release_leadership().await;
+            self.hold_off_until = Some(Instant::now() + hold_off(self.cfg.interval));
+        }
+        tick
     }
 
     async fn record(&mut self, cycle: &Cycle) -> Tick {
