@@ -577,41 +577,6 @@ pub async fn price_to_win_value(client: &Client) -> Result<Value, DbError> {
     json_value(client, "SELECT compute_auction.price_to_win()", &[]).await
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unavailable_codes() {
-        for c in ["08006", "08001", "57P01", "57P03", "53300", "3D000", "28P01"] {
-            assert!(sqlstate_is_unavailable(c), "{c}");
-        }
-        for c in ["P0002", "22023", "23505", "42883", "40001", "57014", "XX000"] {
-            assert!(!sqlstate_is_unavailable(c), "{c}");
-        }
-    }
-
-    #[test]
-    fn config_defaults() {
-        let c = parse_config("postgres://u@localhost:5432/db").unwrap();
-        assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(5)));
-        assert_eq!(c.get_application_name(), Some(APPLICATION_NAME));
-        let c = parse_config("host=/tmp dbname=x connect_timeout=2 application_name=me").unwrap();
-        assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(2)));
-        assert_eq!(c.get_application_name(), Some("me"));
-        assert!(parse_config("postgres://u@h:notaport/db").is_err());
-    }
-
-    #[test]
-    fn error_display() {
-        let e = DbError::Sql { code: "P0002".into(), message: "no bid 7".into(), detail: None, hint: Some("h".into()) };
-        assert_eq!(e.to_string(), "no bid 7 (SQLSTATE P0002); hint: h");
-        assert_eq!(e.code(), Some("P0002"));
-        assert!(!e.is_unavailable());
-        assert!(DbError::Unavailable("x".into()).is_unavailable());
-    }
-}
-
 /// The functions a leading driver calls each cycle (and while degraded): it must hold EXECUTE on
 /// every one, and USAGE on the schema, before it takes the leader lock.
 pub const LEADER_FUNCTIONS: [&str; 5] = [
@@ -657,4 +622,39 @@ pub async fn missing_rights(client: &Client) -> Result<Vec<String>, DbError> {
 /// function it cannot see): the leader then steps down, so that another driver can lead.
 pub fn is_rights_error(e: &DbError) -> bool {
     matches!(e.code(), Some("42501") | Some("42883"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unavailable_codes() {
+        for c in ["08006", "08001", "57P01", "57P03", "53300", "3D000", "28P01"] {
+            assert!(sqlstate_is_unavailable(c), "{c}");
+        }
+        for c in ["P0002", "22023", "23505", "42883", "40001", "57014", "XX000"] {
+            assert!(!sqlstate_is_unavailable(c), "{c}");
+        }
+    }
+
+    #[test]
+    fn config_defaults() {
+        let c = parse_config("postgres://u@localhost:5432/db").unwrap();
+        assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(5)));
+        assert_eq!(c.get_application_name(), Some(APPLICATION_NAME));
+        let c = parse_config("host=/tmp dbname=x connect_timeout=2 application_name=me").unwrap();
+        assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(2)));
+        assert_eq!(c.get_application_name(), Some("me"));
+        assert!(parse_config("postgres://u@h:notaport/db").is_err());
+    }
+
+    #[test]
+    fn error_display() {
+        let e = DbError::Sql { code: "P0002".into(), message: "no bid 7".into(), detail: None, hint: Some("h".into()) };
+        assert_eq!(e.to_string(), "no bid 7 (SQLSTATE P0002); hint: h");
+        assert_eq!(e.code(), Some("P0002"));
+        assert!(!e.is_unavailable());
+        assert!(DbError::Unavailable("x".into()).is_unavailable());
+    }
 }
