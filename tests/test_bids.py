@@ -33,7 +33,7 @@ def test_place_bid_escrows_with_a_ledger_row_and_defaults(market):
     row = market.bid_row(bid_id)
     assert (row["bidder_id"], row["task_id"], row["max_price_tokens"], row["status"]) == ("a", "task-1", 400, "open")
     assert row["expected_value_usd"] is None
-    assert row["ttl_at"] - row["placed_at"] == timedelta(minutes=15)  # NULL ttl_at: now() + 15 minutes
+    assert row["ttl_at"] - row["placed_at"] == timedelta(minutes=15)  # NULL ttl_at: 15 minutes after placed_at
     assert row["last_result"] is None
     assert market.balance("a") == (600, 400)
     (entry,) = market.ledger_for_bid(bid_id)

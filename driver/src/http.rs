@@ -526,8 +526,10 @@ mod tests {
         let (status, _, body) = get("/healthz").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         let v: Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(v["status"], "unavailable");
+        // a driver that never reached the database leads nothing and saw no leader
+        assert_eq!(v["status"], "no_leader");
         assert_eq!(v["leader"], false);
+        assert!(v["reason"].as_str().is_some_and(|r| !r.is_empty()), "{body}");
     }
 
     #[tokio::test]

@@ -15,11 +15,16 @@ use crate::ledger::{self, Entry};
 use crate::spi;
 use crate::times;
 
-/// Takes the task lock and resolves the TTL: (ttl_at, ttl in range).
+/// Takes the task lock, then reads the clock: (ttl_at, ttl in range, placed_at). The bid's time
+/// priority (`placed_at`) is that moment, `clock_timestamp()`, not its transaction's start, so
+/// holding a transaction open before bidding gains nothing; the default TTL is 15 minutes from it.
 const TASK_LOCK_AND_TTL: &str = "
-SELECT coalesce($3, now() + interval '15 minutes'),
-       ($3 IS NULL OR ($3 > now() AND $3 <= now() + interval '30 days'))
-  FROM (SELECT pg_catalog.pg_advisory_xact_lock($1, pg_catalog.hashtext($2))) AS l";
+SELECT coalesce($3, t + interval '15 minutes'),
+       ($3 IS NULL OR ($3 > now() AND $3 <= now() + interval '30 days')),
+       t
+  FROM (SELECT pg_catalog.clock_timestamp() AS t
+          FROM (SELECT pg_catalog.pg_advisory_xact_lock($1, pg_catalog.hashtext($2))) AS l
+        OFFSET 0) AS x";
 
 /// The task's live bid, read without a lock: it may be another bidder's.
 const LIVE_BID: &str = "
@@ -34,13 +39,12 @@ SELECT status, max_price_tokens
  WHERE id = $1
    FOR UPDATE";
 
-/// A bid's time priority (`placed_at`) is the moment place_bid ran, `clock_timestamp()`, not its
-/// transaction's start: holding a transaction open before bidding gains nothing.
+/// $6: placed_at, the moment place_bid ran (TASK_LOCK_AND_TTL).
 const INSERT_BID: &str = "
 WITH b AS (
     INSERT INTO compute_auction.compute_auction_bids
            (bidder_id, task_id, max_price_tokens, expected_value_usd, ttl_at, placed_at)
-    VALUES ($1, $2, $3, $4, $5, pg_catalog.clock_timestamp())
+    VALUES ($1, $2, $3, $4, $5, $6)
  RETURNING id
 ), c AS (
     INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT 1 FROM b
@@ -52,7 +56,7 @@ UPDATE compute_auction.compute_auction_bids
    SET max_price_tokens   = $2,
        expected_value_usd = $3,
        ttl_at             = $4,
-       placed_at          = CASE WHEN max_price_tokens = $2 THEN placed_at ELSE pg_catalog.clock_timestamp() END,
+       placed_at          = CASE WHEN max_price_tokens = $2 THEN placed_at ELSE $5 END,
        last_result        = NULL,
        updated_at         = now()
  WHERE id = $1";
@@ -135,11 +139,12 @@ pub fn place(
     let t = spi::run(c, TASK_LOCK_AND_TTL, &[spi::LOCK_CLASS_TASK.into(), task.into(), ttl_at.into()]);
     let row = t.first();
     let ttl: TimestampWithTimeZone = spi::get_req(&row, 1);
+    let placed_at: TimestampWithTimeZone = spi::get_req(&row, 3);
     if !spi::get_req::<bool>(&row, 2) {
         errors::raise(
             Code::ERRCODE_INVALID_PARAMETER_VALUE,
             "ttl_at must be in the future and at most 30 days ahead",
-            Some("Pass NULL for the default of now() + 15 minutes."),
+            Some("Pass NULL for the default: 15 minutes after the bid is placed."),
         );
     }
 
@@ -170,13 +175,14 @@ pub fn place(
 
     let (id, what) = match existing {
         None => {
-            let args: [DatumWithOid<'_>; 5] = [bidder.into(), task.into(), price.into(), ev.into(), ttl.into()];
+            let args: [DatumWithOid<'_>; 6] =
+                [bidder.into(), task.into(), price.into(), ev.into(), ttl.into(), placed_at.into()];
             let id = spi::first::<i64>(spi::run(c, INSERT_BID, &args), 1)
                 .unwrap_or_else(|| errors::internal("insert bid returned nothing"));
             (id, Placed::New)
         }
         Some((id, ..)) => {
-            let args: [DatumWithOid<'_>; 4] = [id.into(), price.into(), ev.into(), ttl.into()];
+            let args: [DatumWithOid<'_>; 5] = [id.into(), price.into(), ev.into(), ttl.into(), placed_at.into()];
             spi::run(c, REPLACE_BID, &args);
             (id, Placed::Replaced)
         }

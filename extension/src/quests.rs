@@ -94,7 +94,7 @@ fn submit_bids_for_task_arrays(
             errors::raise(
                 Code::ERRCODE_INVALID_PARAMETER_VALUE,
                 "ttl_at must be in the future and at most 30 days ahead",
-                Some("Pass NULL for the default of now() + 15 minutes."),
+                Some("Pass NULL for the default: 15 minutes after the bid is placed."),
             );
         }
     }
