@@ -591,7 +591,7 @@ pub const LEADER_FUNCTIONS: [&str; 5] = [
 /// when it may lead. A function that does not exist counts as lacking (the extension is missing
 /// or older); the check itself never fails on that.
 pub async fn missing_rights(client: &Client) -> Result<Vec<String>, DbError> {
-    let fns: Vec<String> = LEADER_FUNCTIONS.iter().map(|s| s.to_string()).collect();
+    let fns: &[&str] = &LEADER_FUNCTIONS;
     let rows = client
         .query(
             "SELECT f, p IS NOT NULL AND pg_catalog.has_function_privilege(current_user, p, 'EXECUTE')

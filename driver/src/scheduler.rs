@@ -76,29 +76,24 @@ pub struct Cycle {
 }
 
 impl Cycle {
-    /// The first "database unreachable" error of the cycle, if any.
-    pub fn unavailable(&self) -> Option<&DbError> {
-        [
-            self.refunds.as_ref().err(),
-            self.aborted.as_ref().err(),
-            self.applied.as_ref().err(),
-            self.clear.as_ref().err(),
-        ]
-        .into_iter()
-        .flatten()
-        .find(|e| e.is_unavailable())
-    }
-
-    /// The first step that failed for lack of rights (42501, 42883), if any.
-    pub fn rights_error(&self) -> Option<(&'static str, &DbError)> {
+    /// Each step's name and its error, if it failed, in the order the steps run.
+    pub fn step_errors(&self) -> [(&'static str, Option<&DbError>); 4] {
         [
             ("refund_unfilled", self.refunds.as_ref().err()),
             ("abort_stale", self.aborted.as_ref().err()),
             ("apply_pending", self.applied.as_ref().err()),
             ("clear_round", self.clear.as_ref().err()),
         ]
-        .into_iter()
-        .find_map(|(step, e)| e.filter(|e| db::is_rights_error(e)).map(|e| (step, e)))
+    }
+
+    /// The first "database unreachable" error of the cycle, if any.
+    pub fn unavailable(&self) -> Option<&DbError> {
+        self.step_errors().into_iter().find_map(|(_, e)| e.filter(|e| e.is_unavailable()))
+    }
+
+    /// The first step that failed for lack of rights (42501, 42883), if any.
+    pub fn rights_error(&self) -> Option<(&'static str, &DbError)> {
+        self.step_errors().into_iter().find_map(|(step, e)| e.filter(|e| db::is_rights_error(e)).map(|e| (step, e)))
     }
 
     /// The JSON printed by the `clear` subcommand.
@@ -314,7 +309,6 @@ impl Scheduler {
                 tracing::error!(reason = %why, "not leading: missing grants");
             }
             self.metrics.leader_seen.store(false, Relaxed);
-            self.metrics.leader.store(false, Relaxed);
             return Ok(false);
         }
         if self.metrics.set_not_leading(None) {
@@ -384,12 +378,7 @@ impl Scheduler {
 
     async fn record(&mut self, cycle: &Cycle) -> Tick {
         let m = &self.metrics;
-        for (step, r) in [
-            ("refund_unfilled", cycle.refunds.as_ref().err()),
-            ("abort_stale", cycle.aborted.as_ref().err()),
-            ("apply_pending", cycle.applied.as_ref().err()),
-            ("clear_round", cycle.clear.as_ref().err()),
-        ] {
+        for (step, r) in cycle.step_errors() {
             if let Some(e) = r.filter(|e| is_timeout(e)) {
                 m.step_timeouts.fetch_add(1, Relaxed);
                 tracing::warn!(step, error = %e, "cycle step timed out and was rolled back; retried next interval");

@@ -10,7 +10,9 @@
 
 use pgrx::spi::SpiClient;
 
-use crate::errors::{self, Code};
+use compute_auction_core::validate;
+
+use crate::errors::{self, Code, OrRaise};
 use crate::spi;
 
 /// The SQL test that the session is an operator: it holds EXECUTE on `deposit` in this database.
@@ -92,5 +94,30 @@ pub fn role_oid(c: &mut SpiClient<'_>, arg: &str, name: &str) -> i64 {
             format!("{arg} {name:?} is not a role of this cluster"),
             Some("Create the role first (CREATE ROLE), then name it."),
         ),
+    }
+}
+
+/// Names (or, with None, clears) the role stored with one row, the one rule for owners and
+/// runners: the role name must be a valid id (22023/22001), `exists` ($1: the row's id) must
+/// find the row (P0002 `what`), the role must exist (22023), then `update` ($1 id, $2 name,
+/// $3 OID as bigint) stores its name and OID.
+pub fn name_role(
+    c: &mut SpiClient<'_>,
+    what: &str,
+    id: &str,
+    arg: &'static str,
+    role: Option<&str>,
+    exists: &'static str,
+    update: &'static str,
+) {
+    if let Some(r) = role {
+        validate::id(arg, r).or_raise();
+    }
+    if spi::run(c, exists, &[id.into()]).is_empty() {
+        errors::not_found(what, id);
+    }
+    let oid = role.map(|r| role_oid(c, arg, r));
+    if spi::run(c, update, &[id.into(), role.into(), oid.into()]).is_empty() {
+        errors::not_found(what, id);
     }
 }

@@ -360,24 +360,17 @@ SELECT (a.balance_tokens + coalesce(sum(p.delta_balance), 0))::bigint,
 #[search_path(pg_catalog, @extschema@, pg_temp)]
 fn set_account_owner(account_id: Option<&str>, owner_role: Option<&str>) {
     let account = check_id("account_id", account_id);
-    if let Some(r) = owner_role {
-        validate::id("owner_role", r).or_raise();
-    }
     spi::with(|c| {
-        let t = spi::run(c, "SELECT 1 FROM compute_auction.token_accounts WHERE account_id = $1", &[account.into()]);
-        if t.is_empty() {
-            errors::not_found("account", account);
-        }
-        let owner_oid = owner_role.map(|r| authority::role_oid(c, "owner_role", r));
-        let t = spi::run(
+        authority::name_role(
             c,
+            "account",
+            account,
+            "owner_role",
+            owner_role,
+            "SELECT 1 FROM compute_auction.token_accounts WHERE account_id = $1",
             "UPDATE compute_auction.token_accounts
                 SET owner_role = $2, owner_oid = $3::pg_catalog.oid::pg_catalog.regrole, updated_at = now()
               WHERE account_id = $1 RETURNING 1",
-            &[account.into(), owner_role.into(), owner_oid.into()],
-        );
-        if t.is_empty() {
-            errors::not_found("account", account);
-        }
+        )
     })
 }

@@ -66,25 +66,18 @@ fn offer_slot(
 #[search_path(pg_catalog, @extschema@, pg_temp)]
 fn set_slot_runner(slot_id: Option<&str>, runner_role: Option<&str>) {
     let slot = check_id("slot_id", slot_id);
-    if let Some(r) = runner_role {
-        validate::id("runner_role", r).or_raise();
-    }
     spi::with(|c| {
-        let t = spi::run(c, "SELECT 1 FROM compute_auction.compute_slots WHERE slot_id = $1", &[slot.into()]);
-        if t.is_empty() {
-            errors::not_found("slot", slot);
-        }
-        let runner_oid = runner_role.map(|r| authority::role_oid(c, "runner_role", r));
-        let t = spi::run(
+        authority::name_role(
             c,
+            "slot",
+            slot,
+            "runner_role",
+            runner_role,
+            "SELECT 1 FROM compute_auction.compute_slots WHERE slot_id = $1",
             "UPDATE compute_auction.compute_slots
                 SET runner_role = $2, runner_oid = $3::pg_catalog.oid::pg_catalog.regrole, updated_at = now()
               WHERE slot_id = $1 RETURNING 1",
-            &[slot.into(), runner_role.into(), runner_oid.into()],
-        );
-        if t.is_empty() {
-            errors::not_found("slot", slot);
-        }
+        )
     })
 }
 
