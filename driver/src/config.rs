@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use compute_auction_core::limits::MAX_ORDER_BOOK_DEPTH;
 
 /// Keeps a compute_auction market running: clears rounds on a schedule and
 /// serves the market's JSON API and the /resources dashboard.
@@ -80,8 +81,9 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
 
     /// Largest `depth` accepted by GET /api/compute-auction/order-book
-    /// (larger values get a 400). At most 10000, the extension's own limit.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    /// (larger values get a 400). At most 10000, the extension's own limit
+    /// (compute_auction_core::limits::MAX_ORDER_BOOK_DEPTH).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_ORDER_BOOK_DEPTH)))]
     pub order_book_max_depth: u32,
 
     /// After this many consecutive failed clear_round calls the market is

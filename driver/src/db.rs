@@ -6,14 +6,15 @@ use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use compute_auction_core::limits::locks;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use serde::Serialize;
 use serde_json::Value;
 use tokio_postgres::{Client, NoTls, Transaction};
 
-/// Session-level advisory lock held by the leading driver (classid, objid).
-/// clear_round itself takes the transaction-level lock (1128355139, 1).
-pub const LEADER_LOCK: (i32, i32) = (1_128_355_139, 2);
+/// Session-level advisory lock held by the leading driver (classid, objid); the key space is
+/// `compute_auction_core::limits::locks`, shared with the extension.
+pub const LEADER_LOCK: (i32, i32) = (locks::CLASS, locks::DRIVER_LEADER);
 
 pub const APPLICATION_NAME: &str = "compute-auction-driver";
 

@@ -17,6 +17,8 @@ use deadpool_postgres::{Object, Pool};
 use serde_json::{json, Value};
 use tokio::time::timeout;
 
+use compute_auction_core::limits::MAX_ORDER_BOOK_DEPTH;
+
 use crate::dashboard;
 use crate::db::{self, DbError};
 use crate::metrics::Metrics;
@@ -134,8 +136,8 @@ fn query_map(q: Result<Query<HashMap<String, String>>, QueryRejection>) -> Resul
 
 /// `depth`: an integer in 0..=max; absent means min(100, max).
 pub fn parse_depth(raw: Option<&str>, max: u32) -> Result<i32, ApiError> {
-    let max = max.min(10_000);
-    // max <= 10,000 fits an i32
+    let max = max.min(MAX_ORDER_BOOK_DEPTH.unsigned_abs());
+    // max <= MAX_ORDER_BOOK_DEPTH fits an i32
     let Some(raw) = raw else { return Ok(i32::try_from(DEFAULT_DEPTH.min(max)).unwrap_or(i32::MAX)) };
     let msg = || ApiError::bad_request(format!("depth must be an integer between 0 and {max}"));
     let v: i64 = raw.trim().parse().map_err(|_| msg())?;

@@ -5,5 +5,6 @@
 //! database, and every token amount is an `i64` handled with checked arithmetic.
 
 pub mod clearing;
+pub mod limits;
 pub mod tokens;
 pub mod validate;

@@ -3,8 +3,7 @@
 
 use std::fmt;
 
-/// Longest id (account, task, slot) accepted, in characters.
-pub const MAX_ID_CHARS: usize = 256;
+pub use crate::limits::MAX_ID_CHARS;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Invalid {

@@ -1,0 +1,78 @@
+//! The market's shared numbers, each defined once: the extension, its tests and the driver read
+//! them from here. Where SQL DDL must repeat one (a CHECK constraint), a test reads the DDL and
+//! checks that it matches (tests/test_code_health.py).
+
+/// Longest id (account, task, slot, quest, idempotency key) accepted, in characters. The
+/// `length(...) BETWEEN 1 AND 256` CHECKs of sql/schema.sql repeat it.
+pub const MAX_ID_CHARS: usize = 256;
+
+/// A bid placed without `ttl_at` expires this many seconds after it was placed (15 minutes).
+pub const BID_TTL_DEFAULT_SECS: i64 = 15 * 60;
+
+/// The latest `ttl_at` a bid may ask for, in seconds after now() (30 days).
+pub const BID_TTL_MAX_SECS: i64 = 30 * 86_400;
+
+/// How [`BID_TTL_DEFAULT_SECS`] and [`BID_TTL_MAX_SECS`] read in an error message or hint.
+pub const BID_TTL_DEFAULT_TEXT: &str = "15 minutes";
+pub const BID_TTL_MAX_TEXT: &str = "30 days";
+
+/// The largest `depth` order_book accepts; the driver's `--order-book-max-depth` is capped by it.
+pub const MAX_ORDER_BOOK_DEPTH: i32 = 10_000;
+
+/// The largest `max_rounds` stats accepts.
+pub const MAX_STATS_ROUNDS: i32 = 100_000;
+
+/// The largest `buckets` price_history accepts.
+pub const MAX_PRICE_BUCKETS: i32 = 10_000;
+
+/// At most this many tasks per submit_bids_for_tasks call (54000 beyond it): one call holds one
+/// advisory lock per task until it commits, and the cluster's shared lock table is finite.
+pub const MAX_TASKS_PER_CALL: usize = 1000;
+
+/// The advisory-lock key space (two-int4 form). Every advisory lock the extension or the driver
+/// takes is listed here; docs/CONCURRENCY.md gives the order they are taken in.
+pub mod locks {
+    /// Key space of the extension's advisory locks: "CAUC".
+    pub const CLASS: i32 = 0x4341_5543;
+    /// (CLASS, CLEARING): transaction lock that serializes clear_round (and run_cycle) calls.
+    pub const CLEARING: i32 = 1;
+    /// (CLASS, DRIVER_LEADER): session lock held by the leading driver; the extension never
+    /// takes it.
+    pub const DRIVER_LEADER: i32 = 2;
+    /// (CLASS_TASK, hashtext(task_id)): per-task transaction locks of place_bid and
+    /// submit_bids_for_tasks.
+    pub const CLASS_TASK: i32 = CLASS + 1;
+    /// (CLASS_DAY, day - 2000-01-01): per-day transaction lock of allocate_proportional.
+    pub const CLASS_DAY: i32 = CLASS + 2;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// "15 minutes" -> 900: the texts say what the numbers are.
+    fn seconds(text: &str) -> i64 {
+        let (n, unit) = text.split_once(' ').unwrap();
+        let n: i64 = n.parse().unwrap();
+        n * match unit {
+            "minutes" => 60,
+            "days" => 86_400,
+            other => panic!("unit {other}"),
+        }
+    }
+
+    #[test]
+    fn ttl_texts_match_their_numbers() {
+        assert_eq!(seconds(BID_TTL_DEFAULT_TEXT), BID_TTL_DEFAULT_SECS);
+        assert_eq!(seconds(BID_TTL_MAX_TEXT), BID_TTL_MAX_SECS);
+    }
+
+    #[test]
+    fn lock_classes_are_distinct() {
+        let keys = [(locks::CLASS, locks::CLEARING), (locks::CLASS, locks::DRIVER_LEADER)];
+        assert_ne!(keys[0], keys[1]);
+        assert_ne!(locks::CLASS_TASK, locks::CLASS);
+        assert_ne!(locks::CLASS_DAY, locks::CLASS_TASK);
+        assert_eq!(locks::CLASS, 1_128_355_139);
+    }
+}
