@@ -83,6 +83,8 @@ GRANT EXECUTE ON FUNCTION
     compute_auction.abort_slot(text, text),
     compute_auction.apply_pending(),
     compute_auction.allocate_proportional(date, bigint, jsonb, text),
+    compute_auction.allocate_fallback(date, bigint, text),
+    compute_auction.clear_round_summary(timestamptz),
     compute_auction.schedule_clearing(text),
     compute_auction.unschedule_clearing(),
     compute_auction.audit(),

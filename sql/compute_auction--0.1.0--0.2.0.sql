@@ -394,6 +394,62 @@ ALTER FUNCTION compute_auction.submit_bids_for_tasks(text, jsonb, double precisi
     SET lock_timeout = '1s';
 
 ---------------------------------------------------------------------------------------------
+-- 2.6 Issue 18, one home for each rule: the tokens-refunded counter beside the open-bid count
+--     (market_summary's tokens_refunded_total), clear_round_summary (a round and its winners in
+--     one call), and allocate_fallback (the fallback's per-quest weighting, moved out of the
+--     driver).
+---------------------------------------------------------------------------------------------
+ALTER TABLE compute_auction.open_bid_count ADD COLUMN tokens_refunded bigint NOT NULL DEFAULT 0;
+ALTER TABLE compute_auction.open_bid_count_deltas ADD COLUMN tokens_refunded bigint NOT NULL DEFAULT 0;
+-- the refunds made before the counter existed, as one delta the next round folds
+INSERT INTO compute_auction.open_bid_count_deltas (delta, tokens_refunded)
+SELECT 0, sum(delta_balance) FROM compute_auction.token_ledger
+ WHERE entry_kind = 'refund' HAVING sum(delta_balance) <> 0;
+
+CREATE FUNCTION compute_auction."clear_round_summary"(
+	"now" timestamp with time zone DEFAULT now() /* Option < TimestampWithTimeZone > */
+) RETURNS jsonb /* pgrx :: JsonB */
+SECURITY DEFINER
+SET search_path TO pg_catalog, compute_auction, pg_temp
+LANGUAGE c /* Rust */
+AS 'compute_auction-0.2.0', 'clear_round_summary_wrapper';
+REVOKE ALL ON FUNCTION compute_auction.clear_round_summary(timestamptz) FROM PUBLIC;
+
+-- as sql/quests.sql defines it
+CREATE FUNCTION compute_auction.allocate_fallback(
+    day                 date,
+    daily_budget_tokens bigint,
+    source              text DEFAULT 'fallback'
+) RETURNS TABLE (quest_id text, allocated_tokens bigint)
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, compute_auction, pg_temp
+AS $fn$
+    SELECT a.quest_id, a.allocated_tokens
+      FROM compute_auction.allocate_proportional(day, daily_budget_tokens, (
+               SELECT coalesce(pg_catalog.jsonb_agg(
+                          pg_catalog.jsonb_build_object('quest_id', q.bidder_id, 'expected_value', q.ev)
+                          ORDER BY q.bidder_id), '[]'::jsonb)
+                 FROM (SELECT b.bidder_id, coalesce(sum(b.expected_value_usd), 0) AS ev
+                         FROM compute_auction.compute_auction_bids AS b
+                         JOIN compute_auction.token_accounts AS t ON t.account_id = b.bidder_id
+                        WHERE b.status = 'open' AND t.kind = 'quest'
+                        GROUP BY b.bidder_id) AS q), source) AS a
+$fn$;
+REVOKE ALL ON FUNCTION compute_auction.allocate_fallback(date, bigint, text) FROM PUBLIC;
+
+-- what docs/roles.sql grants, for the documented roles when they exist
+DO $grant$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'compute_auction_operator') THEN
+        GRANT EXECUTE ON FUNCTION compute_auction.clear_round_summary(timestamptz),
+                                  compute_auction.allocate_fallback(date, bigint, text)
+           TO compute_auction_operator;
+    END IF;
+END
+$grant$;
+
+---------------------------------------------------------------------------------------------
 -- 3. Checks, last: no function of the extension is left on another release's library.
 ---------------------------------------------------------------------------------------------
 DO $check$

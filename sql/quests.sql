@@ -88,5 +88,29 @@ BEGIN
 END
 $fn$;
 
+-- The fallback when the auction fails: today's budget split over the quests in proportion to
+-- their backlog's worth, the summed expected_value_usd of each quest account's open bids (the
+-- weighting is the extension's, so every scheduler splits alike).
+CREATE FUNCTION compute_auction.allocate_fallback(
+    day                 date,
+    daily_budget_tokens bigint,
+    source              text DEFAULT 'fallback'
+) RETURNS TABLE (quest_id text, allocated_tokens bigint)
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, compute_auction, pg_temp
+AS $fn$
+    SELECT a.quest_id, a.allocated_tokens
+      FROM compute_auction.allocate_proportional(day, daily_budget_tokens, (
+               SELECT coalesce(pg_catalog.jsonb_agg(
+                          pg_catalog.jsonb_build_object('quest_id', q.bidder_id, 'expected_value', q.ev)
+                          ORDER BY q.bidder_id), '[]'::jsonb)
+                 FROM (SELECT b.bidder_id, coalesce(sum(b.expected_value_usd), 0) AS ev
+                         FROM compute_auction.compute_auction_bids AS b
+                         JOIN compute_auction.token_accounts AS t ON t.account_id = b.bidder_id
+                        WHERE b.status = 'open' AND t.kind = 'quest'
+                        GROUP BY b.bidder_id) AS q), source) AS a
+$fn$;
+
 -- The array forms are internal: only these wrappers (running as the owner) call them; the
 -- documented role grants (docs/roles.sql) never grant them.

@@ -151,16 +151,19 @@ CREATE UNIQUE INDEX compute_auction_bids_live_task_idx
 CREATE INDEX compute_auction_bids_bidder_idx
     ON compute_auction.compute_auction_bids (bidder_id) WHERE status IN ('open', 'won');
 
--- Open-bid count without scanning the book and without a hot counter row: writers append
--- +n/-n deltas (no row locks, no contention); clear_round folds them into the single base row
--- under its clearing lock.
+-- The market's counters without scanning the book or the ledger and without a hot counter
+-- row: the open-bid count and the tokens refunded so far (ledger entries of kind 'refund').
+-- Writers append deltas (no row locks, no contention); clear_round folds them into the single
+-- base row under its clearing lock.
 CREATE TABLE compute_auction.open_bid_count (
     id        int    PRIMARY KEY CHECK (id = 1),
-    open_bids bigint NOT NULL
+    open_bids bigint NOT NULL,
+    tokens_refunded bigint NOT NULL DEFAULT 0
 );
 -- (the base row is created by the first clear_round, so a restored dump never collides with it)
 CREATE TABLE compute_auction.open_bid_count_deltas (
-    delta bigint NOT NULL
+    delta bigint NOT NULL,
+    tokens_refunded bigint NOT NULL DEFAULT 0
 );
 
 ---------------------------------------------------------------------------------------------

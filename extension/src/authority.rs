@@ -12,7 +12,7 @@ use pgrx::spi::SpiClient;
 
 use compute_auction_core::validate;
 
-use crate::errors::{self, Code, OrRaise};
+use crate::errors::Code;
 use crate::spi;
 
 /// The SQL test that the session is an operator: it holds EXECUTE on `deposit` in this database.
@@ -78,8 +78,8 @@ const ROLE_OID: &str = "SELECT oid::pg_catalog.int8 FROM pg_catalog.pg_roles WHE
 /// it (42501): claim_slot, settle and abort_slot call it before they lock the slot's rows.
 pub fn check_may_run(c: &mut SpiClient<'_>, slot: &str) {
     match spi::first::<bool>(spi::run(c, MAY_RUN, &[slot.into()]), 1) {
-        None => errors::not_found("slot", slot),
-        Some(false) => errors::not_runner(slot),
+        None => not_found!("slot", slot),
+        Some(false) => not_runner!(slot),
         Some(true) => {}
     }
 }
@@ -89,7 +89,7 @@ pub fn check_may_run(c: &mut SpiClient<'_>, slot: &str) {
 pub fn role_oid(c: &mut SpiClient<'_>, arg: &str, name: &str) -> i64 {
     match spi::first::<i64>(spi::run(c, ROLE_OID, &[name.into()]), 1) {
         Some(oid) => oid,
-        None => errors::raise(
+        None => raise!(
             Code::ERRCODE_INVALID_PARAMETER_VALUE,
             format!("{arg} {name:?} is not a role of this cluster"),
             Some("Create the role first (CREATE ROLE), then name it."),
@@ -111,13 +111,13 @@ pub fn name_role(
     update: &'static str,
 ) {
     if let Some(r) = role {
-        validate::id(arg, r).or_raise();
+        or_raise!(validate::id(arg, r));
     }
     if spi::run(c, exists, &[id.into()]).is_empty() {
-        errors::not_found(what, id);
+        not_found!(what, id);
     }
     let oid = role.map(|r| role_oid(c, arg, r));
     if spi::run(c, update, &[id.into(), role.into(), oid.into()]).is_empty() {
-        errors::not_found(what, id);
+        not_found!(what, id);
     }
 }

@@ -6,31 +6,38 @@
 //! lock, and authority is checked before anything is locked. Every wait is bounded by the
 //! function's `lock_timeout` (sql/finalize.sql): 55P03, retry.
 
-use compute_auction_core::validate;
+use compute_auction_core::book::BidStatus;
+use compute_auction_core::limits::{self, locks};
+use compute_auction_core::{bid_status_sql, validate};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 
-use crate::errors::{self, Code, OrRaise};
-use crate::ledger::{self, Entry};
+use crate::book;
+use crate::errors::Code;
+use crate::ledger;
 use crate::spi;
 use crate::times;
 
 /// Takes the task lock, then reads the clock: (ttl_at, ttl in range, placed_at). The bid's time
 /// priority (`placed_at`) is that moment, `clock_timestamp()`, not its transaction's start, so
-/// holding a transaction open before bidding gains nothing; the default TTL is 15 minutes from it.
+/// holding a transaction open before bidding gains nothing; the default TTL ($4) counts from it.
+/// $5: the longest TTL.
 const TASK_LOCK_AND_TTL: &str = "
-SELECT coalesce($3, t + interval '15 minutes'),
-       ($3 IS NULL OR ($3 > now() AND $3 <= now() + interval '30 days')),
+SELECT coalesce($3, t + $4),
+       ($3 IS NULL OR ($3 > now() AND $3 <= now() + $5)),
        t
   FROM (SELECT pg_catalog.clock_timestamp() AS t
           FROM (SELECT pg_catalog.pg_advisory_xact_lock($1, pg_catalog.hashtext($2))) AS l
         OFFSET 0) AS x";
 
 /// The task's live bid, read without a lock: it may be another bidder's.
-const LIVE_BID: &str = "
+const LIVE_BID: &str = concat!(
+    "
 SELECT id, bidder_id, status, max_price_tokens
   FROM compute_auction.compute_auction_bids
- WHERE task_id = $1 AND status IN ('open', 'won')";
+ WHERE task_id = $1 AND status IN ",
+    bid_status_sql!(live)
+);
 
 /// The bidder's own live bid, locked and re-read (a round may have just made it won).
 const LOCK_OWN_BID: &str = "
@@ -38,28 +45,6 @@ SELECT status, max_price_tokens
   FROM compute_auction.compute_auction_bids
  WHERE id = $1
    FOR UPDATE";
-
-/// $6: placed_at, the moment place_bid ran (TASK_LOCK_AND_TTL).
-const INSERT_BID: &str = "
-WITH b AS (
-    INSERT INTO compute_auction.compute_auction_bids
-           (bidder_id, task_id, max_price_tokens, expected_value_usd, ttl_at, placed_at)
-    VALUES ($1, $2, $3, $4, $5, $6)
- RETURNING id
-), c AS (
-    INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT 1 FROM b
-)
-SELECT id FROM b";
-
-const REPLACE_BID: &str = "
-UPDATE compute_auction.compute_auction_bids
-   SET max_price_tokens   = $2,
-       expected_value_usd = $3,
-       ttl_at             = $4,
-       placed_at          = CASE WHEN max_price_tokens = $2 THEN placed_at ELSE $5 END,
-       last_result        = NULL,
-       updated_at         = now()
- WHERE id = $1";
 
 /// Places a bid for `task_id`, or replaces the bidder's own open bid on it in place (same id,
 /// escrow adjusted by the difference). Returns the bid id.
@@ -74,17 +59,26 @@ pub fn place_bid(
 ) -> i64 {
     let bidder = ledger::check_id("bidder_id", bidder_id);
     let task = ledger::check_id("task_id", task_id);
-    let price = validate::required("max_price_tokens", max_price_tokens).or_raise();
-    let price = validate::positive("max_price_tokens", price).or_raise();
+    let price = or_raise!(validate::required("max_price_tokens", max_price_tokens));
+    let price = or_raise!(validate::positive("max_price_tokens", price));
     if let Some(ev) = expected_value_usd {
-        validate::finite("expected_value_usd", ev).or_raise();
+        or_raise!(validate::finite("expected_value_usd", ev));
     }
     spi::with(|c| place(c, bidder, task, price, expected_value_usd, ttl_at).0)
 }
 
+/// 22023: the one message for a `ttl_at` out of range (place_bid, submit_bids_for_tasks).
+pub fn ttl_refused() -> ! {
+    raise!(
+        Code::ERRCODE_INVALID_PARAMETER_VALUE,
+        format!("ttl_at must be in the future and at most {} ahead", limits::BID_TTL_MAX_TEXT),
+        Some(&format!("Pass NULL for the default: {} after the bid is placed.", limits::BID_TTL_DEFAULT_TEXT)),
+    )
+}
+
 /// 55000: a won bid cannot be replaced.
 fn won_refused(task: &str, id: i64) -> ! {
-    errors::wrong_state(
+    wrong_state!(
         format!("task {task} was already won by bid {id}"),
         Some("A won bid cannot be replaced: settle or abort its slot first."),
     )
@@ -92,7 +86,7 @@ fn won_refused(task: &str, id: i64) -> ! {
 
 /// 55000: only open bids can be cancelled.
 fn not_open(id: i64, status: &str) -> ! {
-    errors::wrong_state(format!("bid {id} is {status}, not open"), Some("Only open bids can be cancelled."))
+    wrong_state!(format!("bid {id} is {status}, not open"), Some("Only open bids can be cancelled."))
 }
 
 /// What place_bid did.
@@ -123,29 +117,31 @@ pub fn place(
         let r = live.first();
         let (id, owner): (i64, String) = (spi::get_req(&r, 1), spi::get_req(&r, 2));
         if owner != bidder {
-            errors::raise(
+            raise!(
                 Code::ERRCODE_UNIQUE_VIOLATION,
                 format!("task {task} already has a live bid ({id}) by another bidder"),
                 Some("A task has at most one open or won bid."),
             );
         }
-        if spi::get_req::<String>(&r, 3) == "won" {
+        if book::status(&spi::get_req::<String>(&r, 3)) == BidStatus::Won {
             // refused before any lock: a won bid belongs to its slot's settlement now
             won_refused(task, id);
         }
         Some(id)
     };
 
-    let t = spi::run(c, TASK_LOCK_AND_TTL, &[spi::LOCK_CLASS_TASK.into(), task.into(), ttl_at.into()]);
-    let row = t.first();
+    let args: [DatumWithOid<'_>; 5] = [
+        locks::CLASS_TASK.into(),
+        task.into(),
+        ttl_at.into(),
+        times::seconds(limits::BID_TTL_DEFAULT_SECS).into(),
+        times::seconds(limits::BID_TTL_MAX_SECS).into(),
+    ];
+    let row = spi::run(c, TASK_LOCK_AND_TTL, &args).first();
     let ttl: TimestampWithTimeZone = spi::get_req(&row, 1);
     let placed_at: TimestampWithTimeZone = spi::get_req(&row, 3);
     if !spi::get_req::<bool>(&row, 2) {
-        errors::raise(
-            Code::ERRCODE_INVALID_PARAMETER_VALUE,
-            "ttl_at must be in the future and at most 30 days ahead",
-            Some("Pass NULL for the default: 15 minutes after the bid is placed."),
-        );
+        ttl_refused();
     }
 
     // Our own bid: lock it and read its current state under the task lock (a round may have
@@ -153,13 +149,13 @@ pub fn place(
     // placed after our read is refused by the unique index on live bids per task (23505).
     let existing = live_id.and_then(|id| {
         let own = spi::run(c, LOCK_OWN_BID, &[id.into()]).first();
-        let status: String = spi::get_req(&own, 1);
-        (status == "open" || status == "won").then(|| (id, status, spi::get_req::<i64>(&own, 2)))
+        let status = book::status(&spi::get_req::<String>(&own, 1));
+        status.is_live().then(|| (id, status, spi::get_req::<i64>(&own, 2)))
     });
     let old_price = match &existing {
         None => 0,
         Some((id, status, old)) => {
-            if status == "won" {
+            if *status == BidStatus::Won {
                 won_refused(task, *id);
             }
             *old
@@ -169,44 +165,17 @@ pub fn place(
     let acct = ledger::lock_owned(c, bidder);
     let diff = price - old_price; // both positive i64: cannot overflow
     if diff > acct.balance {
-        errors::insufficient_funds(bidder, diff, acct.balance);
+        insufficient_funds!(bidder, diff, acct.balance);
     }
-    compute_auction_core::tokens::add("held_tokens", acct.held, diff).or_raise();
+    or_raise!(compute_auction_core::tokens::add("held_tokens", acct.held, diff));
 
-    let (id, what) = match existing {
-        None => {
-            let args: [DatumWithOid<'_>; 6] =
-                [bidder.into(), task.into(), price.into(), ev.into(), ttl.into(), placed_at.into()];
-            let id = spi::first::<i64>(spi::run(c, INSERT_BID, &args), 1)
-                .unwrap_or_else(|| errors::internal("insert bid returned nothing"));
-            (id, Placed::New)
-        }
+    match existing {
+        None => (book::open(c, bidder, task, price, ev, ttl, placed_at), Placed::New),
         Some((id, ..)) => {
-            let args: [DatumWithOid<'_>; 5] = [id.into(), price.into(), ev.into(), ttl.into(), placed_at.into()];
-            spi::run(c, REPLACE_BID, &args);
+            book::replace(c, id, bidder, old_price, price, ev, ttl, placed_at);
             (id, Placed::Replaced)
         }
-    };
-    if diff != 0 {
-        let (kind, reason) = match (what, diff > 0) {
-            (Placed::New, _) => ("escrow", "bid placed"),
-            (Placed::Replaced, true) => ("escrow", "bid raised"),
-            (Placed::Replaced, false) => ("release", "bid lowered"),
-        };
-        ledger::post(
-            c,
-            &Entry {
-                account: bidder,
-                delta_balance: -diff,
-                delta_held: diff,
-                kind,
-                bid_id: Some(id),
-                reason: Some(reason),
-                ..Default::default()
-            },
-        );
     }
-    (id, what)
 }
 
 /// Whose bid it is and its state, read without a lock (it may be someone else's).
@@ -218,21 +187,11 @@ SELECT bidder_id, status, max_price_tokens
  WHERE id = $1
    FOR UPDATE";
 
-const CANCEL: &str = "
-WITH b AS (
-    UPDATE compute_auction.compute_auction_bids
-       SET status = 'cancelled', last_result = $2, updated_at = now()
-     WHERE id = $1
-), c AS (
-    INSERT INTO compute_auction.open_bid_count_deltas (delta) VALUES (-1)
-)
-SELECT 1";
-
 /// Cancels an open bid and releases its escrow. Returns the tokens released.
 #[pg_extern(security_definer)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
 fn cancel_bid(bid_id: Option<i64>) -> i64 {
-    let id = validate::required("bid_id", bid_id).or_raise();
+    let id = or_raise!(validate::required("bid_id", bid_id));
     spi::with(|c| cancel(c, id, "cancelled", true))
 }
 
@@ -243,24 +202,24 @@ pub fn cancel(c: &mut pgrx::spi::SpiClient<'_>, id: i64, why: &str, check_owner:
         // authority first, without a lock: a bid that is not ours is never locked
         let t = spi::run(c, BID_OWNER, &[id.into()]);
         if t.is_empty() {
-            errors::not_found("bid", &id.to_string());
+            not_found!("bid", &id.to_string());
         }
         let r = t.first();
         let (owner, status): (String, String) = (spi::get_req(&r, 1), spi::get_req(&r, 2));
         ledger::check_may_act(c, &owner);
-        if status != "open" {
+        if book::status(&status) != BidStatus::Open {
             not_open(id, &status); // refused before any lock
         }
     }
     let t = spi::run(c, LOCK_BID, &[id.into()]);
     if t.is_empty() {
-        errors::not_found("bid", &id.to_string());
+        not_found!("bid", &id.to_string());
     }
     let r = t.first();
     let bidder: String = spi::get_req(&r, 1);
     let status: String = spi::get_req(&r, 2);
     let price: i64 = spi::get_req(&r, 3);
-    if status != "open" {
+    if book::status(&status) != BidStatus::Open {
         not_open(id, &status);
     }
     if check_owner {
@@ -268,18 +227,6 @@ pub fn cancel(c: &mut pgrx::spi::SpiClient<'_>, id: i64, why: &str, check_owner:
     } else {
         ledger::lock(c, &bidder);
     }
-    spi::run(c, CANCEL, &[id.into(), why.into()]);
-    ledger::post(
-        c,
-        &Entry {
-            account: &bidder,
-            delta_balance: price,
-            delta_held: -price,
-            kind: "release",
-            bid_id: Some(id),
-            reason: Some(why),
-            ..Default::default()
-        },
-    );
+    book::cancel(c, id, &bidder, price, why);
     price
 }

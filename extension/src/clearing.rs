@@ -11,22 +11,27 @@ use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use compute_auction_core::clearing::{self as rule, RunnerUpReason, Slot};
-use compute_auction_core::{tokens, validate};
+use compute_auction_core::limits::locks;
+use compute_auction_core::{bid_status_sql, book_order_sql, tokens, validate};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
-use crate::errors::{self, Code, OrRaise};
+use crate::book;
+use crate::errors::Code;
 use crate::spi;
 use crate::times;
 
 const LOCK_CLEARING: &str = "SELECT pg_catalog.pg_advisory_xact_lock($1, $2)";
 
+/// Folds the counters' deltas (open bids, tokens refunded) into their base row.
 const FOLD_COUNT: &str = "
-WITH d AS (DELETE FROM compute_auction.open_bid_count_deltas RETURNING delta)
-INSERT INTO compute_auction.open_bid_count (id, open_bids)
-SELECT 1, coalesce(sum(delta), 0) FROM d
-ON CONFLICT (id) DO UPDATE SET open_bids = compute_auction.open_bid_count.open_bids + EXCLUDED.open_bids";
+WITH d AS (DELETE FROM compute_auction.open_bid_count_deltas RETURNING delta, tokens_refunded)
+INSERT INTO compute_auction.open_bid_count (id, open_bids, tokens_refunded)
+SELECT 1, coalesce(sum(delta), 0), coalesce(sum(tokens_refunded), 0) FROM d
+ON CONFLICT (id) DO UPDATE
+   SET open_bids       = compute_auction.open_bid_count.open_bids + EXCLUDED.open_bids,
+       tokens_refunded = compute_auction.open_bid_count.tokens_refunded + EXCLUDED.tokens_refunded";
 
 // SKIP LOCKED: a slot row another transaction holds (a runner's uncommitted settle, an
 // operator's offer) is not offered this round instead of being waited for.
@@ -40,36 +45,54 @@ SELECT slot_id, reserve_price_tokens, (extract(epoch FROM available_at) * 100000
 /// The top $2 bids of the book this round can lock, read after they were locked. Rows other
 /// transactions hold are passed over, never waited for; the lock is taken in book order, which
 /// cannot deadlock because nothing here waits.
-const LOCK_TOP: &str = "
+const LOCK_TOP: &str = concat!(
+    "
 SELECT id, max_price_tokens, task_id, bidder_id, (extract(epoch FROM placed_at) * 1000000)::bigint, placed_at
   FROM compute_auction.compute_auction_bids
- WHERE status = 'open' AND ttl_at > $1
- ORDER BY max_price_tokens DESC, placed_at, id
+ WHERE status = ",
+    bid_status_sql!(open),
+    " AND ttl_at > $1
+ ORDER BY ",
+    book_order_sql!(),
+    "
  LIMIT $2
-   FOR UPDATE SKIP LOCKED";
+   FOR UPDATE SKIP LOCKED"
+);
 
 /// A fresh read of the open bids ranked ahead of the last candidate ($3, $4, $5: its price,
 /// placed_at, id; NULL when the lockable book ran out, meaning all of them) that this round does
 /// not hold ($2): bids another transaction holds, or bids that changed since LOCK_TOP's snapshot.
 /// `max_price_tokens >= $3` keeps it a range scan of the book index.
-const AHEAD: &str = "
+const AHEAD: &str = concat!(
+    "
 SELECT id, max_price_tokens, task_id, bidder_id, (extract(epoch FROM placed_at) * 1000000)::bigint
   FROM compute_auction.compute_auction_bids
- WHERE status = 'open' AND ttl_at > $1 AND id <> ALL ($2)
+ WHERE status = ",
+    bid_status_sql!(open),
+    " AND ttl_at > $1 AND id <> ALL ($2)
    AND ($3::bigint IS NULL
         OR (max_price_tokens >= $3
-            AND (max_price_tokens > $3 OR (placed_at, id) < ($4::timestamptz, $5::bigint))))";
+            AND (max_price_tokens > $3 OR (placed_at, id) < ($4::timestamptz, $5::bigint))))"
+);
 
 /// Which of the bids ahead this round can lock now: any it gets changed after LOCK_TOP looked.
-const PROBE: &str = "
+const PROBE: &str = concat!(
+    "
 SELECT id FROM compute_auction.compute_auction_bids
- WHERE id = ANY ($1) AND status = 'open' AND ttl_at > $2
-   FOR UPDATE SKIP LOCKED";
+ WHERE id = ANY ($1) AND status = ",
+    bid_status_sql!(open),
+    " AND ttl_at > $2
+   FOR UPDATE SKIP LOCKED"
+);
 
-const ELIGIBLE: &str = "
+const ELIGIBLE: &str = concat!(
+    "
 SELECT (coalesce((SELECT open_bids FROM compute_auction.open_bid_count WHERE id = 1), 0)
       + coalesce((SELECT sum(delta) FROM compute_auction.open_bid_count_deltas), 0)
-      - (SELECT count(*) FROM compute_auction.compute_auction_bids WHERE status = 'open' AND ttl_at <= $1))::bigint";
+      - (SELECT count(*) FROM compute_auction.compute_auction_bids WHERE status = ",
+    bid_status_sql!(open),
+    " AND ttl_at <= $1))::bigint"
+);
 
 const INSERT_SKIPS: &str = "
 INSERT INTO compute_auction.round_skips (round_id, bid_id) SELECT $1, unnest($2::bigint[])";
@@ -80,15 +103,11 @@ INSERT INTO compute_auction.compute_auction_rounds
 VALUES ($1, $2, $3, $4, $5)
 RETURNING round_id";
 
+/// The slots and clears of a round's winners (the bids' own transition is book::win).
 const WRITE_WINNERS: &str = "
 WITH w AS (
-    SELECT * FROM unnest($1::bigint[], $2::text[]) AS w(bid_id, slot_id)
-), b AS (
-    UPDATE compute_auction.compute_auction_bids AS b
-       SET status = 'won', round_id = $3, updated_at = now()
-      FROM w
-     WHERE b.id = w.bid_id AND b.status = 'open'
- RETURNING b.id, b.bidder_id, b.task_id, b.max_price_tokens, w.slot_id
+    SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[])
+           AS w(bid_id, slot_id, bidder_id, task_id, max_price_tokens)
 ), s AS (
     UPDATE compute_auction.compute_slots AS s
        SET status = 'assigned', updated_at = now()
@@ -99,12 +118,10 @@ WITH w AS (
     INSERT INTO compute_auction.compute_auction_clears
            (slot_id, round_id, bid_id, bidder_id, winning_task_id, runner_up_task_id,
             clearing_price_tokens, max_price_tokens, slot_started_at)
-    SELECT b.slot_id, $3, b.id, b.bidder_id, b.task_id, $5, $4, b.max_price_tokens, $6 FROM b
+    SELECT w.slot_id, $6, w.bid_id, w.bidder_id, w.task_id, $8, $7, w.max_price_tokens, $9 FROM w
  RETURNING 1
-), d AS (
-    INSERT INTO compute_auction.open_bid_count_deltas (delta) VALUES ($7)
 )
-SELECT (SELECT count(*) FROM b), (SELECT count(*) FROM s), (SELECT count(*) FROM c)";
+SELECT (SELECT count(*) FROM s), (SELECT count(*) FROM c)";
 
 /// A bid as read from the book.
 struct BookBid {
@@ -196,7 +213,7 @@ fn lock_book(c: &mut SpiClient<'_>, now: TimestampWithTimeZone) -> Book {
             return Book { slots, bids, skipped };
         }
     }
-    errors::raise(
+    raise!(
         Code::ERRCODE_T_R_SERIALIZATION_FAILURE,
         "the order book kept changing while clear_round locked it",
         Some("Retry the round."),
@@ -219,13 +236,57 @@ fn clear_round(
         name!(clearing_price_tokens, i64),
     ),
 > {
-    let now = times::timestamp("now", validate::required("now", now).or_raise());
-    TableIterator::new(spi::with(|c| clear(c, now)))
+    let now = times::timestamp("now", or_raise!(validate::required("now", now)));
+    let cleared = spi::with(|c| clear(c, now));
+    TableIterator::new(
+        cleared.winners.into_iter().map(|w| (w.slot_id, w.bid_id, w.task_id, w.bidder_id, w.clearing_price_tokens)),
+    )
 }
 
-/// The body of clear_round, shared with run_cycle.
-pub fn clear(c: &mut SpiClient<'_>, now: TimestampWithTimeZone) -> Vec<(String, i64, String, String, i64)> {
-    let lock: [DatumWithOid<'_>; 2] = [spi::LOCK_CLASS.into(), spi::LOCK_CLEARING.into()];
+/// Clears one round exactly as clear_round does and returns it as JSON: `round` (the row it
+/// wrote, as last_round() shows it) and `winners` (clear_round's rows), so a scheduler needs no
+/// second read to learn which round it cleared.
+#[pg_extern(security_definer)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
+fn clear_round_summary(now: default!(Option<TimestampWithTimeZone>, "now()")) -> pgrx::JsonB {
+    let now = times::timestamp("now", or_raise!(validate::required("now", now)));
+    pgrx::JsonB(spi::with(|c| {
+        let cleared = clear(c, now);
+        cleared.to_json(c)
+    }))
+}
+
+/// One winner of a round: clear_round's result row.
+pub struct Winner {
+    pub slot_id: String,
+    pub bid_id: i64,
+    pub task_id: String,
+    pub bidder_id: String,
+    pub clearing_price_tokens: i64,
+}
+
+/// What one round did.
+pub struct Cleared {
+    pub round_id: i64,
+    pub winners: Vec<Winner>,
+}
+
+impl Cleared {
+    /// `{"round": {...}, "winners": [...]}`, the shape clear_round_summary and run_cycle share.
+    pub fn to_json(&self, c: &mut SpiClient<'_>) -> serde_json::Value {
+        serde_json::json!({
+            "round": crate::reporting::round_json(c, Some(self.round_id)),
+            "winners": self.winners.iter().map(|w| serde_json::json!({
+                "slot_id": w.slot_id, "bid_id": w.bid_id, "task_id": w.task_id,
+                "bidder_id": w.bidder_id, "clearing_price_tokens": w.clearing_price_tokens,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// The body of clear_round, shared with clear_round_summary and run_cycle.
+pub fn clear(c: &mut SpiClient<'_>, now: TimestampWithTimeZone) -> Cleared {
+    let lock: [DatumWithOid<'_>; 2] = [locks::CLASS.into(), locks::CLEARING.into()];
     spi::run(c, LOCK_CLEARING, &lock);
     let started = Instant::now();
     spi::run(c, FOLD_COUNT, &[]);
@@ -247,37 +308,46 @@ pub fn clear(c: &mut SpiClient<'_>, now: TimestampWithTimeZone) -> Vec<(String, 
         tokens::count_i32(k).into(),
         outcome.price.into(),
     ];
-    let round_id: i64 = spi::first(spi::run(c, INSERT_ROUND, &args), 1)
-        .unwrap_or_else(|| errors::internal("insert round returned nothing"));
+    let round_id: i64 =
+        spi::first(spi::run(c, INSERT_ROUND, &args), 1).unwrap_or_else(|| internal!("insert round returned nothing"));
     if !skipped.is_empty() {
         let args: [DatumWithOid<'_>; 2] = [round_id.into(), skipped.into()];
         spi::run(c, INSERT_SKIPS, &args);
     }
 
-    let mut out = Vec::with_capacity(k);
+    let mut winners = Vec::with_capacity(k);
     if let Some(price) = outcome.price {
+        let won = &bids[..k];
+        let bid_ids: Vec<i64> = won.iter().map(|b| b.id).collect();
+        book::win(c, &bid_ids, round_id);
         let runner_up = outcome.runner_up.map(|i| bids[i].task.as_str());
-        let bid_ids: Vec<i64> = bids[..k].iter().map(|b| b.id).collect();
-        let slot_ids: Vec<String> = slots[..k].iter().map(|s| s.id.clone()).collect();
         // last_result is written only on the (k+1)-th bid; a winner's result is its clear row
-        let args: [DatumWithOid<'_>; 7] = [
+        let args: [DatumWithOid<'_>; 9] = [
             bid_ids.into(),
-            slot_ids.into(),
+            slots[..k].iter().map(|s| s.id.as_str()).collect::<Vec<_>>().into(),
+            won.iter().map(|b| b.bidder.as_str()).collect::<Vec<_>>().into(),
+            won.iter().map(|b| b.task.as_str()).collect::<Vec<_>>().into(),
+            won.iter().map(|b| b.price).collect::<Vec<_>>().into(),
             round_id.into(),
             price.into(),
             runner_up.into(),
             now.into(),
-            (-tokens::count(k)).into(),
         ];
         let t = spi::run(c, WRITE_WINNERS, &args).first();
-        let (b, s, cl): (i64, i64, i64) = (spi::get_req(&t, 1), spi::get_req(&t, 2), spi::get_req(&t, 3));
+        let (s, cl): (i64, i64) = (spi::get_req(&t, 1), spi::get_req(&t, 2));
         let want = tokens::count(k);
-        if b != want || s != want || cl != want {
+        if s != want || cl != want {
             // Impossible while the rows are locked; refuse to commit a half-written round.
-            errors::internal(format!("round {round_id}: {k} winners but wrote {b} bids, {s} slots, {cl} clears"));
+            internal!(format!("round {round_id}: {k} winners but wrote {s} slots, {cl} clears"));
         }
-        for (i, bid) in bids[..k].iter().enumerate() {
-            out.push((slots[i].id.clone(), bid.id, bid.task.clone(), bid.bidder.clone(), price));
+        for (slot, bid) in slots.iter().zip(won) {
+            winners.push(Winner {
+                slot_id: slot.id.clone(),
+                bid_id: bid.id,
+                task_id: bid.task.clone(),
+                bidder_id: bid.bidder.clone(),
+                clearing_price_tokens: price,
+            });
         }
     }
     if let (Some(i), Some(reason)) = (outcome.runner_up, outcome.runner_up_reason) {
@@ -301,5 +371,5 @@ pub fn clear(c: &mut SpiClient<'_>, now: TimestampWithTimeZone) -> Vec<(String, 
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     let args: [DatumWithOid<'_>; 2] = [round_id.into(), ms.into()];
     spi::run(c, "UPDATE compute_auction.compute_auction_rounds SET duration_ms = $2 WHERE round_id = $1", &args);
-    out
+    Cleared { round_id, winners }
 }

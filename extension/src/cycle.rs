@@ -1,11 +1,11 @@
 //! One full market cycle for schedulers (pg_cron or anything that can run SQL), its pg_cron
 //! registration, and bid advice (price_to_win).
 
-use compute_auction_core::{clearing as rule, validate};
+use compute_auction_core::{bid_status_sql, book_order_sql, clearing as rule, slot_order_sql, validate};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 
-use crate::errors::{self, Code, OrRaise};
+use crate::errors::Code;
 use crate::spi;
 use crate::times;
 
@@ -21,36 +21,23 @@ const CRON_COMMAND: &str = "SELECT compute_auction.run_cycle()";
 #[search_path(pg_catalog, @extschema@, pg_temp)]
 fn run_cycle(assignment_timeout: default!(Option<Interval>, "'1 hour'")) -> pgrx::JsonB {
     let timeout =
-        times::interval("assignment_timeout", validate::required("assignment_timeout", assignment_timeout).or_raise());
+        times::interval("assignment_timeout", or_raise!(validate::required("assignment_timeout", assignment_timeout)));
     spi::with(|c| {
-        let now: TimestampWithTimeZone = spi::first(spi::run(c, "SELECT now()", &[]), 1)
-            .unwrap_or_else(|| errors::internal("now() returned nothing"));
-        // One transaction holding every lock to the end. No step waits for a row another
-        // transaction holds (SKIP LOCKED throughout, docs/CONCURRENCY.md): the round first
-        // (slots, then bids; no accounts), then stale assignments (slots, clears, bids), then
-        // expiry (bids, accounts), then the pending wallet entries (accounts). A slot freed by
-        // abort_stale and a bid expired here take effect in the next cycle; the driver, which
-        // runs the steps in separate transactions, does them in the order refund, abort,
-        // apply, clear.
-        let winners = crate::clearing::clear(c, now);
-        let args: [DatumWithOid<'_>; 2] = [timeout.into(), now.into()];
-        let aborted: i64 = spi::first(spi::run(c, "SELECT compute_auction.abort_stale($1, $2)", &args), 1).unwrap_or(0);
+        let now: TimestampWithTimeZone =
+            spi::first(spi::run(c, "SELECT now()", &[]), 1).unwrap_or_else(|| internal!("now() returned nothing"));
+        // One transaction holding every lock to the end, so pg_cron's one statement is one
+        // cycle. Why its step order differs from the driver's (three transactions) is
+        // docs/CONCURRENCY.md, "Two ways to run a cycle".
+        let cleared = crate::clearing::clear(c, now);
+        let aborted = crate::settlement::stale(c, timeout, now);
         let (expired, refunded) = crate::settlement::refund(c, now);
-        let applied = crate::settlement::apply_pending(c, None);
-        let round = spi::first::<pgrx::JsonB>(spi::run(c, "SELECT compute_auction.last_round()", &[]), 1)
-            .map(|j| j.0)
-            .unwrap_or(serde_json::Value::Null);
-        pgrx::JsonB(serde_json::json!({
-            "bids_expired": expired,
-            "tokens_refunded": refunded,
-            "assignments_aborted": aborted,
-            "pending_entries_applied": applied,
-            "round": round,
-            "winners": winners.iter().map(|w| serde_json::json!({
-                "slot_id": w.0, "bid_id": w.1, "task_id": w.2, "bidder_id": w.3,
-                "clearing_price_tokens": w.4,
-            })).collect::<Vec<_>>(),
-        }))
+        let applied = crate::ledger::apply_pending(c, None);
+        let mut out = cleared.to_json(c);
+        out["bids_expired"] = expired.into();
+        out["tokens_refunded"] = refunded.into();
+        out["assignments_aborted"] = aborted.into();
+        out["pending_entries_applied"] = applied.into();
+        pgrx::JsonB(out)
     })
 }
 
@@ -82,9 +69,9 @@ fn literal(s: &str) -> String {
 #[pg_extern(security_definer)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
 fn schedule_clearing(schedule: default!(Option<&str>, "'* * * * *'")) -> i64 {
-    let schedule = validate::required("schedule", schedule).or_raise();
+    let schedule = or_raise!(validate::required("schedule", schedule));
     if schedule.trim().is_empty() {
-        errors::raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "schedule must not be empty", None);
+        raise!(Code::ERRCODE_INVALID_PARAMETER_VALUE, "schedule must not be empty", None);
     }
     spi::with(|c| {
         let db = current_db(c);
@@ -97,7 +84,7 @@ fn schedule_clearing(schedule: default!(Option<&str>, "'* * * * *'")) -> i64 {
                 literal(CRON_COMMAND),
                 literal(&db)
             );
-            errors::raise_with_detail(
+            raise_with_detail!(
                 Code::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                 "pg_cron is not installed in this database",
                 "Run the statement in the hint in the database where pg_cron is installed (cron.database_name).",
@@ -106,7 +93,7 @@ fn schedule_clearing(schedule: default!(Option<&str>, "'* * * * *'")) -> i64 {
         }
         let args: [DatumWithOid<'_>; 3] = [job.as_str().into(), schedule.into(), CRON_COMMAND.into()];
         spi::first::<i64>(spi::run(c, "SELECT cron.schedule($1, $2, $3)", &args), 1)
-            .unwrap_or_else(|| errors::internal("cron.schedule returned nothing"))
+            .unwrap_or_else(|| internal!("cron.schedule returned nothing"))
     })
 }
 
@@ -119,7 +106,7 @@ fn unschedule_clearing() -> bool {
         let job = job_name(&current_db(c));
         if !cron_here(c) {
             let hint = format!("SELECT cron.unschedule({});", literal(&job));
-            errors::raise_with_detail(
+            raise_with_detail!(
                 Code::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                 "pg_cron is not installed in this database",
                 "Run the statement in the hint in the database where pg_cron is installed (cron.database_name).",
@@ -138,22 +125,32 @@ fn unschedule_clearing() -> bool {
     })
 }
 
-const ADVICE: &str = "
+const ADVICE: &str = concat!(
+    "
 SELECT array(SELECT reserve_price_tokens FROM compute_auction.compute_slots
               WHERE status = 'idle' AND available_at <= now()
-              ORDER BY reserve_price_tokens, available_at, slot_id),
+              ORDER BY ",
+    slot_order_sql!(),
+    "),
        (SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY clearing_price_tokens)
           FROM compute_auction.compute_auction_rounds
          WHERE cleared_at >= now() - interval '24 hours' AND clearing_price_tokens IS NOT NULL),
        (SELECT percentile_disc(0.9) WITHIN GROUP (ORDER BY clearing_price_tokens)
           FROM compute_auction.compute_auction_rounds
-         WHERE cleared_at >= now() - interval '24 hours' AND clearing_price_tokens IS NOT NULL)";
+         WHERE cleared_at >= now() - interval '24 hours' AND clearing_price_tokens IS NOT NULL)"
+);
 
-const TOP_BIDS: &str = "
+const TOP_BIDS: &str = concat!(
+    "
 SELECT array(SELECT max_price_tokens FROM compute_auction.compute_auction_bids
-              WHERE status = 'open' AND ttl_at > now()
-              ORDER BY max_price_tokens DESC, placed_at, id
-              LIMIT $1)";
+              WHERE status = ",
+    bid_status_sql!(open),
+    " AND ttl_at > now()
+              ORDER BY ",
+    book_order_sql!(),
+    "
+              LIMIT $1)"
+);
 
 /// Bid advice: how many slots are free now, the smallest bid that would win one if the round
 /// cleared now (null when none is free), and the last 24 h's clearing-price p50 and p90.

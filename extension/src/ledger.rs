@@ -1,8 +1,11 @@
 //! Wallets and the append-only token ledger.
 //!
-//! Every change to `token_accounts` goes through [`post`], which updates the account and writes
-//! its `token_ledger` row in one statement, so `balance_tokens = sum(delta_balance)` and
-//! `held_tokens = sum(delta_held)` hold for every account at every commit.
+//! Every change to `token_accounts` goes through [`post`] (one entry) or [`post_many`] (a batch),
+//! which update the accounts and write their `token_ledger` rows in one statement, so
+//! `balance_tokens = sum(delta_balance)` and `held_tokens = sum(delta_held)` hold for every
+//! account at every commit. Entries a settlement or abort implies while the winner's account
+//! may be held by its owner are recorded as pending ([`record_pending`]) and posted by
+//! [`apply_pending`] when the account is free.
 
 use compute_auction_core::tokens;
 use compute_auction_core::validate::{self, Invalid};
@@ -11,8 +14,42 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
 use crate::authority;
-use crate::errors::{self, Code, OrRaise};
+use crate::errors::Code;
 use crate::spi;
+
+/// The ledger's entry kinds (`token_ledger.entry_kind`; sql/schema.sql's CHECK lists them).
+pub mod kinds {
+    /// initial tokens of a new account
+    pub const OPEN: &str = "open";
+    /// credit (refill through good work)
+    pub const DEPOSIT: &str = "deposit";
+    /// debit out of the market
+    pub const WITHDRAW: &str = "withdraw";
+    /// balance -> held for a bid (new or raised)
+    pub const ESCROW: &str = "escrow";
+    /// held -> balance: bid cancelled or lowered
+    pub const RELEASE: &str = "release";
+    /// held -> balance: bid expired unfilled or run aborted (counted in market_summary's
+    /// tokens_refunded_total)
+    pub const REFUND: &str = "refund";
+    /// held -> gone: the clearing price of a settled win
+    pub const CHARGE: &str = "charge";
+    /// held -> balance: max price minus clearing price
+    pub const PREMIUM: &str = "premium";
+
+    /// Every kind, checked against the schema's CHECK by a #[pg_test].
+    #[cfg_attr(not(feature = "pg_test"), allow(dead_code))]
+    pub const ALL: [&str; 8] = [OPEN, DEPOSIT, WITHDRAW, ESCROW, RELEASE, REFUND, CHARGE, PREMIUM];
+}
+
+/// The tokens `e` refunds: what market_summary's tokens_refunded_total counts.
+fn refunded(e: &Entry<'_>) -> i64 {
+    if e.kind == kinds::REFUND {
+        e.delta_balance
+    } else {
+        0
+    }
+}
 
 /// One ledger entry and the account change it records.
 #[derive(Default)]
@@ -47,6 +84,9 @@ WITH a AS (
            (account_id, delta_balance, delta_held, entry_kind, bid_id, slot_id, round_id, reason,
             idempotency_key, balance_after, held_after)
     SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, a.balance_tokens, a.held_tokens FROM a
+), r AS (
+    INSERT INTO compute_auction.open_bid_count_deltas (delta, tokens_refunded)
+    SELECT 0, $13 FROM a WHERE $13 <> 0
 )
 SELECT balance_tokens, held_tokens FROM a";
 
@@ -54,7 +94,7 @@ SELECT balance_tokens, held_tokens FROM a";
 /// (balance_tokens, held_tokens). Overflow raises 22003 and a negative result 23514 from the
 /// database itself, so a caller that skipped a check still cannot corrupt the books.
 pub fn post(c: &mut SpiClient<'_>, e: &Entry<'_>) -> (i64, i64) {
-    let args: [DatumWithOid<'_>; 12] = [
+    let args: [DatumWithOid<'_>; 13] = [
         e.account.into(),
         e.delta_balance.into(),
         e.delta_held.into(),
@@ -67,13 +107,93 @@ pub fn post(c: &mut SpiClient<'_>, e: &Entry<'_>) -> (i64, i64) {
         e.deposited.into(),
         e.spent.into(),
         e.withdrawn.into(),
+        refunded(e).into(),
     ];
     let t = spi::run(c, POST, &args);
     if t.is_empty() {
-        errors::not_found("account", e.account);
+        not_found!("account", e.account);
     }
     let row = t.first();
     (spi::get_req(&row, 1), spi::get_req(&row, 2))
+}
+
+/// $1..$9: the entries in order; $10: the tokens they refund. Each account is updated once with
+/// its entries' sums; each entry's balances after it are the account's new balances less the
+/// entries that follow it.
+const POST_MANY: &str = "
+WITH e AS (
+    SELECT *
+      FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::bigint[], $6::text[],
+                  $7::bigint[], $8::text[], $9::bigint[])
+           WITH ORDINALITY AS e(account_id, db, dh, kind, bid_id, slot_id, round_id, reason, spent, n)
+), s AS (
+    SELECT account_id, sum(db) AS db, sum(dh) AS dh, sum(spent) AS spent FROM e GROUP BY account_id
+), a AS (
+    UPDATE compute_auction.token_accounts AS t
+       SET balance_tokens = t.balance_tokens + s.db,
+           held_tokens    = t.held_tokens + s.dh,
+           total_spent    = t.total_spent + s.spent,
+           updated_at     = now()
+      FROM s
+     WHERE t.account_id = s.account_id
+ RETURNING t.account_id, t.balance_tokens, t.held_tokens
+), l AS (
+    INSERT INTO compute_auction.token_ledger
+           (account_id, delta_balance, delta_held, entry_kind, bid_id, slot_id, round_id, reason,
+            balance_after, held_after)
+    SELECT e.account_id, e.db, e.dh, e.kind, e.bid_id, e.slot_id, e.round_id, e.reason,
+           a.balance_tokens - coalesce(sum(e.db) OVER later, 0),
+           a.held_tokens - coalesce(sum(e.dh) OVER later, 0)
+      FROM e JOIN a ON a.account_id = e.account_id
+    WINDOW later AS (PARTITION BY e.account_id ORDER BY e.n ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING)
+     ORDER BY e.n
+), r AS (
+    INSERT INTO compute_auction.open_bid_count_deltas (delta, tokens_refunded)
+    SELECT 0, $10 WHERE $10 <> 0
+)
+SELECT count(*) FROM a";
+
+/// Applies a batch of entries to their (already locked) accounts in one statement, journaling
+/// each in order. Like [`post`], overflow raises 22003 and a negative balance 23514 from the
+/// database itself. Only `spent` of the running totals may be set (deposits and withdrawals
+/// are single entries).
+pub fn post_many(c: &mut SpiClient<'_>, entries: &[Entry<'_>]) {
+    if entries.is_empty() {
+        return;
+    }
+    let mut refund: i64 = 0;
+    for e in entries {
+        if e.deposited != 0 || e.withdrawn != 0 {
+            internal!("post_many takes no deposits or withdrawals");
+        }
+        refund = or_raise!(tokens::add("tokens_refunded", refund, refunded(e)));
+    }
+    let col = |f: fn(&Entry<'_>) -> i64| entries.iter().map(f).collect::<Vec<i64>>();
+    let accounts: Vec<&str> = entries.iter().map(|e| e.account).collect();
+    let entry_kinds: Vec<&str> = entries.iter().map(|e| e.kind).collect();
+    let bids: Vec<Option<i64>> = entries.iter().map(|e| e.bid_id).collect();
+    let slots: Vec<Option<&str>> = entries.iter().map(|e| e.slot_id).collect();
+    let rounds: Vec<Option<i64>> = entries.iter().map(|e| e.round_id).collect();
+    let reasons: Vec<Option<&str>> = entries.iter().map(|e| e.reason).collect();
+    let mut distinct = accounts.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let args: [DatumWithOid<'_>; 10] = [
+        accounts.into(),
+        col(|e| e.delta_balance).into(),
+        col(|e| e.delta_held).into(),
+        entry_kinds.into(),
+        bids.into(),
+        slots.into(),
+        rounds.into(),
+        reasons.into(),
+        col(|e| e.spent).into(),
+        refund.into(),
+    ];
+    let updated: i64 = spi::first(spi::run(c, POST_MANY, &args), 1).unwrap_or(0);
+    if updated != tokens::count(distinct.len()) {
+        internal!(format!("post_many updated {updated} of {} accounts", distinct.len()));
+    }
 }
 
 /// A locked account row.
@@ -99,7 +219,7 @@ const MAY_ACT: &str = concat!("SELECT ", may_act_sql!(), " FROM compute_auction.
 pub fn lock(c: &mut SpiClient<'_>, account: &str) -> Locked {
     let t = spi::run(c, LOCK, &[account.into()]);
     if t.is_empty() {
-        errors::not_found("account", account);
+        not_found!("account", account);
     }
     let row = t.first();
     Locked {
@@ -116,8 +236,8 @@ pub fn lock(c: &mut SpiClient<'_>, account: &str) -> Locked {
 /// else's.
 pub fn check_may_act(c: &mut SpiClient<'_>, account: &str) {
     match spi::first::<bool>(spi::run(c, MAY_ACT, &[account.into()]), 1) {
-        None => errors::not_found("account", account),
-        Some(false) => errors::not_owner(account),
+        None => not_found!("account", account),
+        Some(false) => not_owner!(account),
         Some(true) => {}
     }
 }
@@ -126,14 +246,14 @@ pub fn check_may_act(c: &mut SpiClient<'_>, account: &str) {
 pub fn lock_owned(c: &mut SpiClient<'_>, account: &str) -> Locked {
     let l = lock(c, account);
     if !l.may_act {
-        errors::not_owner(account);
+        not_owner!(account);
     }
     l
 }
 
 pub fn check_id<'a>(arg: &'static str, v: Option<&'a str>) -> &'a str {
-    let v = validate::required(arg, v).or_raise();
-    validate::id(arg, v).or_raise();
+    let v = or_raise!(validate::required(arg, v));
+    or_raise!(validate::id(arg, v));
     v
 }
 
@@ -149,17 +269,14 @@ fn open_account(
     owner_role: default!(Option<&str>, "NULL"),
 ) -> i64 {
     let account = check_id("account_id", account_id);
-    let kind = validate::required("kind", kind).or_raise();
+    let kind = or_raise!(validate::required("kind", kind));
     if !KINDS.contains(&kind) {
-        errors::invalid(Invalid::OutOfRange {
-            arg: "kind",
-            detail: format!("{kind:?} is not one of agent, quest, system"),
-        });
+        invalid!(Invalid::OutOfRange { arg: "kind", detail: format!("{kind:?} is not one of agent, quest, system") });
     }
-    let initial = validate::required("initial_tokens", initial_tokens).or_raise();
-    validate::non_negative("initial_tokens", initial).or_raise();
+    let initial = or_raise!(validate::required("initial_tokens", initial_tokens));
+    or_raise!(validate::non_negative("initial_tokens", initial));
     if let Some(r) = owner_role {
-        validate::id("owner_role", r).or_raise();
+        or_raise!(validate::id("owner_role", r));
     }
     spi::with(|c| {
         let owner_oid = owner_role.map(|r| authority::role_oid(c, "owner_role", r));
@@ -171,7 +288,7 @@ fn open_account(
             &[account.into(), kind.into(), owner_role.into(), owner_oid.into()],
         );
         if t.is_empty() {
-            errors::raise(
+            raise!(
                 Code::ERRCODE_UNIQUE_VIOLATION,
                 format!("account {account} already exists"),
                 Some("Use deposit() to add tokens to an existing account."),
@@ -185,7 +302,7 @@ fn open_account(
             &Entry {
                 account,
                 delta_balance: initial,
-                kind: "open",
+                kind: kinds::OPEN,
                 reason: Some("initial tokens"),
                 deposited: initial,
                 ..Default::default()
@@ -210,7 +327,7 @@ fn replay(c: &mut SpiClient<'_>, account: &str, kind: &'static str, key: Option<
     let row = t.first();
     let first_delta: i64 = spi::get_req(&row, 1);
     if first_delta != delta {
-        errors::raise(
+        raise!(
             Code::ERRCODE_INVALID_PARAMETER_VALUE,
             format!("idempotency key {key:?} was already used for a {kind} of {} tokens", first_delta.abs()),
             Some("Use a new key for a different amount."),
@@ -227,10 +344,10 @@ fn transfer_args<'a>(
     idempotency_key: Option<&str>,
 ) -> (&'a str, i64, &'a str) {
     let account = check_id("account_id", account_id);
-    let amount = validate::positive("amount", validate::required("amount", amount).or_raise()).or_raise();
-    let reason = validate::required("reason", reason).or_raise();
+    let amount = or_raise!(validate::positive("amount", or_raise!(validate::required("amount", amount))));
+    let reason = or_raise!(validate::required("reason", reason));
     if let Some(k) = idempotency_key {
-        validate::id("idempotency_key", k).or_raise();
+        or_raise!(validate::id("idempotency_key", k));
     }
     (account, amount, reason)
 }
@@ -248,17 +365,17 @@ fn deposit(
     let (account, amount, reason) = transfer_args(account_id, amount, reason, idempotency_key);
     spi::with(|c| {
         let l = lock(c, account);
-        if let Some(first) = replay(c, account, "deposit", idempotency_key, amount) {
+        if let Some(first) = replay(c, account, kinds::DEPOSIT, idempotency_key, amount) {
             return first;
         }
-        tokens::add("balance_tokens", l.balance, amount).or_raise();
-        tokens::add("total_deposited", l.total_deposited, amount).or_raise();
+        or_raise!(tokens::add("balance_tokens", l.balance, amount));
+        or_raise!(tokens::add("total_deposited", l.total_deposited, amount));
         post(
             c,
             &Entry {
                 account,
                 delta_balance: amount,
-                kind: "deposit",
+                kind: kinds::DEPOSIT,
                 reason: Some(reason),
                 idempotency_key,
                 deposited: amount,
@@ -283,19 +400,19 @@ fn withdraw(
     spi::with(|c| {
         check_may_act(c, account); // before the lock: another's account is never locked
         let l = lock_owned(c, account);
-        if let Some(first) = replay(c, account, "withdraw", idempotency_key, -amount) {
+        if let Some(first) = replay(c, account, kinds::WITHDRAW, idempotency_key, -amount) {
             return first;
         }
         if l.balance < amount {
-            errors::insufficient_funds(account, amount, l.balance);
+            insufficient_funds!(account, amount, l.balance);
         }
-        tokens::add("total_withdrawn", l.total_withdrawn, amount).or_raise();
+        or_raise!(tokens::add("total_withdrawn", l.total_withdrawn, amount));
         post(
             c,
             &Entry {
                 account,
                 delta_balance: -amount,
-                kind: "withdraw",
+                kind: kinds::WITHDRAW,
                 reason: Some(reason),
                 idempotency_key,
                 withdrawn: amount,
@@ -318,7 +435,7 @@ fn balance(account_id: Option<&str>) -> TableIterator<'static, (name!(balance_to
             &[account.into()],
         );
         if t.is_empty() {
-            errors::not_found("account", account);
+            not_found!("account", account);
         }
         let r = t.first();
         (spi::get_req::<i64>(&r, 1), spi::get_req::<i64>(&r, 2))
@@ -337,7 +454,7 @@ fn pending_balance(
     let row = spi::with(|c| {
         let t = spi::run(c, PENDING_BALANCE, &[account.into()]);
         if t.is_empty() {
-            errors::not_found("account", account);
+            not_found!("account", account);
         }
         let r = t.first();
         (spi::get_req::<i64>(&r, 1), spi::get_req::<i64>(&r, 2))
@@ -373,4 +490,106 @@ fn set_account_owner(account_id: Option<&str>, owner_role: Option<&str>) {
               WHERE account_id = $1 RETURNING 1",
         )
     })
+}
+
+/// One wallet entry a settlement or abort implies, recorded while the winner's account may be
+/// held by its owner.
+pub struct Pending<'a> {
+    pub kind: &'static str,
+    pub delta_balance: i64,
+    pub delta_held: i64,
+    pub reason: &'a str,
+}
+
+const RECORD_PENDING: &str = "
+INSERT INTO compute_auction.pending_entries
+       (account_id, bid_id, slot_id, round_id, entry_kind, delta_balance, delta_held, reason)
+SELECT $1, $2, $3, $4, e.kind, e.db, e.dh, e.reason
+  FROM unnest($5::text[], $6::bigint[], $7::bigint[], $8::text[]) WITH ORDINALITY AS e(kind, db, dh, reason, n)
+ ORDER BY e.n";
+
+/// Records `entries` for `account` (of bid `bid`, run on `slot` in `round`) as pending, without
+/// touching the account row.
+pub fn record_pending(c: &mut SpiClient<'_>, account: &str, bid: i64, slot: &str, round: i64, entries: &[Pending<'_>]) {
+    if entries.is_empty() {
+        return;
+    }
+    let entry_kinds: Vec<&str> = entries.iter().map(|e| e.kind).collect();
+    let db: Vec<i64> = entries.iter().map(|e| e.delta_balance).collect();
+    let dh: Vec<i64> = entries.iter().map(|e| e.delta_held).collect();
+    let reasons: Vec<&str> = entries.iter().map(|e| e.reason).collect();
+    let args: [DatumWithOid<'_>; 8] = [
+        account.into(),
+        bid.into(),
+        slot.into(),
+        round.into(),
+        entry_kinds.into(),
+        db.into(),
+        dh.into(),
+        reasons.into(),
+    ];
+    spi::run(c, RECORD_PENDING, &args);
+}
+
+/// The accounts with pending entries (all, or those of $1), locked without waiting: an account
+/// another transaction holds is applied by a later call.
+const LOCK_PENDING_ACCOUNTS: &str = "
+SELECT account_id FROM compute_auction.token_accounts
+ WHERE account_id IN (SELECT p.account_id FROM compute_auction.pending_entries p
+                       WHERE $1::text[] IS NULL OR p.account_id = ANY ($1))
+ ORDER BY account_id
+   FOR UPDATE SKIP LOCKED";
+
+/// The pending entries of the locked accounts, each account's in entry_id order, deleted as
+/// they are read (they are posted in this same transaction).
+const TAKE_PENDING: &str = "
+WITH d AS (
+    DELETE FROM compute_auction.pending_entries WHERE account_id = ANY ($1)
+ RETURNING entry_id, account_id, entry_kind, delta_balance, delta_held, bid_id, slot_id, round_id, reason
+)
+SELECT account_id, entry_kind, delta_balance, delta_held, bid_id, slot_id, round_id, reason
+  FROM d ORDER BY account_id, entry_id";
+
+/// Posts the pending entries of every account it can lock without waiting (of `accounts` only,
+/// when given), each account's in the order they were recorded, in one batch. Returns how many
+/// it posted.
+pub fn apply_pending(c: &mut SpiClient<'_>, accounts: Option<&[String]>) -> i64 {
+    let filter: Option<Vec<String>> = accounts.map(<[String]>::to_vec);
+    let locked: Vec<String> = spi::run(c, LOCK_PENDING_ACCOUNTS, &[filter.into()]).map(|r| spi::req(&r, 1)).collect();
+    if locked.is_empty() {
+        return 0;
+    }
+    type Row = (String, String, i64, i64, i64, String, i64, String);
+    let rows: Vec<Row> = spi::run(c, TAKE_PENDING, &[locked.into()])
+        .map(|r| {
+            (
+                spi::req(&r, 1),
+                spi::req(&r, 2),
+                spi::req(&r, 3),
+                spi::req(&r, 4),
+                spi::req(&r, 5),
+                spi::req(&r, 6),
+                spi::req(&r, 7),
+                spi::req(&r, 8),
+            )
+        })
+        .collect();
+    let entries: Vec<Entry<'_>> = rows
+        .iter()
+        .map(|(account, kind, delta_balance, delta_held, bid, slot, round, reason)| Entry {
+            account,
+            delta_balance: *delta_balance,
+            delta_held: *delta_held,
+            kind,
+            bid_id: Some(*bid),
+            slot_id: Some(slot),
+            round_id: Some(*round),
+            reason: Some(reason),
+            // what leaves the wallet for good (a charge) is spent
+            spent: or_raise!(tokens::add("spent", *delta_balance, *delta_held)).saturating_neg().max(0),
+            ..Default::default()
+        })
+        .collect();
+    post_many(c, &entries);
+    tokens::count(entries.len())
 }

@@ -10,13 +10,16 @@ use pgrx::prelude::*;
 
 ::pgrx::pg_module_magic!();
 
-// first: its SQL macros (the authority rules) are used by the modules after it
+// first: their macros (raising errors; the authority rules in SQL) are used by the modules after
+// them
+#[macro_use]
+mod errors;
 #[macro_use]
 mod authority;
 mod bids;
+mod book;
 mod clearing;
 mod cycle;
-mod errors;
 mod ledger;
 mod quests;
 mod reporting;

@@ -326,7 +326,7 @@ fn postgres_error_inside_subtransaction_rolls_it_back_and_rethrows() {
 #[pg_test]
 fn extension_raise_inside_subtransaction_rolls_it_back_and_rethrows() {
     assert_subtransaction_undone_after(
-        |_| crate::errors::raise(PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE, "raised inside", None),
+        |_| raise!(PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE, "raised inside", None),
         PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
     );
 }
@@ -346,5 +346,108 @@ fn in_subtransaction_keeps_or_discards_its_work_as_told() {
         assert_eq!(session_state(), before);
         assert_eq!(one::<i64>("SELECT balance_tokens FROM compute_auction.balance('sub2')"), Some(want));
     }
+    audit_clean();
+}
+
+/// The SQL book order (`book_order_sql!`, used by every query that ranks bids) sorts random
+/// books exactly as the clearing rule's `bid_order` does, ties in price and time included.
+#[pg_test]
+fn sql_book_order_is_the_rule() {
+    use compute_auction_core::book_order_sql;
+    use compute_auction_core::clearing::{bid_order, Bid};
+    Spi::run("CREATE TEMP TABLE book (id bigint, max_price_tokens bigint, placed_at timestamptz)").unwrap();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = |n: u64| -> i64 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        i64::try_from(seed % n).unwrap()
+    };
+    for book in 0..40 {
+        Spi::run("TRUNCATE book").unwrap();
+        let size = 1 + next(30);
+        let mut bids = Vec::new();
+        for i in 0..size {
+            // few distinct prices and times, so ties are common; ids are not in book order
+            let b = Bid {
+                id: next(1000) * 100 + i,
+                price: 1 + next(4),
+                placed_at: 1_700_000_000_000_000 + next(3) * 1_000,
+            };
+            Spi::run_with_args(
+                "INSERT INTO book VALUES ($1, $2, to_timestamp($3::float8 / 1000000))",
+                &[b.id.into(), b.price.into(), (b.placed_at as f64).into()],
+            )
+            .unwrap();
+            bids.push(b);
+        }
+        bids.sort_by(bid_order);
+        let want: Vec<i64> = bids.iter().map(|b| b.id).collect();
+        let got: Vec<i64> = one::<Vec<i64>>(concat!("SELECT array_agg(id ORDER BY ", book_order_sql!(), ") FROM book"))
+            .unwrap();
+        assert_eq!(got, want, "book {book}");
+        let aliased: Vec<i64> =
+            one::<Vec<i64>>(concat!("SELECT array_agg(b.id ORDER BY ", book_order_sql!("b"), ") FROM book AS b"))
+                .unwrap();
+        assert_eq!(aliased, want, "book {book}, aliased");
+    }
+}
+
+/// The ledger's entry kinds are the ones sql/schema.sql's CHECK allows, and every one of them is
+/// accepted.
+#[pg_test]
+fn entry_kinds_match_the_schema() {
+    let check = one::<String>(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint
+          WHERE conrelid = 'compute_auction.token_ledger'::regclass AND pg_get_constraintdef(oid) LIKE '%entry_kind%'",
+    )
+    .unwrap();
+    let mut listed: Vec<String> = check.split('\'').skip(1).step_by(2).map(str::to_string).collect();
+    let mut ours: Vec<String> = crate::ledger::kinds::ALL.iter().map(|k| k.to_string()).collect();
+    listed.sort();
+    ours.sort();
+    assert_eq!(listed, ours);
+}
+
+/// market_summary's tokens_refunded_total counts every refund, expired bids and aborted runs,
+/// before and after a round folds the counter, and audit() checks it against the ledger.
+#[pg_test]
+fn tokens_refunded_total_counts_refunds() {
+    let refunded = || {
+        one::<i64>("SELECT (compute_auction.market_summary() ->> 'tokens_refunded_total')::bigint").unwrap()
+    };
+    assert_eq!(refunded(), 0);
+    Spi::run("SELECT compute_auction.open_account('r1', 'agent', 1000)").unwrap();
+    Spi::run("SELECT compute_auction.place_bid('r1', 'rt1', 70, NULL, now() + interval '1 minute')").unwrap();
+    Spi::run("SELECT compute_auction.place_bid('r1', 'rt2', 30)").unwrap();
+    Spi::run("SELECT compute_auction.cancel_bid(compute_auction.place_bid('r1', 'rt3', 5))").unwrap();
+    assert_eq!(refunded(), 0, "a cancel releases, it does not refund");
+    Spi::run("SELECT * FROM compute_auction.refund_unfilled(now() + interval '2 minutes')").unwrap();
+    assert_eq!(refunded(), 70);
+    Spi::run("SELECT compute_auction.offer_slot('rs1', now() - interval '1 minute', 0)").unwrap();
+    Spi::run("SELECT * FROM compute_auction.clear_round()").unwrap();
+    assert_eq!(refunded(), 70, "folded by the round");
+    Spi::run("SELECT compute_auction.abort_slot('rs1', 'test')").unwrap();
+    assert_eq!(refunded(), 100);
+    audit_clean();
+    Spi::run("UPDATE compute_auction.open_bid_count SET tokens_refunded = tokens_refunded + 1").unwrap();
+    assert_eq!(one::<String>("SELECT check_name FROM compute_auction.audit()"), Some("refunded_count_mismatch".into()));
+}
+
+/// clear_round_summary clears like clear_round and names the round it wrote.
+#[pg_test]
+fn clear_round_summary_names_its_round() {
+    Spi::run("SELECT compute_auction.open_account('c1', 'agent', 1000)").unwrap();
+    Spi::run("SELECT compute_auction.place_bid('c1', 'ct1', 50)").unwrap();
+    Spi::run("SELECT compute_auction.place_bid('c1', 'ct2', 20)").unwrap();
+    Spi::run("SELECT compute_auction.offer_slot('cs1', now() - interval '1 minute', 0)").unwrap();
+    let v = one::<pgrx::JsonB>("SELECT compute_auction.clear_round_summary()").unwrap().0;
+    let round = one::<i64>("SELECT max(round_id) FROM compute_auction.compute_auction_rounds").unwrap();
+    assert_eq!(v["round"]["round_id"], round);
+    assert_eq!(v["round"]["slots_filled"], 1);
+    assert_eq!(v["round"]["clearing_price_tokens"], 20);
+    assert_eq!(v["winners"][0]["task_id"], "ct1");
+    assert_eq!(v["winners"][0]["clearing_price_tokens"], 20);
+    assert_eq!(v["winners"].as_array().map(Vec::len), Some(1));
     audit_clean();
 }

@@ -6,23 +6,20 @@
 //! documented SQLSTATEs) and call the array-taking functions below, which are revoked from
 //! PUBLIC.
 
+use compute_auction_core::limits::{self, locks};
 use compute_auction_core::{tokens, validate};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 
 use crate::bids::{self, Placed};
-use crate::errors::{self, Code, OrRaise};
+use crate::errors::Code;
 use crate::ledger::{self, check_id};
 use crate::spi;
 use crate::times;
 
 fn arrays<T: Clone>(arg: &'static str, v: Option<Vec<Option<T>>>) -> Vec<T> {
-    validate::required(arg, v).or_raise().into_iter().map(|x| validate::required(arg, x).or_raise()).collect()
+    or_raise!(validate::required(arg, v)).into_iter().map(|x| or_raise!(validate::required(arg, x))).collect()
 }
-
-/// At most this many tasks per submit_bids_for_tasks call (54000 beyond it): one call holds one
-/// advisory lock per task until it commits, and the cluster's shared lock table is finite.
-pub const MAX_TASKS_PER_CALL: usize = 1000;
 
 /// The task locks' keys, de-duplicated and in key order. Locks are ordered by the key they are
 /// taken on, never by the text it was hashed from: two calls with disjoint task ids whose
@@ -64,52 +61,45 @@ fn submit_bids_for_task_arrays(
 > {
     let quest = check_id("quest_id", quest_id);
     let tasks: Vec<String> = arrays("tasks", task_ids);
-    if tasks.len() > MAX_TASKS_PER_CALL {
-        errors::raise(
+    if tasks.len() > limits::MAX_TASKS_PER_CALL {
+        raise!(
             Code::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
-            format!("{} tasks in one call; at most {MAX_TASKS_PER_CALL}", tasks.len()),
+            format!("{} tasks in one call; at most {}", tasks.len(), limits::MAX_TASKS_PER_CALL),
             Some("Split the backlog into several calls."),
         );
     }
     let evs: Vec<f64> = arrays("expected_value_usd", expected_values_usd);
     let blocked: Vec<bool> = arrays("blocked", blocked);
     if evs.len() != tasks.len() || blocked.len() != tasks.len() {
-        errors::raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "task arrays differ in length", None);
+        raise!(Code::ERRCODE_INVALID_PARAMETER_VALUE, "task arrays differ in length", None);
     }
-    let tpu = validate::required("tokens_per_usd", tokens_per_usd).or_raise();
-    validate::finite("tokens_per_usd", tpu).or_raise();
+    let tpu = or_raise!(validate::required("tokens_per_usd", tokens_per_usd));
+    or_raise!(validate::finite("tokens_per_usd", tpu));
     if tpu <= 0.0 {
-        errors::raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "tokens_per_usd must be positive", None);
+        raise!(Code::ERRCODE_INVALID_PARAMETER_VALUE, "tokens_per_usd must be positive", None);
     }
-    let frac = validate::required("bid_fraction", bid_fraction).or_raise();
+    let frac = or_raise!(validate::required("bid_fraction", bid_fraction));
     if !(frac > 0.0 && frac <= 1.0) {
-        errors::raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "bid_fraction must be in (0, 1]", None);
+        raise!(Code::ERRCODE_INVALID_PARAMETER_VALUE, "bid_fraction must be in (0, 1]", None);
     }
     let mut seen = std::collections::HashSet::new();
     if let Some(ttl) = ttl_at {
         let ok = spi::with(|c| {
-            spi::first::<bool>(spi::run(c, "SELECT $1 > now() AND $1 <= now() + interval '30 days'", &[ttl.into()]), 1)
+            let args: [DatumWithOid<'_>; 2] = [ttl.into(), times::seconds(limits::BID_TTL_MAX_SECS).into()];
+            spi::first::<bool>(spi::run(c, "SELECT $1 > now() AND $1 <= now() + $2", &args), 1)
         });
         if ok != Some(true) {
-            errors::raise(
-                Code::ERRCODE_INVALID_PARAMETER_VALUE,
-                "ttl_at must be in the future and at most 30 days ahead",
-                Some("Pass NULL for the default: 15 minutes after the bid is placed."),
-            );
+            bids::ttl_refused();
         }
     }
     for (t, ev) in tasks.iter().zip(&evs) {
-        validate::id("task_id", t).or_raise();
-        validate::finite("expected_value_usd", *ev).or_raise();
+        or_raise!(validate::id("task_id", t));
+        or_raise!(validate::finite("expected_value_usd", *ev));
         if *ev < 0.0 {
-            errors::raise(
-                Code::ERRCODE_INVALID_PARAMETER_VALUE,
-                format!("expected_value_usd of task {t} is negative"),
-                None,
-            );
+            raise!(Code::ERRCODE_INVALID_PARAMETER_VALUE, format!("expected_value_usd of task {t} is negative"), None,);
         }
         if !seen.insert(t.as_str()) {
-            errors::raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, format!("task {t} is listed twice"), None);
+            raise!(Code::ERRCODE_INVALID_PARAMETER_VALUE, format!("task {t} is listed twice"), None);
         }
     }
 
@@ -119,7 +109,7 @@ fn submit_bids_for_task_arrays(
         ledger::check_may_act(c, quest);
         let keys: Vec<i32> = spi::first(spi::run(c, TASK_LOCK_KEYS, &[tasks.clone().into()]), 1).unwrap_or_default();
         for key in keys {
-            let args: [DatumWithOid<'_>; 2] = [spi::LOCK_CLASS_TASK.into(), key.into()];
+            let args: [DatumWithOid<'_>; 2] = [locks::CLASS_TASK.into(), key.into()];
             spi::run(c, LOCK_TASK_KEY, &args);
         }
         let mut live: Vec<(i64, String, String, String, i64)> = Vec::new();
@@ -137,7 +127,7 @@ fn submit_bids_for_task_arrays(
         let mut budget = acct.balance;
         for b in &live {
             if b.2 == quest && b.3 == "open" {
-                budget = tokens::add("budget", budget, b.4).or_raise();
+                budget = or_raise!(tokens::add("budget", budget, b.4));
             }
         }
         let open_count = tokens::count(blocked.iter().filter(|b| !**b).count());
@@ -220,26 +210,26 @@ fn allocate_proportional_arrays(
     expected_values: Option<Vec<Option<f64>>>,
     source: Option<&str>,
 ) -> TableIterator<'static, (name!(quest_id, String), name!(allocated_tokens, i64))> {
-    let day = times::date("day", validate::required("day", day).or_raise());
-    let budget = validate::required("daily_budget_tokens", daily_budget_tokens).or_raise();
-    validate::non_negative("daily_budget_tokens", budget).or_raise();
+    let day = times::date("day", or_raise!(validate::required("day", day)));
+    let budget = or_raise!(validate::required("daily_budget_tokens", daily_budget_tokens));
+    or_raise!(validate::non_negative("daily_budget_tokens", budget));
     let ids: Vec<String> = arrays("quests", quest_ids);
     let evs: Vec<f64> = arrays("expected_value", expected_values);
-    let source = validate::required("source", source).or_raise();
+    let source = or_raise!(validate::required("source", source));
     if ids.len() != evs.len() {
-        errors::raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, "quest arrays differ in length", None);
+        raise!(Code::ERRCODE_INVALID_PARAMETER_VALUE, "quest arrays differ in length", None);
     }
     let mut seen = std::collections::HashSet::new();
     for id in &ids {
-        validate::id("quest_id", id).or_raise();
+        or_raise!(validate::id("quest_id", id));
         if !seen.insert(id.as_str()) {
-            errors::raise(Code::ERRCODE_INVALID_PARAMETER_VALUE, format!("quest {id} is listed twice"), None);
+            raise!(Code::ERRCODE_INVALID_PARAMETER_VALUE, format!("quest {id} is listed twice"), None);
         }
     }
-    let shares = tokens::largest_remainder(budget, &evs).or_raise();
+    let shares = or_raise!(tokens::largest_remainder(budget, &evs));
     let fractions = tokens::shares(&evs);
     spi::with(|c| {
-        let args: [DatumWithOid<'_>; 2] = [(spi::LOCK_CLASS + 2).into(), day.into()];
+        let args: [DatumWithOid<'_>; 2] = [locks::CLASS_DAY.into(), day.into()];
         spi::run(c, "SELECT pg_catalog.pg_advisory_xact_lock($1, ($2::date - date '2000-01-01'))", &args);
         spi::run(c, "DELETE FROM compute_auction.quest_budget_allocations WHERE day = $1", &[day.into()]);
         let args: [DatumWithOid<'_>; 5] =

@@ -2,29 +2,34 @@
 //! history for dashboards, and the consistency audit. The queries read only the top of the book
 //! or a time window, never the whole book (except audit, an operator's full check).
 
+use compute_auction_core::limits::{MAX_ORDER_BOOK_DEPTH, MAX_PRICE_BUCKETS, MAX_STATS_ROUNDS};
 use compute_auction_core::validate::{self, Invalid};
+use compute_auction_core::{bid_status_sql, book_order_sql};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 
-use crate::errors::{self, OrRaise};
 use crate::spi;
 use crate::times;
 
-/// The largest depth order_book accepts.
-pub const MAX_DEPTH: i32 = 10_000;
-
-const ORDER_BOOK: &str = "
+const ORDER_BOOK: &str = concat!(
+    "
 SELECT jsonb_build_object(
   'bids', coalesce((
      SELECT jsonb_agg(jsonb_build_object(
               'bid_id', b.id, 'bidder_id', b.bidder_id, 'task_id', b.task_id,
               'max_price_tokens', b.max_price_tokens, 'expected_value_usd', b.expected_value_usd,
               'ttl_at', b.ttl_at, 'placed_at', b.placed_at)
-            ORDER BY b.max_price_tokens DESC, b.placed_at, b.id)
+            ORDER BY ",
+    book_order_sql!("b"),
+    ")
        FROM (SELECT id, bidder_id, task_id, max_price_tokens, expected_value_usd, ttl_at, placed_at
                FROM compute_auction.compute_auction_bids
-              WHERE status = 'open' AND ttl_at > now()
-              ORDER BY max_price_tokens DESC, placed_at, id
+              WHERE status = ",
+    bid_status_sql!(open),
+    " AND ttl_at > now()
+              ORDER BY ",
+    book_order_sql!(),
+    "
               LIMIT $1) AS b), '[]'::jsonb),
   'asks', coalesce((
      SELECT jsonb_agg(jsonb_build_object(
@@ -35,15 +40,16 @@ SELECT jsonb_build_object(
                FROM compute_auction.compute_slots
               WHERE status = 'idle'
               ORDER BY available_at, slot_id
-              LIMIT $1) AS s), '[]'::jsonb))";
+              LIMIT $1) AS s), '[]'::jsonb))"
+);
 
 /// The live book: open bids best first, idle slots soonest first, `depth` of each.
 #[pg_extern(security_definer)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
 fn order_book(depth: default!(Option<i32>, 100)) -> pgrx::JsonB {
-    let depth = validate::required("depth", depth).or_raise();
-    if !(0..=MAX_DEPTH).contains(&depth) {
-        errors::invalid(Invalid::OutOfRange { arg: "depth", detail: format!("{depth} is not in 0..={MAX_DEPTH}") });
+    let depth = or_raise!(validate::required("depth", depth));
+    if !(0..=MAX_ORDER_BOOK_DEPTH).contains(&depth) {
+        invalid!(Invalid::OutOfRange { arg: "depth", detail: format!("{depth} is not in 0..={MAX_ORDER_BOOK_DEPTH}") });
     }
     json(ORDER_BOOK, &[depth.into()])
 }
@@ -52,7 +58,8 @@ fn json(sql: &'static str, args: &[DatumWithOid<'_>]) -> pgrx::JsonB {
     spi::with(|c| spi::first::<pgrx::JsonB>(spi::run(c, sql, args), 1)).unwrap_or(pgrx::JsonB(serde_json::Value::Null))
 }
 
-const BID_STATUS: &str = "
+const BID_STATUS: &str = concat!(
+    "
 SELECT jsonb_build_object(
   'bid_id', b.id, 'bidder_id', b.bidder_id, 'task_id', b.task_id, 'status', b.status,
   'max_price_tokens', b.max_price_tokens, 'expected_value_usd', b.expected_value_usd,
@@ -60,11 +67,15 @@ SELECT jsonb_build_object(
   'round_id', b.round_id, 'slot_id', c.slot_id,
   'clearing_price_tokens', c.clearing_price_tokens,
   'actual_impact', c.actual_impact,
-  'result', CASE WHEN b.status = 'won'
+  'result', CASE WHEN b.status = ",
+    bid_status_sql!(won),
+    "
                  THEN 'won at ' || c.clearing_price_tokens || ' in round ' || c.round_id
                  ELSE b.last_result END,
   'why_not_won', CASE
-      WHEN b.status <> 'open' THEN NULL
+      WHEN b.status <> ",
+    bid_status_sql!(open),
+    " THEN NULL
       WHEN b.ttl_at <= now() THEN 'expired; refund pending'
       WHEN r.round_id IS NULL THEN 'no round has cleared yet'
       WHEN b.updated_at > r.cleared_at THEN
@@ -80,20 +91,18 @@ SELECT jsonb_build_object(
   LEFT JOIN compute_auction.compute_auction_clears AS c ON c.bid_id = b.id
   LEFT JOIN LATERAL (SELECT * FROM compute_auction.compute_auction_rounds
                       ORDER BY round_id DESC LIMIT 1) AS r ON true
- WHERE b.id = $1";
+ WHERE b.id = $1"
+);
 
 /// Any bid's status and prices, and for an open bid why it has not won (derived from the
 /// latest round, so rounds never write to every losing bid).
 #[pg_extern(security_definer)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
 fn bid_status(bid_id: Option<i64>) -> pgrx::JsonB {
-    let id = validate::required("bid_id", bid_id).or_raise();
+    let id = or_raise!(validate::required("bid_id", bid_id));
     let v = spi::with(|c| spi::first::<pgrx::JsonB>(spi::run(c, BID_STATUS, &[id.into()]), 1));
-    v.unwrap_or_else(|| errors::not_found("bid", &id.to_string()))
+    v.unwrap_or_else(|| not_found!("bid", &id.to_string()))
 }
-
-/// The largest `max_rounds` stats accepts.
-pub const MAX_STATS_ROUNDS: i32 = 100_000;
 
 // `n`: the newest max_rounds + 1 rounds of the window (by round_id, so the cost is bounded by
 // max_rounds, not by the window); one more than max_rounds means some were left out.
@@ -146,11 +155,11 @@ fn stats(
     include_rounds: default!(Option<bool>, true),
     max_rounds: default!(Option<i32>, 1000),
 ) -> pgrx::JsonB {
-    let since = times::timestamp("since", validate::required("since", since).or_raise());
-    let include = validate::required("include_rounds", include_rounds).or_raise();
-    let max_rounds = validate::required("max_rounds", max_rounds).or_raise();
+    let since = times::timestamp("since", or_raise!(validate::required("since", since)));
+    let include = or_raise!(validate::required("include_rounds", include_rounds));
+    let max_rounds = or_raise!(validate::required("max_rounds", max_rounds));
     if !(0..=MAX_STATS_ROUNDS).contains(&max_rounds) {
-        errors::invalid(Invalid::OutOfRange {
+        invalid!(Invalid::OutOfRange {
             arg: "max_rounds",
             detail: format!("{max_rounds} is not in 0..={MAX_STATS_ROUNDS}"),
         });
@@ -195,10 +204,13 @@ fn price_history(
         name!(slots_offered, i64),
     ),
 > {
-    let since = times::timestamp("since", validate::required("since", since).or_raise());
-    let buckets = validate::required("buckets", buckets).or_raise();
-    if !(1..=10_000).contains(&buckets) {
-        errors::invalid(Invalid::OutOfRange { arg: "buckets", detail: format!("{buckets} is not in 1..=10000") });
+    let since = times::timestamp("since", or_raise!(validate::required("since", since)));
+    let buckets = or_raise!(validate::required("buckets", buckets));
+    if !(1..=MAX_PRICE_BUCKETS).contains(&buckets) {
+        invalid!(Invalid::OutOfRange {
+            arg: "buckets",
+            detail: format!("{buckets} is not in 1..={MAX_PRICE_BUCKETS}"),
+        });
     }
     let rows = spi::with(|c| {
         let args: [DatumWithOid<'_>; 2] = [since.into(), (buckets as f64).into()];
@@ -219,45 +231,64 @@ fn price_history(
     TableIterator::new(rows)
 }
 
-const LAST_ROUND: &str = "
-SELECT to_jsonb(r) FROM (
-    SELECT round_id, cleared_at, slots_offered, bids_eligible, slots_filled, clearing_price_tokens, duration_ms
-      FROM compute_auction.compute_auction_rounds ORDER BY round_id DESC LIMIT 1) AS r";
+/// A round as JSON (last_round, market_summary, clear_round_summary and run_cycle show the same
+/// keys): round $1, or the latest when $1 is NULL.
+macro_rules! round_json_sql {
+    () => {
+        "(SELECT to_jsonb(r) FROM (
+            SELECT round_id, cleared_at, slots_offered, bids_eligible, slots_filled,
+                   clearing_price_tokens, duration_ms
+              FROM compute_auction.compute_auction_rounds
+             WHERE $1::bigint IS NULL OR round_id = $1
+             ORDER BY round_id DESC LIMIT 1) AS r)"
+    };
+}
+
+const ROUND: &str = concat!("SELECT ", round_json_sql!());
+
+/// Round `id` (the latest when None) as JSON; JSON null when there is none.
+pub fn round_json(c: &mut pgrx::spi::SpiClient<'_>, id: Option<i64>) -> serde_json::Value {
+    spi::first::<pgrx::JsonB>(spi::run(c, ROUND, &[id.into()]), 1).map_or(serde_json::Value::Null, |j| j.0)
+}
 
 /// The latest round as JSON, or JSON null before the first.
 #[pg_extern(security_definer)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
 fn last_round() -> pgrx::JsonB {
-    json(LAST_ROUND, &[])
+    pgrx::JsonB(spi::with(|c| round_json(c, None)))
 }
 
-const MARKET_SUMMARY: &str = "
+const MARKET_SUMMARY: &str = concat!(
+    "
 SELECT jsonb_build_object(
   'open_bids', coalesce((SELECT open_bids FROM compute_auction.open_bid_count WHERE id = 1), 0)
              + coalesce((SELECT sum(delta) FROM compute_auction.open_bid_count_deltas), 0),
+  'tokens_refunded_total',
+             coalesce((SELECT tokens_refunded FROM compute_auction.open_bid_count WHERE id = 1), 0)
+             + coalesce((SELECT sum(tokens_refunded) FROM compute_auction.open_bid_count_deltas), 0),
   'idle_slots', (SELECT count(*) FROM compute_auction.compute_slots WHERE status = 'idle'),
   'assigned_slots', (SELECT count(*) FROM compute_auction.compute_slots WHERE status = 'assigned'),
   'bids_placed_total', (SELECT CASE WHEN is_called THEN last_value ELSE 0 END
                           FROM compute_auction.compute_auction_bids_id_seq),
-  'last_round', (SELECT to_jsonb(r) FROM (
-        SELECT round_id, cleared_at, slots_offered, bids_eligible, slots_filled,
-               clearing_price_tokens, duration_ms
-          FROM compute_auction.compute_auction_rounds ORDER BY round_id DESC LIMIT 1) AS r))";
+  'last_round', ",
+    round_json_sql!(),
+    ")"
+);
 
 /// Small, cheap counters for dashboards and metrics.
 #[pg_extern(security_definer)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
 fn market_summary() -> pgrx::JsonB {
-    json(MARKET_SUMMARY, &[])
+    json(MARKET_SUMMARY, &[Option::<i64>::None.into()])
 }
 
-const AUDIT: &str = "
+const AUDIT: &str = concat!("
 WITH l AS (
     SELECT account_id, sum(delta_balance) AS b, sum(delta_held) AS h
       FROM compute_auction.token_ledger GROUP BY account_id
 ), live AS (
     SELECT bidder_id, sum(max_price_tokens) AS held
-      FROM compute_auction.compute_auction_bids WHERE status IN ('open', 'won') GROUP BY bidder_id
+      FROM compute_auction.compute_auction_bids WHERE status IN ", bid_status_sql!(live), " GROUP BY bidder_id
 ), p AS (
     -- pending entries count as applied (a charge is what leaves the wallet: spent)
     SELECT account_id, sum(delta_balance) AS b, sum(delta_held) AS h,
@@ -296,15 +327,15 @@ UNION ALL
 SELECT 'won_without_clear', format('bid %s is won with %s assigned clears', b.id,
        (SELECT count(*) FROM compute_auction.compute_auction_clears c WHERE c.bid_id = b.id AND c.status = 'assigned'))
   FROM compute_auction.compute_auction_bids b
- WHERE b.status = 'won'
+ WHERE b.status = ", bid_status_sql!(won), "
    AND (SELECT count(*) FROM compute_auction.compute_auction_clears c
          WHERE c.bid_id = b.id AND c.status = 'assigned') <> 1
 UNION ALL
 SELECT 'clear_bid_mismatch', format('clear of bid %s is %s but the bid is %s', c.bid_id, c.status, b.status)
   FROM compute_auction.compute_auction_clears c JOIN compute_auction.compute_auction_bids b ON b.id = c.bid_id
- WHERE (c.status = 'assigned' AND b.status <> 'won')
-    OR (c.status = 'settled' AND b.status <> 'settled')
-    OR (c.status = 'aborted' AND b.status <> 'aborted')
+ WHERE (c.status = 'assigned' AND b.status <> ", bid_status_sql!(won), ")
+    OR (c.status = 'settled' AND b.status <> ", bid_status_sql!(settled), ")
+    OR (c.status = 'aborted' AND b.status <> ", bid_status_sql!(aborted), ")
 UNION ALL
 SELECT 'slot_state_mismatch', format('slot %s is %s with %s assigned clears', s.slot_id, s.status, count(c.slot_id))
   FROM compute_auction.compute_slots s
@@ -318,8 +349,15 @@ UNION ALL
 SELECT 'open_count_mismatch', format('open-bid counter %s, actual %s', n.cnt, o.cnt)
   FROM (SELECT coalesce((SELECT open_bids FROM compute_auction.open_bid_count WHERE id = 1), 0)
              + coalesce((SELECT sum(delta) FROM compute_auction.open_bid_count_deltas), 0) AS cnt) n,
-       (SELECT count(*) AS cnt FROM compute_auction.compute_auction_bids WHERE status = 'open') o
- WHERE n.cnt <> o.cnt";
+       (SELECT count(*) AS cnt FROM compute_auction.compute_auction_bids WHERE status = ", bid_status_sql!(open), ") o
+ WHERE n.cnt <> o.cnt
+UNION ALL
+SELECT 'refunded_count_mismatch', format('tokens-refunded counter %s, ledger refunds %s', n.t, l.t)
+  FROM (SELECT coalesce((SELECT tokens_refunded FROM compute_auction.open_bid_count WHERE id = 1), 0)
+             + coalesce((SELECT sum(tokens_refunded) FROM compute_auction.open_bid_count_deltas), 0) AS t) n,
+       (SELECT coalesce(sum(delta_balance), 0) AS t FROM compute_auction.token_ledger
+         WHERE entry_kind = 'refund') l
+ WHERE n.t <> l.t");
 
 /// Consistency checks; zero rows means the books are consistent.
 #[pg_extern(security_definer)]

@@ -6,7 +6,7 @@ use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 
 use crate::authority;
-use crate::errors::{self, OrRaise};
+
 use crate::ledger::check_id;
 use crate::spi;
 use crate::times;
@@ -40,18 +40,18 @@ fn offer_slot(
     runner_role: default!(Option<&str>, "NULL"),
 ) {
     let slot = check_id("slot_id", slot_id);
-    let at = times::timestamp("available_at", validate::required("available_at", available_at).or_raise());
-    let reserve = validate::required("reserve_price_tokens", reserve_price_tokens).or_raise();
-    validate::non_negative("reserve_price_tokens", reserve).or_raise();
+    let at = times::timestamp("available_at", or_raise!(validate::required("available_at", available_at)));
+    let reserve = or_raise!(validate::required("reserve_price_tokens", reserve_price_tokens));
+    or_raise!(validate::non_negative("reserve_price_tokens", reserve));
     if let Some(r) = runner_role {
-        validate::id("runner_role", r).or_raise();
+        or_raise!(validate::id("runner_role", r));
     }
     spi::with(|c| {
         let runner_oid = runner_role.map(|r| authority::role_oid(c, "runner_role", r));
         let args: [DatumWithOid<'_>; 5] =
             [slot.into(), at.into(), reserve.into(), runner_role.into(), runner_oid.into()];
         if spi::run(c, OFFER, &args).is_empty() {
-            errors::wrong_state(
+            wrong_state!(
                 format!("slot {slot} is assigned"),
                 Some("Settle or abort its run first: it can be re-offered once idle."),
             );
@@ -99,7 +99,7 @@ fn retire_slot(slot_id: Option<&str>) {
             &[slot.into()],
         );
         if t.is_empty() {
-            errors::not_found("slot", slot);
+            not_found!("slot", slot);
         }
     })
 }

@@ -13,8 +13,6 @@ use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiHeapTupleData, SpiTupleTable};
 use pgrx::PgTryBuilder;
 
-use crate::errors::internal;
-
 /// Plans are keyed by the statement's address: every statement is a `&'static str` constant, so
 /// its address identifies it without hashing its text on every call. Each key keeps the plans of
 /// the argument-type lists it was called with (in practice exactly one).
@@ -55,7 +53,7 @@ fn plan_for(client: &SpiClient<'_>, sql: &'static str, args: &[DatumWithOid<'_>]
     let types: Vec<PgOid> = args.iter().map(|a| PgOid::from(a.oid())).collect();
     let plan = match client.prepare_mut(sql, &types) {
         Ok(p) => Rc::new(p.keep()),
-        Err(e) => internal(format!("preparing statement: {e}")),
+        Err(e) => internal!(format!("preparing statement: {e}")),
     };
     let oids: Vec<u32> = args.iter().map(|a| a.oid().to_u32()).collect();
     PLANS.with(|m| m.borrow_mut().entry(key).or_default().push((oids, plan.clone())));
@@ -67,7 +65,7 @@ pub fn run<'conn>(client: &mut SpiClient<'conn>, sql: &'static str, args: &[Datu
     let plan = plan_for(client, sql, args);
     match client.update(&*plan, None, args) {
         Ok(t) => t,
-        Err(e) => internal(format!("executing statement: {e}")),
+        Err(e) => internal!(format!("executing statement: {e}")),
     }
 }
 
@@ -78,7 +76,7 @@ pub fn first<T: FromDatum + IntoDatum>(table: SpiTupleTable<'_>, ordinal: usize)
     }
     match table.first().get::<T>(ordinal) {
         Ok(v) => v,
-        Err(e) => internal(format!("reading column {ordinal}: {e}")),
+        Err(e) => internal!(format!("reading column {ordinal}: {e}")),
     }
 }
 
@@ -86,7 +84,7 @@ pub fn first<T: FromDatum + IntoDatum>(table: SpiTupleTable<'_>, ordinal: usize)
 pub fn col<T: FromDatum + IntoDatum>(row: &SpiHeapTupleData<'_>, ordinal: usize) -> Option<T> {
     match row.get::<T>(ordinal) {
         Ok(v) => v,
-        Err(e) => internal(format!("reading column {ordinal}: {e}")),
+        Err(e) => internal!(format!("reading column {ordinal}: {e}")),
     }
 }
 
@@ -94,7 +92,7 @@ pub fn col<T: FromDatum + IntoDatum>(row: &SpiHeapTupleData<'_>, ordinal: usize)
 pub fn req<T: FromDatum + IntoDatum>(row: &SpiHeapTupleData<'_>, ordinal: usize) -> T {
     match col::<T>(row, ordinal) {
         Some(v) => v,
-        None => internal(format!("column {ordinal} is unexpectedly NULL")),
+        None => internal!(format!("column {ordinal} is unexpectedly NULL")),
     }
 }
 
@@ -103,22 +101,11 @@ pub fn with<R>(f: impl FnOnce(&mut SpiClient<'_>) -> R) -> R {
     Spi::connect_mut(|c| f(c))
 }
 
-/// Key space of the extension's advisory locks (two-int4 form): "CAUC".
-pub const LOCK_CLASS: i32 = 0x4341_5543;
-/// Transaction lock that serializes clear_round (and run_cycle) calls.
-pub const LOCK_CLEARING: i32 = 1;
-/// Session lock held by the driver's leader; the extension never takes it (documented here so
-/// the key space stays in one place).
-#[allow(dead_code)]
-pub const LOCK_DRIVER_LEADER: i32 = 2;
-/// Class of the per-task transaction locks taken by place_bid: (LOCK_CLASS + 1, hashtext(task_id)).
-pub const LOCK_CLASS_TASK: i32 = LOCK_CLASS + 1;
-
 /// Column `ordinal` (1-based) of the table's current row; NULL becomes None.
 pub fn get<T: FromDatum + IntoDatum>(t: &SpiTupleTable<'_>, ordinal: usize) -> Option<T> {
     match t.get::<T>(ordinal) {
         Ok(v) => v,
-        Err(e) => internal(format!("reading column {ordinal}: {e}")),
+        Err(e) => internal!(format!("reading column {ordinal}: {e}")),
     }
 }
 
@@ -126,7 +113,7 @@ pub fn get<T: FromDatum + IntoDatum>(t: &SpiTupleTable<'_>, ordinal: usize) -> O
 pub fn get_req<T: FromDatum + IntoDatum>(t: &SpiTupleTable<'_>, ordinal: usize) -> T {
     match get::<T>(t, ordinal) {
         Some(v) => v,
-        None => internal(format!("column {ordinal} is unexpectedly NULL")),
+        None => internal!(format!("column {ordinal} is unexpectedly NULL")),
     }
 }
 

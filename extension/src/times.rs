@@ -8,8 +8,6 @@ use compute_auction_core::validate;
 use pgrx::pg_sys;
 use pgrx::prelude::{Date, Interval, TimestampWithTimeZone};
 
-use crate::errors::OrRaise;
-
 /// now(): the transaction's start, in microseconds since PostgreSQL's epoch.
 fn now_us() -> i64 {
     // SAFETY: reads the current transaction's start time; always valid inside a function call.
@@ -18,19 +16,24 @@ fn now_us() -> i64 {
 
 /// A timestamp argument, checked.
 pub fn timestamp(arg: &'static str, v: TimestampWithTimeZone) -> TimestampWithTimeZone {
-    validate::time_near(arg, pg_sys::TimestampTz::from(v), now_us()).or_raise();
+    or_raise!(validate::time_near(arg, pg_sys::TimestampTz::from(v), now_us()));
     v
 }
 
 /// A date argument, checked.
 pub fn date(arg: &'static str, v: Date) -> Date {
     let today = i32::try_from(now_us().div_euclid(86_400_000_000)).unwrap_or(i32::MAX);
-    validate::date_near(arg, pg_sys::DateADT::from(v), today).or_raise();
+    or_raise!(validate::date_near(arg, pg_sys::DateADT::from(v), today));
     v
 }
 
 /// An interval argument, checked.
 pub fn interval(arg: &'static str, v: Interval) -> Interval {
-    validate::interval_bounded(arg, v.months(), v.days(), v.micros()).or_raise();
+    or_raise!(validate::interval_bounded(arg, v.months(), v.days(), v.micros()));
     v
+}
+
+/// A whole number of seconds as an interval (the TTL bounds of `compute_auction_core::limits`).
+pub fn seconds(secs: i64) -> Interval {
+    Interval::from_micros(secs.saturating_mul(1_000_000))
 }

@@ -34,6 +34,28 @@ pub struct Slot {
     pub available_at: i64,
 }
 
+/// The book order of bids as a SQL `ORDER BY` list over `compute_auction_bids` columns (the
+/// book index's order). [`bid_order`] is the rule; a #[pg_test] (`sql_book_order_is_the_rule`)
+/// checks that this list sorts random books exactly as it does.
+#[macro_export]
+macro_rules! book_order_sql {
+    () => {
+        "max_price_tokens DESC, placed_at, id"
+    };
+    ($alias:literal) => {
+        concat!($alias, ".max_price_tokens DESC, ", $alias, ".placed_at, ", $alias, ".id")
+    };
+}
+
+/// The order slots are filled in, as a SQL `ORDER BY` list over `compute_slots` columns
+/// ([`slot_order`] is the rule).
+#[macro_export]
+macro_rules! slot_order_sql {
+    () => {
+        "reserve_price_tokens, available_at, slot_id"
+    };
+}
+
 /// The book order of bids: best first.
 pub fn bid_order(a: &Bid, b: &Bid) -> Ordering {
     b.price.cmp(&a.price).then(a.placed_at.cmp(&b.placed_at)).then(a.id.cmp(&b.id))

@@ -4,6 +4,7 @@
 //! result back. Keeping the arithmetic here means it is unit- and property-tested without a
 //! database, and every token amount is an `i64` handled with checked arithmetic.
 
+pub mod book;
 pub mod clearing;
 pub mod limits;
 pub mod tokens;

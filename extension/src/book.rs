@@ -1,0 +1,294 @@
+//! Bid state transitions: the only code that changes a bid's status (the states are
+//! `compute_auction_core::book::BidStatus`). Each transition keeps the open-bid counter
+//! (`open_bid_count_deltas`) and posts, or records as pending, the wallet entries that go with
+//! it through crate::ledger, so no caller can move a bid and forget either.
+//!
+//! | transition | status            | open count | wallet                                  |
+//! |------------|-------------------|------------|-----------------------------------------|
+//! | [`open`]   | -> open           | +1         | escrow the price                        |
+//! | [`replace`]| open -> open      |            | escrow or release the difference        |
+//! | [`cancel`] | open -> cancelled | -1         | release the price                       |
+//! | [`win`]    | open -> won       | -k         | (the escrow stays held)                 |
+//! | [`expire`] | open -> expired   | -n         | refund the price                        |
+//! | [`finish`] | won -> settled    |            | pending: charge the clearing price, return the premium |
+//! | [`finish`] | won -> aborted    |            | pending: refund the price               |
+//!
+//! Callers lock the rows first, in the documented order (docs/CONCURRENCY.md); the functions
+//! here assume the bid and, where they post, the account are locked.
+
+use compute_auction_core::book::BidStatus;
+use compute_auction_core::{bid_status_sql, tokens};
+use pgrx::datum::DatumWithOid;
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+
+use crate::ledger::{self, kinds, Entry, Pending};
+use crate::spi;
+
+/// A bid status read from the table.
+pub fn status(s: &str) -> BidStatus {
+    BidStatus::parse(s).unwrap_or_else(|| internal!(format!("unknown bid status {s:?}")))
+}
+
+/// $6: placed_at, the moment place_bid ran.
+const OPEN: &str = concat!(
+    "
+WITH b AS (
+    INSERT INTO compute_auction.compute_auction_bids
+           (bidder_id, task_id, max_price_tokens, expected_value_usd, ttl_at, placed_at, status)
+    VALUES ($1, $2, $3, $4, $5, $6, ",
+    bid_status_sql!(open),
+    ")
+ RETURNING id
+), c AS (
+    INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT 1 FROM b
+)
+SELECT id FROM b"
+);
+
+/// A new open bid of `bidder` (its account locked) on `task`, escrowing `price`. Returns its id.
+pub fn open(
+    c: &mut SpiClient<'_>,
+    bidder: &str,
+    task: &str,
+    price: i64,
+    ev: Option<f64>,
+    ttl_at: TimestampWithTimeZone,
+    placed_at: TimestampWithTimeZone,
+) -> i64 {
+    let args: [DatumWithOid<'_>; 6] =
+        [bidder.into(), task.into(), price.into(), ev.into(), ttl_at.into(), placed_at.into()];
+    let id = spi::first::<i64>(spi::run(c, OPEN, &args), 1).unwrap_or_else(|| internal!("insert bid returned nothing"));
+    escrow(c, bidder, id, price, kinds::ESCROW, "bid placed");
+    id
+}
+
+const REPLACE: &str = "
+UPDATE compute_auction.compute_auction_bids
+   SET max_price_tokens   = $2,
+       expected_value_usd = $3,
+       ttl_at             = $4,
+       placed_at          = CASE WHEN max_price_tokens = $2 THEN placed_at ELSE $5 END,
+       last_result        = NULL,
+       updated_at         = now()
+ WHERE id = $1";
+
+/// Replaces open bid `id` (locked, price `old_price`) of `bidder` (account locked) in place: a
+/// new price keeps the id but takes `placed_at` as its time priority; the escrow moves by the
+/// difference.
+#[allow(clippy::too_many_arguments)] // the bid's columns
+pub fn replace(
+    c: &mut SpiClient<'_>,
+    id: i64,
+    bidder: &str,
+    old_price: i64,
+    price: i64,
+    ev: Option<f64>,
+    ttl_at: TimestampWithTimeZone,
+    placed_at: TimestampWithTimeZone,
+) {
+    let args: [DatumWithOid<'_>; 5] = [id.into(), price.into(), ev.into(), ttl_at.into(), placed_at.into()];
+    spi::run(c, REPLACE, &args);
+    let diff = price - old_price; // both positive i64: cannot overflow
+    if diff > 0 {
+        escrow(c, bidder, id, diff, kinds::ESCROW, "bid raised");
+    } else if diff < 0 {
+        escrow(c, bidder, id, diff, kinds::RELEASE, "bid lowered");
+    }
+}
+
+/// Moves `amount` from balance to held (negative: back).
+fn escrow(c: &mut SpiClient<'_>, account: &str, bid: i64, amount: i64, kind: &'static str, reason: &'static str) {
+    ledger::post(
+        c,
+        &Entry {
+            account,
+            delta_balance: -amount,
+            delta_held: amount,
+            kind,
+            bid_id: Some(bid),
+            reason: Some(reason),
+            ..Default::default()
+        },
+    );
+}
+
+const CANCEL: &str = concat!(
+    "
+WITH b AS (
+    UPDATE compute_auction.compute_auction_bids
+       SET status = ",
+    bid_status_sql!(cancelled),
+    ", last_result = $2, updated_at = now()
+     WHERE id = $1 AND status = ",
+    bid_status_sql!(open),
+    "
+ RETURNING 1
+), c AS (
+    INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT -1 FROM b
+)
+SELECT count(*) FROM b"
+);
+
+/// Cancels open bid `id` (locked, escrowing `price`) of `bidder` (account locked), releasing its
+/// escrow.
+pub fn cancel(c: &mut SpiClient<'_>, id: i64, bidder: &str, price: i64, why: &str) {
+    let n: i64 = spi::first(spi::run(c, CANCEL, &[id.into(), why.into()]), 1).unwrap_or(0);
+    if n != 1 {
+        internal!(format!("bid {id}: cancelled {n} rows"));
+    }
+    ledger::post(
+        c,
+        &Entry {
+            account: bidder,
+            delta_balance: price,
+            delta_held: -price,
+            kind: kinds::RELEASE,
+            bid_id: Some(id),
+            reason: Some(why),
+            ..Default::default()
+        },
+    );
+}
+
+const WIN: &str = concat!(
+    "
+WITH b AS (
+    UPDATE compute_auction.compute_auction_bids
+       SET status = ",
+    bid_status_sql!(won),
+    ", round_id = $2, updated_at = now()
+     WHERE id = ANY ($1) AND status = ",
+    bid_status_sql!(open),
+    "
+ RETURNING 1
+), c AS (
+    INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT -count(*) FROM b
+)
+SELECT count(*) FROM b"
+);
+
+/// The round's winners (open bids it locked) become won in `round`; their escrow stays held
+/// until the run is settled or aborted.
+pub fn win(c: &mut SpiClient<'_>, bids: &[i64], round: i64) {
+    let args: [DatumWithOid<'_>; 2] = [bids.to_vec().into(), round.into()];
+    let n: i64 = spi::first(spi::run(c, WIN, &args), 1).unwrap_or(0);
+    if n != tokens::count(bids.len()) {
+        // impossible while the rows are locked; refuse to commit a half-written round
+        internal!(format!("round {round}: {} winners but {n} bids became won", bids.len()));
+    }
+}
+
+const EXPIRE: &str = concat!(
+    "
+WITH e AS (
+    UPDATE compute_auction.compute_auction_bids
+       SET status = ",
+    bid_status_sql!(expired),
+    ", last_result = 'expired unfilled', updated_at = now()
+     WHERE id = ANY ($1) AND status = ",
+    bid_status_sql!(open),
+    "
+ RETURNING 1
+), c AS (
+    INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT -count(*) FROM e
+)
+SELECT count(*) FROM e"
+);
+
+/// Expired open bids (id, bidder, escrow), bids and accounts locked, in account order: each
+/// becomes expired and its escrow goes back to its bidder. Returns the tokens refunded.
+pub fn expire(c: &mut SpiClient<'_>, bids: &[(i64, String, i64)]) -> i64 {
+    if bids.is_empty() {
+        return 0;
+    }
+    let ids: Vec<i64> = bids.iter().map(|b| b.0).collect();
+    let n: i64 = spi::first(spi::run(c, EXPIRE, &[ids.into()]), 1).unwrap_or(0);
+    if n != tokens::count(bids.len()) {
+        internal!(format!("{} bids to expire but {n} expired", bids.len()));
+    }
+    let mut total: i64 = 0;
+    let entries: Vec<Entry<'_>> = bids
+        .iter()
+        .map(|(id, bidder, amount)| {
+            total = or_raise!(tokens::add("tokens_refunded", total, *amount));
+            Entry {
+                account: bidder,
+                delta_balance: *amount,
+                delta_held: -*amount,
+                kind: kinds::REFUND,
+                bid_id: Some(*id),
+                reason: Some("bid expired unfilled"),
+                ..Default::default()
+            }
+        })
+        .collect();
+    ledger::post_many(c, &entries);
+    total
+}
+
+/// How a won bid's run ended.
+pub enum Outcome<'a> {
+    /// Settled at the round's clearing price.
+    Settled { price: i64 },
+    /// Aborted: the whole escrow goes back.
+    Aborted { reason: &'a str },
+}
+
+const FINISH: &str = concat!(
+    "
+UPDATE compute_auction.compute_auction_bids
+   SET status = $2, last_result = $3, updated_at = now()
+ WHERE id = $1 AND status = ",
+    bid_status_sql!(won),
+    "
+RETURNING 1"
+);
+
+/// Won bid `bid` (locked) of `bidder`, escrowing `max_price`, won `slot` in `round`: it becomes
+/// settled or aborted, and the wallet entries the outcome implies are recorded as pending (the
+/// winner's account is never waited for; ledger::apply_pending posts them). Returns the tokens
+/// charged (settled) or refunded (aborted).
+pub fn finish(
+    c: &mut SpiClient<'_>,
+    bid: i64,
+    bidder: &str,
+    max_price: i64,
+    slot: &str,
+    round: i64,
+    how: &Outcome<'_>,
+) -> i64 {
+    let (to, result, moved, entries) = match how {
+        Outcome::Settled { price } => {
+            let premium = or_raise!(tokens::premium(max_price, *price));
+            let mut entries = Vec::with_capacity(2);
+            if *price > 0 {
+                entries.push(Pending {
+                    kind: kinds::CHARGE,
+                    delta_balance: 0,
+                    delta_held: -price,
+                    reason: "clearing price of a settled run",
+                });
+            }
+            if premium > 0 {
+                entries.push(Pending {
+                    kind: kinds::PREMIUM,
+                    delta_balance: premium,
+                    delta_held: -premium,
+                    reason: "winning premium returned",
+                });
+            }
+            (BidStatus::Settled, format!("settled at {price}"), *price, entries)
+        }
+        Outcome::Aborted { reason } => {
+            let refund = Pending { kind: kinds::REFUND, delta_balance: max_price, delta_held: -max_price, reason };
+            (BidStatus::Aborted, format!("run aborted: {reason}"), max_price, vec![refund])
+        }
+    };
+    let args: [DatumWithOid<'_>; 3] = [bid.into(), to.as_str().into(), result.as_str().into()];
+    if spi::run(c, FINISH, &args).is_empty() {
+        internal!(format!("bid {bid} of slot {slot} is not won"));
+    }
+    ledger::record_pending(c, bidder, bid, slot, round, &entries);
+    moved
+}
