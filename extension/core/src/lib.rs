@@ -6,5 +6,6 @@
 
 pub mod clearing;
 pub mod limits;
+pub mod planner;
 pub mod tokens;
 pub mod validate;
