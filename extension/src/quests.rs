@@ -6,12 +6,15 @@
 //! documented SQLSTATEs) and call the array-taking functions below, which are revoked from
 //! PUBLIC.
 
+use compute_auction_core::bid_status_sql;
 use compute_auction_core::limits::{self, locks};
+use compute_auction_core::planner::{self, Decision};
 use compute_auction_core::{tokens, validate};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 
 use crate::bids::{self, Placed};
+use crate::book;
 use crate::errors::Code;
 use crate::ledger::{self, check_id};
 use crate::spi;
@@ -31,19 +34,29 @@ const LOCK_TASK_KEY: &str = "SELECT pg_catalog.pg_advisory_xact_lock($1, $2)";
 
 /// The live bids on the tasks: other bidders' are read without a lock, the quest's own are
 /// locked (in id order) and read after the lock.
-const OTHERS_LIVE_BIDS: &str = "
+const OTHERS_LIVE_BIDS: &str = concat!(
+    "
 SELECT id, task_id, bidder_id, status, max_price_tokens
   FROM compute_auction.compute_auction_bids
- WHERE task_id = ANY($1) AND status IN ('open', 'won') AND bidder_id <> $2";
+ WHERE task_id = ANY($1) AND status IN ",
+    bid_status_sql!(live),
+    " AND bidder_id <> $2"
+);
 
-const OWN_LIVE_BIDS: &str = "
+const OWN_LIVE_BIDS: &str = concat!(
+    "
 SELECT id, task_id, bidder_id, status, max_price_tokens
   FROM compute_auction.compute_auction_bids
- WHERE task_id = ANY($1) AND status IN ('open', 'won') AND bidder_id = $2
+ WHERE task_id = ANY($1) AND status IN ",
+    bid_status_sql!(live),
+    " AND bidder_id = $2
  ORDER BY id
-   FOR UPDATE";
+   FOR UPDATE"
+);
 
-/// Array form of submit_bids_for_tasks (see sql/quests.sql for the public function).
+/// Array form of submit_bids_for_tasks (see sql/quests.sql for the public function). The
+/// decisions are compute_auction_core::planner's, property-tested there; this function
+/// validates, takes the locks, reads the rows, and executes the plan in the planner's order.
 #[pg_extern(security_definer)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
 #[allow(clippy::type_complexity)]
@@ -121,72 +134,44 @@ fn submit_bids_for_task_arrays(
             );
         }
         let acct = ledger::lock_owned(c, quest);
-        let find = |t: &str| live.iter().find(|b| b.1 == t);
 
-        // budget: spendable balance plus what the quest's own open bids on these tasks hold
-        let mut budget = acct.balance;
-        for b in &live {
-            if b.2 == quest && b.3 == "open" {
-                budget = or_raise!(tokens::add("budget", budget, b.4));
-            }
-        }
-        let open_count = tokens::count(blocked.iter().filter(|b| !**b).count());
-        let cap = if open_count > 0 { budget / open_count } else { 0 };
-
-        enum Plan {
-            Skip(&'static str, Option<i64>),
-            Cancel(i64, &'static str),
-            Place(i64),
-        }
-        let plans: Vec<Plan> = tasks
+        let backlog: Vec<planner::Task<'_>> = tasks
             .iter()
             .zip(&evs)
             .zip(&blocked)
-            .map(|((t, ev), blk)| {
-                let mine_open = find(t).filter(|b| b.2 == quest && b.3 == "open").map(|b| b.0);
-                match find(t) {
-                    Some(b) if b.2 != quest => return Plan::Skip("skipped: live bid by another bidder", None),
-                    Some(b) if b.3 == "won" => return Plan::Skip("skipped: already won", Some(b.0)),
-                    _ => {}
-                }
-                if *blk {
-                    return match mine_open {
-                        Some(id) => Plan::Cancel(id, "cancelled: blocked"),
-                        None => Plan::Skip("skipped: blocked", None),
-                    };
-                }
-                let price = tokens::quest_bid_price(frac, *ev, tpu, cap);
-                if price == 0 {
-                    return match mine_open {
-                        Some(id) => Plan::Cancel(id, "skipped: zero price"),
-                        None => Plan::Skip("skipped: zero price", None),
-                    };
-                }
-                Plan::Place(price)
+            .map(|((t, ev), blk)| planner::Task { id: t, expected_value_usd: *ev, blocked: *blk })
+            .collect();
+        let live_bids: Vec<planner::LiveBid<'_>> = live
+            .iter()
+            .map(|(id, task_id, bidder, status, price)| planner::LiveBid {
+                id: *id,
+                task_id,
+                own: bidder == quest,
+                status: match book::status(status) {
+                    s if s.is_live() => s,
+                    other => internal!(format!("live bid {id} is {other}")),
+                },
+                max_price_tokens: *price,
             })
             .collect();
+        let plan = or_raise!(planner::plan(&backlog, &live_bids, acct.balance, tpu, frac));
 
-        // releases first (cancels, then lowered bids), then raises and new bids, so the wallet
-        // never needs more than its budget at any step
-        let mut out: Vec<Option<(String, Option<i64>, Option<i64>, String)>> = (0..tasks.len()).map(|_| None).collect();
-        for (i, p) in plans.iter().enumerate() {
-            match p {
-                Plan::Skip(why, id) => out[i] = Some((tasks[i].clone(), *id, None, why.to_string())),
-                Plan::Cancel(id, why) => {
-                    bids::cancel(c, *id, why, false);
-                    out[i] = Some((tasks[i].clone(), Some(*id), None, why.to_string()));
+        // the planner's order: every cancel first, then lowered bids, then raises and new bids
+        let mut out: Vec<Option<(String, Option<i64>, Option<i64>, String)>> = vec![None; tasks.len()];
+        for (i, d) in plan.decisions.iter().enumerate() {
+            match *d {
+                Decision::Skip { outcome, bid_id } => {
+                    out[i] = Some((tasks[i].clone(), bid_id, None, outcome.as_str().to_owned()));
                 }
-                Plan::Place(_) => {}
+                Decision::Cancel { bid_id, outcome } => {
+                    bids::cancel(c, bid_id, outcome.as_str(), false);
+                    out[i] = Some((tasks[i].clone(), Some(bid_id), None, outcome.as_str().to_owned()));
+                }
+                Decision::Place { .. } => {}
             }
         }
-        let old_price = |t: &str| find(t).filter(|b| b.2 == quest && b.3 == "open").map(|b| b.4);
-        let mut order: Vec<usize> = (0..tasks.len()).filter(|&i| matches!(plans[i], Plan::Place(_))).collect();
-        order.sort_by_key(|&i| match plans[i] {
-            Plan::Place(p) => (old_price(&tasks[i]).map_or(1, |o| if p <= o { 0 } else { 1 }), i),
-            _ => (2, i),
-        });
-        for i in order {
-            if let Plan::Place(price) = plans[i] {
+        for &i in &plan.place_order {
+            if let Decision::Place { price, .. } = plan.decisions[i] {
                 let (id, what) = bids::place(c, quest, &tasks[i], price, Some(evs[i]), ttl_at);
                 let outcome = match what {
                     Placed::New => "placed",

@@ -7,5 +7,6 @@
 pub mod book;
 pub mod clearing;
 pub mod limits;
+pub mod planner;
 pub mod tokens;
 pub mod validate;
