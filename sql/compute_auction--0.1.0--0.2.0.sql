@@ -401,10 +401,16 @@ ALTER FUNCTION compute_auction.submit_bids_for_tasks(text, jsonb, double precisi
 ---------------------------------------------------------------------------------------------
 ALTER TABLE compute_auction.open_bid_count ADD COLUMN tokens_refunded bigint NOT NULL DEFAULT 0;
 ALTER TABLE compute_auction.open_bid_count_deltas ADD COLUMN tokens_refunded bigint NOT NULL DEFAULT 0;
--- the refunds made before the counter existed, as one delta the next round folds
+-- the refunds made before the counter existed: into the base row, or, before the first round
+-- has created it, as one delta that round folds
+WITH r AS (
+    SELECT coalesce(sum(delta_balance), 0)::bigint AS t
+      FROM compute_auction.token_ledger WHERE entry_kind = 'refund'
+), base AS (
+    UPDATE compute_auction.open_bid_count SET tokens_refunded = r.t FROM r WHERE id = 1 RETURNING 1
+)
 INSERT INTO compute_auction.open_bid_count_deltas (delta, tokens_refunded)
-SELECT 0, sum(delta_balance) FROM compute_auction.token_ledger
- WHERE entry_kind = 'refund' HAVING sum(delta_balance) <> 0;
+SELECT 0, r.t FROM r WHERE r.t <> 0 AND NOT EXISTS (SELECT 1 FROM base);
 
 CREATE FUNCTION compute_auction."clear_round_summary"(
 	"now" timestamp with time zone DEFAULT now() /* Option < TimestampWithTimeZone > */

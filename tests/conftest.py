@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -152,8 +153,19 @@ def free_port() -> int:
 
 # ------------------------------------------------------------------ the driver --
 
+def core_lock_key(name: str) -> int:
+    """An advisory-lock key of compute_auction_core::limits::locks (extension/core/src/limits.rs),
+    the one place the extension and the driver take them from."""
+    text = (ROOT / "extension" / "core" / "src" / "limits.rs").read_text()
+    m = re.search(rf"pub const {name}: i32 = (0x[0-9a-fA-F_]+|[0-9_]+);", text)
+    assert m, f"locks::{name} not in limits.rs"
+    return int(m.group(1).replace("_", ""), 0)
+
+
 # The driver's leader lock (pg_advisory_lock(classid, objid)): hold it to keep a driver on standby.
-LEADER_LOCK = (1128355139, 2)
+LEADER_LOCK = (core_lock_key("CLASS"), core_lock_key("DRIVER_LEADER"))
+# clear_round's transaction lock.
+CLEARING_LOCK = (core_lock_key("CLASS"), core_lock_key("CLEARING"))
 
 
 def wait_until(fn, timeout: float, interval: float = 0.1, what: str = "condition"):

@@ -25,6 +25,37 @@ use pgrx::spi::SpiClient;
 use crate::ledger::{self, kinds, Entry, Pending};
 use crate::spi;
 
+/// An `UPDATE` of bids from one status to another (`set`: the other columns it sets, `which`:
+/// the rows), writing the open-bid count's delta (`delta` per bid moved: -1 for a bid leaving
+/// the open book); the statement returns how many bids it moved.
+macro_rules! transition_sql {
+    ($from:ident -> $to:ident, set $set:literal, which $which:literal, delta $delta:literal) => {
+        concat!(
+            "
+WITH b AS (
+    UPDATE compute_auction.compute_auction_bids
+       SET status = ",
+            bid_status_sql!($to),
+            ", ",
+            $set,
+            ", updated_at = now()
+     WHERE ",
+            $which,
+            " AND status = ",
+            bid_status_sql!($from),
+            "
+ RETURNING 1
+), c AS (
+    INSERT INTO compute_auction.open_bid_count_deltas (delta)
+    SELECT ",
+            $delta,
+            " * count(*) FROM b HAVING count(*) > 0
+)
+SELECT count(*) FROM b"
+        )
+    };
+}
+
 /// A bid status read from the table.
 pub fn status(s: &str) -> BidStatus {
     BidStatus::parse(s).unwrap_or_else(|| internal!(format!("unknown bid status {s:?}")))
@@ -98,7 +129,7 @@ pub fn replace(
 }
 
 /// Moves `amount` from balance to held (negative: back).
-fn escrow(c: &mut SpiClient<'_>, account: &str, bid: i64, amount: i64, kind: &'static str, reason: &'static str) {
+fn escrow(c: &mut SpiClient<'_>, account: &str, bid: i64, amount: i64, kind: &'static str, reason: &str) {
     ledger::post(
         c,
         &Entry {
@@ -113,22 +144,7 @@ fn escrow(c: &mut SpiClient<'_>, account: &str, bid: i64, amount: i64, kind: &'s
     );
 }
 
-const CANCEL: &str = concat!(
-    "
-WITH b AS (
-    UPDATE compute_auction.compute_auction_bids
-       SET status = ",
-    bid_status_sql!(cancelled),
-    ", last_result = $2, updated_at = now()
-     WHERE id = $1 AND status = ",
-    bid_status_sql!(open),
-    "
- RETURNING 1
-), c AS (
-    INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT -1 FROM b
-)
-SELECT count(*) FROM b"
-);
+const CANCEL: &str = transition_sql!(open -> cancelled, set "last_result = $2", which "id = $1", delta "-1");
 
 /// Cancels open bid `id` (locked, escrowing `price`) of `bidder` (account locked), releasing its
 /// escrow.
@@ -137,36 +153,10 @@ pub fn cancel(c: &mut SpiClient<'_>, id: i64, bidder: &str, price: i64, why: &st
     if n != 1 {
         internal!(format!("bid {id}: cancelled {n} rows"));
     }
-    ledger::post(
-        c,
-        &Entry {
-            account: bidder,
-            delta_balance: price,
-            delta_held: -price,
-            kind: kinds::RELEASE,
-            bid_id: Some(id),
-            reason: Some(why),
-            ..Default::default()
-        },
-    );
+    escrow(c, bidder, id, -price, kinds::RELEASE, why);
 }
 
-const WIN: &str = concat!(
-    "
-WITH b AS (
-    UPDATE compute_auction.compute_auction_bids
-       SET status = ",
-    bid_status_sql!(won),
-    ", round_id = $2, updated_at = now()
-     WHERE id = ANY ($1) AND status = ",
-    bid_status_sql!(open),
-    "
- RETURNING 1
-), c AS (
-    INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT -count(*) FROM b
-)
-SELECT count(*) FROM b"
-);
+const WIN: &str = transition_sql!(open -> won, set "round_id = $2", which "id = ANY ($1)", delta "-1");
 
 /// The round's winners (open bids it locked) become won in `round`; their escrow stays held
 /// until the run is settled or aborted.
@@ -179,22 +169,8 @@ pub fn win(c: &mut SpiClient<'_>, bids: &[i64], round: i64) {
     }
 }
 
-const EXPIRE: &str = concat!(
-    "
-WITH e AS (
-    UPDATE compute_auction.compute_auction_bids
-       SET status = ",
-    bid_status_sql!(expired),
-    ", last_result = 'expired unfilled', updated_at = now()
-     WHERE id = ANY ($1) AND status = ",
-    bid_status_sql!(open),
-    "
- RETURNING 1
-), c AS (
-    INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT -count(*) FROM e
-)
-SELECT count(*) FROM e"
-);
+const EXPIRE: &str =
+    transition_sql!(open -> expired, set "last_result = 'expired unfilled'", which "id = ANY ($1)", delta "-1");
 
 /// Expired open bids (id, bidder, escrow), bids and accounts locked, in account order: each
 /// becomes expired and its escrow goes back to its bidder. Returns the tokens refunded.
