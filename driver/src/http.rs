@@ -233,7 +233,7 @@ fn driver_status(st: &AppState) -> Value {
     json!({
         "leader": st.metrics.is_leader(),
         "degraded": st.metrics.is_degraded(),
-        "consecutive_failures": st.metrics.consecutive_failures.load(Relaxed),
+        "consecutive_failures": st.metrics.consecutive_failures(),
         "interval_seconds": st.interval.as_secs_f64(),
     })
 }
@@ -307,7 +307,7 @@ async fn resources_page(State(st): State<Arc<AppState>>) -> Response {
 /// with the reason.
 async fn healthz(State(st): State<Arc<AppState>>) -> Response {
     let leader = st.metrics.is_leader();
-    let failures = st.metrics.consecutive_failures.load(Relaxed);
+    let failures = st.metrics.consecutive_failures();
     if !leader {
         let (status, reason) = match st.metrics.not_leading() {
             Some(why) => ("not_leading", why),

@@ -1,48 +1,143 @@
-//! Process-wide counters and a small Prometheus text-format renderer.
+//! The driver's Prometheus metrics, recorded with the `metrics` crate into a
+//! `metrics-exporter-prometheus` recorder that /metrics renders.
+//!
+//! Each [`Metrics`] owns its recorder (none is installed globally), so a test can run several.
+//! The gauges that describe the database (market_summary) live in a recorder built for each
+//! scrape: a value the database did not give this time is absent, never a stale one.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use serde_json::Value;
 
 /// Upper bounds (seconds) of the round duration histogram buckets.
 pub const DURATION_BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
-/// Sentinel for "no clearing price seen yet".
-const NO_PRICE: i64 = i64::MIN;
+/// The cycle steps, in the order they run (the `step` label of the step-error counter).
+pub const STEPS: [&str; 4] = ["refund_unfilled", "abort_stale", "apply_pending", "clear_round"];
 
-#[derive(Debug)]
+const ROUND_DURATION: &str = "compute_auction_round_duration_seconds";
+const LAST_PRICE: &str = "compute_auction_last_clearing_price_tokens";
+const STEP_ERRORS: &str = "compute_auction_cycle_step_errors_total";
+
+/// Every metric family /metrics can show: (name, Prometheus type, help). The last clearing
+/// price appears once a round filled a slot; the market_summary gauges (MARKET_GAUGES) while
+/// the database answers.
+pub const FAMILIES: &[(&str, &str, &str)] = &[
+    ("compute_auction_rounds_cleared_total", "counter", "Clearing rounds run by this driver."),
+    ("compute_auction_slots_filled_total", "counter", "Slots filled by rounds this driver ran."),
+    (LAST_PRICE, "gauge", "Clearing price of the newest round (run by this driver) that filled a slot."),
+    ("compute_auction_last_round_id", "gauge", "round_id of the newest round this driver ran (0 before the first)."),
+    ("compute_auction_bids_refunded_total", "counter", "Expired open bids refunded by refund_unfilled."),
+    ("compute_auction_tokens_refunded_total", "counter", "Tokens returned to bidders by refund_unfilled."),
+    (
+        "compute_auction_assignments_aborted_total",
+        "counter",
+        "Stale assignments aborted with a full refund by abort_stale.",
+    ),
+    (
+        "compute_auction_pending_entries_applied_total",
+        "counter",
+        "Wallet entries of settlements and aborts applied by apply_pending.",
+    ),
+    ("compute_auction_clearing_errors_total", "counter", "Failed clear_round calls."),
+    (STEP_ERRORS, "counter", "Failed cycle steps, by step."),
+    (
+        "compute_auction_cycle_step_timeouts_total",
+        "counter",
+        "Cycle steps abandoned at their lock_timeout or statement_timeout (retried next interval).",
+    ),
+    ("compute_auction_database_unavailable_total", "counter", "Cycles skipped because the database was unreachable."),
+    ("compute_auction_consecutive_failures", "gauge", "Consecutive failed clearing rounds (0 after a success)."),
+    ("compute_auction_leader", "gauge", "1 while this driver holds the leader lock and clears rounds."),
+    ("compute_auction_degraded", "gauge", "1 while clearing has failed --fallback-after times in a row."),
+    ("compute_auction_leadership_acquired_total", "counter", "Times this driver became leader."),
+    ("compute_auction_fallback_allocations_total", "counter", "Proportional fallback allocations written."),
+    (
+        "compute_auction_fallback_errors_total",
+        "counter",
+        "Failed attempts to write the proportional fallback allocation.",
+    ),
+    (ROUND_DURATION, "histogram", "Wall time of clear_round transactions."),
+    ("compute_auction_database_up", "gauge", "1 if the database answered market_summary() for this scrape."),
+    ("compute_auction_open_bids", "gauge", "Open bids in the book (market_summary)."),
+    ("compute_auction_idle_slots", "gauge", "Idle slots (market_summary)."),
+    ("compute_auction_assigned_slots", "gauge", "Assigned slots (market_summary)."),
+    // gauges: the database, not this process, owns these counts
+    ("compute_auction_bids_placed", "gauge", "Bids ever placed (market_summary.bids_placed_total)."),
+    ("compute_auction_market_tokens_refunded", "gauge", "Tokens ever refunded (market_summary.tokens_refunded_total)."),
+];
+
+/// The gauges read from `market_summary()` at each scrape: (metric, market_summary key).
+pub const MARKET_GAUGES: [(&str, &str); 5] = [
+    ("compute_auction_open_bids", "open_bids"),
+    ("compute_auction_idle_slots", "idle_slots"),
+    ("compute_auction_assigned_slots", "assigned_slots"),
+    ("compute_auction_bids_placed", "bids_placed_total"),
+    ("compute_auction_market_tokens_refunded", "tokens_refunded_total"),
+];
+
+const DATABASE_UP: &str = "compute_auction_database_up";
+
+fn metadata() -> Metadata<'static> {
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()))
+}
+
+/// A recorder that renders histograms with DURATION_BUCKETS, and describes every family (a
+/// description alone renders nothing: only registered metrics are shown).
+fn recorder() -> PrometheusRecorder {
+    let builder = PrometheusBuilder::new();
+    // DURATION_BUCKETS is not empty, the only way this fails
+    let builder = match builder.set_buckets_for_metric(Matcher::Full(ROUND_DURATION.into()), &DURATION_BUCKETS) {
+        Ok(b) => b,
+        Err(_) => PrometheusBuilder::new(),
+    };
+    let r = builder.build_recorder();
+    for (name, kind, help) in FAMILIES {
+        let (key, help) = ((*name).into(), (*help).into());
+        match *kind {
+            "counter" => r.describe_counter(key, None, help),
+            "gauge" => r.describe_gauge(key, None, help),
+            _ => r.describe_histogram(key, None, help),
+        }
+    }
+    r
+}
+
 pub struct Metrics {
-    pub rounds_cleared: AtomicU64,
-    pub slots_filled: AtomicU64,
-    pub last_clearing_price: AtomicI64,
-    pub last_round_id: AtomicI64,
-    pub bids_refunded: AtomicU64,
-    pub tokens_refunded: AtomicU64,
-    pub assignments_aborted: AtomicU64,
-    pub pending_entries_applied: AtomicU64,
-    pub clearing_errors: AtomicU64,
-    pub refund_errors: AtomicU64,
-    pub abort_stale_errors: AtomicU64,
-    pub apply_pending_errors: AtomicU64,
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    pub rounds_cleared: Counter,
+    pub slots_filled: Counter,
+    pub bids_refunded: Counter,
+    pub tokens_refunded: Counter,
+    pub assignments_aborted: Counter,
+    pub pending_entries_applied: Counter,
     /// Cycle steps that hit their lock_timeout or statement_timeout.
-    pub step_timeouts: AtomicU64,
-    pub db_unavailable: AtomicU64,
-    pub consecutive_failures: AtomicU64,
-    pub leader: AtomicBool,
-    pub degraded: AtomicBool,
-    pub fallback_allocations: AtomicU64,
-    pub fallback_errors: AtomicU64,
-    pub leadership_acquired: AtomicU64,
+    pub step_timeouts: Counter,
+    pub db_unavailable: Counter,
+    pub fallback_allocations: Counter,
+    pub fallback_errors: Counter,
+    clearing_errors: Counter,
+    step_errors: [Counter; STEPS.len()],
+    leadership_acquired: Counter,
+    last_round_id: Gauge,
+    round_duration: Histogram,
+    consecutive_failures_gauge: Gauge,
+    leader_gauge: Gauge,
+    degraded_gauge: Gauge,
+    // the state the driver acts on (the gauges above mirror it)
+    consecutive_failures: AtomicU64,
+    leader: AtomicBool,
+    degraded: AtomicBool,
+    times_led: AtomicU64,
     /// A follower's last tick found the leader lock held by another session: a live leader.
     pub leader_seen: AtomicBool,
     /// Why this driver does not lead although it could try: the grants it lacks, or a privilege
     /// error that made it step down (/healthz reports it).
-    pub not_leading: std::sync::Mutex<Option<String>>,
-    duration_buckets: [AtomicU64; DURATION_BUCKETS.len()],
-    duration_count: AtomicU64,
-    duration_sum_micros: AtomicU64,
+    not_leading: std::sync::Mutex<Option<String>>,
 }
 
 impl Default for Metrics {
@@ -51,55 +146,129 @@ impl Default for Metrics {
     }
 }
 
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
 impl Metrics {
     pub fn new() -> Self {
-        Metrics {
-            rounds_cleared: AtomicU64::new(0),
-            slots_filled: AtomicU64::new(0),
-            last_clearing_price: AtomicI64::new(NO_PRICE),
-            last_round_id: AtomicI64::new(0),
-            bids_refunded: AtomicU64::new(0),
-            tokens_refunded: AtomicU64::new(0),
-            assignments_aborted: AtomicU64::new(0),
-            pending_entries_applied: AtomicU64::new(0),
-            clearing_errors: AtomicU64::new(0),
-            refund_errors: AtomicU64::new(0),
-            abort_stale_errors: AtomicU64::new(0),
-            apply_pending_errors: AtomicU64::new(0),
-            step_timeouts: AtomicU64::new(0),
-            db_unavailable: AtomicU64::new(0),
+        let recorder = recorder();
+        let meta = metadata();
+        let counter = |name: &'static str| recorder.register_counter(&Key::from_static_name(name), &meta);
+        let gauge = |name: &'static str| recorder.register_gauge(&Key::from_static_name(name), &meta);
+        let step_errors = STEPS.map(|step| {
+            recorder.register_counter(&Key::from_parts(STEP_ERRORS, vec![Label::new("step", step)]), &meta)
+        });
+        let m = Metrics {
+            handle: recorder.handle(),
+            rounds_cleared: counter("compute_auction_rounds_cleared_total"),
+            slots_filled: counter("compute_auction_slots_filled_total"),
+            bids_refunded: counter("compute_auction_bids_refunded_total"),
+            tokens_refunded: counter("compute_auction_tokens_refunded_total"),
+            assignments_aborted: counter("compute_auction_assignments_aborted_total"),
+            pending_entries_applied: counter("compute_auction_pending_entries_applied_total"),
+            step_timeouts: counter("compute_auction_cycle_step_timeouts_total"),
+            db_unavailable: counter("compute_auction_database_unavailable_total"),
+            fallback_allocations: counter("compute_auction_fallback_allocations_total"),
+            fallback_errors: counter("compute_auction_fallback_errors_total"),
+            clearing_errors: counter("compute_auction_clearing_errors_total"),
+            step_errors,
+            leadership_acquired: counter("compute_auction_leadership_acquired_total"),
+            last_round_id: gauge("compute_auction_last_round_id"),
+            round_duration: recorder.register_histogram(&Key::from_static_name(ROUND_DURATION), &meta),
+            consecutive_failures_gauge: gauge("compute_auction_consecutive_failures"),
+            leader_gauge: gauge("compute_auction_leader"),
+            degraded_gauge: gauge("compute_auction_degraded"),
             consecutive_failures: AtomicU64::new(0),
             leader: AtomicBool::new(false),
             degraded: AtomicBool::new(false),
-            fallback_allocations: AtomicU64::new(0),
-            fallback_errors: AtomicU64::new(0),
-            leadership_acquired: AtomicU64::new(0),
+            times_led: AtomicU64::new(0),
             leader_seen: AtomicBool::new(false),
             not_leading: std::sync::Mutex::new(None),
-            duration_buckets: Default::default(),
-            duration_count: AtomicU64::new(0),
-            duration_sum_micros: AtomicU64::new(0),
+            recorder,
+        };
+        // gauges show 0 from the start, as counters do
+        for g in [&m.last_round_id, &m.consecutive_failures_gauge, &m.leader_gauge, &m.degraded_gauge] {
+            g.set(0.0);
         }
+        m
     }
 
+    /// Records a clear_round's wall time, and folds it into the histogram at once (so samples
+    /// never pile up between scrapes).
     pub fn observe_round_duration(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        if let Some(i) = DURATION_BUCKETS.iter().position(|&ub| secs <= ub) {
-            self.duration_buckets[i].fetch_add(1, Relaxed);
-        }
-        self.duration_count.fetch_add(1, Relaxed);
-        self.duration_sum_micros.fetch_add(d.as_micros().min(u64::MAX as u128) as u64, Relaxed);
+        self.round_duration.record(d.as_secs_f64());
+        self.handle.run_upkeep();
     }
 
-    pub fn set_last_price(&self, price: i64) {
-        self.last_clearing_price.store(price, Relaxed);
+    /// The newest round this driver ran, and its clearing price when it filled a slot (the
+    /// price gauge appears with the first such round).
+    pub fn record_round(&self, round_id: i64, price: Option<i64>) {
+        self.last_round_id.set(round_id as f64);
+        if let Some(p) = price {
+            self.recorder.register_gauge(&Key::from_static_name(LAST_PRICE), &metadata()).set(p as f64);
+        }
     }
 
-    pub fn last_price(&self) -> Option<i64> {
-        match self.last_clearing_price.load(Relaxed) {
-            NO_PRICE => None,
-            p => Some(p),
+    /// A failed cycle step (one of STEPS); a failed clear_round also counts as a clearing error.
+    pub fn step_failed(&self, step: &str) {
+        if let Some(i) = STEPS.iter().position(|s| *s == step) {
+            self.step_errors[i].increment(1);
         }
+        if step == "clear_round" {
+            self.clearing_errors.increment(1);
+        }
+    }
+
+    /// A successful round: returns how many rounds had failed in a row before it.
+    pub fn clear_succeeded(&self) -> u64 {
+        self.consecutive_failures_gauge.set(0.0);
+        self.consecutive_failures.swap(0, Relaxed)
+    }
+
+    /// A failed round (counted as a step error too): returns the failures in a row, this one
+    /// included.
+    pub fn clear_failed(&self) -> u64 {
+        self.step_failed("clear_round");
+        let n = self.consecutive_failures.fetch_add(1, Relaxed) + 1;
+        self.consecutive_failures_gauge.set(n as f64);
+        n
+    }
+
+    pub fn consecutive_failures(&self) -> u64 {
+        self.consecutive_failures.load(Relaxed)
+    }
+
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.store(leading, Relaxed);
+        self.leader_gauge.set(f64::from(u8::from(leading)));
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Relaxed)
+    }
+
+    /// This driver took the leader lock.
+    pub fn became_leader(&self) {
+        self.leadership_acquired.increment(1);
+        self.times_led.fetch_add(1, Relaxed);
+    }
+
+    /// How often this driver took the leader lock.
+    pub fn times_led(&self) -> u64 {
+        self.times_led.load(Relaxed)
+    }
+
+    /// Sets the degraded flag; returns what it was.
+    pub fn set_degraded(&self, degraded: bool) -> bool {
+        self.degraded_gauge.set(f64::from(u8::from(degraded)));
+        self.degraded.swap(degraded, Relaxed)
+    }
+
+    pub fn is_degraded(&self) -> bool {
+        self.degraded.load(Relaxed)
     }
 
     /// Sets (or clears) why this driver does not lead; returns whether that changed.
@@ -114,206 +283,23 @@ impl Metrics {
         self.not_leading.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
-    pub fn is_leader(&self) -> bool {
-        self.leader.load(Relaxed)
-    }
-
-    pub fn is_degraded(&self) -> bool {
-        self.degraded.load(Relaxed)
-    }
-
-    /// Renders everything in the Prometheus text exposition format 0.0.4.
-    /// `market` is `market_summary()` when the database answered, for the
-    /// gauges that live in the database (open bids, slots, bids placed).
+    /// Everything in the Prometheus text exposition format 0.0.4: this process's metrics, then
+    /// the database's, from `market` (`market_summary()` when the database answered this scrape).
     pub fn render(&self, market: Option<&Value>) -> String {
-        let mut out = String::with_capacity(4096);
-        let c = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
-        };
-        let g = |out: &mut String, name: &str, help: &str, v: String| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-        };
-        c(
-            &mut out,
-            "compute_auction_rounds_cleared_total",
-            "Clearing rounds run by this driver.",
-            self.rounds_cleared.load(Relaxed),
-        );
-        c(
-            &mut out,
-            "compute_auction_slots_filled_total",
-            "Slots filled by rounds this driver ran.",
-            self.slots_filled.load(Relaxed),
-        );
-        if let Some(p) = self.last_price() {
-            g(
-                &mut out,
-                "compute_auction_last_clearing_price_tokens",
-                "Clearing price of the newest round (run by this driver) that filled a slot.",
-                p.to_string(),
-            );
-        }
-        g(
-            &mut out,
-            "compute_auction_last_round_id",
-            "round_id of the newest round this driver ran (0 before the first).",
-            self.last_round_id.load(Relaxed).to_string(),
-        );
-        c(
-            &mut out,
-            "compute_auction_bids_refunded_total",
-            "Expired open bids refunded by refund_unfilled.",
-            self.bids_refunded.load(Relaxed),
-        );
-        c(
-            &mut out,
-            "compute_auction_tokens_refunded_total",
-            "Tokens returned to bidders by refund_unfilled.",
-            self.tokens_refunded.load(Relaxed),
-        );
-        c(
-            &mut out,
-            "compute_auction_assignments_aborted_total",
-            "Stale assignments aborted with a full refund by abort_stale.",
-            self.assignments_aborted.load(Relaxed),
-        );
-        c(
-            &mut out,
-            "compute_auction_pending_entries_applied_total",
-            "Wallet entries of settlements and aborts applied by apply_pending.",
-            self.pending_entries_applied.load(Relaxed),
-        );
-        c(
-            &mut out,
-            "compute_auction_clearing_errors_total",
-            "Failed clear_round calls.",
-            self.clearing_errors.load(Relaxed),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP compute_auction_cycle_step_errors_total Failed cycle steps, by step.\n# TYPE compute_auction_cycle_step_errors_total counter"
-        );
-        for (step, v) in [
-            ("refund_unfilled", &self.refund_errors),
-            ("abort_stale", &self.abort_stale_errors),
-            ("apply_pending", &self.apply_pending_errors),
-            ("clear_round", &self.clearing_errors),
-        ] {
-            let _ = writeln!(out, "compute_auction_cycle_step_errors_total{{step=\"{step}\"}} {}", v.load(Relaxed));
-        }
-        c(
-            &mut out,
-            "compute_auction_cycle_step_timeouts_total",
-            "Cycle steps abandoned at their lock_timeout or statement_timeout (retried next interval).",
-            self.step_timeouts.load(Relaxed),
-        );
-        c(
-            &mut out,
-            "compute_auction_database_unavailable_total",
-            "Cycles skipped because the database was unreachable.",
-            self.db_unavailable.load(Relaxed),
-        );
-        g(
-            &mut out,
-            "compute_auction_consecutive_failures",
-            "Consecutive failed clearing rounds (0 after a success).",
-            self.consecutive_failures.load(Relaxed).to_string(),
-        );
-        g(
-            &mut out,
-            "compute_auction_leader",
-            "1 while this driver holds the leader lock and clears rounds.",
-            u8::from(self.is_leader()).to_string(),
-        );
-        g(
-            &mut out,
-            "compute_auction_degraded",
-            "1 while clearing has failed --fallback-after times in a row.",
-            u8::from(self.is_degraded()).to_string(),
-        );
-        c(
-            &mut out,
-            "compute_auction_leadership_acquired_total",
-            "Times this driver became leader.",
-            self.leadership_acquired.load(Relaxed),
-        );
-        c(
-            &mut out,
-            "compute_auction_fallback_allocations_total",
-            "Proportional fallback allocations written.",
-            self.fallback_allocations.load(Relaxed),
-        );
-        c(
-            &mut out,
-            "compute_auction_fallback_errors_total",
-            "Failed attempts to write the proportional fallback allocation.",
-            self.fallback_errors.load(Relaxed),
-        );
-
-        let name = "compute_auction_round_duration_seconds";
-        let _ = writeln!(out, "# HELP {name} Wall time of clear_round transactions.\n# TYPE {name} histogram");
-        let mut cumulative = 0u64;
-        for (i, ub) in DURATION_BUCKETS.iter().enumerate() {
-            cumulative += self.duration_buckets[i].load(Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {cumulative}", fmt_f64(*ub));
-        }
-        let count = self.duration_count.load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum {}", fmt_f64(self.duration_sum_micros.load(Relaxed) as f64 / 1e6));
-        let _ = writeln!(out, "{name}_count {count}");
-
-        g(
-            &mut out,
-            "compute_auction_database_up",
-            "1 if the database answered market_summary() for this scrape.",
-            u8::from(market.is_some()).to_string(),
-        );
+        let mut out = self.handle.render();
+        let scrape = recorder();
+        let meta = metadata();
+        let gauge = |name: &'static str| scrape.register_gauge(&Key::from_static_name(name), &meta);
+        gauge(DATABASE_UP).set(f64::from(u8::from(market.is_some())));
         if let Some(m) = market {
-            let num = |k: &str| m.get(k).and_then(Value::as_i64);
-            if let Some(v) = num("open_bids") {
-                g(&mut out, "compute_auction_open_bids", "Open bids in the book (market_summary).", v.to_string());
-            }
-            if let Some(v) = num("idle_slots") {
-                g(&mut out, "compute_auction_idle_slots", "Idle slots (market_summary).", v.to_string());
-            }
-            if let Some(v) = num("assigned_slots") {
-                g(&mut out, "compute_auction_assigned_slots", "Assigned slots (market_summary).", v.to_string());
-            }
-            if let Some(v) = num("bids_placed_total") {
-                // A gauge: the database, not this process, owns the count.
-                g(
-                    &mut out,
-                    "compute_auction_bids_placed",
-                    "Bids ever placed (market_summary.bids_placed_total).",
-                    v.to_string(),
-                );
-            }
-            if let Some(v) = num("tokens_refunded_total") {
-                g(
-                    &mut out,
-                    "compute_auction_market_tokens_refunded",
-                    "Tokens ever refunded (market_summary.tokens_refunded_total).",
-                    v.to_string(),
-                );
+            for (name, key) in MARKET_GAUGES {
+                if let Some(v) = m.get(key).and_then(Value::as_i64) {
+                    gauge(name).set(v as f64);
+                }
             }
         }
+        out.push_str(&scrape.handle().render());
         out
-    }
-}
-
-/// Prometheus float formatting: integers without a trailing ".0" are fine,
-/// but keep the shortest round-trip representation.
-fn fmt_f64(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        }
-    } else {
-        format!("{v}")
     }
 }
 
@@ -328,44 +314,108 @@ mod tests {
             .map(|l| &l[prefix.len() + 1..])
     }
 
+    /// (name, type) of every `# TYPE` line, sorted.
+    fn types(text: &str) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| {
+                let (n, t) = l.split_once(' ').unwrap();
+                (n.to_string(), t.to_string())
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn full_market() -> Value {
+        json!({"open_bids": 5, "idle_slots": 2, "assigned_slots": 1, "bids_placed_total": 9, "tokens_refunded_total": 40})
+    }
+
     #[test]
     fn renders_counters_and_gauges() {
         let m = Metrics::new();
-        m.rounds_cleared.fetch_add(3, Relaxed);
-        m.slots_filled.fetch_add(7, Relaxed);
-        m.leader.store(true, Relaxed);
+        m.rounds_cleared.increment(3);
+        m.slots_filled.increment(7);
+        m.set_leader(true);
         let text = m.render(None);
         assert_eq!(line(&text, "compute_auction_rounds_cleared_total"), Some("3"));
         assert_eq!(line(&text, "compute_auction_slots_filled_total"), Some("7"));
         assert_eq!(line(&text, "compute_auction_leader"), Some("1"));
         assert_eq!(line(&text, "compute_auction_degraded"), Some("0"));
         assert_eq!(line(&text, "compute_auction_database_up"), Some("0"));
+        assert_eq!(line(&text, "compute_auction_last_round_id"), Some("0"));
         // no price seen yet: the gauge is absent rather than a fake 0
-        assert!(line(&text, "compute_auction_last_clearing_price_tokens").is_none());
-        m.set_last_price(1234);
+        assert!(line(&text, LAST_PRICE).is_none());
+        m.record_round(12, None);
+        assert!(line(&m.render(None), LAST_PRICE).is_none());
+        m.record_round(13, Some(1234));
         let text = m.render(None);
-        assert_eq!(line(&text, "compute_auction_last_clearing_price_tokens"), Some("1234"));
+        assert_eq!(line(&text, LAST_PRICE), Some("1234"));
+        assert_eq!(line(&text, "compute_auction_last_round_id"), Some("13"));
         assert!(text.contains("# TYPE compute_auction_rounds_cleared_total counter\n"));
+        assert!(text.contains("# HELP compute_auction_rounds_cleared_total Clearing rounds run by this driver.\n"));
         assert!(text.contains("compute_auction_cycle_step_errors_total{step=\"clear_round\"} 0\n"));
         assert!(text.ends_with('\n'));
     }
 
     #[test]
-    fn every_sample_has_type_and_help() {
+    fn every_family_with_its_type_and_help() {
         let m = Metrics::new();
-        let text = m.render(Some(&json!({"open_bids": 5, "idle_slots": 2, "assigned_slots": 1, "bids_placed_total": 9, "tokens_refunded_total": 0})));
-        for l in text.lines().filter(|l| !l.starts_with('#')) {
-            let name = l.split(['{', ' ']).next().unwrap();
-            let base = name.trim_end_matches("_bucket").trim_end_matches("_sum").trim_end_matches("_count");
-            assert!(
-                text.contains(&format!("# TYPE {name} ")) || text.contains(&format!("# TYPE {base} ")),
-                "no TYPE for {name}"
-            );
+        m.record_round(1, Some(5));
+        let text = m.render(Some(&full_market()));
+        let mut want: Vec<(String, String)> = FAMILIES.iter().map(|(n, t, _)| (n.to_string(), t.to_string())).collect();
+        want.sort();
+        assert_eq!(types(&text), want);
+        for (name, _, help) in FAMILIES {
+            assert!(text.contains(&format!("# HELP {name} {help}\n")), "no HELP for {name}");
+        }
+        for l in text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
             let value = l.rsplit(' ').next().unwrap();
             assert!(value.parse::<f64>().is_ok() || value == "+Inf", "bad value in {l}");
         }
         assert_eq!(line(&text, "compute_auction_open_bids"), Some("5"));
+        assert_eq!(line(&text, "compute_auction_market_tokens_refunded"), Some("40"));
         assert_eq!(line(&text, "compute_auction_database_up"), Some("1"));
+        for step in STEPS {
+            assert_eq!(line(&text, &format!("{STEP_ERRORS}{{step=\"{step}\"}}")), Some("0"), "{step}");
+        }
+    }
+
+    #[test]
+    fn market_gauges_only_while_the_database_answers() {
+        let m = Metrics::new();
+        let up = m.render(Some(&full_market()));
+        assert_eq!(line(&up, "compute_auction_idle_slots"), Some("2"));
+        // the next scrape finds the database down: no stale market values
+        let down = m.render(None);
+        assert_eq!(line(&down, "compute_auction_database_up"), Some("0"));
+        for (name, _) in MARKET_GAUGES {
+            assert!(!down.contains(name), "{name} shown while the database is down");
+        }
+        // a key the database did not return is absent, the others are there
+        let partial = m.render(Some(&json!({"open_bids": 3})));
+        assert_eq!(line(&partial, "compute_auction_open_bids"), Some("3"));
+        assert!(!partial.contains("compute_auction_market_tokens_refunded"));
+    }
+
+    #[test]
+    fn step_errors_by_step() {
+        let m = Metrics::new();
+        m.step_failed("abort_stale");
+        assert_eq!(m.clear_failed(), 1);
+        assert_eq!(m.clear_failed(), 2);
+        let text = m.render(None);
+        assert_eq!(line(&text, "compute_auction_cycle_step_errors_total{step=\"abort_stale\"}"), Some("1"));
+        assert_eq!(line(&text, "compute_auction_cycle_step_errors_total{step=\"clear_round\"}"), Some("2"));
+        assert_eq!(line(&text, "compute_auction_cycle_step_errors_total{step=\"refund_unfilled\"}"), Some("0"));
+        assert_eq!(line(&text, "compute_auction_clearing_errors_total"), Some("2"));
+        assert_eq!(line(&text, "compute_auction_consecutive_failures"), Some("2"));
+        assert_eq!(m.clear_succeeded(), 2);
+        assert_eq!(line(&m.render(None), "compute_auction_consecutive_failures"), Some("0"));
+        assert!(!m.set_degraded(true));
+        assert_eq!(line(&m.render(None), "compute_auction_degraded"), Some("1"));
+        assert!(m.set_degraded(false));
     }
 
     #[test]
@@ -377,14 +427,29 @@ mod tests {
         m.observe_round_duration(Duration::from_secs(60)); // only +Inf
         let text = m.render(None);
         let b = |le: &str| {
-            line(&text, &format!("compute_auction_round_duration_seconds_bucket{{le=\"{le}\"}}")).unwrap().to_string()
+            line(&text, &format!("{ROUND_DURATION}_bucket{{le=\"{le}\"}}"))
+                .unwrap_or_else(|| panic!("no bucket {le} in\n{text}"))
+                .to_string()
         };
         assert_eq!(b("0.005"), "1");
         assert_eq!(b("0.025"), "1");
         assert_eq!(b("0.05"), "3");
+        assert_eq!(b("1"), "3");
         assert_eq!(b("30"), "3");
         assert_eq!(b("+Inf"), "4");
-        assert_eq!(line(&text, "compute_auction_round_duration_seconds_count"), Some("4"));
-        assert_eq!(line(&text, "compute_auction_round_duration_seconds_sum"), Some("60.063"));
+        assert_eq!(line(&text, &format!("{ROUND_DURATION}_count")), Some("4"));
+        let sum: f64 = line(&text, &format!("{ROUND_DURATION}_sum")).unwrap().parse().unwrap();
+        assert!((sum - 60.063).abs() < 1e-9, "{sum}");
+        // a second scrape shows the same (rendering does not reset anything)
+        assert_eq!(line(&m.render(None), &format!("{ROUND_DURATION}_count")), Some("4"));
+    }
+
+    #[test]
+    fn recorders_are_independent() {
+        let a = Metrics::new();
+        let b = Metrics::new();
+        a.rounds_cleared.increment(2);
+        assert_eq!(line(&a.render(None), "compute_auction_rounds_cleared_total"), Some("2"));
+        assert_eq!(line(&b.render(None), "compute_auction_rounds_cleared_total"), Some("0"));
     }
 }

@@ -214,7 +214,7 @@ impl Scheduler {
                     next = started + self.cfg.interval;
                 }
                 Tick::Unavailable(e) => {
-                    self.metrics.db_unavailable.fetch_add(1, Relaxed);
+                    self.metrics.db_unavailable.increment(1);
                     let delay = backoff.next_delay();
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, attempt = backoff.attempts(), "database unavailable; backing off");
                     next = Instant::now() + delay;
@@ -230,7 +230,7 @@ impl Scheduler {
             tracing::warn!(reason = why, "lost leadership");
         }
         self.leading = false;
-        self.metrics.leader.store(false, Relaxed);
+        self.metrics.set_leader(false);
         self.leader_conn = None;
     }
 
@@ -247,7 +247,7 @@ impl Scheduler {
             }
         }
         self.leading = false;
-        self.metrics.leader.store(false, Relaxed);
+        self.metrics.set_leader(false);
         self.leader_conn = None;
     }
 
@@ -333,12 +333,12 @@ impl Scheduler {
         };
         if got {
             self.leading = true;
-            self.metrics.leadership_acquired.fetch_add(1, Relaxed);
+            self.metrics.became_leader();
             tracing::info!(lock = ?LEADER_LOCK, "acquired leadership; this driver clears rounds");
-        } else if self.metrics.leader.load(Relaxed) || self.metrics.leadership_acquired.load(Relaxed) == 0 {
+        } else if self.metrics.is_leader() || self.metrics.times_led() == 0 {
             tracing::debug!("another driver holds the leader lock; standing by");
         }
-        self.metrics.leader.store(got, Relaxed);
+        self.metrics.set_leader(got);
         self.metrics.leader_seen.store(!got, Relaxed);
         Ok(got)
     }
@@ -380,40 +380,40 @@ impl Scheduler {
         let m = &self.metrics;
         for (step, r) in cycle.step_errors() {
             if let Some(e) = r.filter(|e| is_timeout(e)) {
-                m.step_timeouts.fetch_add(1, Relaxed);
+                m.step_timeouts.increment(1);
                 tracing::warn!(step, error = %e, "cycle step timed out and was rolled back; retried next interval");
             }
         }
         match &cycle.refunds {
             Ok(r) => {
-                m.bids_refunded.fetch_add(u64::try_from(r.bids_expired).unwrap_or(0), Relaxed);
-                m.tokens_refunded.fetch_add(u64::try_from(r.tokens_refunded).unwrap_or(0), Relaxed);
+                m.bids_refunded.increment(u64::try_from(r.bids_expired).unwrap_or(0));
+                m.tokens_refunded.increment(u64::try_from(r.tokens_refunded).unwrap_or(0));
             }
             Err(e) if !e.is_unavailable() => {
-                m.refund_errors.fetch_add(1, Relaxed);
+                m.step_failed("refund_unfilled");
                 tracing::error!(error = %e, "refund_unfilled failed");
             }
             Err(_) => {}
         }
         match &cycle.aborted {
             Ok(n) => {
-                m.assignments_aborted.fetch_add(u64::try_from(*n).unwrap_or(0), Relaxed);
+                m.assignments_aborted.increment(u64::try_from(*n).unwrap_or(0));
                 if *n > 0 {
                     tracing::warn!(aborted = n, "abort_stale aborted stale assignments with full refunds");
                 }
             }
             Err(e) if !e.is_unavailable() => {
-                m.abort_stale_errors.fetch_add(1, Relaxed);
+                m.step_failed("abort_stale");
                 tracing::error!(error = %e, "abort_stale failed");
             }
             Err(_) => {}
         }
         match &cycle.applied {
             Ok(n) => {
-                m.pending_entries_applied.fetch_add(u64::try_from(*n).unwrap_or(0), Relaxed);
+                m.pending_entries_applied.increment(u64::try_from(*n).unwrap_or(0));
             }
             Err(e) if !e.is_unavailable() => {
-                m.apply_pending_errors.fetch_add(1, Relaxed);
+                m.step_failed("apply_pending");
                 tracing::error!(error = %e, "apply_pending failed");
             }
             Err(_) => {}
@@ -425,10 +425,10 @@ impl Scheduler {
         let duration_ms = (cycle.clear_duration.as_secs_f64() * 1e6).round() / 1e3;
         match &cycle.clear {
             Ok(outcome) => {
-                m.rounds_cleared.fetch_add(1, Relaxed);
-                m.slots_filled.fetch_add(outcome.assignments.len() as u64, Relaxed);
-                let was_failing = m.consecutive_failures.swap(0, Relaxed);
-                if m.degraded.swap(false, Relaxed) {
+                m.rounds_cleared.increment(1);
+                m.slots_filled.increment(outcome.assignments.len() as u64);
+                let was_failing = m.clear_succeeded();
+                if m.set_degraded(false) {
                     tracing::info!(after_failures = was_failing, "clearing succeeded again; market no longer degraded");
                 }
                 self.last_fallback_attempt = None;
@@ -436,10 +436,7 @@ impl Scheduler {
                     cycle.refunds.as_ref().map(|r| (r.bids_expired, r.tokens_refunded)).unwrap_or((0, 0));
                 match &outcome.round {
                     Some(r) => {
-                        m.last_round_id.store(r.round_id, Relaxed);
-                        if let Some(p) = r.clearing_price_tokens {
-                            m.set_last_price(p);
-                        }
+                        m.record_round(r.round_id, r.clearing_price_tokens);
                         tracing::info!(
                             round_id = r.round_id,
                             price = r.clearing_price_tokens,
@@ -460,11 +457,10 @@ impl Scheduler {
                 }
             }
             Err(e) => {
-                m.clearing_errors.fetch_add(1, Relaxed);
-                let n = m.consecutive_failures.fetch_add(1, Relaxed) + 1;
+                let n = m.clear_failed();
                 tracing::error!(error = %e, consecutive_failures = n, duration_ms, "clear_round failed");
                 if n >= u64::from(self.cfg.fallback_after) {
-                    if !m.degraded.swap(true, Relaxed) {
+                    if !m.set_degraded(true) {
                         tracing::warn!(consecutive_failures = n, "market degraded: clearing keeps failing");
                     }
                     self.fallback().await;
@@ -489,18 +485,18 @@ impl Scheduler {
         }
         self.last_fallback_attempt = Some(Instant::now());
         let Some(client) = self.leader_conn.as_mut() else {
-            self.metrics.fallback_errors.fetch_add(1, Relaxed);
+            self.metrics.fallback_errors.increment(1);
             tracing::error!("proportional fallback skipped: no database connection");
             return;
         };
         match db::allocate_proportional(client, budget, self.cfg.step_timeouts).await {
             Ok(a) => {
-                self.metrics.fallback_allocations.fetch_add(1, Relaxed);
+                self.metrics.fallback_allocations.increment(1);
                 tracing::warn!(day = %a.day, quests = a.quests, allocated_tokens = a.allocated_tokens, daily_budget_tokens = budget,
                     "degraded: wrote the proportional fallback allocation");
             }
             Err(e) => {
-                self.metrics.fallback_errors.fetch_add(1, Relaxed);
+                self.metrics.fallback_errors.increment(1);
                 tracing::error!(error = %e, "degraded: proportional fallback allocation failed; staying degraded");
             }
         }
