@@ -153,6 +153,7 @@ def free_port() -> int:
 
 # ------------------------------------------------------------------ the driver --
 
+
 def core_lock_key(name: str) -> int:
     """An advisory-lock key of compute_auction_core::limits::locks (extension/core/src/limits.rs),
     the one place the extension and the driver take them from."""
