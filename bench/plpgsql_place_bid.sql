@@ -6,7 +6,7 @@
 --   1. the per-task advisory lock and the TTL check          (TASK_LOCK_AND_TTL)
 --   2. the live bid on the task, locked                      (LIVE_BID)
 --   3. the bidder's wallet, locked, with the ownership check (ledger::LOCK)
---   4. the bid row plus its open-bid counter delta           (INSERT_BID / REPLACE_BID)
+--   4. the bid row plus its open-bid counter delta           (book::OPEN / book::REPLACE)
 --   5. the wallet update plus its ledger row                 (ledger::POST)
 -- with the same argument checks and SQLSTATEs. PL/pgSQL keeps each statement's plan for the
 -- life of the session, as the extension does with its SPI plans.

@@ -68,17 +68,14 @@ def test_ttl_bounds_are_the_core_limits(conn):
         (bid,),
     ).fetchone()[0]
     assert secs == core_const("BID_TTL_DEFAULT_SECS")
-    max_secs = core_const("BID_TTL_MAX_SECS")
+    days = core_const("BID_TTL_MAX_DAYS")
+    # calendar days in the session's time zone, as `interval '30 days'` is
+    conn.execute("SET timezone = 'Europe/Berlin'")
+    far = "now() + make_interval(days => %s) + make_interval(secs => %s)"
     with pytest.raises(psycopg.Error) as e:
-        conn.execute(
-            "SELECT compute_auction.place_bid('a', 't2', 10, NULL, now() + make_interval(secs => %s))",
-            (max_secs + 60,),
-        )
+        conn.execute(f"SELECT compute_auction.place_bid('a', 't2', 10, NULL, {far})", (days, 60))
     assert e.value.sqlstate == "22023"
-    conn.execute(
-        "SELECT compute_auction.place_bid('a', 't3', 10, NULL, now() + make_interval(secs => %s))",
-        (max_secs - 60,),
-    )
+    conn.execute(f"SELECT compute_auction.place_bid('a', 't3', 10, NULL, {far})", (days, -60))
 
 
 # (call, SQLSTATE, the raising function's name ends with, its file)

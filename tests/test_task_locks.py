@@ -19,10 +19,10 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from conftest import ROLES_SQL, assert_audit_clean, snapshot, sqlstate_of
+from conftest import ROLES_SQL, assert_audit_clean, core_lock_key, snapshot, sqlstate_of
 
-TASK_LOCK_CLASS = 0x4341_5543 + 1  # extension/src/spi.rs LOCK_CLASS_TASK
-MAX_TASKS = 1000  # extension/src/quests.rs MAX_TASKS_PER_CALL, documented in docs/SQL_API.md
+TASK_LOCK_CLASS = core_lock_key("CLASS") + 1  # compute_auction_core::limits::locks::CLASS_TASK
+MAX_TASKS = 1000  # compute_auction_core::limits::MAX_TASKS_PER_CALL, documented in docs/SQL_API.md
 HANG = 30.0
 SUBMIT = "SELECT task_id, outcome FROM compute_auction.submit_bids_for_tasks(%s, %s, 100, 0.5)"
 

@@ -531,3 +531,29 @@ def test_readmes_owner_assignment_gives_unowned_wallets_back_to_their_agents(upg
         assert agent.execute("SELECT compute_auction.place_bid('agent-late', 'owned-2', 10)").fetchone()[0] > 0
         assert su.execute("SELECT * FROM compute_auction.unresolved_roles()").fetchall() == []
         assert su.execute("SELECT * FROM compute_auction.audit()").fetchall() == []
+
+
+def test_refunds_before_the_first_round_are_counted_after_the_upgrade(cluster):
+    """A 0.1.0 market that refunded bids but never cleared a round has no counter row yet: the
+    upgrade's seed goes into a delta, which the first round folds (issue 18's counter)."""
+    db = _create_database(cluster, "upgrade_norounds")
+    try:
+        with _admin(cluster, db) as su:
+            su.execute(sql.SQL("CREATE EXTENSION compute_auction VERSION {}").format(sql.Literal(OLD_VERSION)))
+            su.execute("SELECT compute_auction.open_account('a', 'agent', 1000)")
+            su.execute("SELECT compute_auction.place_bid('a', 't1', 70, NULL, now() + interval '1 minute')")
+            su.execute("SELECT compute_auction.place_bid('a', 't2', 30, NULL, now() + interval '1 minute')")
+            su.execute("SELECT * FROM compute_auction.refund_unfilled(now() + interval '2 minutes')")
+            assert su.execute("SELECT count(*) FROM compute_auction.open_bid_count").fetchone()[0] == 0
+            su.execute(sql.SQL("ALTER EXTENSION compute_auction UPDATE TO {}").format(sql.Literal(NEW_VERSION)))
+            total = "SELECT (compute_auction.market_summary() ->> 'tokens_refunded_total')::bigint"
+            assert su.execute(total).fetchone()[0] == 100
+            assert su.execute("SELECT * FROM compute_auction.audit()").fetchall() == []
+            su.execute("SELECT * FROM compute_auction.clear_round()")
+            assert su.execute("SELECT open_bids, tokens_refunded FROM compute_auction.open_bid_count").fetchall() == [
+                (0, 100)
+            ]
+            assert su.execute(total).fetchone()[0] == 100
+            assert su.execute("SELECT * FROM compute_auction.audit()").fetchall() == []
+    finally:
+        _drop_database(cluster, db)

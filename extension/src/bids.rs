@@ -135,7 +135,7 @@ pub fn place(
         task.into(),
         ttl_at.into(),
         times::seconds(limits::BID_TTL_DEFAULT_SECS).into(),
-        times::seconds(limits::BID_TTL_MAX_SECS).into(),
+        times::days(limits::BID_TTL_MAX_DAYS).into(),
     ];
     let row = spi::run(c, TASK_LOCK_AND_TTL, &args).first();
     let ttl: TimestampWithTimeZone = spi::get_req(&row, 1);

@@ -211,15 +211,15 @@ pub enum Outcome<'a> {
     Aborted { reason: &'a str },
 }
 
-const FINISH: &str = concat!(
-    "
+/// The one transition not written with transition_sql!: its target ($2) is settled or aborted,
+/// and it does not require the bid to be won. The slot's assigned clear is what decides that a
+/// run ends; a bid that disagrees with it is an inconsistency audit() reports
+/// (clear_bid_mismatch), and refusing here would stop abort_stale, and with it run_cycle's
+/// round, from ever finishing the slot.
+const FINISH: &str = "
 UPDATE compute_auction.compute_auction_bids
    SET status = $2, last_result = $3, updated_at = now()
- WHERE id = $1 AND status = ",
-    bid_status_sql!(won),
-    "
-RETURNING 1"
-);
+ WHERE id = $1";
 
 /// Won bid `bid` (locked) of `bidder`, escrowing `max_price`, won `slot` in `round`: it becomes
 /// settled or aborted, and the wallet entries the outcome implies are recorded as pending (the
@@ -262,9 +262,7 @@ pub fn finish(
         }
     };
     let args: [DatumWithOid<'_>; 3] = [bid.into(), to.as_str().into(), result.as_str().into()];
-    if spi::run(c, FINISH, &args).is_empty() {
-        internal!(format!("bid {bid} of slot {slot} is not won"));
-    }
+    spi::run(c, FINISH, &args);
     ledger::record_pending(c, bidder, bid, slot, round, &entries);
     moved
 }

@@ -98,7 +98,7 @@ fn submit_bids_for_task_arrays(
     let mut seen = std::collections::HashSet::new();
     if let Some(ttl) = ttl_at {
         let ok = spi::with(|c| {
-            let args: [DatumWithOid<'_>; 2] = [ttl.into(), times::seconds(limits::BID_TTL_MAX_SECS).into()];
+            let args: [DatumWithOid<'_>; 2] = [ttl.into(), times::days(limits::BID_TTL_MAX_DAYS).into()];
             spi::first::<bool>(spi::run(c, "SELECT $1 > now() AND $1 <= now() + $2", &args), 1)
         });
         if ok != Some(true) {

@@ -33,7 +33,12 @@ pub fn interval(arg: &'static str, v: Interval) -> Interval {
     v
 }
 
-/// A whole number of seconds as an interval (the TTL bounds of `compute_auction_core::limits`).
+/// A whole number of seconds as an interval (the default TTL of `compute_auction_core::limits`).
 pub fn seconds(secs: i64) -> Interval {
     Interval::from_micros(secs.saturating_mul(1_000_000))
+}
+
+/// A whole number of calendar days as an interval (`interval 'N days'`: the longest TTL).
+pub fn days(days: i32) -> Interval {
+    Interval::new(0, days, 0).unwrap_or_else(|e| internal!(format!("interval of {days} days: {e}")))
 }

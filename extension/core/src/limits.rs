@@ -9,10 +9,12 @@ pub const MAX_ID_CHARS: usize = 256;
 /// A bid placed without `ttl_at` expires this many seconds after it was placed (15 minutes).
 pub const BID_TTL_DEFAULT_SECS: i64 = 15 * 60;
 
-/// The latest `ttl_at` a bid may ask for, in seconds after now() (30 days).
-pub const BID_TTL_MAX_SECS: i64 = 30 * 86_400;
+/// The latest `ttl_at` a bid may ask for: now() + this many calendar days (an interval of
+/// days, as `interval '30 days'` is, so the bound follows the session's time zone across a
+/// daylight-saving change).
+pub const BID_TTL_MAX_DAYS: i32 = 30;
 
-/// How [`BID_TTL_DEFAULT_SECS`] and [`BID_TTL_MAX_SECS`] read in an error message or hint.
+/// How [`BID_TTL_DEFAULT_SECS`] and [`BID_TTL_MAX_DAYS`] read in an error message or hint.
 pub const BID_TTL_DEFAULT_TEXT: &str = "15 minutes";
 pub const BID_TTL_MAX_TEXT: &str = "30 days";
 
@@ -64,7 +66,7 @@ mod tests {
     #[test]
     fn ttl_texts_match_their_numbers() {
         assert_eq!(seconds(BID_TTL_DEFAULT_TEXT), BID_TTL_DEFAULT_SECS);
-        assert_eq!(seconds(BID_TTL_MAX_TEXT), BID_TTL_MAX_SECS);
+        assert_eq!(seconds(BID_TTL_MAX_TEXT), i64::from(BID_TTL_MAX_DAYS) * 86_400);
     }
 
     #[test]
