@@ -10,7 +10,9 @@ use compute_auction_core::limits::MAX_ORDER_BOOK_DEPTH;
 /// serves the market's JSON API and the /resources dashboard.
 ///
 /// All market logic lives in the compute_auction PostgreSQL extension; this
-/// program only calls its SQL functions.
+/// program only calls its SQL functions. It needs the extension at version
+/// 0.2.0 or later: `serve` and `clear` refuse to run against an older one (or
+/// none) and say how to upgrade.
 #[derive(Debug, Parser)]
 #[command(name = "compute-auction-driver", version, about, long_about)]
 pub struct Cli {
@@ -200,6 +202,12 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn help_names_the_minimum_extension_version() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains(&format!("version {} or later", crate::db::MIN_EXTENSION_VERSION)), "{help}");
     }
 
     #[test]

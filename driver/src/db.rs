@@ -399,66 +399,56 @@ pub async fn allocate_proportional(
 
 // ------------------------------------------------------------------ API ---
 
-/// Runs a query returning one jsonb value and hands back its text exactly as
-/// PostgreSQL rendered it (`null` for SQL NULL), so API responses are the SQL
-/// function's result verbatim.
-async fn json_text(
-    client: &Client,
-    sql: &str,
-    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-) -> Result<String, DbError> {
-    let row = client.query_one(sql, params).await?;
-    Ok(row.try_get::<_, Option<String>>(0)?.unwrap_or_else(|| "null".to_string()))
-}
+/// A jsonb result of one of the extension's functions, as the text PostgreSQL rendered it
+/// (`null` for SQL NULL). The API sends it on byte for byte; the driver's own reads parse it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Jsonb(pub String);
 
-async fn json_value(
-    client: &Client,
-    sql: &str,
-    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-) -> Result<Value, DbError> {
-    let row = client.query_one(sql, params).await?;
-    Ok(row.try_get::<_, Option<Value>>(0)?.unwrap_or(Value::Null))
-}
+impl Jsonb {
+    pub fn is_null(&self) -> bool {
+        self.0 == "null"
+    }
 
-pub async fn order_book_text(client: &Client, depth: i32) -> Result<String, DbError> {
-    json_text(client, "SELECT compute_auction.order_book($1::int)::text", &[&depth]).await
-}
-
-pub async fn bid_status_text(client: &Client, bid_id: i64) -> Result<String, DbError> {
-    json_text(client, "SELECT compute_auction.bid_status($1::bigint)::text", &[&bid_id]).await
-}
-
-/// `stats(now() - hours)`: without `max_rounds`, without the per-round list (`rounds` is null),
-/// which also works with 0.1.0's stats(since, include_rounds); with it, the newest `max_rounds`
-/// rounds of the window.
-pub async fn stats_text(client: &Client, hours: f64, max_rounds: Option<i32>) -> Result<String, DbError> {
-    let secs = hours * 3600.0;
-    match max_rounds {
-        None => {
-            json_text(
-                client,
-                "SELECT compute_auction.stats(now() - make_interval(secs => $1::float8), false)::text",
-                &[&secs],
-            )
-            .await
-        }
-        Some(n) => {
-            json_text(
-                client,
-                "SELECT compute_auction.stats(now() - make_interval(secs => $1::float8), true, $2::int)::text",
-                &[&secs, &n],
-            )
-            .await
-        }
+    pub fn parse(&self) -> Result<Value, DbError> {
+        serde_json::from_str(&self.0).map_err(|e| DbError::Internal(format!("the database sent invalid JSON: {e}")))
     }
 }
 
-pub async fn price_to_win_text(client: &Client) -> Result<String, DbError> {
-    json_text(client, "SELECT compute_auction.price_to_win()::text", &[]).await
+/// Runs a query whose one column is a jsonb value (cast to text in the query).
+async fn jsonb(
+    client: &Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Jsonb, DbError> {
+    let row = client.query_one(sql, params).await?;
+    Ok(Jsonb(row.try_get::<_, Option<String>>(0)?.unwrap_or_else(|| "null".to_string())))
 }
 
-pub async fn market_summary(client: &Client) -> Result<Value, DbError> {
-    json_value(client, "SELECT compute_auction.market_summary()", &[]).await
+pub async fn order_book(client: &Client, depth: i32) -> Result<Jsonb, DbError> {
+    jsonb(client, "SELECT compute_auction.order_book($1::int)::text", &[&depth]).await
+}
+
+pub async fn bid_status(client: &Client, bid_id: i64) -> Result<Jsonb, DbError> {
+    jsonb(client, "SELECT compute_auction.bid_status($1::bigint)::text", &[&bid_id]).await
+}
+
+/// `stats(now() - hours, include_rounds, max_rounds)`: with `max_rounds`, the newest that many
+/// rounds of the window; without, no per-round list (`rounds` is null).
+pub async fn stats(client: &Client, hours: f64, max_rounds: Option<i32>) -> Result<Jsonb, DbError> {
+    jsonb(
+        client,
+        "SELECT compute_auction.stats(now() - make_interval(secs => $1::float8), $2::bool, $3::int)::text",
+        &[&(hours * 3600.0), &max_rounds.is_some(), &max_rounds.unwrap_or(0)],
+    )
+    .await
+}
+
+pub async fn price_to_win(client: &Client) -> Result<Jsonb, DbError> {
+    jsonb(client, "SELECT compute_auction.price_to_win()::text", &[]).await
+}
+
+pub async fn market_summary(client: &Client) -> Result<Jsonb, DbError> {
+    jsonb(client, "SELECT compute_auction.market_summary()::text", &[]).await
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -488,6 +478,49 @@ pub async fn extension_version(client: &Client) -> Result<Option<String>, DbErro
     Ok(match row {
         Some(r) => r.try_get(0)?,
         None => None,
+    })
+}
+
+/// The oldest compute_auction extension this driver works with: it calls functions (and reads
+/// result fields) that earlier versions lack, so it refuses to run against them rather than
+/// failing call by call.
+pub const MIN_EXTENSION_VERSION: &str = "0.2.0";
+
+/// Whether extension version `found` is at least `min`, comparing dot-separated numbers ("0.10.0"
+/// is after "0.9.1"); a version that is not such numbers is not known to be new enough.
+pub fn version_at_least(found: &str, min: &str) -> bool {
+    fn parts(v: &str) -> Option<Vec<u64>> {
+        v.trim().split('.').map(|p| p.parse::<u64>().ok()).collect()
+    }
+    match (parts(found), parts(min)) {
+        (Some(mut f), Some(mut m)) => {
+            let n = f.len().max(m.len());
+            f.resize(n, 0);
+            m.resize(n, 0);
+            f >= m
+        }
+        _ => false,
+    }
+}
+
+/// The start-up check of `serve` and `clear`: Ok(version) when this database has the extension
+/// at MIN_EXTENSION_VERSION or later; Ok(Err(message)) when it lacks it or has an older one, the
+/// message saying what was found, what is needed and how to upgrade; Err when the database
+/// could not be asked.
+pub async fn check_extension_version(client: &Client) -> Result<Result<String, String>, DbError> {
+    Ok(match extension_version(client).await? {
+        Some(v) if version_at_least(&v, MIN_EXTENSION_VERSION) => Ok(v),
+        Some(v) => Err(format!(
+            "the compute_auction extension in this database is version {v}, and this driver needs version \
+             {MIN_EXTENSION_VERSION} or later: install the new release on the database server, then, as a \
+             superuser in this database, run ALTER EXTENSION compute_auction UPDATE (README \"Upgrading\"), \
+             and start the driver again"
+        )),
+        None => Err(format!(
+            "the compute_auction extension is not installed in this database, and this driver needs version \
+             {MIN_EXTENSION_VERSION} or later: CREATE EXTENSION compute_auction (as a superuser), then start \
+             the driver again"
+        )),
     })
 }
 
@@ -530,17 +563,6 @@ pub async fn db_now(client: &Client) -> Result<DateTime<Utc>, DbError> {
     Ok(client.query_one("SELECT now()", &[]).await?.try_get(0)?)
 }
 
-/// top_winners of `stats(since, include_rounds => false)`: the rounds list is never built.
-pub async fn stats_top_winners(client: &Client, since: DateTime<Utc>) -> Result<Value, DbError> {
-    let row = client
-        .query_one(
-            "SELECT coalesce(s -> 'top_winners', '[]'::jsonb) FROM compute_auction.stats($1::timestamptz, false) AS s",
-            &[&since],
-        )
-        .await?;
-    Ok(row.try_get::<_, Option<Value>>(0)?.unwrap_or(Value::Array(vec![])))
-}
-
 #[derive(Debug, Clone, Serialize)]
 pub struct PricedRound {
     pub round_id: i64,
@@ -570,14 +592,6 @@ pub async fn last_priced_round(client: &Client, lookback: i64) -> Result<Option<
     })
 }
 
-pub async fn order_book_value(client: &Client, depth: i32) -> Result<Value, DbError> {
-    json_value(client, "SELECT compute_auction.order_book($1::int)", &[&depth]).await
-}
-
-pub async fn price_to_win_value(client: &Client) -> Result<Value, DbError> {
-    json_value(client, "SELECT compute_auction.price_to_win()", &[]).await
-}
-
 /// The functions a leading driver calls each cycle (and while degraded): it must hold EXECUTE on
 /// every one, and USAGE on the schema, before it takes the leader lock.
 pub const LEADER_FUNCTIONS: [&str; 5] = [
@@ -589,8 +603,8 @@ pub const LEADER_FUNCTIONS: [&str; 5] = [
 ];
 
 /// What the connected role lacks to lead, as the GRANT statements that would give it: empty
-/// when it may lead. A function that does not exist counts as lacking (the extension is missing
-/// or older); the check itself never fails on that.
+/// when it may lead. A function that does not exist counts as lacking; the check itself never
+/// fails on that.
 pub async fn missing_rights(client: &Client) -> Result<Vec<String>, DbError> {
     let fns: &[&str] = &LEADER_FUNCTIONS;
     let rows = client
@@ -648,6 +662,19 @@ mod tests {
         assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(2)));
         assert_eq!(c.get_application_name(), Some("me"));
         assert!(parse_config("postgres://u@h:notaport/db").is_err());
+    }
+
+    #[test]
+    fn extension_versions() {
+        assert!(version_at_least("0.2.0", MIN_EXTENSION_VERSION));
+        assert!(version_at_least("0.2.1", "0.2.0"));
+        assert!(version_at_least("0.10.0", "0.9.1"));
+        assert!(version_at_least("1.0", "0.2.0"));
+        assert!(version_at_least("0.2", "0.2.0"));
+        assert!(!version_at_least("0.1.0", MIN_EXTENSION_VERSION));
+        assert!(!version_at_least("0.1.9", "0.2.0"));
+        assert!(!version_at_least("0.2.0-dev", "0.2.0"));
+        assert!(!version_at_least("", "0.2.0"));
     }
 
     #[test]
