@@ -15,6 +15,7 @@ use serde_json::{json, Map, Value};
 use tokio_postgres::Client;
 
 use crate::db::{self, DbError, PriceBucket};
+use crate::fields;
 
 const PAGE: &str = include_str!("dashboard.html");
 const DATA_PLACEHOLDER: &str = "__INITIAL_DATA__";
@@ -127,7 +128,7 @@ pub async fn collect(client: &Client, driver: Value) -> Result<Value, DbError> {
 
     // fill rate and top winners of the window: one stats(since, include_rounds => false) call
     let stats = part!("stats", async { db::stats(client, WINDOW_HOURS as f64, None).await?.parse() });
-    let stat = |key: &str| stats.as_ref().and_then(|s| s.get(key)).cloned();
+    let stat = |key: &str| stats.as_ref().and_then(|s| fields::get(s, fields::STATS, key)).cloned();
     let fill_rate = stat("fill_rate").unwrap_or(Value::Null);
     let top_winners = stat("top_winners").filter(Value::is_array).unwrap_or(Value::Array(vec![]));
     let book = part!("order_book", async { db::order_book(client, BOOK_DEPTH).await?.parse() });

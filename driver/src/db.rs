@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use compute_auction_core::limits::locks;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_postgres::{Client, NoTls, Transaction};
 
@@ -210,7 +210,9 @@ pub struct Refunds {
     pub tokens_refunded: i64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+/// One winner of a round (an element of clear_round_summary's `winners`; its keys are
+/// `fields::CLEAR_WINNER`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Assignment {
     pub slot_id: String,
     pub bid_id: i64,
@@ -219,7 +221,8 @@ pub struct Assignment {
     pub clearing_price_tokens: i64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+/// The round a clear_round_summary call cleared (its `round`; keys `fields::CLEAR_ROUND`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RoundInfo {
     pub round_id: i64,
     pub cleared_at: DateTime<Utc>,
@@ -227,11 +230,14 @@ pub struct RoundInfo {
     pub bids_eligible: i64,
     pub slots_filled: i64,
     pub clearing_price_tokens: Option<i64>,
+    pub duration_ms: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// What clear_round_summary returns: the round and its winners.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClearOutcome {
-    pub round: Option<RoundInfo>,
+    pub round: RoundInfo,
+    #[serde(rename = "winners")]
     pub assignments: Vec<Assignment>,
 }
 
@@ -316,49 +322,16 @@ pub async fn apply_pending(client: &mut Client, t: StepTimeouts) -> Result<i64, 
     Ok(row.try_get::<_, Option<i64>>(0)?.unwrap_or(0))
 }
 
-/// `clear_round(now())` and, in the same transaction, the round row it wrote.
+/// `clear_round_summary(now())`: one round, cleared exactly as clear_round clears it, and what
+/// it did (the round and its winners), from the extension in one call.
 pub async fn clear_round(client: &mut Client, t: StepTimeouts) -> Result<ClearOutcome, DbError> {
     let tx = begin_step(client, t).await?;
-    let rows = tx
-        .query(
-            "SELECT slot_id::text, bid_id::bigint, task_id::text, bidder_id::text, clearing_price_tokens::bigint \
-             FROM compute_auction.clear_round(now())",
-            &[],
-        )
-        .await?;
-    let mut assignments = Vec::with_capacity(rows.len());
-    for row in rows {
-        assignments.push(Assignment {
-            slot_id: row.try_get(0)?,
-            bid_id: row.try_get(1)?,
-            task_id: row.try_get(2)?,
-            bidder_id: row.try_get(3)?,
-            clearing_price_tokens: row.try_get(4)?,
-        });
-    }
-    // clear_round serializes callers with a transaction-level lock that we
-    // still hold, so the newest round visible here is the one it just wrote.
-    let round = tx
-        .query_opt(
-            "SELECT round_id::bigint, cleared_at, slots_offered::bigint, bids_eligible::bigint, \
-                    slots_filled::bigint, clearing_price_tokens::bigint \
-             FROM compute_auction.compute_auction_rounds ORDER BY round_id DESC LIMIT 1",
-            &[],
-        )
-        .await?
-        .map(|row| -> Result<RoundInfo, tokio_postgres::Error> {
-            Ok(RoundInfo {
-                round_id: row.try_get(0)?,
-                cleared_at: row.try_get(1)?,
-                slots_offered: row.try_get::<_, Option<i64>>(2)?.unwrap_or(0),
-                bids_eligible: row.try_get::<_, Option<i64>>(3)?.unwrap_or(0),
-                slots_filled: row.try_get::<_, Option<i64>>(4)?.unwrap_or(0),
-                clearing_price_tokens: row.try_get(5)?,
-            })
-        })
-        .transpose()?;
+    let row = tx.query_one("SELECT compute_auction.clear_round_summary(now())::text", &[]).await?;
     commit_step(tx).await?;
-    Ok(ClearOutcome { round, assignments })
+    let text: Option<String> = row.try_get(0)?;
+    let text = text.ok_or_else(|| DbError::Internal("clear_round_summary returned NULL".into()))?;
+    serde_json::from_str(&text)
+        .map_err(|e| DbError::Internal(format!("unexpected clear_round_summary result ({e}): {text}")))
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -371,9 +344,10 @@ pub struct FallbackAllocation {
 /// `source` of the quest_budget_allocations rows the driver writes.
 pub const FALLBACK_SOURCE: &str = "driver-fallback";
 
-/// The issue-5 fallback: `allocate_proportional(current_date, budget, quests)`
-/// with each quest's summed expected value over its open bids.
-pub async fn allocate_proportional(
+/// The issue-5 fallback: `allocate_fallback(current_date, budget, FALLBACK_SOURCE)`, which
+/// weights each quest by its open bids inside the extension; returns how many quests got a
+/// share and the tokens allocated in all.
+pub async fn allocate_fallback(
     client: &mut Client,
     daily_budget_tokens: i64,
     t: StepTimeouts,
@@ -382,14 +356,7 @@ pub async fn allocate_proportional(
     let row = tx
         .query_one(
             "SELECT current_date::text, count(*)::bigint, coalesce(sum(a.allocated_tokens), 0)::bigint \
-             FROM compute_auction.allocate_proportional(current_date, $1::bigint, ( \
-                 SELECT coalesce(jsonb_agg(jsonb_build_object('quest_id', q.bidder_id, 'expected_value', q.ev) \
-                                           ORDER BY q.bidder_id), '[]'::jsonb) \
-                 FROM (SELECT b.bidder_id, coalesce(sum(b.expected_value_usd), 0) AS ev \
-                       FROM compute_auction.compute_auction_bids b \
-                       JOIN compute_auction.token_accounts a ON a.account_id = b.bidder_id \
-                       WHERE b.status = 'open' AND a.kind = 'quest' \
-                       GROUP BY b.bidder_id) q), $2::text) a",
+             FROM compute_auction.allocate_fallback(current_date, $1::bigint, $2::text) AS a",
             &[&daily_budget_tokens, &FALLBACK_SOURCE],
         )
         .await?;
@@ -598,8 +565,8 @@ pub const LEADER_FUNCTIONS: [&str; 5] = [
     "compute_auction.refund_unfilled(timestamp with time zone)",
     "compute_auction.abort_stale(interval, timestamp with time zone)",
     "compute_auction.apply_pending()",
-    "compute_auction.clear_round(timestamp with time zone)",
-    "compute_auction.allocate_proportional(date, bigint, jsonb, text)",
+    "compute_auction.clear_round_summary(timestamp with time zone)",
+    "compute_auction.allocate_fallback(date, bigint, text)",
 ];
 
 /// What the connected role lacks to lead, as the GRANT statements that would give it: empty
@@ -675,6 +642,26 @@ mod tests {
         assert!(!version_at_least("0.1.9", "0.2.0"));
         assert!(!version_at_least("0.2.0-dev", "0.2.0"));
         assert!(!version_at_least("", "0.2.0"));
+    }
+
+    #[test]
+    fn clear_round_summary_parses() {
+        let text = r#"{"round": {"round_id": 7, "cleared_at": "2026-12-01T15:26:09.992499+00:00", "duration_ms": 6.5,
+            "slots_filled": 1, "bids_eligible": 2, "slots_offered": 1, "clearing_price_tokens": 50},
+            "winners": [{"bid_id": 1, "slot_id": "s1", "task_id": "t1", "bidder_id": "a", "clearing_price_tokens": 50}]}"#;
+        let o: ClearOutcome = serde_json::from_str(text).unwrap();
+        assert_eq!(o.round.round_id, 7);
+        assert_eq!(o.round.clearing_price_tokens, Some(50));
+        assert_eq!(o.assignments.len(), 1);
+        assert_eq!(o.assignments[0].slot_id, "s1");
+        // a round with no price and no winners
+        let text = r#"{"round": {"round_id": 8, "cleared_at": "2026-12-01T15:26:10Z", "duration_ms": 0.3,
+            "slots_filled": 0, "bids_eligible": 0, "slots_offered": 0, "clearing_price_tokens": null}, "winners": []}"#;
+        let o: ClearOutcome = serde_json::from_str(text).unwrap();
+        assert_eq!(o.round.clearing_price_tokens, None);
+        assert!(o.assignments.is_empty());
+        // a required field missing is an error, not a default
+        assert!(serde_json::from_str::<ClearOutcome>(r#"{"round": {"round_id": 8}, "winners": []}"#).is_err());
     }
 
     #[test]

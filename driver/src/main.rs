@@ -7,6 +7,7 @@
 mod config;
 mod dashboard;
 mod db;
+mod fields;
 mod http;
 mod metrics;
 mod scheduler;
@@ -46,6 +47,10 @@ fn init_tracing() {
 }
 
 async fn async_main(cli: Cli) -> ExitCode {
+    if let Command::Fields = cli.command {
+        println!("{}", fields::all());
+        return ExitCode::SUCCESS;
+    }
     let Some(url) = cli.database_url.as_deref() else {
         eprintln!("error: no database given: pass --database-url or set DATABASE_URL");
         return ExitCode::from(2);
@@ -59,6 +64,7 @@ async fn async_main(cli: Cli) -> ExitCode {
     };
     match cli.command {
         Command::Version => version(&pg).await,
+        Command::Fields => ExitCode::SUCCESS,
         Command::Clear(args) => clear(&pg, &args).await,
         Command::Serve(args) => serve(pg, args).await,
         Command::Simulate(args) => {

@@ -483,27 +483,20 @@ impl Scheduler {
                 self.last_fallback_attempt = None;
                 let (expired, refunded) =
                     cycle.refunds.as_ref().map(|r| (r.bids_expired, r.tokens_refunded)).unwrap_or((0, 0));
-                match &outcome.round {
-                    Some(r) => {
-                        m.record_round(r.round_id, r.clearing_price_tokens);
-                        tracing::info!(
-                            round_id = r.round_id,
-                            price = r.clearing_price_tokens,
-                            slots_filled = outcome.assignments.len(),
-                            slots_offered = r.slots_offered,
-                            bids_eligible = r.bids_eligible,
-                            bids_expired = expired,
-                            tokens_refunded = refunded,
-                            duration_ms,
-                            "round cleared"
-                        );
-                    }
-                    None => tracing::warn!(
-                        slots_filled = outcome.assignments.len(),
-                        duration_ms,
-                        "round cleared but no round row is visible"
-                    ),
-                }
+                let r = &outcome.round;
+                m.record_round(r.round_id, r.clearing_price_tokens);
+                tracing::info!(
+                    round_id = r.round_id,
+                    price = r.clearing_price_tokens,
+                    slots_filled = outcome.assignments.len(),
+                    slots_offered = r.slots_offered,
+                    bids_eligible = r.bids_eligible,
+                    bids_expired = expired,
+                    tokens_refunded = refunded,
+                    duration_ms,
+                    server_duration_ms = r.duration_ms,
+                    "round cleared"
+                );
             }
             Err(e) => {
                 let n = m.clear_failed();
@@ -538,7 +531,7 @@ impl Scheduler {
             tracing::error!("proportional fallback skipped: no database connection");
             return;
         };
-        match db::allocate_proportional(client, budget, self.cfg.step_timeouts).await {
+        match db::allocate_fallback(client, budget, self.cfg.step_timeouts).await {
             Ok(a) => {
                 self.metrics.fallback_allocations.increment(1);
                 tracing::warn!(day = %a.day, quests = a.quests, allocated_tokens = a.allocated_tokens, daily_budget_tokens = budget,
@@ -638,7 +631,18 @@ mod tests {
                 hint: None,
             }),
             applied: Ok(3),
-            clear: Ok(ClearOutcome { round: None, assignments: vec![] }),
+            clear: Ok(ClearOutcome {
+                round: db::RoundInfo {
+                    round_id: 4,
+                    cleared_at: chrono::DateTime::UNIX_EPOCH,
+                    slots_offered: 1,
+                    bids_eligible: 2,
+                    slots_filled: 1,
+                    clearing_price_tokens: Some(70),
+                    duration_ms: Some(0.5),
+                },
+                assignments: vec![],
+            }),
             clear_duration: Duration::from_micros(1500),
         };
         let v = c.to_json();
@@ -646,6 +650,8 @@ mod tests {
         assert_eq!(v["refund_unfilled"]["tokens_refunded"], 300);
         assert_eq!(v["abort_stale"]["sqlstate"], "42883");
         assert_eq!(v["apply_pending"]["applied"], 3);
+        assert_eq!(v["round"]["round_id"], 4);
+        assert_eq!(v["round"]["clearing_price_tokens"], 70);
         assert_eq!(v["clear_duration_ms"], 1.5);
         assert!(c.unavailable().is_none());
         let c2 = Cycle { clear: Err(DbError::Unavailable("down".into())), ..c };
