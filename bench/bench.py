@@ -38,6 +38,9 @@ BOOK_TOKENS = 1_000_000_000_000
 SLOTS = 74
 BATCH = 10_000  # bids per transaction when building a book
 LEADER_LOCK = (1_128_355_139, 2)  # the driver's leader lock (driver/src/db.rs LEADER_LOCK)
+DASH_ROUNDS = 86_400  # the dashboard's day: one round a second for 24 h (the same with --quick)
+DASH_ACCOUNTS = 1_000
+DASH_REQUESTS = 20
 
 ALTERNATIVES = [
     # key, label, pgbench script
@@ -62,6 +65,7 @@ class Bench:
         self.port = a.port
         self.bindir = Path(a.bindir)
         self.driver = a.driver
+        self.baseline_driver = a.baseline_driver
         self.root = Path(a.root)
         self.quick = a.quick
         self.out = self.root / "target" / "bench"
@@ -87,7 +91,7 @@ class Bench:
         if a.only:
             self.only = set(a.only.split(","))
         else:
-            self.only = {"intake", "clearing", "read", "day", "diag"}
+            self.only = {"intake", "clearing", "read", "day", "dashboard", "diag"}
         self.r: dict = {
             "quick": self.quick,
             "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -103,6 +107,8 @@ class Bench:
                 "refund_reps": self.refund_reps,
                 "read_seconds": self.read_seconds,
                 "day_seconds": self.day_seconds,
+                "dashboard_rounds": DASH_ROUNDS,
+                "dashboard_requests": DASH_REQUESTS,
             },
         }
 
@@ -688,6 +694,151 @@ INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT count(*) FROM b
         )
         self.r["day"] = res
 
+    # ------------------------------------------------------- 5. the dashboard ---
+    def build_day_of_rounds(self, db: str) -> None:
+        """A day of one-second rounds written directly (as the superuser): DASH_ROUNDS rounds with
+        cleared_at spread over the last 24 h, each filling one of SLOTS slots with a settled clear
+        of its own bid (DASH_ROUNDS bids, DASH_ROUNDS clears), plus a small open book."""
+        self.create_db(db)
+        with self.conn(db) as c:
+            c.execute(
+                "INSERT INTO compute_auction.token_accounts (account_id, kind) "
+                "SELECT 'dash-' || i, 'agent' FROM generate_series(1, %s) AS i",
+                (DASH_ACCOUNTS,),
+            )
+            c.execute(
+                "SELECT count(compute_auction.offer_slot('slot-' || lpad(i::text, 2, '0'), "
+                "now() - interval '1 minute', 0)) FROM generate_series(1, %s) AS i",
+                (SLOTS,),
+            )
+            c.execute(
+                """INSERT INTO compute_auction.compute_auction_rounds
+                          (cleared_at, slots_offered, bids_eligible, slots_filled, clearing_price_tokens, duration_ms)
+                   SELECT now() - make_interval(secs => (%(n)s - g) * 86400.0 / %(n)s),
+                          %(slots)s, 100, 1, 500 + (g * 7919) %% 1000, 0.5
+                     FROM generate_series(1, %(n)s) AS g""",
+                {"n": DASH_ROUNDS, "slots": SLOTS},
+            )
+            c.execute(
+                """INSERT INTO compute_auction.compute_auction_bids
+                          (bidder_id, task_id, max_price_tokens, ttl_at, status, placed_at, round_id)
+                   SELECT 'dash-' || (r.round_id %% %(accts)s + 1), 'dash-task-' || r.round_id,
+                          r.clearing_price_tokens + 1 + (r.round_id * 104729) %% 5000,
+                          r.cleared_at + interval '15 minutes', 'settled', r.cleared_at - interval '1 second',
+                          r.round_id
+                     FROM compute_auction.compute_auction_rounds AS r""",
+                {"accts": DASH_ACCOUNTS},
+            )
+            c.execute(
+                """INSERT INTO compute_auction.compute_auction_clears
+                          (slot_id, round_id, bid_id, bidder_id, winning_task_id, clearing_price_tokens,
+                           max_price_tokens, slot_started_at, slot_finished_at, actual_cost_tokens,
+                           actual_impact, status)
+                   SELECT 'slot-' || lpad((b.round_id %% %(slots)s + 1)::text, 2, '0'), b.round_id, b.id,
+                          b.bidder_id, b.task_id, r.clearing_price_tokens, b.max_price_tokens, r.cleared_at,
+                          r.cleared_at + interval '1 second', r.clearing_price_tokens,
+                          ((b.id * 31) %% 100) / 10.0, 'settled'
+                     FROM compute_auction.compute_auction_bids AS b
+                     JOIN compute_auction.compute_auction_rounds AS r USING (round_id)""",
+                {"slots": SLOTS},
+            )
+            # a small open book, placed the ordinary way
+            c.execute(
+                "SELECT count(compute_auction.deposit('dash-' || i, 1000000, 'bench')) "
+                "FROM generate_series(1, 100) AS i"
+            )
+            c.execute(
+                "SELECT count(compute_auction.place_bid('dash-' || i, 'dash-open-' || i, 100 + i)) "
+                "FROM generate_series(1, 100) AS i"
+            )
+        for t in ("compute_auction_rounds", "compute_auction_bids", "compute_auction_clears"):
+            self.sql(db, f"VACUUM ANALYZE compute_auction.{t}")
+
+    def measure_dashboard(self, db: str, driver: str, tag: str, http_port: int) -> dict:
+        """The driver `driver` serving `db` (its clearing loop kept standing by: the benchmark holds
+        the leader lock, so the rounds do not change): the first GET of the dashboard bundle after
+        start, then DASH_REQUESTS more, one at a time."""
+        url = f"http://127.0.0.1:{http_port}/api/compute-auction/dashboard"
+        logf = open(self.logs / f"driver-dashboard-{tag}.log", "w")  # noqa: SIM115 - closed in finally
+        drv = subprocess.Popen(
+            [driver, "serve", "--database-url", self.url(db), "--interval", "1s", "--listen", f"127.0.0.1:{http_port}"],
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+        )
+        res: dict = {"driver": driver}
+        try:
+            self.wait_http(f"http://127.0.0.1:{http_port}/openapi.yaml")
+
+            def get() -> tuple[float, dict]:
+                t = time.perf_counter()
+                with urllib.request.urlopen(url, timeout=60) as r:
+                    body = r.read()
+                return (time.perf_counter() - t) * 1000, json.loads(body)
+
+            res["first_ms"], body = get()
+            ms = [get()[0] for _ in range(DASH_REQUESTS)]
+            _, body = get()
+            res.update(
+                ms=ms,
+                median_ms=median(ms),
+                max_ms=max(ms),
+                bytes=len(json.dumps(body)),
+                rounds=body["totals"]["rounds"],
+                fill_rate=body["fill_rate"],
+                top_winners=len(body["top_winners"]),
+                errors=body["errors"],
+            )
+        finally:
+            drv.send_signal(signal.SIGTERM)
+            try:
+                drv.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                drv.kill()
+            logf.close()
+        log(
+            f"dashboard [{tag}]: first {res['first_ms']:.1f} ms, median of {DASH_REQUESTS} "
+            f"{res['median_ms']:.1f} ms (max {res['max_ms']:.1f}), {res['rounds']:,} rounds, errors {res['errors']}"
+        )
+        return res
+
+    def dashboard(self) -> None:
+        db = "dashboard"
+        log(f"dashboard: {DASH_ROUNDS:,} one-second rounds with clears over the last 24 h, written directly")
+        t = time.monotonic()
+        self.build_day_of_rounds(db)
+        res: dict = {"rounds": DASH_ROUNDS, "build_s": time.monotonic() - t, "requests": DASH_REQUESTS}
+        holder = self.conn(db)
+        holder.execute("SELECT pg_advisory_lock(%s, %s)", LEADER_LOCK)
+        try:
+            # the SQL the bundle runs, alone, for scale (median of DASH_REQUESTS, one connection)
+            sqls = {
+                "stats_false": "SELECT compute_auction.stats(now() - interval '24 hours', false)",
+                "stats_rounds": "SELECT compute_auction.stats(now() - interval '24 hours', true, 100000)",
+                "price_history": "SELECT count(*) FROM compute_auction.price_history(now() - interval '24 hours', 96)",
+            }
+            res["sql_ms"] = {}
+            with self.conn(db) as c:
+                for key, q in sqls.items():
+                    c.execute(q).fetchall()
+                    ms = []
+                    for _ in range(DASH_REQUESTS):
+                        t = time.perf_counter()
+                        c.execute(q).fetchall()
+                        ms.append((time.perf_counter() - t) * 1000)
+                    res["sql_ms"][key] = median(ms)
+            log("dashboard: SQL alone (median ms): " + ", ".join(f"{k} {v:.1f}" for k, v in res["sql_ms"].items()))
+            port = self.port + 3
+            res["driver"] = self.measure_dashboard(db, self.driver, "this build", port)
+            if self.baseline_driver:
+                res["baseline"] = self.measure_dashboard(db, self.baseline_driver, "baseline", port)
+                a, b = res["driver"]["median_ms"], res["baseline"]["median_ms"]
+                res["ratio_median"] = a / b if b else None
+                a, b = res["driver"]["first_ms"], res["baseline"]["first_ms"]
+                res["ratio_first"] = a / b if b else None
+        finally:
+            holder.close()
+        self.r["dashboard"] = res
+
     # --------------------------------------------------------- diagnostics ---
     def stmt_breakdown(self, db: str, calls, label: str, n: int) -> dict:
         """pg_stat_statements with track = all while `calls(conn, i)` runs n times: where the
@@ -1241,6 +1392,7 @@ INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT count(*) FROM b
             ("clearing", self.clearing),
             ("read", self.read_path),
             ("day", self.day),
+            ("dashboard", self.dashboard),
             ("diag", self.diagnostics),
         ]
         for name, f in steps:
@@ -1272,7 +1424,11 @@ def main() -> None:
     ap.add_argument("--driver", required=True)
     ap.add_argument("--root", required=True)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", help="comma-separated sections: intake,clearing,read,day,diag")
+    ap.add_argument("--only", help="comma-separated sections: intake,clearing,read,day,dashboard,diag")
+    ap.add_argument(
+        "--baseline-driver",
+        help="another driver build (e.g. an earlier commit's) whose dashboard is measured beside this one's",
+    )
     ap.add_argument("--write-docs", action="store_true", help="with --quick: write docs/ anyway")
     ap.add_argument(
         "--report-only", action="store_true", help="measure nothing: rewrite the report from target/bench/results.json"

@@ -177,7 +177,7 @@ def write(r: dict, docs: Path) -> None:
         + ", ".join(
             f"{k[:-2]} {v:.0f} s"
             for k, v in (r.get("timings") or {}).items()
-            if k.endswith("_s") and k[:-2] in ("intake", "clearing", "read", "day", "diag")
+            if k.endswith("_s") and k[:-2] in ("intake", "clearing", "read", "day", "dashboard", "diag")
         )
     )
     w(
@@ -525,6 +525,51 @@ def write(r: dict, docs: Path) -> None:
         if dy.get("audit"):
             w("")
             w("audit() rows: " + "; ".join(f"{a[0]}: {a[1]}" for a in dy["audit"]))
+        w("")
+    else:
+        w("_not measured_")
+        w("")
+
+    # ------------------------------------------------------------------ 5
+    w("## 5. The dashboard after a day of rounds")
+    w("")
+    db = r.get("dashboard", {})
+    if db:
+        w(
+            f"A database holding a day of one-second rounds: {f(db.get('rounds'))} rows in "
+            "`compute_auction_rounds`, cleared_at spread over the last 24 h, each with a settled clear of its own "
+            f"bid (written directly with SQL in {f(db.get('build_s'), 1)} s), and 100 open bids. "
+            "`compute-auction-driver serve` stands by (the benchmark holds its leader lock, so nothing changes) "
+            "and answers `GET /api/compute-auction/dashboard` (the bundle `/resources` refreshes from): the first "
+            f"request after start, then {db.get('requests')} one at a time. Beside it, the SQL the bundle's "
+            "biggest parts run, alone on one connection."
+        )
+        w("")
+        w("| measure | first request | median | max |")
+        w("|---|---:|---:|---:|")
+        for key, label in (("driver", "this build"), ("baseline", "baseline build")):
+            x = db.get(key)
+            if x:
+                w(
+                    f"| dashboard, {label} (`{Path(x['driver']).name}`) | {f(x.get('first_ms'), 1)} ms | "
+                    f"{f(x.get('median_ms'), 1)} ms | {f(x.get('max_ms'), 1)} ms |"
+                )
+        if db.get("ratio_median") is not None:
+            first, mid = f(db.get("ratio_first"), 2), f(db.get("ratio_median"), 2)
+            w(f"| **this build ÷ baseline** | **{first}×** | **{mid}×** | |")
+        for key, label in (
+            ("stats_false", "`stats(now() - 24 h, false)` (fill rate, top winners)"),
+            ("stats_rounds", "`stats(now() - 24 h, true, 100000)` (with every round)"),
+            ("price_history", "`price_history(now() - 24 h, 96)`"),
+        ):
+            v = (db.get("sql_ms") or {}).get(key)
+            w(f"| SQL: {label} | | {f(v, 1)} ms | |")
+        x = db.get("driver") or {}
+        w("")
+        w(
+            f"The bundle: {f(x.get('bytes'))} bytes, {f(x.get('rounds'))} rounds in its totals, fill rate "
+            f"{x.get('fill_rate')}, {x.get('top_winners')} top winners, errors {x.get('errors') or 'none'}."
+        )
         w("")
     else:
         w("_not measured_")

@@ -10,7 +10,9 @@ use compute_auction_core::limits::MAX_ORDER_BOOK_DEPTH;
 /// serves the market's JSON API and the /resources dashboard.
 ///
 /// All market logic lives in the compute_auction PostgreSQL extension; this
-/// program only calls its SQL functions.
+/// program only calls its SQL functions. It needs the extension at version
+/// 0.2.0 or later: `serve` and `clear` refuse to run against an older one (or
+/// none) and say how to upgrade.
 #[derive(Debug, Parser)]
 #[command(name = "compute-auction-driver", version, about, long_about)]
 pub struct Cli {
@@ -29,14 +31,19 @@ pub enum Command {
     /// Run the clearing loop (with leader election) and the HTTP server
     /// (JSON API, /healthz, /metrics, /resources dashboard) in one process.
     Serve(ServeArgs),
-    /// Run one cycle now (refund_unfilled, abort_stale, clear_round) without
-    /// taking the leader lock, and print its result as JSON.
+    /// Run one cycle now (refund_unfilled, abort_stale, apply_pending,
+    /// clear_round_summary) without taking the leader lock, and print its
+    /// result as JSON.
     Clear(ClearArgs),
     /// Generate a lively demo workload: wallets, slots, bids, claims and
     /// settlements with made-up cost and impact.
     Simulate(SimulateArgs),
     /// Connect and print the installed compute_auction extension version.
     Version,
+    /// Print, as JSON, the fields of the extension's results that the driver reads (for the
+    /// test suite, which checks each against the real functions).
+    #[command(hide = true)]
+    Fields,
 }
 
 /// Flags shared by everything that runs clearing cycles.
@@ -93,8 +100,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     pub fallback_after: u32,
 
-    /// Daily token budget split among quests by
-    /// compute_auction.allocate_proportional when the market is degraded.
+    /// Daily token budget split among quests by compute_auction.allocate_fallback
+    /// (in proportion to each quest's open bids) when the market is degraded.
     /// Without it, a degraded market is only reported, no fallback allocation
     /// is written.
     #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
@@ -200,6 +207,14 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn help_names_the_minimum_extension_version() {
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains(&format!("version {} or later", crate::db::MIN_EXTENSION_VERSION)), "{help}");
+        // the test suite's subcommand stays out of the help
+        assert!(!help.contains("fields"), "{help}");
     }
 
     #[test]

@@ -7,18 +7,15 @@
 //! GET /api/compute-auction/dashboard every few seconds.
 //!
 //! Rounds are never shipped one by one: the price chart is drawn from
-//! `price_history()` buckets aggregated in SQL.
-
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+//! `price_history()` buckets aggregated in SQL, and the fill rate and top winners come from one
+//! `stats(since, include_rounds => false)` call, which never builds the per-round list.
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
-use deadpool_postgres::Pool;
 use serde_json::{json, Map, Value};
 use tokio_postgres::Client;
 
 use crate::db::{self, DbError, PriceBucket};
+use crate::fields;
 
 const PAGE: &str = include_str!("dashboard.html");
 const DATA_PLACEHOLDER: &str = "__INITIAL_DATA__";
@@ -91,72 +88,9 @@ pub fn totals(rows: &[PriceBucket]) -> Totals {
     })
 }
 
-/// The last 24 h's top winners come from `stats()`, which also builds the
-/// window's full rounds array (86,400 entries at one round a second, seconds
-/// of work). So they are cached, with a time-to-live proportional to what the
-/// call cost, and refreshed in the background while the stale value is served.
-#[derive(Default)]
-pub struct WinnersCache {
-    slot: tokio::sync::Mutex<Option<CachedWinners>>,
-    refreshing: AtomicBool,
-}
-
-struct CachedWinners {
-    at: Instant,
-    ttl: Duration,
-    value: Value,
-}
-
-/// How long a top-winners value stays fresh after a call that took `cost`.
-pub fn winners_ttl(cost: Duration) -> Duration {
-    cost.saturating_mul(20).clamp(Duration::from_secs(2), Duration::from_secs(60))
-}
-
-impl WinnersCache {
-    async fn load(pool: &Pool) -> Result<(Value, Duration), DbError> {
-        let client = pool.get().await?;
-        let t0 = Instant::now();
-        let since = db::db_now(&client).await? - ChronoDuration::hours(WINDOW_HOURS);
-        let v = db::stats_top_winners(&client, since).await?;
-        Ok((v, t0.elapsed()))
-    }
-
-    /// The top winners: fresh, stale (while a refresh runs), or loaded now
-    /// when nothing is cached yet.
-    pub async fn get(self: &Arc<Self>, pool: &Pool) -> Result<Value, DbError> {
-        let mut slot = self.slot.lock().await;
-        if let Some(c) = slot.as_ref() {
-            if c.at.elapsed() >= c.ttl && !self.refreshing.swap(true, Ordering::SeqCst) {
-                let me = Arc::clone(self);
-                let pool = pool.clone();
-                tokio::spawn(async move {
-                    match Self::load(&pool).await {
-                        Ok((value, cost)) => {
-                            *me.slot.lock().await =
-                                Some(CachedWinners { at: Instant::now(), ttl: winners_ttl(cost), value });
-                        }
-                        Err(e) => tracing::warn!(error = %e, "refreshing the top winners failed"),
-                    }
-                    me.refreshing.store(false, Ordering::SeqCst);
-                });
-            }
-            return Ok(c.value.clone());
-        }
-        let (value, cost) = Self::load(pool).await?;
-        *slot = Some(CachedWinners { at: Instant::now(), ttl: winners_ttl(cost), value: value.clone() });
-        Ok(value)
-    }
-}
-
-/// Collects the dashboard bundle. Each part that fails for a reason other
-/// than an unreachable database is reported under "errors" and left null, so
-/// an older extension (e.g. without price_to_win) still gets a page.
-pub async fn collect(
-    client: &Client,
-    pool: &Pool,
-    winners: &Arc<WinnersCache>,
-    driver: Value,
-) -> Result<Value, DbError> {
+/// Collects the dashboard bundle. Each part that fails for a reason other than an unreachable
+/// database is reported under "errors" and left null; the rest of the page still shows.
+pub async fn collect(client: &Client, driver: Value) -> Result<Value, DbError> {
     let mut errors = Map::new();
     let now = db::db_now(client).await?;
     let window_start = now - ChronoDuration::hours(WINDOW_HOURS);
@@ -167,9 +101,7 @@ pub async fn collect(
                 Ok(v) => Some(v),
                 Err(e) if e.is_unavailable() => return Err(e),
                 Err(e) => {
-                    if e.code() != Some("42883") || $name != "price_to_win" {
-                        tracing::warn!(part = $name, error = %e, "dashboard part failed");
-                    }
+                    tracing::warn!(part = $name, error = %e, "dashboard part failed");
                     errors.insert($name.to_string(), json!(e.message()));
                     None
                 }
@@ -194,17 +126,15 @@ pub async fn collect(
     // price_history buckets are at least one second wide
     let bucket_seconds = ((now - chart_since).num_milliseconds() as f64 / 1000.0 / f64::from(CHART_BUCKETS)).max(1.0);
 
-    // fill rate over the window = slots filled / slots offered, as stats() defines it
-    let fill_rate = if t.slots_offered > 0 && day.is_some() {
-        json!(t.slots_filled as f64 / t.slots_offered as f64)
-    } else {
-        Value::Null
-    };
-    let top_winners = part!("top_winners", winners.get(pool)).unwrap_or(Value::Array(vec![]));
-    let book = part!("order_book", db::order_book_value(client, BOOK_DEPTH));
-    let market = part!("market_summary", db::market_summary(client));
+    // fill rate and top winners of the window: one stats(since, include_rounds => false) call
+    let stats = part!("stats", async { db::stats(client, WINDOW_HOURS as f64, None).await?.parse() });
+    let stat = |key: &str| stats.as_ref().and_then(|s| fields::get(s, fields::STATS, key)).cloned();
+    let fill_rate = stat("fill_rate").unwrap_or(Value::Null);
+    let top_winners = stat("top_winners").filter(Value::is_array).unwrap_or(Value::Array(vec![]));
+    let book = part!("order_book", async { db::order_book(client, BOOK_DEPTH).await?.parse() });
+    let market = part!("market_summary", async { db::market_summary(client).await?.parse() });
     let priced = part!("last_priced_round", db::last_priced_round(client, PRICED_ROUND_LOOKBACK));
-    let ptw = part!("price_to_win", db::price_to_win_value(client));
+    let ptw = part!("price_to_win", async { db::price_to_win(client).await?.parse() });
 
     Ok(json!({
         "generated_at": now,
@@ -300,13 +230,6 @@ mod tests {
         // already a minute wide: stop
         let s = now - ChronoDuration::seconds(60);
         assert_eq!(refine_since(s, now, &[bucket(now - ChronoDuration::seconds(1), 1, 1, 1)]), None);
-    }
-
-    #[test]
-    fn winners_ttl_follows_cost() {
-        assert_eq!(winners_ttl(Duration::from_millis(3)), Duration::from_secs(2));
-        assert_eq!(winners_ttl(Duration::from_secs(2)), Duration::from_secs(40));
-        assert_eq!(winners_ttl(Duration::from_secs(30)), Duration::from_secs(60));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use compute_auction_core::limits::locks;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_postgres::{Client, NoTls, Transaction};
 
@@ -210,7 +210,9 @@ pub struct Refunds {
     pub tokens_refunded: i64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+/// One winner of a round (an element of clear_round_summary's `winners`; its keys are
+/// `fields::CLEAR_WINNER`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Assignment {
     pub slot_id: String,
     pub bid_id: i64,
@@ -219,7 +221,8 @@ pub struct Assignment {
     pub clearing_price_tokens: i64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+/// The round a clear_round_summary call cleared (its `round`; keys `fields::CLEAR_ROUND`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RoundInfo {
     pub round_id: i64,
     pub cleared_at: DateTime<Utc>,
@@ -227,11 +230,14 @@ pub struct RoundInfo {
     pub bids_eligible: i64,
     pub slots_filled: i64,
     pub clearing_price_tokens: Option<i64>,
+    pub duration_ms: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// What clear_round_summary returns: the round and its winners.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClearOutcome {
-    pub round: Option<RoundInfo>,
+    pub round: RoundInfo,
+    #[serde(rename = "winners")]
     pub assignments: Vec<Assignment>,
 }
 
@@ -316,49 +322,16 @@ pub async fn apply_pending(client: &mut Client, t: StepTimeouts) -> Result<i64, 
     Ok(row.try_get::<_, Option<i64>>(0)?.unwrap_or(0))
 }
 
-/// `clear_round(now())` and, in the same transaction, the round row it wrote.
+/// `clear_round_summary(now())`: one round, cleared exactly as clear_round clears it, and what
+/// it did (the round and its winners), from the extension in one call.
 pub async fn clear_round(client: &mut Client, t: StepTimeouts) -> Result<ClearOutcome, DbError> {
     let tx = begin_step(client, t).await?;
-    let rows = tx
-        .query(
-            "SELECT slot_id::text, bid_id::bigint, task_id::text, bidder_id::text, clearing_price_tokens::bigint \
-             FROM compute_auction.clear_round(now())",
-            &[],
-        )
-        .await?;
-    let mut assignments = Vec::with_capacity(rows.len());
-    for row in rows {
-        assignments.push(Assignment {
-            slot_id: row.try_get(0)?,
-            bid_id: row.try_get(1)?,
-            task_id: row.try_get(2)?,
-            bidder_id: row.try_get(3)?,
-            clearing_price_tokens: row.try_get(4)?,
-        });
-    }
-    // clear_round serializes callers with a transaction-level lock that we
-    // still hold, so the newest round visible here is the one it just wrote.
-    let round = tx
-        .query_opt(
-            "SELECT round_id::bigint, cleared_at, slots_offered::bigint, bids_eligible::bigint, \
-                    slots_filled::bigint, clearing_price_tokens::bigint \
-             FROM compute_auction.compute_auction_rounds ORDER BY round_id DESC LIMIT 1",
-            &[],
-        )
-        .await?
-        .map(|row| -> Result<RoundInfo, tokio_postgres::Error> {
-            Ok(RoundInfo {
-                round_id: row.try_get(0)?,
-                cleared_at: row.try_get(1)?,
-                slots_offered: row.try_get::<_, Option<i64>>(2)?.unwrap_or(0),
-                bids_eligible: row.try_get::<_, Option<i64>>(3)?.unwrap_or(0),
-                slots_filled: row.try_get::<_, Option<i64>>(4)?.unwrap_or(0),
-                clearing_price_tokens: row.try_get(5)?,
-            })
-        })
-        .transpose()?;
+    let row = tx.query_one("SELECT compute_auction.clear_round_summary(now())::text", &[]).await?;
     commit_step(tx).await?;
-    Ok(ClearOutcome { round, assignments })
+    let text: Option<String> = row.try_get(0)?;
+    let text = text.ok_or_else(|| DbError::Internal("clear_round_summary returned NULL".into()))?;
+    serde_json::from_str(&text)
+        .map_err(|e| DbError::Internal(format!("unexpected clear_round_summary result ({e}): {text}")))
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -371,9 +344,10 @@ pub struct FallbackAllocation {
 /// `source` of the quest_budget_allocations rows the driver writes.
 pub const FALLBACK_SOURCE: &str = "driver-fallback";
 
-/// The issue-5 fallback: `allocate_proportional(current_date, budget, quests)`
-/// with each quest's summed expected value over its open bids.
-pub async fn allocate_proportional(
+/// The issue-5 fallback: `allocate_fallback(current_date, budget, FALLBACK_SOURCE)`, which
+/// weights each quest by its open bids inside the extension; returns how many quests got a
+/// share and the tokens allocated in all.
+pub async fn allocate_fallback(
     client: &mut Client,
     daily_budget_tokens: i64,
     t: StepTimeouts,
@@ -382,14 +356,7 @@ pub async fn allocate_proportional(
     let row = tx
         .query_one(
             "SELECT current_date::text, count(*)::bigint, coalesce(sum(a.allocated_tokens), 0)::bigint \
-             FROM compute_auction.allocate_proportional(current_date, $1::bigint, ( \
-                 SELECT coalesce(jsonb_agg(jsonb_build_object('quest_id', q.bidder_id, 'expected_value', q.ev) \
-                                           ORDER BY q.bidder_id), '[]'::jsonb) \
-                 FROM (SELECT b.bidder_id, coalesce(sum(b.expected_value_usd), 0) AS ev \
-                       FROM compute_auction.compute_auction_bids b \
-                       JOIN compute_auction.token_accounts a ON a.account_id = b.bidder_id \
-                       WHERE b.status = 'open' AND a.kind = 'quest' \
-                       GROUP BY b.bidder_id) q), $2::text) a",
+             FROM compute_auction.allocate_fallback(current_date, $1::bigint, $2::text) AS a",
             &[&daily_budget_tokens, &FALLBACK_SOURCE],
         )
         .await?;
@@ -399,66 +366,56 @@ pub async fn allocate_proportional(
 
 // ------------------------------------------------------------------ API ---
 
-/// Runs a query returning one jsonb value and hands back its text exactly as
-/// PostgreSQL rendered it (`null` for SQL NULL), so API responses are the SQL
-/// function's result verbatim.
-async fn json_text(
-    client: &Client,
-    sql: &str,
-    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-) -> Result<String, DbError> {
-    let row = client.query_one(sql, params).await?;
-    Ok(row.try_get::<_, Option<String>>(0)?.unwrap_or_else(|| "null".to_string()))
-}
+/// A jsonb result of one of the extension's functions, as the text PostgreSQL rendered it
+/// (`null` for SQL NULL). The API sends it on byte for byte; the driver's own reads parse it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Jsonb(pub String);
 
-async fn json_value(
-    client: &Client,
-    sql: &str,
-    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-) -> Result<Value, DbError> {
-    let row = client.query_one(sql, params).await?;
-    Ok(row.try_get::<_, Option<Value>>(0)?.unwrap_or(Value::Null))
-}
+impl Jsonb {
+    pub fn is_null(&self) -> bool {
+        self.0 == "null"
+    }
 
-pub async fn order_book_text(client: &Client, depth: i32) -> Result<String, DbError> {
-    json_text(client, "SELECT compute_auction.order_book($1::int)::text", &[&depth]).await
-}
-
-pub async fn bid_status_text(client: &Client, bid_id: i64) -> Result<String, DbError> {
-    json_text(client, "SELECT compute_auction.bid_status($1::bigint)::text", &[&bid_id]).await
-}
-
-/// `stats(now() - hours)`: without `max_rounds`, without the per-round list (`rounds` is null),
-/// which also works with 0.1.0's stats(since, include_rounds); with it, the newest `max_rounds`
-/// rounds of the window.
-pub async fn stats_text(client: &Client, hours: f64, max_rounds: Option<i32>) -> Result<String, DbError> {
-    let secs = hours * 3600.0;
-    match max_rounds {
-        None => {
-            json_text(
-                client,
-                "SELECT compute_auction.stats(now() - make_interval(secs => $1::float8), false)::text",
-                &[&secs],
-            )
-            .await
-        }
-        Some(n) => {
-            json_text(
-                client,
-                "SELECT compute_auction.stats(now() - make_interval(secs => $1::float8), true, $2::int)::text",
-                &[&secs, &n],
-            )
-            .await
-        }
+    pub fn parse(&self) -> Result<Value, DbError> {
+        serde_json::from_str(&self.0).map_err(|e| DbError::Internal(format!("the database sent invalid JSON: {e}")))
     }
 }
 
-pub async fn price_to_win_text(client: &Client) -> Result<String, DbError> {
-    json_text(client, "SELECT compute_auction.price_to_win()::text", &[]).await
+/// Runs a query whose one column is a jsonb value (cast to text in the query).
+async fn jsonb(
+    client: &Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Jsonb, DbError> {
+    let row = client.query_one(sql, params).await?;
+    Ok(Jsonb(row.try_get::<_, Option<String>>(0)?.unwrap_or_else(|| "null".to_string())))
 }
 
-pub async fn market_summary(client: &Client) -> Result<Value, DbError> {
-    json_value(client, "SELECT compute_auction.market_summary()", &[]).await
+pub async fn order_book(client: &Client, depth: i32) -> Result<Jsonb, DbError> {
+    jsonb(client, "SELECT compute_auction.order_book($1::int)::text", &[&depth]).await
+}
+
+pub async fn bid_status(client: &Client, bid_id: i64) -> Result<Jsonb, DbError> {
+    jsonb(client, "SELECT compute_auction.bid_status($1::bigint)::text", &[&bid_id]).await
+}
+
+/// `stats(now() - hours, include_rounds, max_rounds)`: with `max_rounds`, the newest that many
+/// rounds of the window; without, no per-round list (`rounds` is null).
+pub async fn stats(client: &Client, hours: f64, max_rounds: Option<i32>) -> Result<Jsonb, DbError> {
+    jsonb(
+        client,
+        "SELECT compute_auction.stats(now() - make_interval(secs => $1::float8), $2::bool, $3::int)::text",
+        &[&(hours * 3600.0), &max_rounds.is_some(), &max_rounds.unwrap_or(0)],
+    )
+    .await
+}
+
+pub async fn price_to_win(client: &Client) -> Result<Jsonb, DbError> {
+    jsonb(client, "SELECT compute_auction.price_to_win()::text", &[]).await
+}
+
+pub async fn market_summary(client: &Client) -> Result<Jsonb, DbError> {
+    jsonb(client, "SELECT compute_auction.market_summary()::text", &[]).await
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -488,6 +445,49 @@ pub async fn extension_version(client: &Client) -> Result<Option<String>, DbErro
     Ok(match row {
         Some(r) => r.try_get(0)?,
         None => None,
+    })
+}
+
+/// The oldest compute_auction extension this driver works with: it calls functions (and reads
+/// result fields) that earlier versions lack, so it refuses to run against them rather than
+/// failing call by call.
+pub const MIN_EXTENSION_VERSION: &str = "0.2.0";
+
+/// Whether extension version `found` is at least `min`, comparing dot-separated numbers ("0.10.0"
+/// is after "0.9.1"); a version that is not such numbers is not known to be new enough.
+pub fn version_at_least(found: &str, min: &str) -> bool {
+    fn parts(v: &str) -> Option<Vec<u64>> {
+        v.trim().split('.').map(|p| p.parse::<u64>().ok()).collect()
+    }
+    match (parts(found), parts(min)) {
+        (Some(mut f), Some(mut m)) => {
+            let n = f.len().max(m.len());
+            f.resize(n, 0);
+            m.resize(n, 0);
+            f >= m
+        }
+        _ => false,
+    }
+}
+
+/// The start-up check of `serve` and `clear`: Ok(version) when this database has the extension
+/// at MIN_EXTENSION_VERSION or later; Ok(Err(message)) when it lacks it or has an older one, the
+/// message saying what was found, what is needed and how to upgrade; Err when the database
+/// could not be asked.
+pub async fn check_extension_version(client: &Client) -> Result<Result<String, String>, DbError> {
+    Ok(match extension_version(client).await? {
+        Some(v) if version_at_least(&v, MIN_EXTENSION_VERSION) => Ok(v),
+        Some(v) => Err(format!(
+            "the compute_auction extension in this database is version {v}, and this driver needs version \
+             {MIN_EXTENSION_VERSION} or later: install the new release on the database server, then, as a \
+             superuser in this database, run ALTER EXTENSION compute_auction UPDATE (README \"Upgrading\"), \
+             and start the driver again"
+        )),
+        None => Err(format!(
+            "the compute_auction extension is not installed in this database, and this driver needs version \
+             {MIN_EXTENSION_VERSION} or later: CREATE EXTENSION compute_auction (as a superuser), then start \
+             the driver again"
+        )),
     })
 }
 
@@ -530,17 +530,6 @@ pub async fn db_now(client: &Client) -> Result<DateTime<Utc>, DbError> {
     Ok(client.query_one("SELECT now()", &[]).await?.try_get(0)?)
 }
 
-/// top_winners of `stats(since, include_rounds => false)`: the rounds list is never built.
-pub async fn stats_top_winners(client: &Client, since: DateTime<Utc>) -> Result<Value, DbError> {
-    let row = client
-        .query_one(
-            "SELECT coalesce(s -> 'top_winners', '[]'::jsonb) FROM compute_auction.stats($1::timestamptz, false) AS s",
-            &[&since],
-        )
-        .await?;
-    Ok(row.try_get::<_, Option<Value>>(0)?.unwrap_or(Value::Array(vec![])))
-}
-
 #[derive(Debug, Clone, Serialize)]
 pub struct PricedRound {
     pub round_id: i64,
@@ -570,27 +559,19 @@ pub async fn last_priced_round(client: &Client, lookback: i64) -> Result<Option<
     })
 }
 
-pub async fn order_book_value(client: &Client, depth: i32) -> Result<Value, DbError> {
-    json_value(client, "SELECT compute_auction.order_book($1::int)", &[&depth]).await
-}
-
-pub async fn price_to_win_value(client: &Client) -> Result<Value, DbError> {
-    json_value(client, "SELECT compute_auction.price_to_win()", &[]).await
-}
-
 /// The functions a leading driver calls each cycle (and while degraded): it must hold EXECUTE on
 /// every one, and USAGE on the schema, before it takes the leader lock.
 pub const LEADER_FUNCTIONS: [&str; 5] = [
     "compute_auction.refund_unfilled(timestamp with time zone)",
     "compute_auction.abort_stale(interval, timestamp with time zone)",
     "compute_auction.apply_pending()",
-    "compute_auction.clear_round(timestamp with time zone)",
-    "compute_auction.allocate_proportional(date, bigint, jsonb, text)",
+    "compute_auction.clear_round_summary(timestamp with time zone)",
+    "compute_auction.allocate_fallback(date, bigint, text)",
 ];
 
 /// What the connected role lacks to lead, as the GRANT statements that would give it: empty
-/// when it may lead. A function that does not exist counts as lacking (the extension is missing
-/// or older); the check itself never fails on that.
+/// when it may lead. A function that does not exist counts as lacking; the check itself never
+/// fails on that.
 pub async fn missing_rights(client: &Client) -> Result<Vec<String>, DbError> {
     let fns: &[&str] = &LEADER_FUNCTIONS;
     let rows = client
@@ -648,6 +629,39 @@ mod tests {
         assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(2)));
         assert_eq!(c.get_application_name(), Some("me"));
         assert!(parse_config("postgres://u@h:notaport/db").is_err());
+    }
+
+    #[test]
+    fn extension_versions() {
+        assert!(version_at_least("0.2.0", MIN_EXTENSION_VERSION));
+        assert!(version_at_least("0.2.1", "0.2.0"));
+        assert!(version_at_least("0.10.0", "0.9.1"));
+        assert!(version_at_least("1.0", "0.2.0"));
+        assert!(version_at_least("0.2", "0.2.0"));
+        assert!(!version_at_least("0.1.0", MIN_EXTENSION_VERSION));
+        assert!(!version_at_least("0.1.9", "0.2.0"));
+        assert!(!version_at_least("0.2.0-dev", "0.2.0"));
+        assert!(!version_at_least("", "0.2.0"));
+    }
+
+    #[test]
+    fn clear_round_summary_parses() {
+        let text = r#"{"round": {"round_id": 7, "cleared_at": "2026-12-01T15:26:09.992499+00:00", "duration_ms": 6.5,
+            "slots_filled": 1, "bids_eligible": 2, "slots_offered": 1, "clearing_price_tokens": 50},
+            "winners": [{"bid_id": 1, "slot_id": "s1", "task_id": "t1", "bidder_id": "a", "clearing_price_tokens": 50}]}"#;
+        let o: ClearOutcome = serde_json::from_str(text).unwrap();
+        assert_eq!(o.round.round_id, 7);
+        assert_eq!(o.round.clearing_price_tokens, Some(50));
+        assert_eq!(o.assignments.len(), 1);
+        assert_eq!(o.assignments[0].slot_id, "s1");
+        // a round with no price and no winners
+        let text = r#"{"round": {"round_id": 8, "cleared_at": "2026-12-01T15:26:10Z", "duration_ms": 0.3,
+            "slots_filled": 0, "bids_eligible": 0, "slots_offered": 0, "clearing_price_tokens": null}, "winners": []}"#;
+        let o: ClearOutcome = serde_json::from_str(text).unwrap();
+        assert_eq!(o.round.clearing_price_tokens, None);
+        assert!(o.assignments.is_empty());
+        // a required field missing is an error, not a default
+        assert!(serde_json::from_str::<ClearOutcome>(r#"{"round": {"round_id": 8}, "winners": []}"#).is_err());
     }
 
     #[test]

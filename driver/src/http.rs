@@ -50,7 +50,6 @@ pub struct AppState {
     pub max_depth: u32,
     pub interval: Duration,
     pub fallback_after: u32,
-    pub winners: Arc<dashboard::WinnersCache>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -105,11 +104,6 @@ impl From<DbError> for ApiError {
             }
             DbError::Sql { code, message, .. } => match code.as_str() {
                 "P0002" => ApiError::new(StatusCode::NOT_FOUND, message.clone()),
-                // undefined function / table / schema: an extension version without this feature
-                "42883" | "42P01" | "3F000" => ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("not available from the installed compute_auction extension: {message}"),
-                ),
                 // query_canceled (statement_timeout), lock_not_available, serialization/deadlock
                 "57014" | "55P03" | "40001" | "40P01" => {
                     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("database busy: {message}"))
@@ -224,9 +218,9 @@ async fn within<T>(c: &tokio_postgres::Client, limit: Duration, fut: impl Future
     }
 }
 
-/// A JSON body passed through exactly as PostgreSQL rendered it.
-fn raw_json(text: String) -> Response {
-    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], text).into_response()
+/// A jsonb result as the body, exactly as PostgreSQL rendered it.
+fn raw_json(body: db::Jsonb) -> Response {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body.0).into_response()
 }
 
 fn driver_status(st: &AppState) -> Value {
@@ -247,7 +241,7 @@ async fn order_book(
     let q = query_map(q)?;
     let depth = parse_depth(q.get("depth").map(String::as_str), st.max_depth)?;
     let c = client(&st.pool).await?;
-    Ok(raw_json(timed(&c, db::order_book_text(&c, depth)).await?))
+    Ok(raw_json(timed(&c, db::order_book(&c, depth)).await?))
 }
 
 async fn bid_status(
@@ -257,11 +251,11 @@ async fn bid_status(
     let Path(id) = id.map_err(|e| ApiError::bad_request(format!("invalid bid id: {}", e.body_text())))?;
     let id = parse_bid_id(&id)?;
     let c = client(&st.pool).await?;
-    let text = timed(&c, db::bid_status_text(&c, id)).await?;
-    if text == "null" {
+    let status = timed(&c, db::bid_status(&c, id)).await?;
+    if status.is_null() {
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no bid {id}")));
     }
-    Ok(raw_json(text))
+    Ok(raw_json(status))
 }
 
 async fn stats(
@@ -273,17 +267,17 @@ async fn stats(
     let include_rounds = parse_include_rounds(q.get("include_rounds").map(String::as_str))?;
     let max_rounds = parse_max_rounds(q.get("max_rounds").map(String::as_str))?;
     let c = client(&st.pool).await?;
-    Ok(raw_json(timed(&c, db::stats_text(&c, hours, include_rounds.then_some(max_rounds))).await?))
+    Ok(raw_json(timed(&c, db::stats(&c, hours, include_rounds.then_some(max_rounds))).await?))
 }
 
 async fn price_to_win(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let c = client(&st.pool).await?;
-    Ok(raw_json(timed(&c, db::price_to_win_text(&c)).await?))
+    Ok(raw_json(timed(&c, db::price_to_win(&c)).await?))
 }
 
 async fn dashboard_data(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
     let c = client(&st.pool).await?;
-    let v = timed(&c, dashboard::collect(&c, &st.pool, &st.winners, driver_status(&st))).await?;
+    let v = timed(&c, dashboard::collect(&c, driver_status(&st))).await?;
     let mut r = Json(v).into_response();
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(r)
@@ -291,7 +285,7 @@ async fn dashboard_data(State(st): State<Arc<AppState>>) -> Result<Response, Api
 
 async fn resources_page(State(st): State<Arc<AppState>>) -> Response {
     let data = match client(&st.pool).await {
-        Ok(c) => match timed(&c, dashboard::collect(&c, &st.pool, &st.winners, driver_status(&st))).await {
+        Ok(c) => match timed(&c, dashboard::collect(&c, driver_status(&st))).await {
             Ok(v) => v,
             Err(e) => json!({ "error": e.message }),
         },
@@ -379,7 +373,7 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     let market = match timeout(METRICS_DB_TIMEOUT, st.pool.get()).await {
         Ok(Ok(c)) => {
             let left = METRICS_DB_TIMEOUT.saturating_sub(started.elapsed());
-            within(&c, left, db::market_summary(&c)).await.and_then(Result::ok)
+            within(&c, left, db::market_summary(&c)).await.and_then(|r| r.and_then(|j| j.parse()).ok())
         }
         _ => None,
     };
@@ -459,7 +453,9 @@ mod tests {
         let sql = |code: &str| DbError::Sql { code: code.into(), message: "m".into(), detail: None, hint: None };
         assert_eq!(ApiError::from(sql("P0002")).status, StatusCode::NOT_FOUND);
         assert_eq!(ApiError::from(sql("22023")).status, StatusCode::BAD_REQUEST);
-        assert_eq!(ApiError::from(sql("42883")).status, StatusCode::SERVICE_UNAVAILABLE);
+        // an undefined function is no "older extension" case any more: the driver checks the
+        // extension's version at start-up
+        assert_eq!(ApiError::from(sql("42883")).status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(ApiError::from(sql("XX000")).status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(ApiError::from(DbError::Unavailable("x".into())).status, StatusCode::SERVICE_UNAVAILABLE);
     }
@@ -474,7 +470,6 @@ mod tests {
             max_depth: 1000,
             interval: Duration::from_secs(1),
             fallback_after: 3,
-            winners: Default::default(),
         }))
     }
 

@@ -7,6 +7,7 @@
 mod config;
 mod dashboard;
 mod db;
+mod fields;
 mod http;
 mod metrics;
 mod scheduler;
@@ -46,6 +47,10 @@ fn init_tracing() {
 }
 
 async fn async_main(cli: Cli) -> ExitCode {
+    if let Command::Fields = cli.command {
+        println!("{}", fields::all());
+        return ExitCode::SUCCESS;
+    }
     let Some(url) = cli.database_url.as_deref() else {
         eprintln!("error: no database given: pass --database-url or set DATABASE_URL");
         return ExitCode::from(2);
@@ -59,6 +64,7 @@ async fn async_main(cli: Cli) -> ExitCode {
     };
     match cli.command {
         Command::Version => version(&pg).await,
+        Command::Fields => ExitCode::SUCCESS,
         Command::Clear(args) => clear(&pg, &args).await,
         Command::Serve(args) => serve(pg, args).await,
         Command::Simulate(args) => {
@@ -115,6 +121,17 @@ async fn clear(pg: &tokio_postgres::Config, args: &config::ClearArgs) -> ExitCod
             return ExitCode::FAILURE;
         }
     };
+    match db::check_extension_version(&client).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(incompatible)) => {
+            eprintln!("error: {incompatible}");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("error: cannot read the compute_auction extension's version: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let cycle = scheduler::run_cycle(&mut client, args.cycle.assignment_timeout, args.cycle.step_timeouts()).await;
     let out = cycle.to_json();
     println!("{}", serde_json::to_string_pretty(&out).unwrap_or_else(|_| out.to_string()));
@@ -125,7 +142,38 @@ async fn clear(pg: &tokio_postgres::Config, args: &config::ClearArgs) -> ExitCod
     ExitCode::SUCCESS
 }
 
+/// Whether the database has a compute_auction extension this driver works with
+/// (db::check_extension_version). Ok(true): checked, it has; Ok(false): the database could not
+/// be asked now (the scheduler checks when it first reaches it); Err: it has not, fatal.
+async fn startup_check(pg: &tokio_postgres::Config) -> Result<bool, String> {
+    let client = match db::connect(pg).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "database unreachable at start-up; retrying, and checking the extension's version once it answers");
+            return Ok(false);
+        }
+    };
+    match db::check_extension_version(&client).await {
+        Ok(Ok(v)) => {
+            tracing::info!(extension_version = %v, minimum = db::MIN_EXTENSION_VERSION, "compute_auction extension version ok");
+            Ok(true)
+        }
+        Ok(Err(incompatible)) => Err(incompatible),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the extension's version at start-up; checking it when the database next answers");
+            Ok(false)
+        }
+    }
+}
+
 async fn serve(pg: tokio_postgres::Config, args: ServeArgs) -> ExitCode {
+    let version_checked = match startup_check(&pg).await {
+        Ok(checked) => checked,
+        Err(incompatible) => {
+            eprintln!("error: {incompatible}");
+            return ExitCode::FAILURE;
+        }
+    };
     // the HTTP API's pool only: the clearing loop has its own connection
     let pool = db::make_pool(&pg, args.pool_size as usize, Some(http::STATEMENT_TIMEOUT));
     let metrics = Arc::new(metrics::Metrics::new());
@@ -149,10 +197,11 @@ async fn serve(pg: tokio_postgres::Config, args: ServeArgs) -> ExitCode {
             daily_budget_tokens: args.daily_budget_tokens,
             max_backoff: args.max_backoff,
             step_timeouts: args.cycle.step_timeouts(),
+            version_checked,
         },
         metrics.clone(),
     );
-    let sched_task = tokio::spawn(sched.run(rx.clone()));
+    let mut sched_task = tokio::spawn(sched.run(rx.clone()));
 
     let state = Arc::new(http::AppState {
         pool,
@@ -160,7 +209,6 @@ async fn serve(pg: tokio_postgres::Config, args: ServeArgs) -> ExitCode {
         max_depth: args.order_book_max_depth,
         interval: args.interval,
         fallback_after: args.fallback_after,
-        winners: Default::default(),
     });
     let mut http_rx = rx.clone();
     let server = axum::serve(listener, http::router(state)).with_graceful_shutdown(async move {
@@ -170,18 +218,27 @@ async fn serve(pg: tokio_postgres::Config, args: ServeArgs) -> ExitCode {
     tracing::info!(listen = %addr, "dashboard at http://{addr}/resources");
 
     let mut code = ExitCode::SUCCESS;
+    let mut sched_done = false;
     tokio::select! {
         _ = wait_for_signal() => {}
         r = &mut server_task => {
             tracing::error!(result = ?r, "HTTP server stopped unexpectedly");
             code = ExitCode::FAILURE;
         }
+        r = &mut sched_task => {
+            // the clearing loop only ends early on an incompatible extension
+            sched_done = true;
+            code = ExitCode::FAILURE;
+            match r {
+                Ok(Err(incompatible)) => eprintln!("error: {incompatible}"),
+                other => tracing::error!(result = ?other, "the clearing loop stopped unexpectedly"),
+            }
+        }
     }
     tracing::info!("shutting down: finishing the in-flight round");
     let _ = tx.send(true);
-    match tokio::time::timeout(args.shutdown_timeout, sched_task).await {
-        Ok(_) => {}
-        Err(_) => tracing::warn!("the in-flight round did not finish in time; exiting (the database rolls it back)"),
+    if !sched_done && tokio::time::timeout(args.shutdown_timeout, &mut sched_task).await.is_err() {
+        tracing::warn!("the in-flight round did not finish in time; exiting (the database rolls it back)");
     }
     if !server_task.is_finished()
         && tokio::time::timeout(std::time::Duration::from_secs(5), &mut server_task).await.is_err()

@@ -293,7 +293,7 @@ impl Metrics {
         gauge(DATABASE_UP).set(f64::from(u8::from(market.is_some())));
         if let Some(m) = market {
             for (name, key) in MARKET_GAUGES {
-                if let Some(v) = m.get(key).and_then(Value::as_i64) {
+                if let Some(v) = crate::fields::get(m, crate::fields::MARKET_SUMMARY, key).and_then(Value::as_i64) {
                     gauge(name).set(v as f64);
                 }
             }

@@ -34,6 +34,9 @@ pub struct SchedulerConfig {
     pub daily_budget_tokens: Option<i64>,
     pub max_backoff: Duration,
     pub step_timeouts: StepTimeouts,
+    /// Whether the extension's version was found good at start-up; if not (the database was
+    /// unreachable then), the loop checks it on its first connection and stops on a bad one.
+    pub version_checked: bool,
 }
 
 /// Capped exponential backoff: base, 2·base, 4·base, ... up to cap.
@@ -150,6 +153,8 @@ enum Tick {
     Done,
     /// The database is unreachable: back off.
     Unavailable(DbError),
+    /// The database has no compatible extension (db::check_extension_version): stop.
+    Incompatible(String),
 }
 
 pub struct Scheduler {
@@ -184,8 +189,9 @@ impl Scheduler {
     }
 
     /// Runs until `shutdown` turns true. A cycle in flight when the signal
-    /// arrives is finished (its transactions commit or roll back) first.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+    /// arrives is finished (its transactions commit or roll back) first. Ends early, with the
+    /// message, only when the database it reaches lacks a compatible extension.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), String> {
         let mut backoff = Backoff::new(Duration::from_millis(200), self.cfg.max_backoff);
         let mut next = Instant::now();
         tracing::info!(
@@ -213,6 +219,10 @@ impl Scheduler {
                     backoff.reset();
                     next = started + self.cfg.interval;
                 }
+                Tick::Incompatible(why) => {
+                    self.release_leadership().await;
+                    return Err(why);
+                }
                 Tick::Unavailable(e) => {
                     self.metrics.db_unavailable.increment(1);
                     let delay = backoff.next_delay();
@@ -223,6 +233,7 @@ impl Scheduler {
         }
         self.release_leadership().await;
         tracing::info!("clearing loop stopped");
+        Ok(())
     }
 
     fn drop_leader_conn(&mut self, why: &str) {
@@ -343,7 +354,45 @@ impl Scheduler {
         Ok(got)
     }
 
+    /// Until the extension's version has been found good (at start-up, or here on the first
+    /// connection of a driver that could not reach the database then): that check, before any
+    /// attempt to lead.
+    async fn check_version(&mut self) -> Result<(), Tick> {
+        if self.cfg.version_checked {
+            return Ok(());
+        }
+        let client = match self.leader_conn.take() {
+            Some(c) if !c.is_closed() => c,
+            _ => db::connect(&self.pg_config).await.map_err(Tick::Unavailable)?,
+        };
+        let checked = timeout(LEADER_QUERY_TIMEOUT, db::check_extension_version(&client)).await;
+        self.leader_conn = Some(client);
+        match checked {
+            Ok(Ok(Ok(v))) => {
+                tracing::info!(extension_version = %v, minimum = db::MIN_EXTENSION_VERSION, "compute_auction extension version ok");
+                self.cfg.version_checked = true;
+                Ok(())
+            }
+            Ok(Ok(Err(incompatible))) => Err(Tick::Incompatible(incompatible)),
+            Ok(Err(e)) => {
+                self.drop_leader_conn("version check failed");
+                Err(Tick::Unavailable(DbError::Unavailable(format!(
+                    "checking the extension's version: {}",
+                    e.message()
+                ))))
+            }
+            Err(_) => {
+                self.drop_leader_conn("version check timed out");
+                Err(Tick::Unavailable(DbError::Unavailable("checking the extension's version timed out".into())))
+            }
+        }
+    }
+
     async fn tick(&mut self) -> Tick {
+        if let Err(t) = self.check_version().await {
+            self.metrics.leader_seen.store(false, Relaxed);
+            return t;
+        }
         match self.ensure_leadership().await {
             Ok(true) => {}
             Ok(false) => return Tick::Done,
@@ -434,27 +483,20 @@ impl Scheduler {
                 self.last_fallback_attempt = None;
                 let (expired, refunded) =
                     cycle.refunds.as_ref().map(|r| (r.bids_expired, r.tokens_refunded)).unwrap_or((0, 0));
-                match &outcome.round {
-                    Some(r) => {
-                        m.record_round(r.round_id, r.clearing_price_tokens);
-                        tracing::info!(
-                            round_id = r.round_id,
-                            price = r.clearing_price_tokens,
-                            slots_filled = outcome.assignments.len(),
-                            slots_offered = r.slots_offered,
-                            bids_eligible = r.bids_eligible,
-                            bids_expired = expired,
-                            tokens_refunded = refunded,
-                            duration_ms,
-                            "round cleared"
-                        );
-                    }
-                    None => tracing::warn!(
-                        slots_filled = outcome.assignments.len(),
-                        duration_ms,
-                        "round cleared but no round row is visible"
-                    ),
-                }
+                let r = &outcome.round;
+                m.record_round(r.round_id, r.clearing_price_tokens);
+                tracing::info!(
+                    round_id = r.round_id,
+                    price = r.clearing_price_tokens,
+                    slots_filled = outcome.assignments.len(),
+                    slots_offered = r.slots_offered,
+                    bids_eligible = r.bids_eligible,
+                    bids_expired = expired,
+                    tokens_refunded = refunded,
+                    duration_ms,
+                    server_duration_ms = r.duration_ms,
+                    "round cleared"
+                );
             }
             Err(e) => {
                 let n = m.clear_failed();
@@ -489,7 +531,7 @@ impl Scheduler {
             tracing::error!("proportional fallback skipped: no database connection");
             return;
         };
-        match db::allocate_proportional(client, budget, self.cfg.step_timeouts).await {
+        match db::allocate_fallback(client, budget, self.cfg.step_timeouts).await {
             Ok(a) => {
                 self.metrics.fallback_allocations.increment(1);
                 tracing::warn!(day = %a.day, quests = a.quests, allocated_tokens = a.allocated_tokens, daily_budget_tokens = budget,
@@ -589,7 +631,18 @@ mod tests {
                 hint: None,
             }),
             applied: Ok(3),
-            clear: Ok(ClearOutcome { round: None, assignments: vec![] }),
+            clear: Ok(ClearOutcome {
+                round: db::RoundInfo {
+                    round_id: 4,
+                    cleared_at: chrono::DateTime::UNIX_EPOCH,
+                    slots_offered: 1,
+                    bids_eligible: 2,
+                    slots_filled: 1,
+                    clearing_price_tokens: Some(70),
+                    duration_ms: Some(0.5),
+                },
+                assignments: vec![],
+            }),
             clear_duration: Duration::from_micros(1500),
         };
         let v = c.to_json();
@@ -597,6 +650,8 @@ mod tests {
         assert_eq!(v["refund_unfilled"]["tokens_refunded"], 300);
         assert_eq!(v["abort_stale"]["sqlstate"], "42883");
         assert_eq!(v["apply_pending"]["applied"], 3);
+        assert_eq!(v["round"]["round_id"], 4);
+        assert_eq!(v["round"]["clearing_price_tokens"], 70);
         assert_eq!(v["clear_duration_ms"], 1.5);
         assert!(c.unavailable().is_none());
         let c2 = Cycle { clear: Err(DbError::Unavailable("down".into())), ..c };
