@@ -239,3 +239,20 @@ def test_bid_status_won_open_and_unknown(market, one_win):
     assert market.bid_status(one_win["winner"])["status"] == "settled"
     assert_rejected(market.conn, BID_STATUS, (424_242,), "P0002")
     assert_rejected(market.conn, BID_STATUS, (None,), "22004")
+
+
+def test_top_winners_leave_out_a_round_outside_the_window_between_two_inside(conn):
+    """Round ids follow insertion, not cleared_at: a round cleared with an earlier `now` sits
+    between two rounds of the window by id, and its winner is not one of the window's."""
+    conn.execute("SELECT compute_auction.open_account('w', 'agent', 10000)")
+    for i, (price, when) in enumerate([(100, "now()"), (900, "now() - interval '2 days'"), (200, "now()")]):
+        conn.execute(f"SELECT compute_auction.offer_slot('ws{i}', now() - interval '3 days', 0)")
+        conn.execute("SELECT compute_auction.place_bid('w', %s, %s)", (f"wt{i}", price))
+        conn.execute(f"SELECT * FROM compute_auction.clear_round({when})")
+    ids = [r[0] for r in conn.execute("SELECT round_id FROM compute_auction.compute_auction_rounds ORDER BY 1")]
+    assert len(ids) == 3
+    st = conn.execute("SELECT compute_auction.stats(now() - interval '1 day', false)").fetchone()[0]
+    assert [w["task_id"] for w in st["top_winners"]] == ["wt2", "wt0"]
+    st = conn.execute("SELECT compute_auction.stats(now() - interval '3 days', false)").fetchone()[0]
+    assert [w["task_id"] for w in st["top_winners"]] == ["wt1", "wt2", "wt0"]
+    assert_audit_clean(conn)

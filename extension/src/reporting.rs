@@ -116,11 +116,15 @@ WITH r AS (
      LIMIT $3::bigint + 1
 ), kept AS (
     SELECT * FROM n ORDER BY round_id DESC LIMIT $3
+), span AS (
+    SELECT min(round_id) AS lo, max(round_id) AS hi, count(*) AS n FROM r
 ), w AS (
+    -- the window's clears by one range scan of their round ids; the per-round membership test
+    -- runs only when the window's round ids have gaps (a round cleared with an earlier `now`)
     SELECT c.*
-      FROM compute_auction.compute_auction_clears AS c
-     WHERE c.round_id >= coalesce((SELECT min(round_id) FROM r), 9223372036854775807)
-       AND c.round_id IN (SELECT round_id FROM r)
+      FROM compute_auction.compute_auction_clears AS c, span
+     WHERE c.round_id BETWEEN span.lo AND span.hi
+       AND (span.n = span.hi - span.lo + 1 OR c.round_id IN (SELECT round_id FROM r))
        AND c.status <> 'aborted'
      ORDER BY c.max_price_tokens DESC, c.bid_id
      LIMIT 10
