@@ -37,7 +37,19 @@ BOOK_ACCOUNTS = 100_000
 BOOK_TOKENS = 1_000_000_000_000
 SLOTS = 74
 BATCH = 10_000  # bids per transaction when building a book
-LEADER_LOCK = (1_128_355_139, 2)  # the driver's leader lock (driver/src/db.rs LEADER_LOCK)
+
+
+def core_lock_key(name: str) -> int:
+    """An advisory-lock key of compute_auction_core::limits::locks, where the extension and the
+    driver take them from."""
+    text = (HERE.parent / "extension" / "core" / "src" / "limits.rs").read_text()
+    m = re.search(rf"pub const {name}: i32 = (0x[0-9a-fA-F_]+|[0-9_]+);", text)
+    if not m:
+        raise SystemExit(f"locks::{name} not in extension/core/src/limits.rs")
+    return int(m.group(1).replace("_", ""), 0)
+
+
+LEADER_LOCK = (core_lock_key("CLASS"), core_lock_key("DRIVER_LEADER"))  # the driver's leader lock
 DASH_ROUNDS = 86_400  # the dashboard's day: one round a second for 24 h (the same with --quick)
 DASH_ACCOUNTS = 1_000
 DASH_REQUESTS = 20
