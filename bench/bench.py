@@ -39,6 +39,16 @@ SLOTS = 74
 BATCH = 10_000  # bids per transaction when building a book
 
 
+def stop_driver(drv: subprocess.Popen, logf) -> None:
+    """Stops a driver the benchmark started (SIGTERM, then SIGKILL after 30 s) and closes its log."""
+    drv.send_signal(signal.SIGTERM)
+    try:
+        drv.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        drv.kill()
+    logf.close()
+
+
 def core_lock_key(name: str) -> int:
     """An advisory-lock key of compute_auction_core::limits::locks, where the extension and the
     driver take them from."""
@@ -544,12 +554,7 @@ INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT count(*) FROM b
             if m:
                 res["http_p50_ms"] = float(m.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[m.group(2)]
         finally:
-            drv.send_signal(signal.SIGTERM)
-            try:
-                drv.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                drv.kill()
-            logf.close()
+            stop_driver(drv, logf)
         pg = self.pgbench(db, HERE / "pgbench" / "order_book.sql", 8, self.read_seconds, "order-book")
         res["sql_tps"] = pg["tps"]
         res["sql_latency_ms"] = pg["latency_ms"]
@@ -801,12 +806,7 @@ INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT count(*) FROM b
                 errors=body["errors"],
             )
         finally:
-            drv.send_signal(signal.SIGTERM)
-            try:
-                drv.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                drv.kill()
-            logf.close()
+            stop_driver(drv, logf)
         log(
             f"dashboard [{tag}]: first {res['first_ms']:.1f} ms, median of {DASH_REQUESTS} "
             f"{res['median_ms']:.1f} ms (max {res['max_ms']:.1f}), {res['rounds']:,} rounds, errors {res['errors']}"
