@@ -112,46 +112,61 @@ install_file() {
   mv -f "$dest.tmp.$$" "$dest"
 }
 
-# install_old_release VERSION COMMIT: builds release VERSION of the extension from COMMIT, once
-# (cached in target/releases/VERSION-<sha>/, keyed by the commit), and installs its library and
-# install script next to the current release's, with its secondary control file
-# sql/compute_auction--VERSION.control when there is one (0.1.0 needs it: its install script
-# says MODULE_PATHNAME); never its primary control file, which would change the
-# default version. The build is a detached git worktree under target/worktrees/ that shares the
-# workspace's CARGO_TARGET_DIR, so the dependencies are reused; `cargo pgrx package` writes into
-# the cache, not into PostgreSQL's directories.
-install_old_release() {
+# build_old_release VERSION COMMIT: builds release VERSION of the extension from COMMIT, once
+# (cached in target/releases/VERSION-<sha>/, keyed by the commit), and sets OLD_RELEASE_CACHE to
+# that directory: lib/ holds its library (compute_auction.so for 0.1.0,
+# compute_auction-VERSION.so from 0.2.0 on), extension/ its install script
+# compute_auction--VERSION.sql; not its primary control file (which would change the default
+# version) nor the upgrade scripts it shipped. Its secondary control file, when it needs one, is
+# sql/compute_auction--VERSION.control of the current tree. install_old_release and
+# scripts/package.sh both take VERSION from this cache. The build is a detached git worktree under
+# target/worktrees/ that shares the workspace's CARGO_TARGET_DIR, so the dependencies are reused;
+# `cargo pgrx package` writes into the cache, not into PostgreSQL's directories.
+build_old_release() {
   local version="$1" commit="$2" sha
   sha="$(git -C "$CA_ROOT" rev-parse -q --verify "${commit}^{commit}" 2>/dev/null)" ||
-    die "commit $commit (compute_auction $version) is not in this clone; the upgrade test builds it: clone with full history (git fetch --unshallow)"
+    die "commit $commit (compute_auction $version) is not in this clone; the upgrade test and the package build it: clone with full history (git fetch --unshallow)"
   local cache="$CA_ROOT/target/releases/$version-$sha"
-  local pkglibdir extdir
-  pkglibdir="$("$PG_CONFIG" --pkglibdir)"
-  extdir="$("$PG_CONFIG" --sharedir)/extension"
   if [ ! -f "$cache/complete" ]; then
     log "building compute_auction $version from ${sha:0:7} (once: cached in ${cache#"$CA_ROOT"/})"
     local wt="$CA_ROOT/target/worktrees/$version-$sha" out="$cache.partial"
+    local pkglibdir extdir
+    pkglibdir="$("$PG_CONFIG" --pkglibdir)"
+    extdir="$("$PG_CONFIG" --sharedir)/extension"
     git -C "$CA_ROOT" worktree remove --force "$wt" >/dev/null 2>&1 || true
     rm -rf "$wt" "$out"
     git -C "$CA_ROOT" worktree prune
     git -C "$CA_ROOT" worktree add --detach -q "$wt" "$sha"
     (cd "$wt/extension" && CARGO_TARGET_DIR="$CA_ROOT/target" \
       quietly cargo pgrx package --pg-config "$PG_CONFIG" --out-dir "$out")
+    rm -rf "$cache"
     mkdir -p "$cache/lib" "$cache/extension"
-    # its library (compute_auction.so for 0.1.0, compute_auction-VERSION.so from 0.2.0 on) and
-    # its install script; not its control file, not the upgrade scripts it shipped
     cp "$out$pkglibdir"/compute_auction*.so "$cache/lib/"
     cp "$out$extdir/compute_auction--$version.sql" "$cache/extension/"
     rm -rf "$out"
     git -C "$CA_ROOT" worktree remove --force "$wt"
     # cargo names a cdylib without a hash (target/release/deps/libcompute_auction.so), so this
     # build has just overwritten the current tree's library there, and cargo, comparing mtimes,
-    # would take the current tree's build as fresh and `cargo pgrx install` would install
-    # VERSION's code as compute_auction-<current>.so. Without the file, the next build relinks it.
-    # (VERSION itself always rebuilds: its worktree's files are newer than any earlier output.)
+    # would take the current tree's build as fresh and `cargo pgrx install` (or package) would
+    # ship VERSION's code as compute_auction-<current>.so. Without the file, the next build
+    # relinks it. (VERSION itself always rebuilds: its worktree's files are newer than any
+    # earlier output.)
     rm -f "$CA_ROOT/target/release/deps/libcompute_auction.so" "$CA_ROOT/target/release/libcompute_auction.so"
     touch "$cache/complete"
   fi
+  OLD_RELEASE_CACHE="$cache"
+}
+
+# install_old_release VERSION COMMIT: installs VERSION's library and install script (from
+# build_old_release's cache) next to the current release's, with its secondary control file
+# sql/compute_auction--VERSION.control when there is one (0.1.0 needs it: its install script
+# says MODULE_PATHNAME); never its primary control file, which would change the default version.
+install_old_release() {
+  local version="$1" commit="$2"
+  build_old_release "$version" "$commit"
+  local cache="$OLD_RELEASE_CACHE" pkglibdir extdir
+  pkglibdir="$("$PG_CONFIG" --pkglibdir)"
+  extdir="$("$PG_CONFIG" --sharedir)/extension"
   log "installing compute_auction $version beside the current release (library, install script, secondary control file)"
   local f
   for f in "$cache"/lib/*.so; do install_file "$f" "$pkglibdir/$(basename "$f")"; done
