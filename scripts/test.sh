@@ -6,6 +6,9 @@
 #   3. #[pg_test] unit tests of the extension (cargo pgrx test, its own throw-away cluster)
 #   4. builds and installs the release extension and driver, and the earlier releases the
 #      upgrade test starts from (0.1.0, built from its commit once and cached under target/)
+#   4b. builds the Debian packages (scripts/package.sh, into target/dist/; `cargo pgrx package`
+#      reuses step 4's release build), which tests/test_package.py unpacks into a private copy
+#      of PostgreSQL with a server of its own
 #   5. starts a fresh private cluster and runs the Python integration suite (tests/) against it
 # Extra arguments are passed to pytest (e.g. scripts/test.sh -k ledger -x).
 source "$(dirname "$0")/lib.sh"
@@ -34,6 +37,10 @@ install_extension
 # 0.1.0 beside it, for the upgrade test (tests/test_upgrade.py); built once, then cached
 install_old_releases
 build_driver
+# the .deb packages for tests/test_package.py (it never touches /usr: it unpacks them into a
+# scratch copy of PostgreSQL under target/); shares step 4's release builds and 0.1.0's cache
+log "building the Debian packages (scripts/package.sh)"
+"$CA_ROOT/scripts/package.sh"
 
 test_data="$CA_ROOT/$(conf cluster.test_data_dir)"
 test_port="$(conf cluster.test_port)"
