@@ -9,6 +9,7 @@
 #       (installed, not enabled or started) and its environment file /etc/default/... (a conffile)
 # The version is the workspace's (Cargo.toml). Nothing is written outside target/.
 # Needs the build tools of scripts/setup.sh (cargo-pgrx, pgrx init); installs them if missing.
+# shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
 
 ensure_debian_packages
