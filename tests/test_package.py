@@ -234,6 +234,10 @@ def test_market_on_the_packaged_server(packaged_server: PackagedServer):
         assert conn.execute(f"SELECT bid_id FROM {q}claim_slot('gpu-01')").fetchall() == [(bid,)]
         assert conn.execute(f"SELECT {q}settle('gpu-01', 900, 0.8)").fetchone()[0] >= 0
         assert conn.execute(f"SELECT count(*) FROM {q}audit()").fetchone() == (0,)
+        # a function that is new in 0.2.0 runs: compute_auction-0.2.0.so is 0.2.0's build, not
+        # an earlier release's (lib.sh, build_old_release, says how that could happen)
+        pending = conn.execute(f"SELECT * FROM {q}pending_balance('agent-8')").fetchall()
+        assert pending == conn.execute(f"SELECT * FROM {q}balance('agent-8')").fetchall() == [(49000, 1000)]
 
 
 @pytest.mark.parametrize("old_version", sorted(OLD_RELEASES))
