@@ -74,6 +74,7 @@ db_psql -v ON_ERROR_STOP=1 -qc "CREATE EXTENSION IF NOT EXISTS compute_auction" 
 pids=()
 status_pid=
 cleanup() {
+  trap - EXIT INT TERM # once: a signal's cleanup is not repeated at exit
   for p in "${pids[@]}" $status_pid; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   if [ -n "$private" ]; then
