@@ -119,6 +119,35 @@ def test_help_explains_every_serve_flag(driver_bin):
         assert flag in out.stdout, flag
 
 
+def test_serve_takes_every_option_from_the_environment(driver_bin, fresh_db_url, conn, free_port, tmp_path):
+    """No flags at all: the database, the address, the interval and a step timeout come from
+    DATABASE_URL and COMPUTE_AUCTION_* (README, the driver's environment variables)."""
+    out = subprocess.run([driver_bin, "serve", "--help"], capture_output=True, text=True, timeout=30)
+    for var in ["COMPUTE_AUCTION_LISTEN", "COMPUTE_AUCTION_INTERVAL", "COMPUTE_AUCTION_SHUTDOWN_TIMEOUT"]:
+        assert f"[env: {var}" in out.stdout, var
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COMPUTE_AUCTION_")}
+    env.update(
+        DATABASE_URL=fresh_db_url,
+        COMPUTE_AUCTION_LISTEN=f"127.0.0.1:{free_port}",
+        COMPUTE_AUCTION_INTERVAL="250ms",
+        COMPUTE_AUCTION_STEP_LOCK_TIMEOUT="700ms",
+        RUST_LOG="info",
+    )
+    log = tmp_path / "driver.log"
+    with open(log, "wb") as f:
+        proc = subprocess.Popen([driver_bin, "serve"], stdout=f, stderr=subprocess.STDOUT, env=env)
+        try:
+            wait_until(lambda: http(free_port, "/healthz", timeout=3)[0] == 200, 60, what="/healthz 200")
+            wait_until(lambda: round_count(fresh_db_url) >= 2, 60, what="two rounds")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+    text = log.read_text()
+    assert "interval_ms=250" in text, text
+    assert "step_lock_timeout_ms=700" in text, text
+    assert proc.returncode == 0, text
+
+
 def test_clear_runs_one_cycle_and_prints_json(driver_bin, fresh_db_url, conn):
     ids = seed_market(conn, bids=(500, 400, 300), slots=2)
     out = subprocess.run(

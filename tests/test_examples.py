@@ -158,6 +158,47 @@ def test_ev_scorer_script(fresh_db_url, conn, tmp_path):
     assert_audit_clean(conn)
 
 
+def test_ev_scorer_readme_commands_with_the_shipped_backlog(fresh_db_url, conn):
+    """examples/python/README.md's step 1 as written: the demo backlog with --fund, then the
+    shipped backlog.json rescores the same two quests (one task became blocked, one unblocked,
+    two are new)."""
+    shipped = EXAMPLES / "backlog.json"
+    r = run_script("ev_scorer.py", "--dsn", fresh_db_url, "--fund", "10000", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["errors"] == {}
+    r = run_script(
+        "ev_scorer.py",
+        "--dsn",
+        fresh_db_url,
+        "--backlog",
+        str(shipped),
+        "--tokens-per-usd",
+        "100",
+        "--bid-fraction",
+        "0.6",
+        "--json",
+    )
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["errors"] == {}
+    backlog = ev_scorer.load_backlog(str(shipped))
+    assert set(report["quests"]) == set(backlog) == set(ev_scorer.DEMO_BACKLOG)
+    for quest_id, tasks in backlog.items():
+        rows = {row["task_id"]: row for row in report["quests"][quest_id]}
+        assert set(rows) == {t.task_id for t in tasks}
+        for t in tasks:
+            if t.blocked:  # it had a bid before: cancelled
+                assert rows[t.task_id]["outcome"] == "cancelled: blocked", t.task_id
+        bids = live_bids(conn, quest_id)
+        assert set(bids) == {t.task_id for t in tasks if not t.blocked}
+        for task_id, (price, _ev) in bids.items():
+            assert price == rows[task_id]["max_price_tokens"]
+    # the task that became blocked lost its bid, the one that was blocked now has one
+    assert "perf-batch-ledger" not in live_bids(conn, "quest-perf")
+    assert "docs-migration-guide" in live_bids(conn, "quest-docs")
+    assert_audit_clean(conn)
+
+
 # --------------------------------------------------------------- agent loop --
 
 

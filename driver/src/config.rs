@@ -13,6 +13,11 @@ use compute_auction_core::limits::MAX_ORDER_BOOK_DEPTH;
 /// program only calls its SQL functions. It needs the extension at version
 /// 0.2.0 or later: `serve` and `clear` refuse to run against an older one (or
 /// none) and say how to upgrade.
+///
+/// Every option of `serve` and `clear` can also be set by an environment
+/// variable, COMPUTE_AUCTION_ and the option's name in capitals with `_` for
+/// `-` (--listen: COMPUTE_AUCTION_LISTEN); the database by DATABASE_URL. A
+/// flag on the command line wins over its variable.
 #[derive(Debug, Parser)]
 #[command(name = "compute-auction-driver", version, about, long_about)]
 pub struct Cli {
@@ -52,18 +57,18 @@ pub struct CycleArgs {
     /// Assignments not settled this long after their round are aborted with a
     /// full refund (passed to compute_auction.abort_stale). Accepts "90s",
     /// "30m", "1h", or plain seconds.
-    #[arg(long, default_value = "1h", value_parser = parse_duration_arg)]
+    #[arg(long, env = "COMPUTE_AUCTION_ASSIGNMENT_TIMEOUT", default_value = "1h", value_parser = parse_duration_arg)]
     pub assignment_timeout: Duration,
 
     /// lock_timeout of each cycle step (refund_unfilled, abort_stale,
     /// apply_pending, clear_round): a step that waits longer than this for a
     /// lock is rolled back, logged, and retried next interval; the other steps
     /// still run.
-    #[arg(long, default_value = "2s", value_parser = parse_interval_arg)]
+    #[arg(long, env = "COMPUTE_AUCTION_STEP_LOCK_TIMEOUT", default_value = "2s", value_parser = parse_interval_arg)]
     pub step_lock_timeout: Duration,
 
     /// statement_timeout of each cycle step (its COMMIT runs with none).
-    #[arg(long, default_value = "10s", value_parser = parse_interval_arg)]
+    #[arg(long, env = "COMPUTE_AUCTION_STEP_STATEMENT_TIMEOUT", default_value = "10s", value_parser = parse_interval_arg)]
     pub step_statement_timeout: Duration,
 }
 
@@ -80,47 +85,47 @@ pub struct ServeArgs {
 
     /// Time between clearing cycles. Accepts "10s", "500ms", "1m", or plain
     /// seconds ("2", "0.5").
-    #[arg(long, default_value = "10s", value_parser = parse_interval_arg)]
+    #[arg(long, env = "COMPUTE_AUCTION_INTERVAL", default_value = "10s", value_parser = parse_interval_arg)]
     pub interval: Duration,
 
     /// Address the HTTP server listens on.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "COMPUTE_AUCTION_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
     /// Largest `depth` accepted by GET /api/compute-auction/order-book
     /// (larger values get a 400). At most 10000, the extension's own limit
     /// (compute_auction_core::limits::MAX_ORDER_BOOK_DEPTH).
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_ORDER_BOOK_DEPTH)))]
+    #[arg(long, env = "COMPUTE_AUCTION_ORDER_BOOK_MAX_DEPTH", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_ORDER_BOOK_DEPTH)))]
     pub order_book_max_depth: u32,
 
     /// After this many consecutive failed clear_round calls the market is
     /// reported degraded (/healthz, /metrics) and the proportional fallback
     /// allocation is written (see --daily-budget-tokens). A successful round
     /// returns it to normal.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "COMPUTE_AUCTION_FALLBACK_AFTER", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     pub fallback_after: u32,
 
     /// Daily token budget split among quests by compute_auction.allocate_fallback
     /// (in proportion to each quest's open bids) when the market is degraded.
     /// Without it, a degraded market is only reported, no fallback allocation
     /// is written.
-    #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
+    #[arg(long, env = "COMPUTE_AUCTION_DAILY_BUDGET_TOKENS", value_parser = clap::value_parser!(i64).range(0..))]
     pub daily_budget_tokens: Option<i64>,
 
     /// Longest wait between reconnection attempts while the database is
     /// unreachable (retries start fast and double up to this cap).
-    #[arg(long, default_value = "5s", value_parser = parse_interval_arg)]
+    #[arg(long, env = "COMPUTE_AUCTION_MAX_BACKOFF", default_value = "5s", value_parser = parse_interval_arg)]
     pub max_backoff: Duration,
 
     /// Size of the connection pool of the HTTP API (the clearing cycle has its
     /// own dedicated connection). Its sessions run with a statement_timeout just
     /// under the API's 15 s request timeout.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(2..=256))]
+    #[arg(long, env = "COMPUTE_AUCTION_POOL_SIZE", default_value_t = 8, value_parser = clap::value_parser!(u32).range(2..=256))]
     pub pool_size: u32,
 
     /// On SIGTERM/SIGINT, wait at most this long for an in-flight round to
     /// finish; after that the process exits and the database rolls it back.
-    #[arg(long, default_value = "30s", value_parser = parse_interval_arg)]
+    #[arg(long, env = "COMPUTE_AUCTION_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_interval_arg)]
     pub shutdown_timeout: Duration,
 }
 
@@ -296,6 +301,51 @@ mod tests {
         assert!(Cli::try_parse_from(["x", "clear", "--step-statement-timeout", "0"]).is_err());
         assert!(Cli::try_parse_from(["x", "serve", "--listen", "nowhere"]).is_err());
         assert!(Cli::try_parse_from(["x", "simulate", "--agents", "0"]).is_err());
+    }
+
+    /// The prefix of the environment variable of every `serve` and `clear` option.
+    const ENV_PREFIX: &str = "COMPUTE_AUCTION_";
+
+    #[test]
+    fn every_serve_and_clear_option_has_its_environment_variable() {
+        let cli = Cli::command();
+        for sub in ["serve", "clear"] {
+            let cmd = cli.find_subcommand(sub).unwrap();
+            let mut n = 0;
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "database_url" {
+                    continue;
+                }
+                let want = format!("{ENV_PREFIX}{}", id.to_uppercase());
+                assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some(want.as_str()), "{sub} --{id}");
+                n += 1;
+            }
+            assert!(n >= 3, "{sub} has {n} options");
+        }
+        let db = cli.get_arguments().find(|a| a.get_id() == "database_url").unwrap();
+        assert_eq!(db.get_env().and_then(|e| e.to_str()), Some("DATABASE_URL"));
+        // --help names each variable
+        let mut serve = Cli::command().find_subcommand("serve").unwrap().clone();
+        let help = serve.render_long_help().to_string();
+        assert!(help.contains("[env: COMPUTE_AUCTION_LISTEN="), "{help}");
+    }
+
+    #[test]
+    fn serve_reads_options_from_the_environment() {
+        // Variables no other test reads a value of (the tests run in parallel, in one process).
+        std::env::set_var("COMPUTE_AUCTION_SHUTDOWN_TIMEOUT", "7s");
+        std::env::set_var("COMPUTE_AUCTION_MAX_BACKOFF", "750ms");
+        let from_env = Cli::try_parse_from(["x", "serve"]);
+        let flag_wins = Cli::try_parse_from(["x", "serve", "--shutdown-timeout", "9s"]);
+        std::env::remove_var("COMPUTE_AUCTION_SHUTDOWN_TIMEOUT");
+        std::env::remove_var("COMPUTE_AUCTION_MAX_BACKOFF");
+        let Command::Serve(s) = from_env.unwrap().command else { panic!("not serve") };
+        assert_eq!(s.shutdown_timeout, Duration::from_secs(7));
+        assert_eq!(s.max_backoff, Duration::from_millis(750));
+        let Command::Serve(s) = flag_wins.unwrap().command else { panic!("not serve") };
+        assert_eq!(s.shutdown_timeout, Duration::from_secs(9));
+        assert_eq!(s.max_backoff, Duration::from_millis(750));
     }
 
     #[test]
