@@ -43,7 +43,7 @@ Upstream-Name: compute_auction
 Source: the compute_auction repository
 
 Files: *
-Copyright: the compute_auction authors
+Copyright: 2026 The compute_auction developers
 License: PostgreSQL
 
 License: PostgreSQL
