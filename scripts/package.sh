@@ -164,8 +164,12 @@ install -D -m 644 /dev/stdin "$drv_root/etc/default/compute-auction-driver" <<'E
 # is not a superuser (README, "Running against an existing server"). Required.
 #DATABASE_URL=postgresql://auction_driver:secret@db.example.com:5432/mydb
 
-# Flags of `compute-auction-driver serve` (see compute-auction-driver serve --help), e.g.
-#COMPUTE_AUCTION_DRIVER_ARGS=--interval 10s --listen 127.0.0.1:8080 --daily-budget-tokens 1000000
+# Every option of `serve` has its variable (compute-auction-driver serve --help), e.g.
+#COMPUTE_AUCTION_INTERVAL=10s
+#COMPUTE_AUCTION_LISTEN=127.0.0.1:8080
+#COMPUTE_AUCTION_DAILY_BUDGET_TOKENS=1000000
+# or pass flags of `serve` as they are:
+#COMPUTE_AUCTION_DRIVER_ARGS=--interval 10s --listen 127.0.0.1:8080
 
 # Log filter (tracing's RUST_LOG syntax); default info.
 #RUST_LOG=info
