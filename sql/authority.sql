@@ -21,5 +21,3 @@ AS $fn$
                         WHERE r.oid = s.runner_oid::oid AND r.rolname = s.runner_role)
      ORDER BY 1, 2
 $fn$;
-COMMENT ON FUNCTION compute_auction.unresolved_roles() IS
-    'Accounts and slots whose stored owner or runner role no longer resolves (dropped or renamed): operators-only until named again.';
