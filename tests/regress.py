@@ -8,8 +8,9 @@ Used by tests/test_regress.py, and by hand:
     target/venv/bin/python tests/regress.py --port 28826 --refresh      # rewrite expected/*.out
 
 The suite is one story told file by file, so a TEST list must start at `ledger` (the file that
-creates the extension). --refresh copies the results over expected/ and prints the diff first:
-read it before committing.
+creates the extension). cycle.out prints the database's name (schedule_clearing's hint), so the
+whole schedule passes only under the default --dbname. --refresh copies the results over
+expected/ and prints the diff first: read it before committing.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def run(
 ) -> Result:
     """Runs pg_regress; the results land in outdir/results, the differences in
     outdir/regression.diffs (absent when every file matched)."""
+    outdir = outdir.resolve()
     if outdir.exists():
         shutil.rmtree(outdir)
     outdir.mkdir(parents=True)

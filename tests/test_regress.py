@@ -28,6 +28,8 @@ NEEDS_A_SECOND_SESSION = {
 }
 # (function, SQLSTATE) pairs documented as unreachable without a concurrent change.
 UNREACHABLE_ALONE = {
+    ("place_bid", "22003"): "held_tokens cannot overflow: balance + held never exceeds total_deposited (documented "
+    "as a defensive check)",
     ("submit_bids_for_tasks", "23514"): "insufficient funds cannot happen through the cap unless the wallet changes "
     "concurrently (docs/SQL_API.md); test_quests.py races it",
 }

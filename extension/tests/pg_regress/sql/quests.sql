@@ -111,3 +111,5 @@ SELECT * FROM compute_auction.audit();
 SELECT entry_kind, count(*), min(delta_balance) AS min_db, max(delta_balance) AS max_db, min(delta_held) AS min_dh, max(delta_held) AS max_dh
   FROM compute_auction.token_ledger GROUP BY 1 ORDER BY 1;
 -- /doc
+-- the story's roles go with it (authority.sql and errors.sql start from a fresh market)
+DROP ROLE regress_ca_agent_dave, regress_ca_runner_a;
