@@ -168,6 +168,8 @@ install -D -m 644 /dev/stdin "$drv_root/etc/default/compute-auction-driver" <<'E
 #COMPUTE_AUCTION_INTERVAL=10s
 #COMPUTE_AUCTION_LISTEN=127.0.0.1:8080
 #COMPUTE_AUCTION_DAILY_BUDGET_TOKENS=1000000
+# reads (order book, bid status, stats, price advice, dashboard) from a streaming standby:
+#COMPUTE_AUCTION_READ_DATABASE_URL=postgresql://auction_driver:secret@standby.example.com:5432/mydb
 # or pass flags of `serve` as they are:
 #COMPUTE_AUCTION_DRIVER_ARGS=--interval 10s --listen 127.0.0.1:8080
 

@@ -117,6 +117,16 @@ pub struct ServeArgs {
     #[arg(long, env = "COMPUTE_AUCTION_MAX_BACKOFF", default_value = "5s", value_parser = parse_interval_arg)]
     pub max_backoff: Duration,
 
+    /// Connection string of a database to serve the read endpoints from (order book, bid
+    /// status, stats, price advice, the dashboard): a streaming standby of the primary, or
+    /// several hosts (e.g. "postgres://h1,h2/db?target_session_attrs=prefer-standby"). Clearing
+    /// and every write always use the primary (--database-url). When it is unreachable, reads
+    /// fall back to the primary and /healthz says so. Every read answer says where it was read
+    /// (`served_by`) and how old the data is (`data_age_ms`). Without it, everything reads from
+    /// the primary.
+    #[arg(long, env = "COMPUTE_AUCTION_READ_DATABASE_URL", hide_env_values = true)]
+    pub read_database_url: Option<String>,
+
     /// Size of the connection pool of the HTTP API (the clearing cycle has its
     /// own dedicated connection). Its sessions run with a statement_timeout just
     /// under the API's 15 s request timeout.

@@ -165,6 +165,27 @@ pub fn parse_config(url: &str) -> Result<tokio_postgres::Config, String> {
     Ok(cfg)
 }
 
+/// `parse_config` for `serve --read-database-url`, which also takes libpq's
+/// `target_session_attrs=prefer-standby` and `=standby` (tokio-postgres knows only any,
+/// read-write and read-only). Both are read as `read-only`: the first host that answers
+/// read-only, which a standby does. When none does, the connection fails and the reads fall back
+/// to the primary (--database-url), so either value ends up meaning "a standby if one answers".
+pub fn parse_read_config(url: &str) -> Result<tokio_postgres::Config, String> {
+    const KEY: &str = "target_session_attrs=";
+    let mut out = String::with_capacity(url.len());
+    let mut rest = url;
+    while let Some(i) = rest.find(KEY) {
+        let (head, tail) = rest.split_at(i + KEY.len());
+        out.push_str(head);
+        let end = tail.find(['&', ' ']).unwrap_or(tail.len());
+        let value = &tail[..end];
+        out.push_str(if value == "prefer-standby" || value == "standby" { "read-only" } else { value });
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    parse_config(&out)
+}
+
 /// A lazily connecting pool: creating it never touches the network. With `statement_timeout`,
 /// every pooled session runs with that statement_timeout (the HTTP API's: no statement outlives
 /// the request that started it).
@@ -414,6 +435,51 @@ pub async fn price_to_win(client: &Client) -> Result<Jsonb, DbError> {
     jsonb(client, "SELECT compute_auction.price_to_win()::text", &[]).await
 }
 
+/// Which kind of server answered a read, and how old its data is: what every read endpoint
+/// reports as `served_by` and `data_age_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Provenance {
+    /// The server is a standby (`pg_is_in_recovery()`).
+    pub standby: bool,
+    /// 0 on a primary, and on a standby that has replayed everything it has received; else how
+    /// long ago the last replayed transaction committed on the primary, in milliseconds.
+    pub data_age_ms: i64,
+}
+
+impl Provenance {
+    pub fn served_by(&self) -> &'static str {
+        if self.standby {
+            "standby"
+        } else {
+            "primary"
+        }
+    }
+
+    /// `body`, a JSON object as PostgreSQL rendered it, with `served_by` and `data_age_ms` first
+    /// (spliced into the text, so a large result is never parsed again).
+    pub fn stamp(&self, body: &str) -> String {
+        let keys = format!(r#"{{"served_by": "{}", "data_age_ms": {}"#, self.served_by(), self.data_age_ms);
+        match body.trim_start().strip_prefix('{') {
+            Some(rest) if rest.trim_start().starts_with('}') => format!("{keys}{rest}"),
+            Some(rest) => format!("{keys}, {rest}"),
+            None => body.to_string(),
+        }
+    }
+}
+
+const PROVENANCE: &str = "
+SELECT pg_is_in_recovery(),
+       CASE WHEN NOT pg_is_in_recovery()
+                 OR pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0
+            ELSE coalesce(greatest(0, (extract(epoch FROM clock_timestamp() - pg_last_xact_replay_timestamp())
+                                       * 1000)::bigint), 0)
+       END";
+
+pub async fn provenance(client: &Client) -> Result<Provenance, DbError> {
+    let row = client.query_one(PROVENANCE, &[]).await?;
+    Ok(Provenance { standby: row.try_get(0)?, data_age_ms: row.try_get(1)? })
+}
+
 pub async fn market_summary(client: &Client) -> Result<Jsonb, DbError> {
     jsonb(client, "SELECT compute_auction.market_summary()::text", &[]).await
 }
@@ -609,6 +675,38 @@ pub fn is_rights_error(e: &DbError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_config_takes_libpq_standby_attrs() {
+        use tokio_postgres::config::TargetSessionAttrs;
+        for url in [
+            "postgres://u@h1,h2/db?target_session_attrs=prefer-standby",
+            "postgres://u@h1,h2/db?connect_timeout=2&target_session_attrs=standby",
+            "host=h1,h2 dbname=db target_session_attrs=prefer-standby",
+        ] {
+            let c = parse_read_config(url).unwrap();
+            assert_eq!(c.get_target_session_attrs(), TargetSessionAttrs::ReadOnly, "{url}");
+            assert_eq!(c.get_hosts().len(), 2, "{url}");
+        }
+        let c = parse_read_config("postgres://u@h1/db?target_session_attrs=read-write&application_name=x").unwrap();
+        assert_eq!(c.get_target_session_attrs(), TargetSessionAttrs::ReadWrite);
+        assert_eq!(c.get_application_name(), Some("x"));
+        assert!(parse_read_config("postgres://u@h1/db?target_session_attrs=bogus").is_err());
+    }
+
+    #[test]
+    fn provenance_stamps_the_object_it_is_given() {
+        let p = Provenance { standby: true, data_age_ms: 42 };
+        assert_eq!(p.stamp(r#"{"a": 1}"#), r#"{"served_by": "standby", "data_age_ms": 42, "a": 1}"#);
+        assert_eq!(p.stamp("{}"), r#"{"served_by": "standby", "data_age_ms": 42}"#);
+        let primary = Provenance { standby: false, data_age_ms: 0 };
+        let stamped: Value = serde_json::from_str(&primary.stamp(r#"{"bids": [], "asks": []}"#)).unwrap();
+        assert_eq!(stamped["served_by"], "primary");
+        assert_eq!(stamped["data_age_ms"], 0);
+        assert_eq!(stamped["bids"], serde_json::json!([]));
+        // not an object: left alone (the caller never passes one)
+        assert_eq!(p.stamp("null"), "null");
+    }
 
     #[test]
     fn unavailable_codes() {

@@ -44,8 +44,59 @@ pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(14);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 const METRICS_DB_TIMEOUT: Duration = Duration::from_secs(1);
 
-pub struct AppState {
+/// How long a read waits for a connection of the read database before it reads from the
+/// primary instead.
+const READ_POOL_TIMEOUT: Duration = Duration::from_secs(1);
+/// After the read database failed, reads go to the primary for this long before trying it again.
+const READ_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// The read database of `serve --read-database-url` (a standby, usually): its pool, and whether
+/// reads currently fall back to the primary because it failed.
+pub struct ReadDatabase {
     pub pool: Pool,
+    down: std::sync::Mutex<Option<(tokio::time::Instant, String)>>,
+}
+
+impl ReadDatabase {
+    pub fn new(pool: Pool) -> Self {
+        ReadDatabase { pool, down: std::sync::Mutex::new(None) }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, Option<(tokio::time::Instant, String)>> {
+        self.down.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Why reads go to the primary right now, or None while the read database serves them.
+    pub fn fallback_reason(&self) -> Option<String> {
+        self.state().as_ref().map(|(_, why)| why.clone())
+    }
+
+    /// Whether to try the read database for this read (it is up, or its back-off has passed).
+    fn worth_trying(&self) -> bool {
+        self.state().as_ref().is_none_or(|(since, _)| since.elapsed() >= READ_RETRY_AFTER)
+    }
+
+    fn failed(&self, why: String) {
+        let mut g = self.state();
+        if g.is_none() {
+            tracing::warn!(reason = %why, "read database unavailable: reading from the primary");
+        }
+        *g = Some((tokio::time::Instant::now(), why));
+    }
+
+    fn answered(&self) {
+        if self.state().take().is_some() {
+            tracing::info!("read database answers again: reads go to it");
+        }
+    }
+}
+
+pub struct AppState {
+    /// The primary: clearing's database, and every read when there is no read database.
+    pub pool: Pool,
+    /// `--read-database-url`: reads (order book, bid status, stats, price advice, dashboard) go
+    /// here while it answers.
+    pub read: Option<ReadDatabase>,
     pub metrics: Arc<Metrics>,
     pub max_depth: u32,
     pub interval: Duration,
@@ -218,9 +269,66 @@ async fn within<T>(c: &tokio_postgres::Client, limit: Duration, fut: impl Future
     }
 }
 
-/// A jsonb result as the body, exactly as PostgreSQL rendered it.
-fn raw_json(body: db::Jsonb) -> Response {
-    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body.0).into_response()
+/// A jsonb result as the body, as PostgreSQL rendered it, with where it was read.
+fn raw_json(body: db::Jsonb, from: db::Provenance) -> Response {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], from.stamp(&body.0)).into_response()
+}
+
+/// A connection of the read database for one read, when there is one and it answers within
+/// READ_POOL_TIMEOUT; None: read from the primary (a failure leaves the read database alone for
+/// READ_RETRY_AFTER).
+async fn read_database_connection(st: &AppState) -> Option<Object> {
+    let r = st.read.as_ref().filter(|r| r.worth_trying())?;
+    match timeout(READ_POOL_TIMEOUT, r.pool.get()).await {
+        Ok(Ok(c)) => Some(c),
+        Ok(Err(e)) => {
+            r.failed(DbError::from(e).to_string());
+            None
+        }
+        Err(_) => {
+            r.failed(format!("no connection to the read database within {READ_POOL_TIMEOUT:?}"));
+            None
+        }
+    }
+}
+
+/// `read!(st, |c| work)`: runs a read endpoint's database work (`work`, a future using the
+/// connection `c`) and evaluates to `(result, db::Provenance)`, which server answered and how
+/// old its data is. It reads from the read database while that answers, else from the primary:
+/// a read database that gives no connection, loses it, or does not answer in time is left alone
+/// for READ_RETRY_AFTER and the read is done on the primary at once, so a request never fails
+/// because a standby is down; a statement the standby cancelled for a recovery conflict (40001)
+/// is read again on the primary too. Any other error is the read's answer. (A macro, not an
+/// async closure: the handlers' futures must stay Send.)
+macro_rules! read {
+    ($st:expr, |$c:ident| $work:expr) => {{
+        let st: &AppState = &$st;
+        let mut answer = None;
+        if let Some(conn) = read_database_connection(st).await {
+            let $c: &tokio_postgres::Client = &conn;
+            let r = st.read.as_ref().expect("a read database connection comes from a read database");
+            match within($c, QUERY_TIMEOUT, async { tokio::try_join!($work, db::provenance($c)) }).await {
+                Some(Ok(v)) => {
+                    r.answered();
+                    answer = Some(v);
+                }
+                Some(Err(e)) if e.is_unavailable() => r.failed(e.to_string()),
+                Some(Err(e)) if e.code() == Some("40001") => {
+                    tracing::debug!(error = %e, "read cancelled on the read database; reading from the primary");
+                }
+                Some(Err(e)) => return Err(ApiError::from(e)),
+                None => r.failed("the read database did not answer in time".into()),
+            }
+        }
+        match answer {
+            Some(v) => v,
+            None => {
+                let conn = client(&st.pool).await?;
+                let $c: &tokio_postgres::Client = &conn;
+                timed($c, async { tokio::try_join!($work, db::provenance($c)) }).await?
+            }
+        }
+    }};
 }
 
 fn driver_status(st: &AppState) -> Value {
@@ -240,8 +348,8 @@ async fn order_book(
 ) -> Result<Response, ApiError> {
     let q = query_map(q)?;
     let depth = parse_depth(q.get("depth").map(String::as_str), st.max_depth)?;
-    let c = client(&st.pool).await?;
-    Ok(raw_json(timed(&c, db::order_book(&c, depth)).await?))
+    let (book, from) = read!(st, |c| db::order_book(c, depth));
+    Ok(raw_json(book, from))
 }
 
 async fn bid_status(
@@ -250,12 +358,11 @@ async fn bid_status(
 ) -> Result<Response, ApiError> {
     let Path(id) = id.map_err(|e| ApiError::bad_request(format!("invalid bid id: {}", e.body_text())))?;
     let id = parse_bid_id(&id)?;
-    let c = client(&st.pool).await?;
-    let status = timed(&c, db::bid_status(&c, id)).await?;
+    let (status, from) = read!(st, |c| db::bid_status(c, id));
     if status.is_null() {
         return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no bid {id}")));
     }
-    Ok(raw_json(status))
+    Ok(raw_json(status, from))
 }
 
 async fn stats(
@@ -266,29 +373,35 @@ async fn stats(
     let hours = parse_hours(q.get("hours").map(String::as_str))?;
     let include_rounds = parse_include_rounds(q.get("include_rounds").map(String::as_str))?;
     let max_rounds = parse_max_rounds(q.get("max_rounds").map(String::as_str))?;
-    let c = client(&st.pool).await?;
-    Ok(raw_json(timed(&c, db::stats(&c, hours, include_rounds.then_some(max_rounds))).await?))
+    let max_rounds = include_rounds.then_some(max_rounds);
+    let (stats, from) = read!(st, |c| db::stats(c, hours, max_rounds));
+    Ok(raw_json(stats, from))
 }
 
 async fn price_to_win(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let c = client(&st.pool).await?;
-    Ok(raw_json(timed(&c, db::price_to_win(&c)).await?))
+    let (advice, from) = read!(st, |c| db::price_to_win(c));
+    Ok(raw_json(advice, from))
+}
+
+/// The dashboard's bundle, with where it was read (`served_by`, `data_age_ms`).
+async fn dashboard_bundle(st: &AppState) -> Result<Value, ApiError> {
+    let driver = driver_status(st);
+    let (mut v, from) = read!(*st, |c| dashboard::collect(c, driver.clone()));
+    v["served_by"] = json!(from.served_by());
+    v["data_age_ms"] = json!(from.data_age_ms);
+    Ok(v)
 }
 
 async fn dashboard_data(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let c = client(&st.pool).await?;
-    let v = timed(&c, dashboard::collect(&c, driver_status(&st))).await?;
+    let v = dashboard_bundle(&st).await?;
     let mut r = Json(v).into_response();
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(r)
 }
 
 async fn resources_page(State(st): State<Arc<AppState>>) -> Response {
-    let data = match client(&st.pool).await {
-        Ok(c) => match timed(&c, dashboard::collect(&c, driver_status(&st))).await {
-            Ok(v) => v,
-            Err(e) => json!({ "error": e.message }),
-        },
+    let data = match dashboard_bundle(&st).await {
+        Ok(v) => v,
         Err(e) => json!({ "error": e.message }),
     };
     let mut r = Html(dashboard::render_page(&data)).into_response();
@@ -298,8 +411,30 @@ async fn resources_page(State(st): State<Arc<AppState>>) -> Response {
 
 /// Per process: 200 for a leader that is clearing, or a follower that sees a live leader; 503
 /// otherwise (database unreachable, clearing failing or stale, missing grants, no leader seen),
-/// with the reason.
+/// with the reason. Every answer carries `reads`: where the read endpoints read (a read
+/// database that is down makes reads fall back to the primary, and says so here; the market
+/// still works, so that alone is no 503).
 async fn healthz(State(st): State<Arc<AppState>>) -> Response {
+    let (status, mut body) = health(&st).await;
+    body["reads"] = reads_status(&st);
+    let mut r = (status, Json(body)).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    r
+}
+
+fn reads_status(st: &AppState) -> Value {
+    match &st.read {
+        None => json!({"read_database": false, "reading_from": "primary"}),
+        Some(r) => match r.fallback_reason() {
+            None => json!({"read_database": true, "reading_from": "read_database"}),
+            Some(why) => json!({"read_database": true, "reading_from": "primary", "reason": why}),
+        },
+    }
+}
+
+async fn health(st: &AppState) -> (StatusCode, Value) {
     let leader = st.metrics.is_leader();
     let failures = st.metrics.consecutive_failures();
     if !leader {
@@ -308,7 +443,7 @@ async fn healthz(State(st): State<Arc<AppState>>) -> Response {
             None if st.metrics.leader_seen.load(Relaxed) => {
                 let body =
                     json!({"status": "ok", "role": "follower", "leader": false, "consecutive_failures": failures});
-                return (StatusCode::OK, Json(body)).into_response();
+                return (StatusCode::OK, body);
             }
             None => ("no_leader", "this driver does not lead and saw no other driver holding the leader lock".into()),
         };
@@ -338,7 +473,7 @@ async fn healthz(State(st): State<Arc<AppState>>) -> Response {
                 "consecutive_failures": failures,
             });
             if status == scheduler::Health::Ok {
-                return (StatusCode::OK, Json(body)).into_response();
+                return (StatusCode::OK, body);
             }
             body["reason"] = json!(format!(
                 "clearing is failing or stale: {failures} consecutive failures, last round {} s ago",
@@ -351,13 +486,11 @@ async fn healthz(State(st): State<Arc<AppState>>) -> Response {
     }
 }
 
-fn unhealthy(body: Value) -> Response {
-    let mut r = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
-    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-    r
+fn unhealthy(body: Value) -> (StatusCode, Value) {
+    (StatusCode::SERVICE_UNAVAILABLE, body)
 }
 
-fn unavailable_health(leader: bool, failures: u64, error: String) -> Response {
+fn unavailable_health(leader: bool, failures: u64, error: String) -> (StatusCode, Value) {
     unhealthy(json!({
         "status": "unavailable",
         "last_round_at": null,
@@ -377,9 +510,23 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
         }
         _ => None,
     };
+    let reads = match &st.read {
+        None => None,
+        Some(r) => {
+            let started = tokio::time::Instant::now();
+            let lag = match timeout(METRICS_DB_TIMEOUT, r.pool.get()).await {
+                Ok(Ok(c)) => {
+                    let left = METRICS_DB_TIMEOUT.saturating_sub(started.elapsed());
+                    within(&c, left, db::provenance(&c)).await.and_then(Result::ok).map(|p| p.data_age_ms)
+                }
+                _ => None,
+            };
+            Some(crate::metrics::Reads { on_primary: r.fallback_reason().is_some(), data_age_ms: lag })
+        }
+    };
     (
         [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))],
-        st.metrics.render(market.as_ref()),
+        st.metrics.render(market.as_ref(), reads),
     )
         .into_response()
 }
@@ -465,6 +612,7 @@ mod tests {
     fn offline_router() -> Router {
         let cfg = db::parse_config("postgres://nobody@127.0.0.1:1/none?connect_timeout=1").unwrap();
         router(Arc::new(AppState {
+            read: None,
             pool: db::make_pool(&cfg, 2, Some(STATEMENT_TIMEOUT)),
             metrics: Arc::new(Metrics::new()),
             max_depth: 1000,

@@ -176,6 +176,15 @@ async fn serve(pg: tokio_postgres::Config, args: ServeArgs) -> ExitCode {
     };
     // the HTTP API's pool only: the clearing loop has its own connection
     let pool = db::make_pool(&pg, args.pool_size as usize, Some(http::STATEMENT_TIMEOUT));
+    let read = match args.read_database_url.as_deref().map(db::parse_read_config).transpose() {
+        Ok(cfg) => cfg.map(|c| {
+            http::ReadDatabase::new(db::make_pool(&c, args.pool_size as usize, Some(http::STATEMENT_TIMEOUT)))
+        }),
+        Err(e) => {
+            eprintln!("error: --read-database-url: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let metrics = Arc::new(metrics::Metrics::new());
     let (tx, rx) = watch::channel(false);
 
@@ -205,6 +214,7 @@ async fn serve(pg: tokio_postgres::Config, args: ServeArgs) -> ExitCode {
 
     let state = Arc::new(http::AppState {
         pool,
+        read,
         metrics,
         max_depth: args.order_book_max_depth,
         interval: args.interval,

@@ -68,7 +68,31 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
     // gauges: the database, not this process, owns these counts
     ("compute_auction_bids_placed", "gauge", "Bids ever placed (market_summary.bids_placed_total)."),
     ("compute_auction_market_tokens_refunded", "gauge", "Tokens ever refunded (market_summary.tokens_refunded_total)."),
+    (
+        READ_DATA_AGE,
+        "gauge",
+        "Age of the data the read database (--read-database-url) serves, in seconds: 0 while it has replayed all it \
+         received, else since the last replayed commit. Absent without a read database or when it did not answer.",
+    ),
+    (
+        READS_ON_PRIMARY,
+        "gauge",
+        "1 while the read database is unavailable and the read endpoints read from the primary (shown with \
+         --read-database-url only).",
+    ),
 ];
+
+const READ_DATA_AGE: &str = "compute_auction_read_database_data_age_seconds";
+const READS_ON_PRIMARY: &str = "compute_auction_reads_on_primary";
+
+/// The read database at a scrape (`serve --read-database-url`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reads {
+    /// Reads currently fall back to the primary.
+    pub on_primary: bool,
+    /// The read database's data_age_ms, when it answered this scrape.
+    pub data_age_ms: Option<i64>,
+}
 
 /// The gauges read from `market_summary()` at each scrape: (metric, market_summary key).
 pub const MARKET_GAUGES: [(&str, &str); 5] = [
@@ -285,7 +309,8 @@ impl Metrics {
 
     /// Everything in the Prometheus text exposition format 0.0.4: this process's metrics, then
     /// the database's, from `market` (`market_summary()` when the database answered this scrape).
-    pub fn render(&self, market: Option<&Value>) -> String {
+    /// With `reads` (there is a read database), its gauges too.
+    pub fn render(&self, market: Option<&Value>, reads: Option<Reads>) -> String {
         let mut out = self.handle.render();
         let scrape = recorder();
         let meta = metadata();
@@ -296,6 +321,12 @@ impl Metrics {
                 if let Some(v) = crate::fields::get(m, crate::fields::MARKET_SUMMARY, key).and_then(Value::as_i64) {
                     gauge(name).set(v as f64);
                 }
+            }
+        }
+        if let Some(r) = reads {
+            gauge(READS_ON_PRIMARY).set(f64::from(u8::from(r.on_primary)));
+            if let Some(ms) = r.data_age_ms {
+                gauge(READ_DATA_AGE).set(ms as f64 / 1000.0);
             }
         }
         out.push_str(&scrape.handle().render());
@@ -338,7 +369,7 @@ mod tests {
         m.rounds_cleared.increment(3);
         m.slots_filled.increment(7);
         m.set_leader(true);
-        let text = m.render(None);
+        let text = m.render(None, None);
         assert_eq!(line(&text, "compute_auction_rounds_cleared_total"), Some("3"));
         assert_eq!(line(&text, "compute_auction_slots_filled_total"), Some("7"));
         assert_eq!(line(&text, "compute_auction_leader"), Some("1"));
@@ -348,9 +379,9 @@ mod tests {
         // no price seen yet: the gauge is absent rather than a fake 0
         assert!(line(&text, LAST_PRICE).is_none());
         m.record_round(12, None);
-        assert!(line(&m.render(None), LAST_PRICE).is_none());
+        assert!(line(&m.render(None, None), LAST_PRICE).is_none());
         m.record_round(13, Some(1234));
-        let text = m.render(None);
+        let text = m.render(None, None);
         assert_eq!(line(&text, LAST_PRICE), Some("1234"));
         assert_eq!(line(&text, "compute_auction_last_round_id"), Some("13"));
         assert!(text.contains("# TYPE compute_auction_rounds_cleared_total counter\n"));
@@ -363,7 +394,7 @@ mod tests {
     fn every_family_with_its_type_and_help() {
         let m = Metrics::new();
         m.record_round(1, Some(5));
-        let text = m.render(Some(&full_market()));
+        let text = m.render(Some(&full_market()), Some(Reads { on_primary: false, data_age_ms: Some(1500) }));
         let mut want: Vec<(String, String)> = FAMILIES.iter().map(|(n, t, _)| (n.to_string(), t.to_string())).collect();
         want.sort();
         assert_eq!(types(&text), want);
@@ -383,18 +414,32 @@ mod tests {
     }
 
     #[test]
+    fn read_database_gauges_only_with_a_read_database() {
+        let m = Metrics::new();
+        let none = m.render(None, None);
+        assert!(line(&none, READS_ON_PRIMARY).is_none() && line(&none, READ_DATA_AGE).is_none());
+        let serving = m.render(None, Some(Reads { on_primary: false, data_age_ms: Some(1500) }));
+        assert_eq!(line(&serving, READS_ON_PRIMARY), Some("0"));
+        assert_eq!(line(&serving, READ_DATA_AGE), Some("1.5"));
+        // down: reads on the primary, and no age (it did not answer)
+        let down = m.render(None, Some(Reads { on_primary: true, data_age_ms: None }));
+        assert_eq!(line(&down, READS_ON_PRIMARY), Some("1"));
+        assert!(line(&down, READ_DATA_AGE).is_none());
+    }
+
+    #[test]
     fn market_gauges_only_while_the_database_answers() {
         let m = Metrics::new();
-        let up = m.render(Some(&full_market()));
+        let up = m.render(Some(&full_market()), None);
         assert_eq!(line(&up, "compute_auction_idle_slots"), Some("2"));
         // the next scrape finds the database down: no stale market values
-        let down = m.render(None);
+        let down = m.render(None, None);
         assert_eq!(line(&down, "compute_auction_database_up"), Some("0"));
         for (name, _) in MARKET_GAUGES {
             assert!(!down.contains(name), "{name} shown while the database is down");
         }
         // a key the database did not return is absent, the others are there
-        let partial = m.render(Some(&json!({"open_bids": 3})));
+        let partial = m.render(Some(&json!({"open_bids": 3})), None);
         assert_eq!(line(&partial, "compute_auction_open_bids"), Some("3"));
         assert!(!partial.contains("compute_auction_market_tokens_refunded"));
     }
@@ -405,16 +450,16 @@ mod tests {
         m.step_failed("abort_stale");
         assert_eq!(m.clear_failed(), 1);
         assert_eq!(m.clear_failed(), 2);
-        let text = m.render(None);
+        let text = m.render(None, None);
         assert_eq!(line(&text, "compute_auction_cycle_step_errors_total{step=\"abort_stale\"}"), Some("1"));
         assert_eq!(line(&text, "compute_auction_cycle_step_errors_total{step=\"clear_round\"}"), Some("2"));
         assert_eq!(line(&text, "compute_auction_cycle_step_errors_total{step=\"refund_unfilled\"}"), Some("0"));
         assert_eq!(line(&text, "compute_auction_clearing_errors_total"), Some("2"));
         assert_eq!(line(&text, "compute_auction_consecutive_failures"), Some("2"));
         assert_eq!(m.clear_succeeded(), 2);
-        assert_eq!(line(&m.render(None), "compute_auction_consecutive_failures"), Some("0"));
+        assert_eq!(line(&m.render(None, None), "compute_auction_consecutive_failures"), Some("0"));
         assert!(!m.set_degraded(true));
-        assert_eq!(line(&m.render(None), "compute_auction_degraded"), Some("1"));
+        assert_eq!(line(&m.render(None, None), "compute_auction_degraded"), Some("1"));
         assert!(m.set_degraded(false));
     }
 
@@ -425,7 +470,7 @@ mod tests {
         m.observe_round_duration(Duration::from_millis(30)); // <= 0.05
         m.observe_round_duration(Duration::from_millis(30));
         m.observe_round_duration(Duration::from_secs(60)); // only +Inf
-        let text = m.render(None);
+        let text = m.render(None, None);
         let b = |le: &str| {
             line(&text, &format!("{ROUND_DURATION}_bucket{{le=\"{le}\"}}"))
                 .unwrap_or_else(|| panic!("no bucket {le} in\n{text}"))
@@ -441,7 +486,7 @@ mod tests {
         let sum: f64 = line(&text, &format!("{ROUND_DURATION}_sum")).unwrap().parse().unwrap();
         assert!((sum - 60.063).abs() < 1e-9, "{sum}");
         // a second scrape shows the same (rendering does not reset anything)
-        assert_eq!(line(&m.render(None), &format!("{ROUND_DURATION}_count")), Some("4"));
+        assert_eq!(line(&m.render(None, None), &format!("{ROUND_DURATION}_count")), Some("4"));
     }
 
     #[test]
@@ -449,7 +494,7 @@ mod tests {
         let a = Metrics::new();
         let b = Metrics::new();
         a.rounds_cleared.increment(2);
-        assert_eq!(line(&a.render(None), "compute_auction_rounds_cleared_total"), Some("2"));
-        assert_eq!(line(&b.render(None), "compute_auction_rounds_cleared_total"), Some("0"));
+        assert_eq!(line(&a.render(None, None), "compute_auction_rounds_cleared_total"), Some("2"));
+        assert_eq!(line(&b.render(None, None), "compute_auction_rounds_cleared_total"), Some("0"));
     }
 }

@@ -157,13 +157,13 @@ SELECT array(SELECT max_price_tokens FROM compute_auction.compute_auction_bids
 #[pg_extern(security_definer)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
 fn price_to_win() -> pgrx::JsonB {
-    spi::with(|c| {
-        let t = spi::run(c, ADVICE, &[]).first();
+    spi::with_read(|c| {
+        let t = spi::read(c, ADVICE, &[]).first();
         let reserves: Vec<i64> = spi::get(&t, 1).unwrap_or_default();
         let p50: Option<i64> = spi::get(&t, 2);
         let p90: Option<i64> = spi::get(&t, 3);
         let n = compute_auction_core::tokens::count(reserves.len());
-        let top: Vec<i64> = spi::first(spi::run(c, TOP_BIDS, &[n.into()]), 1).unwrap_or_default();
+        let top: Vec<i64> = spi::first(spi::read(c, TOP_BIDS, &[n.into()]), 1).unwrap_or_default();
         pgrx::JsonB(serde_json::json!({
             "slots_available": n,
             "price_to_win_now": rule::price_to_win(&top, &reserves),

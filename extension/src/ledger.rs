@@ -428,8 +428,8 @@ fn withdraw(
 #[search_path(pg_catalog, @extschema@, pg_temp)]
 fn balance(account_id: Option<&str>) -> TableIterator<'static, (name!(balance_tokens, i64), name!(held_tokens, i64))> {
     let account = check_id("account_id", account_id);
-    let row = spi::with(|c| {
-        let t = spi::run(
+    let row = spi::with_read(|c| {
+        let t = spi::read(
             c,
             "SELECT balance_tokens, held_tokens FROM compute_auction.token_accounts WHERE account_id = $1",
             &[account.into()],
@@ -451,8 +451,8 @@ fn pending_balance(
     account_id: Option<&str>,
 ) -> TableIterator<'static, (name!(balance_tokens, i64), name!(held_tokens, i64))> {
     let account = check_id("account_id", account_id);
-    let row = spi::with(|c| {
-        let t = spi::run(c, PENDING_BALANCE, &[account.into()]);
+    let row = spi::with_read(|c| {
+        let t = spi::read(c, PENDING_BALANCE, &[account.into()]);
         if t.is_empty() {
             not_found!("account", account);
         }

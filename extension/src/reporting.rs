@@ -55,7 +55,8 @@ fn order_book(depth: default!(Option<i32>, 100)) -> pgrx::JsonB {
 }
 
 fn json(sql: &'static str, args: &[DatumWithOid<'_>]) -> pgrx::JsonB {
-    spi::with(|c| spi::first::<pgrx::JsonB>(spi::run(c, sql, args), 1)).unwrap_or(pgrx::JsonB(serde_json::Value::Null))
+    spi::with_read(|c| spi::first::<pgrx::JsonB>(spi::read(c, sql, args), 1))
+        .unwrap_or(pgrx::JsonB(serde_json::Value::Null))
 }
 
 const BID_STATUS: &str = concat!(
@@ -100,7 +101,7 @@ SELECT jsonb_build_object(
 #[search_path(pg_catalog, @extschema@, pg_temp)]
 fn bid_status(bid_id: Option<i64>) -> pgrx::JsonB {
     let id = or_raise!(validate::required("bid_id", bid_id));
-    let v = spi::with(|c| spi::first::<pgrx::JsonB>(spi::run(c, BID_STATUS, &[id.into()]), 1));
+    let v = spi::with_read(|c| spi::first::<pgrx::JsonB>(spi::read(c, BID_STATUS, &[id.into()]), 1));
     v.unwrap_or_else(|| not_found!("bid", &id.to_string()))
 }
 
@@ -218,9 +219,9 @@ fn price_history(
             detail: format!("{buckets} is not in 1..={MAX_PRICE_BUCKETS}"),
         });
     }
-    let rows = spi::with(|c| {
+    let rows = spi::with_read(|c| {
         let args: [DatumWithOid<'_>; 2] = [since.into(), (buckets as f64).into()];
-        spi::run(c, PRICE_HISTORY, &args)
+        spi::read(c, PRICE_HISTORY, &args)
             .map(|r| {
                 (
                     spi::req(&r, 1),
@@ -261,7 +262,7 @@ pub fn round_json(c: &mut pgrx::spi::SpiClient<'_>, id: Option<i64>) -> serde_js
 #[pg_extern(security_definer)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
 fn last_round() -> pgrx::JsonB {
-    pgrx::JsonB(spi::with(|c| round_json(c, None)))
+    json(ROUND, &[Option::<i64>::None.into()])
 }
 
 const MARKET_SUMMARY: &str = concat!(
@@ -369,6 +370,7 @@ SELECT 'refunded_count_mismatch', format('tokens-refunded counter %s, ledger ref
 #[pg_extern(security_definer)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
 fn audit() -> TableIterator<'static, (name!(check_name, String), name!(detail, String))> {
-    let rows = spi::with(|c| spi::run(c, AUDIT, &[]).map(|r| (spi::req(&r, 1), spi::req(&r, 2))).collect::<Vec<_>>());
+    let rows =
+        spi::with_read(|c| spi::read(c, AUDIT, &[]).map(|r| (spi::req(&r, 1), spi::req(&r, 2))).collect::<Vec<_>>());
     TableIterator::new(rows)
 }

@@ -35,13 +35,22 @@ impl std::hash::Hasher for AddressHasher {
     }
 }
 
+/// (statement address, statement length, mutating) -> its plans.
+type PlanCache = HashMap<(usize, usize, bool), PlanList, std::hash::BuildHasherDefault<AddressHasher>>;
+
 thread_local! {
-    static PLANS: RefCell<HashMap<(usize, usize), PlanList, std::hash::BuildHasherDefault<AddressHasher>>> =
-        RefCell::new(HashMap::default());
+    static PLANS: RefCell<PlanCache> = RefCell::new(HashMap::default());
 }
 
-fn plan_for(client: &SpiClient<'_>, sql: &'static str, args: &[DatumWithOid<'_>]) -> Rc<OwnedPreparedStatement> {
-    let key = (sql.as_ptr() as usize, sql.len());
+/// The kept plan of `sql` for these argument types; `mutating` plans run read-write (`run`),
+/// the others read-only (`read`).
+fn plan_for(
+    client: &SpiClient<'_>,
+    sql: &'static str,
+    args: &[DatumWithOid<'_>],
+    mutating: bool,
+) -> Rc<OwnedPreparedStatement> {
+    let key = (sql.as_ptr() as usize, sql.len(), mutating);
     let same_types =
         |oids: &[u32]| oids.len() == args.len() && oids.iter().zip(args).all(|(o, a)| *o == a.oid().to_u32());
     let cached = PLANS.with(|m| {
@@ -51,7 +60,8 @@ fn plan_for(client: &SpiClient<'_>, sql: &'static str, args: &[DatumWithOid<'_>]
         return p;
     }
     let types: Vec<PgOid> = args.iter().map(|a| PgOid::from(a.oid())).collect();
-    let plan = match client.prepare_mut(sql, &types) {
+    let prepared = if mutating { client.prepare_mut(sql, &types) } else { client.prepare(sql, &types) };
+    let plan = match prepared {
         Ok(p) => Rc::new(p.keep()),
         Err(e) => internal!(format!("preparing statement: {e}")),
     };
@@ -60,13 +70,33 @@ fn plan_for(client: &SpiClient<'_>, sql: &'static str, args: &[DatumWithOid<'_>]
     plan
 }
 
-/// Runs one statement (reading or writing) with its cached plan.
+/// Runs one statement (reading or writing) with its cached plan. Like every read-write SPI
+/// call, it gives the caller's transaction a transaction id (pgrx marks it mutable) even when
+/// the statement only reads: the functions that only read use [`read`] instead.
 pub fn run<'conn>(client: &mut SpiClient<'conn>, sql: &'static str, args: &[DatumWithOid<'_>]) -> SpiTupleTable<'conn> {
-    let plan = plan_for(client, sql, args);
+    let plan = plan_for(client, sql, args, true);
     match client.update(&*plan, None, args) {
         Ok(t) => t,
         Err(e) => internal!(format!("executing statement: {e}")),
     }
+}
+
+/// Runs one read-only statement with its cached plan, inside [`with_read`]. It assigns no
+/// transaction id, so a function that only reads keeps its caller's transaction read-only: it
+/// runs on a hot standby (where assigning one is an error) and commits without writing WAL.
+/// (SPI runs it read-only unless the transaction has written already; then it sees those
+/// writes, as a read-write statement would.)
+pub fn read<'conn>(client: &SpiClient<'conn>, sql: &'static str, args: &[DatumWithOid<'_>]) -> SpiTupleTable<'conn> {
+    let plan = plan_for(client, sql, args, false);
+    match client.select(&*plan, None, args) {
+        Ok(t) => t,
+        Err(e) => internal!(format!("executing statement: {e}")),
+    }
+}
+
+/// Runs `f` inside an SPI connection that only reads ([`read`]).
+pub fn with_read<R>(f: impl FnOnce(&SpiClient<'_>) -> R) -> R {
+    Spi::connect(|c| f(c))
 }
 
 /// Column `ordinal` (1-based) of the first row, or None when there is no row or it is NULL.
