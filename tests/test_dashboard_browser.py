@@ -257,6 +257,9 @@ def test_resources_page_in_headless_chromium(chromium, drivers, fresh_db_url, co
     assert c.js("document.getElementById('panel-driver').hidden") is False
     assert c.js("document.getElementById('panel-auction').hidden") is True
     assert "standby" in text("driver-leader")
+    # where the data was read, and how old it is (no read database here: the primary, current)
+    assert text("driver-served-by") == "the primary"
+    assert text("driver-data-age") == "current (0 ms)"
     c.js("document.getElementById('tab-auction').click()")
     assert c.js("document.getElementById('panel-auction').hidden") is False
 
