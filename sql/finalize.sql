@@ -33,19 +33,19 @@ COMMENT ON FUNCTION compute_auction.allocate_proportional_arrays(date, bigint, t
 COMMENT ON FUNCTION compute_auction.apply_pending() IS
     'Applies the pending wallet entries of every account it can lock without waiting (FOR UPDATE SKIP LOCKED; an account another transaction holds is applied by a later call), each account''s in entry_id order, writing each entry''s token_ledger row in this transaction as it changes the wallet, and deletes them. Returns how many entries it applied. run_cycle and the driver''s cycle call it; an operator may call it any time. Granted to compute_auction_operator. See docs/SQL_API.md#apply_pending.';
 COMMENT ON FUNCTION compute_auction.audit() IS
-    'Checks that the books are consistent. No rows means everything is consistent. Each row it returns is one problem (check_name, detail). See docs/SQL_API.md#audit.';
+    'Checks that the books are consistent. No rows means everything is consistent. See docs/SQL_API.md#audit.';
 COMMENT ON FUNCTION compute_auction.balance(text) IS
     'Returns one row with the account''s spendable balance (balance_tokens) and escrow (held_tokens). See docs/SQL_API.md#balance.';
 COMMENT ON FUNCTION compute_auction.bid_status(bigint) IS
-    'Returns any bid as JSON: the bid, the outcome of the round it won, if any, and for an open bid why it has not won yet. The keys are. See docs/SQL_API.md#bid_status.';
+    'Returns any bid as JSON: the bid, the outcome of the round it won, if any, and for an open bid why it has not won yet. See docs/SQL_API.md#bid_status.';
 COMMENT ON FUNCTION compute_auction.cancel_bid(bigint) IS
     'Cancels an open bid. The bid becomes cancelled with last_result = ''cancelled'', and its whole escrow goes back to the bidder''s spendable balance as a release ledger row. Returns the tokens released. See docs/SQL_API.md#cancel_bid.';
 COMMENT ON FUNCTION compute_auction.claim_slot(text) IS
     'An agent runner calls this before it asks for other work. It returns the task that the slot won: one row from the slot''s assigned clear, or zero rows when the slot has nothing assigned. See docs/SQL_API.md#claim_slot.';
 COMMENT ON FUNCTION compute_auction.clear_round(timestamp with time zone) IS
-    'Runs one round of uniform-price clearing at time now and returns one row per filled slot, in slot order. now may be any finite timestamp within 100 years of the transaction''s now() (see *Times*), and it need not increase from one call to the next. See docs/SQL_API.md#clear_round.';
+    'Runs one round of uniform-price clearing at time now and returns one row per filled slot, in slot order. now may be any finite timestamp within 100 years of the transaction''s now() (see Times), and it need not increase from one call to the next. See docs/SQL_API.md#clear_round.';
 COMMENT ON FUNCTION compute_auction.clear_round_summary(timestamp with time zone) IS
-    'Clears one round exactly as clear_round does (the same rule, locks, writes, NOTIFY and SQLSTATEs) and returns it as JSON. A scheduler learns the round it cleared without a second read. The keys are. See docs/SQL_API.md#clear_round_summary.';
+    'Clears one round exactly as clear_round does (the same rule, locks, writes, NOTIFY and SQLSTATEs) and returns it as JSON. A scheduler learns the round it cleared without a second read. See docs/SQL_API.md#clear_round_summary.';
 COMMENT ON FUNCTION compute_auction.deposit(text, bigint, text, text) IS
     'Credits amount to the spendable balance. Returns the new spendable balance. See docs/SQL_API.md#deposit.';
 COMMENT ON FUNCTION compute_auction.last_round() IS

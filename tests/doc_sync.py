@@ -87,10 +87,15 @@ def sync_examples(doc: str, found: dict[tuple[str, str], str]) -> tuple[str, lis
 
 
 def plain(md: str) -> str:
+    """Markdown as plain text for a comment: links, code marks and emphasis dropped, and a
+    trailing sentence that introduces a list ("The keys are:") left out."""
     text = re.sub(r"\[([^\]]+)\]\([^)]*\)", r"\1", md)
-    text = text.replace("`", "").replace("**", "")
+    text = text.replace("`", "").replace("*", "")
     text = " ".join(text.split())
-    return text[:-1] + "." if text.endswith(":") else text
+    if text.endswith(":"):
+        head, dot, _ = text[:-1].rpartition(". ")
+        text = head + dot.strip() if dot else text[:-1] + "."
+    return text
 
 
 def sections(doc: str) -> dict[str, tuple[str, str]]:

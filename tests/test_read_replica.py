@@ -20,7 +20,6 @@ import os
 import shutil
 import subprocess
 import urllib.parse
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -73,7 +72,8 @@ class Server:
 
 def order_book_calls(server: Server) -> int:
     rows = server.sql(
-        "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements WHERE query LIKE '%compute_auction.order_book(%'"
+        "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements"
+        " WHERE query LIKE '%compute_auction.order_book(%'"
     )
     return rows[0][0]
 
@@ -143,6 +143,8 @@ def test_reads_come_from_the_standby_and_clearing_from_the_primary(replica, tmp_
             assert status == 200, (path, body)
             assert body["served_by"] == "standby", (path, body)
             assert isinstance(body["data_age_ms"], int) and body["data_age_ms"] >= 0, (path, body)
+            if path.endswith("/dashboard"):
+                assert body["errors"] == {}, body  # every part of the bundle ran on the standby
         status, book = http_json(port, "/api/compute-auction/order-book?depth=10")
         assert [b["bid_id"] for b in book["bids"]] == [first]
 
@@ -272,7 +274,7 @@ def test_read_functions_assign_no_transaction_id(conn):
             conn.execute(f"SELECT * FROM {call}", {"bid": bid}).fetchall()
             xid = conn.execute("SELECT pg_current_xact_id_if_assigned()").fetchone()[0]
             assert xid is None, f"{call} assigned transaction id {xid}"
-        # and inside a transaction that reads only, SET TRANSACTION READ ONLY agrees
+        # and they write nothing: a READ ONLY transaction accepts them
         with conn.transaction():
             conn.execute("SET TRANSACTION READ ONLY")
             conn.execute(f"SELECT * FROM {call}", {"bid": bid}).fetchall()

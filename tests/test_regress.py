@@ -13,6 +13,8 @@ import re
 import shutil
 from collections import defaultdict
 
+import psycopg
+import psycopg.sql
 import pytest
 
 import doc_sync
@@ -74,9 +76,16 @@ def test_regress_fails_on_an_edited_expected_file(cluster, tmp_path):
     )
     assert line in text
     exp.write_text(text.replace(line, line.replace("        10000\n", "        10001\n"), 1))
-    r = regress.run(
-        cluster.port, tmp_path / "out", ["ledger"], suite=suite, bindir=cluster.bindir, dbname="regress_mutant"
-    )
+    try:
+        r = regress.run(
+            cluster.port, tmp_path / "out", ["ledger"], suite=suite, bindir=cluster.bindir, dbname="regress_mutant"
+        )
+    finally:
+        # what ledger.sql leaves for the files after it: its database and its roles
+        with psycopg.connect(cluster.url(), autocommit=True) as c:
+            c.execute("DROP DATABASE IF EXISTS regress_mutant")
+            for (role,) in c.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE 'regress\\_ca\\_%'").fetchall():
+                c.execute(psycopg.sql.SQL("DROP ROLE {}").format(psycopg.sql.Identifier(role)))
     assert r.returncode != 0, r.output
     assert "-        10001" in r.diffs and "+        10000" in r.diffs, r.diffs[:4000]
 

@@ -153,7 +153,11 @@ impl From<PoolError> for DbError {
 /// Parses the connection string and fills in driver defaults (connect
 /// timeout, application_name) where the URL does not set them.
 pub fn parse_config(url: &str) -> Result<tokio_postgres::Config, String> {
-    let mut cfg: tokio_postgres::Config = url.parse().map_err(|e| format!("invalid database URL: {e}"))?;
+    let cfg: tokio_postgres::Config = url.parse().map_err(|e| format!("invalid database URL: {e}"))?;
+    Ok(with_defaults(cfg))
+}
+
+fn with_defaults(mut cfg: tokio_postgres::Config) -> tokio_postgres::Config {
     if cfg.get_connect_timeout().is_none() {
         cfg.connect_timeout(Duration::from_secs(5));
     }
@@ -162,7 +166,7 @@ pub fn parse_config(url: &str) -> Result<tokio_postgres::Config, String> {
     }
     cfg.keepalives(true);
     cfg.keepalives_idle(Duration::from_secs(30));
-    Ok(cfg)
+    cfg
 }
 
 /// `parse_config` for `serve --read-database-url`, which also takes libpq's
@@ -183,13 +187,33 @@ pub fn parse_read_config(url: &str) -> Result<tokio_postgres::Config, String> {
         rest = &tail[end..];
     }
     out.push_str(rest);
-    parse_config(&out)
+    let mut cfg: tokio_postgres::Config = out.parse().map_err(|e| format!("invalid database URL: {e}"))?;
+    if cfg.get_connect_timeout().is_none() {
+        // per host: a host that does not answer costs this long before the next one is tried
+        cfg.connect_timeout(READ_CONNECT_TIMEOUT);
+    }
+    Ok(with_defaults(cfg))
 }
+
+/// connect_timeout of each of the read database's hosts when its URL sets none.
+pub const READ_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A lazily connecting pool: creating it never touches the network. With `statement_timeout`,
 /// every pooled session runs with that statement_timeout (the HTTP API's: no statement outlives
 /// the request that started it).
 pub fn make_pool(cfg: &tokio_postgres::Config, size: usize, statement_timeout: Option<Duration>) -> Pool {
+    make_pool_with(cfg, size, statement_timeout, Duration::from_secs(5), Duration::from_secs(5))
+}
+
+/// `make_pool` with its own bounds on waiting for a free connection (`wait`) and on opening a
+/// new one (`create`): the read database's pool tells a busy pool from an unreachable server.
+pub fn make_pool_with(
+    cfg: &tokio_postgres::Config,
+    size: usize,
+    statement_timeout: Option<Duration>,
+    wait: Duration,
+    create: Duration,
+) -> Pool {
     let mut cfg = cfg.clone();
     if let Some(t) = statement_timeout {
         let set = format!("-c statement_timeout={}", t.as_millis().max(1));
@@ -203,8 +227,8 @@ pub fn make_pool(cfg: &tokio_postgres::Config, size: usize, statement_timeout: O
     Pool::builder(mgr)
         .max_size(size)
         .runtime(Runtime::Tokio1)
-        .wait_timeout(Some(Duration::from_secs(5)))
-        .create_timeout(Some(Duration::from_secs(5)))
+        .wait_timeout(Some(wait))
+        .create_timeout(Some(create))
         .recycle_timeout(Some(Duration::from_secs(5)))
         .build()
         .expect("pool with a runtime and timeouts always builds")

@@ -44,15 +44,16 @@ pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(14);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 const METRICS_DB_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// How long a read waits for a connection of the read database before it reads from the
-/// primary instead.
-const READ_POOL_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a read waits for a free connection of the read database's pool (all busy) before it
+/// reads from the primary instead; a busy pool is no failure of the read database.
+pub const READ_POOL_WAIT: Duration = Duration::from_secs(1);
 /// After the read database failed, reads go to the primary for this long before trying it again.
 const READ_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// The read database of `serve --read-database-url` (a standby, usually): its pool, and whether
 /// reads currently fall back to the primary because it failed.
 pub struct ReadDatabase {
+    /// Built with `db::make_pool_with(.., READ_POOL_WAIT, <connect budget>)`.
     pub pool: Pool,
     down: std::sync::Mutex<Option<(tokio::time::Instant, String)>>,
 }
@@ -60,6 +61,12 @@ pub struct ReadDatabase {
 impl ReadDatabase {
     pub fn new(pool: Pool) -> Self {
         ReadDatabase { pool, down: std::sync::Mutex::new(None) }
+    }
+
+    /// The budget of opening one connection to a read database of `hosts` hosts, each given
+    /// `connect_timeout`: every host gets its full try.
+    pub fn create_budget(hosts: usize, connect_timeout: Duration) -> Duration {
+        connect_timeout.saturating_mul(hosts.max(1) as u32) + Duration::from_secs(1)
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, Option<(tokio::time::Instant, String)>> {
@@ -274,32 +281,70 @@ fn raw_json(body: db::Jsonb, from: db::Provenance) -> Response {
     ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], from.stamp(&body.0)).into_response()
 }
 
-/// A connection of the read database for one read, when there is one and it answers within
-/// READ_POOL_TIMEOUT; None: read from the primary (a failure leaves the read database alone for
-/// READ_RETRY_AFTER).
+/// A connection of the read database for one read, when there is one and it gives one: None when
+/// its pool stays busy for READ_POOL_WAIT, or it cannot connect within its budget (every host's
+/// connect_timeout); then the read goes to the primary (a connect failure also leaves the read
+/// database alone for READ_RETRY_AFTER).
 async fn read_database_connection(st: &AppState) -> Option<Object> {
     let r = st.read.as_ref().filter(|r| r.worth_trying())?;
-    match timeout(READ_POOL_TIMEOUT, r.pool.get()).await {
-        Ok(Ok(c)) => Some(c),
-        Ok(Err(e)) => {
+    match r.pool.get().await {
+        Ok(c) => Some(c),
+        // every connection busy: this read goes to the primary, the read database is fine
+        Err(deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Wait)) => None,
+        Err(e) => {
             r.failed(DbError::from(e).to_string());
             None
         }
-        Err(_) => {
-            r.failed(format!("no connection to the read database within {READ_POOL_TIMEOUT:?}"));
+    }
+}
+
+/// SQLSTATEs from the read database after which this read is done on the primary: a recovery
+/// conflict (40001), its statement_timeout (57014), a row it has not replayed yet (P0002: a
+/// bid placed a moment ago), and a library it lacks or that does not match the primary's
+/// catalog (42883, class 58: a standby whose packages an upgrade has not reached yet, which
+/// also leaves it alone for READ_RETRY_AFTER).
+fn ask_the_primary(e: &DbError) -> Option<bool> {
+    match e.code()? {
+        "40001" | "57014" | "P0002" => Some(false),
+        code if code == "42883" || code.starts_with("58") => Some(true),
+        _ => None,
+    }
+}
+
+/// Probes the read database for /healthz and /metrics, and records what it found (so their
+/// `reads` state is current without read traffic): its data_age_ms, or None.
+async fn probe_read_database(r: &ReadDatabase, limit: Duration) -> Option<i64> {
+    let started = tokio::time::Instant::now();
+    let c = match timeout(limit, r.pool.get()).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Wait))) => return None,
+        Ok(Err(e)) => {
+            r.failed(DbError::from(e).to_string());
+            return None;
+        }
+        Err(_) => return None,
+    };
+    match within(&c, limit.saturating_sub(started.elapsed()), db::provenance(&c)).await {
+        Some(Ok(p)) => {
+            r.answered();
+            Some(p.data_age_ms)
+        }
+        Some(Err(e)) if e.is_unavailable() => {
+            r.failed(e.to_string());
             None
         }
+        _ => None,
     }
 }
 
 /// `read!(st, |c| work)`: runs a read endpoint's database work (`work`, a future using the
 /// connection `c`) and evaluates to `(result, db::Provenance)`, which server answered and how
 /// old its data is. It reads from the read database while that answers, else from the primary:
-/// a read database that gives no connection, loses it, or does not answer in time is left alone
-/// for READ_RETRY_AFTER and the read is done on the primary at once, so a request never fails
-/// because a standby is down; a statement the standby cancelled for a recovery conflict (40001)
-/// is read again on the primary too. Any other error is the read's answer. (A macro, not an
-/// async closure: the handlers' futures must stay Send.)
+/// a read database that cannot connect, loses its connection, or does not answer in time is left
+/// alone for READ_RETRY_AFTER and the read is done on the primary at once, so a request never
+/// fails because a standby is down; the errors of `ask_the_primary` are read again on the
+/// primary too. Any other error is the read's answer. (A macro, not an async closure: the
+/// handlers' futures must stay Send.)
 macro_rules! read {
     ($st:expr, |$c:ident| $work:expr) => {{
         let st: &AppState = &$st;
@@ -313,10 +358,15 @@ macro_rules! read {
                     answer = Some(v);
                 }
                 Some(Err(e)) if e.is_unavailable() => r.failed(e.to_string()),
-                Some(Err(e)) if e.code() == Some("40001") => {
-                    tracing::debug!(error = %e, "read cancelled on the read database; reading from the primary");
-                }
-                Some(Err(e)) => return Err(ApiError::from(e)),
+                Some(Err(e)) => match ask_the_primary(&e) {
+                    Some(leave_alone) => {
+                        tracing::debug!(error = %e, "the read database could not answer this read; reading from the primary");
+                        if leave_alone {
+                            r.failed(e.to_string());
+                        }
+                    }
+                    None => return Err(ApiError::from(e)),
+                },
                 None => r.failed("the read database did not answer in time".into()),
             }
         }
@@ -416,6 +466,9 @@ async fn resources_page(State(st): State<Arc<AppState>>) -> Response {
 /// still works, so that alone is no 503).
 async fn healthz(State(st): State<Arc<AppState>>) -> Response {
     let (status, mut body) = health(&st).await;
+    if let Some(r) = &st.read {
+        probe_read_database(r, HEALTH_TIMEOUT).await;
+    }
     body["reads"] = reads_status(&st);
     let mut r = (status, Json(body)).into_response();
     if status == StatusCode::SERVICE_UNAVAILABLE {
@@ -513,15 +566,8 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     let reads = match &st.read {
         None => None,
         Some(r) => {
-            let started = tokio::time::Instant::now();
-            let lag = match timeout(METRICS_DB_TIMEOUT, r.pool.get()).await {
-                Ok(Ok(c)) => {
-                    let left = METRICS_DB_TIMEOUT.saturating_sub(started.elapsed());
-                    within(&c, left, db::provenance(&c)).await.and_then(Result::ok).map(|p| p.data_age_ms)
-                }
-                _ => None,
-            };
-            Some(crate::metrics::Reads { on_primary: r.fallback_reason().is_some(), data_age_ms: lag })
+            let data_age_ms = probe_read_database(r, METRICS_DB_TIMEOUT).await;
+            Some(crate::metrics::Reads { on_primary: r.fallback_reason().is_some(), data_age_ms })
         }
     };
     (

@@ -178,7 +178,11 @@ async fn serve(pg: tokio_postgres::Config, args: ServeArgs) -> ExitCode {
     let pool = db::make_pool(&pg, args.pool_size as usize, Some(http::STATEMENT_TIMEOUT));
     let read = match args.read_database_url.as_deref().map(db::parse_read_config).transpose() {
         Ok(cfg) => cfg.map(|c| {
-            http::ReadDatabase::new(db::make_pool(&c, args.pool_size as usize, Some(http::STATEMENT_TIMEOUT)))
+            let connect = c.get_connect_timeout().copied().unwrap_or(db::READ_CONNECT_TIMEOUT);
+            let create = http::ReadDatabase::create_budget(c.get_hosts().len(), connect);
+            let size = args.pool_size as usize;
+            let pool = db::make_pool_with(&c, size, Some(http::STATEMENT_TIMEOUT), http::READ_POOL_WAIT, create);
+            http::ReadDatabase::new(pool)
         }),
         Err(e) => {
             eprintln!("error: --read-database-url: {e}");

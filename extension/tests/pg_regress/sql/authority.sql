@@ -361,7 +361,7 @@ SELECT compute_auction.place_bid('team', 'q-9', 10);
 \echo SQLSTATE :LAST_ERROR_SQLSTATE
 RESET SESSION AUTHORIZATION;
 SELECT id, bidder_id, task_id, max_price_tokens, status FROM compute_auction.compute_auction_bids ORDER BY id;
-SELECT slot_id, status, claimed_at IS NOT NULL AS claimed FROM compute_auction.compute_auction_clears WHERE status = 'assigned';
+SELECT slot_id, status, claimed_at IS NOT NULL AS claimed FROM compute_auction.compute_auction_clears WHERE status = 'assigned' ORDER BY slot_id;
 SELECT account_id, balance_tokens, held_tokens FROM compute_auction.token_accounts ORDER BY account_id;
 
 -- an operator names them again (naming a dropped role is 22023, as for any role that does not

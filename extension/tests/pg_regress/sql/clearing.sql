@@ -15,10 +15,10 @@ SELECT * FROM compute_auction.clear_round(:'t0');
 
 -- doc: clear_round rows
 SELECT round_id, regress_t(cleared_at) AS cleared_at, slots_offered, bids_eligible, slots_filled, clearing_price_tokens
-  FROM compute_auction.compute_auction_rounds;
+  FROM compute_auction.compute_auction_rounds ORDER BY round_id;
 SELECT slot_id, bid_id, winning_task_id, runner_up_task_id, clearing_price_tokens, max_price_tokens, status,
        regress_t(slot_started_at) AS slot_started_at
-  FROM compute_auction.compute_auction_clears;
+  FROM compute_auction.compute_auction_clears ORDER BY slot_id;
 SELECT id, bidder_id, task_id, max_price_tokens, status, last_result, round_id
   FROM compute_auction.compute_auction_bids ORDER BY id;
 -- /doc

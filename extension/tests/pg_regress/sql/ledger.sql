@@ -9,8 +9,9 @@
 -- is shown as such an offset (regress_t, regress_pin), so the output is the same on every run.
 -- t0 lies 10 minutes after the suite starts: a round cleared at t0 sees every bid placed so far
 -- (placed_at is the real clock) and every bid placed with the default TTL (15 minutes) still
--- live. A time the suite did not pass in (placed_at, settle's slot_finished_at, a round
--- cleared at the real now()) is printed as "<masked>", and nothing else is.
+-- live. A time the suite did not pass in (placed_at, the available_at settle gives a slot, a
+-- round cleared at the real now()) and a round's measured duration_ms are printed as
+-- "<masked>", and nothing else is.
 \set SHOW_CONTEXT never
 \pset null NULL
 SET timezone = 'UTC';

@@ -1,5 +1,5 @@
 -- Reporting, the read-only functions: order_book, stats, price_history, last_round,
--- market_summary, price_to_win. Continues cycle.sql's story, after run_cycle's round 4 (alice
+-- market_summary, price_to_win. Continues cycle.sql's story, after run_cycle's round 5 (alice
 -- won slot-a, bob slot-b, at 800; carol's 800 is the only open bid).
 \set SHOW_CONTEXT never
 \pset null NULL

@@ -51,7 +51,7 @@ SELECT * FROM compute_auction.clear_round(:'t0'::timestamptz + interval '2 minut
 SELECT compute_auction.abort_stale('1 hour', :'t0'::timestamptz + interval '2 hours');
 SELECT compute_auction.abort_stale('11 years');
 \echo SQLSTATE :LAST_ERROR_SQLSTATE
-SELECT id, bidder_id, status, last_result FROM compute_auction.compute_auction_bids WHERE id IN (3, 4);
+SELECT id, bidder_id, status, last_result FROM compute_auction.compute_auction_bids WHERE id IN (3, 4) ORDER BY id;
 -- /doc
 SELECT compute_auction.abort_stale('-1 hour');
 \echo SQLSTATE :LAST_ERROR_SQLSTATE
