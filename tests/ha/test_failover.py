@@ -410,7 +410,7 @@ def test_failover_loses_nothing_acknowledged(formation, tmp_path):
     stop = threading.Event()
     clients = [
         Client(i, f.uri("ha_client"), agents, slots, stop, seed)
-        for i, seed in enumerate(random.sample(range(10**6), 8))
+        for i, seed in enumerate(random.sample(range(10**6), CLIENTS))
     ]
     windows: list[list[float]] = []  # [kill, healthy again] per failover (monotonic)
     report: dict = {"failovers": [], "cron": None}
