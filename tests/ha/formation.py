@@ -236,7 +236,21 @@ class Formation:
             pids += [int(m.group(1)) for line in lines[1:] if (m := re.fullmatch(r"(\d+) [a-z][a-z-]*", line.strip()))]
         with contextlib.suppress(OSError, ValueError, IndexError):
             pids.append(int((node.pgdata / "postmaster.pid").read_text().splitlines()[0]))
-        return pids
+        # a stale pid file may name a pid that another process has now: only ours
+        return [p for p in pids if self._is_ours(p, node.pgdata)]
+
+    def _is_ours(self, pid: int, pgdata: Path) -> bool:
+        """Whether pid is a pg_autoctl or postgres process of this formation: its command line
+        names the data directory, or (pg_autoctl's children rename themselves) its environment
+        has this formation's XDG_RUNTIME_DIR."""
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        if b"pg_autoctl" not in cmd and b"postgres" not in cmd:
+            return False
+        return str(pgdata).encode() in cmd or f"XDG_RUNTIME_DIR={self.run_dir}".encode() in env
 
     def kill_node(self, node: Node) -> list[int]:
         """SIGKILL of the whole node at once: keeper processes and postmaster (its backends die
