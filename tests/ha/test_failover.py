@@ -636,6 +636,20 @@ def check_books(c: psycopg.Connection, clients: list[Client], baseline: int, vio
                     violations.append(f"failed settle {a} but the clear has its tag: {r}")
             if op.state == "acked":
                 acked[op.kind] += 1
+    # every bid's price is the last one a client had acknowledged for it (a replace in doubt
+    # ends the client's use of that task, so nothing acknowledged comes after it)
+    last_price: dict[int, int | None] = {}
+    for cl in clients:
+        for op in cl.book.ops:
+            if op.kind == "place" and op.state == "acked":
+                last_price[op.args["bid_id"]] = op.args["price"]
+            elif op.kind == "replace" and op.state == "acked":
+                last_price[op.args["new_id"]] = op.args["price"]
+            elif op.kind == "replace" and op.state in ("applied", "not_applied"):
+                last_price[op.args["bid_id"]] = None  # either price may stand
+    for bid_id, price in last_price.items():
+        if price is not None and bid_by_id.get(bid_id, (None, None))[1] != price:
+            violations.append(f"bid {bid_id}: last acknowledged price {price}, the server has {bid_by_id.get(bid_id)}")
     for k in ledger:
         if k[0] in ("deposit", "withdraw") and k not in seen_keys:
             violations.append(f"ledger has {k} that no client made")
