@@ -31,7 +31,8 @@ export PG_MAJOR PG_CONFIG PG_BINDIR PG_RUNAS
 export PATH="$HOME/.cargo/bin:$PATH"
 
 ensure_debian_packages() {
-  local wanted=("$(conf postgres.dev_package)" "$(conf postgres.cron_package)" libclang-dev clang sudo python3-venv "$@")
+  local wanted=("$(conf postgres.dev_package)" "$(conf postgres.cron_package)" "$(conf postgres.auto_failover_package)"
+    libclang-dev clang sudo python3-venv "$@")
   local missing=()
   for p in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

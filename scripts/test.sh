@@ -9,7 +9,9 @@
 #   4b. builds the Debian packages (scripts/package.sh, into target/dist/; `cargo pgrx package`
 #      reuses step 4's release build), which tests/test_package.py unpacks into a private copy
 #      of PostgreSQL with a server of its own
-#   5. starts a fresh private cluster and runs the Python integration suite (tests/) against it
+#   5. starts a fresh private cluster and runs the Python integration suite (tests/) against it;
+#      tests/ha/ builds its own pg_auto_failover formation (monitor, primary, synchronous
+#      standby) on free ports under target/ha-<pid>/ and kills its primary three times
 # Extra arguments are passed to pytest (e.g. scripts/test.sh -k ledger -x).
 source "$(dirname "$0")/lib.sh"
 

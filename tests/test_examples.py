@@ -350,13 +350,14 @@ def test_agent_loop_waits_for_the_next_round(fresh_db_url, conn, runner):
     winners = []
 
     def clear_later():
-        # clear once the runner has found nothing to claim and is waiting (idle after claim_slot,
-        # LISTENing); the deadline only detects a hang
+        # clear once the runner has found nothing to claim and is waiting (idle after claim_slot's
+        # COMMIT, LISTENing since it connected); the deadline only detects a hang
         with psycopg.connect(fresh_db_url, autocommit=True) as c:
             deadline = time.monotonic() + 120
             while not c.execute(
-                "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                " AND state = 'idle' AND query LIKE '%claim_slot(%'"
+                "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND usename = %s"
+                " AND state = 'idle' AND query = 'COMMIT'",
+                (role,),
             ).fetchone():
                 if time.monotonic() > deadline:
                     return
@@ -423,3 +424,82 @@ def test_scripts_print_usage_without_a_dsn():
         env={"PATH": "/usr/bin:/bin"},
     )
     assert r.returncode == 2 and "--dsn" in r.stderr
+
+
+# ----------------------------------------------------- through a failover (failover.py) --
+
+import failover  # noqa: E402
+
+
+def lose_the_ack(session: failover.Session, warn: bool = False) -> None:
+    """The session connection's next COMMIT happens, but its answer is lost (the connection
+    breaks) or, with warn, comes with the "might not have been replicated" WARNING."""
+    conn = session.conn()
+    real = conn.commit
+
+    class Diag:
+        message_primary = "canceling wait for synchronous replication due to user request"
+        message_detail = (
+            "The transaction has already committed locally, but might not have been replicated to the standby."
+        )
+
+    def commit():  # once: the next COMMIT is a normal one
+        conn.commit = real
+        real()
+        if warn:
+            session._notice(Diag())
+            return
+        conn.close()
+        raise psycopg.OperationalError("server closed the connection unexpectedly (simulated)")
+
+    conn.commit = commit
+
+
+@pytest.mark.parametrize("warn", [False, True], ids=["connection-lost", "warning"])
+def test_in_doubt_deposit_with_a_key_is_made_once(fresh_db_url, conn, warn):
+    ev_scorer.main(fresh_db_url, fund_tokens=10_000)
+    quest = next(iter(ev_scorer.DEMO_BACKLOG))
+    before = conn.execute("SELECT balance_tokens FROM compute_auction.token_accounts WHERE account_id = %s", (quest,))
+    before = before.fetchone()[0]
+    with failover.Session(fresh_db_url) as s:
+        lose_the_ack(s, warn)
+        balance = ev_scorer.refill(s, quest, 700, "pr-4711")
+        assert s.in_doubt == 1
+    assert balance == before + 700
+    rows = conn.execute(
+        "SELECT count(*), sum(delta_balance) FROM compute_auction.token_ledger WHERE idempotency_key = 'pr-4711'"
+    ).fetchone()
+    assert rows == (1, 700)
+    assert_audit_clean(conn)
+
+
+def test_in_doubt_write_without_a_resolution_is_not_retried(fresh_db_url, conn):
+    conn.execute("SELECT compute_auction.open_account('acct-x', 'agent', 1000)")
+    with failover.Session(fresh_db_url) as s:
+        lose_the_ack(s)
+        with pytest.raises(failover.InDoubt):
+            s.write("SELECT compute_auction.deposit('acct-x', 5, 'no key')")
+    # it happened once, and was not made again
+    assert conn.execute(
+        "SELECT balance_tokens FROM compute_auction.token_accounts WHERE account_id = 'acct-x'"
+    ).fetchone() == (1005,)
+
+
+def test_agent_loop_resolves_an_in_doubt_settle_by_the_bids_status(fresh_db_url, conn, runner, monkeypatch):
+    role, dsn = runner
+    ev_scorer.main(fresh_db_url, fund_tokens=10_000)
+    offer(conn, "slot-f", role)
+    winner = conn.execute("SELECT bid_id, clearing_price_tokens FROM compute_auction.clear_round()").fetchone()
+    real_write = failover.Session.write
+
+    def write(self, sql, params=(), **kw):
+        if "settle" in sql:
+            lose_the_ack(self)
+        return real_write(self, sql, params, **kw)
+
+    monkeypatch.setattr(failover.Session, "write", write)
+    events = agent_loop.main(dsn, "slot-f", iterations=1, run=fixed_run(10, 0.5))
+    assert events[0]["charged_tokens"] == winner[1] and events[0]["bid_id"] == winner[0]
+    row = clear_row(conn, "slot-f")
+    assert row[2] == "settled" and row[5] == 10  # settled once, by the first call
+    assert_audit_clean(conn)

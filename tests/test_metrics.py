@@ -20,6 +20,7 @@ COUNTERS = [
     "compute_auction_cycle_step_errors_total",
     "compute_auction_cycle_step_timeouts_total",
     "compute_auction_database_unavailable_total",
+    "compute_auction_commits_in_doubt_total",
     "compute_auction_leadership_acquired_total",
     "compute_auction_fallback_allocations_total",
     "compute_auction_fallback_errors_total",

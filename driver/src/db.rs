@@ -3,6 +3,9 @@
 //! below is one call (or one read) of the extension's public SQL API.
 
 use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -10,7 +13,7 @@ use compute_auction_core::limits::locks;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio_postgres::{Client, NoTls, Transaction};
+use tokio_postgres::{AsyncMessage, Client, NoTls, Transaction};
 
 /// Session-level advisory lock held by the leading driver (classid, objid); the key space is
 /// `compute_auction_core::limits::locks`, shared with the extension.
@@ -28,6 +31,13 @@ pub enum DbError {
     Sql { code: String, message: String, detail: Option<String>, hint: Option<String> },
     /// Anything else (e.g. a result of an unexpected type).
     Internal(String),
+    /// A COMMIT whose outcome is not known to be durable: the connection broke while the COMMIT
+    /// was in flight (`connection_lost`: it may or may not have committed), or the server
+    /// answered it with the WARNING that the transaction "has already committed locally, but
+    /// might not have been replicated to the standby" (it committed on this server, and a
+    /// failover may lose it). Never counted as done, never retried blindly: the next cycle
+    /// decides from the database's state what is still to do.
+    InDoubt { message: String, connection_lost: bool },
 }
 
 impl DbError {
@@ -38,14 +48,21 @@ impl DbError {
         }
     }
 
+    /// The server is unreachable or the connection broke (a COMMIT in doubt because its
+    /// connection was lost included): back off and reconnect.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, DbError::Unavailable(_))
+        matches!(self, DbError::Unavailable(_) | DbError::InDoubt { connection_lost: true, .. })
+    }
+
+    /// A COMMIT whose outcome is not known to be durable (see [`DbError::InDoubt`]).
+    pub fn is_in_doubt(&self) -> bool {
+        matches!(self, DbError::InDoubt { .. })
     }
 
     /// The message to show to an API client or in a log line.
     pub fn message(&self) -> String {
         match self {
-            DbError::Unavailable(m) | DbError::Internal(m) => m.clone(),
+            DbError::Unavailable(m) | DbError::Internal(m) | DbError::InDoubt { message: m, .. } => m.clone(),
             DbError::Sql { message, .. } => message.clone(),
         }
     }
@@ -56,6 +73,7 @@ impl fmt::Display for DbError {
         match self {
             DbError::Unavailable(m) => write!(f, "database unavailable: {m}"),
             DbError::Internal(m) => write!(f, "{m}"),
+            DbError::InDoubt { message, .. } => write!(f, "commit in doubt: {message}"),
             DbError::Sql { code, message, detail, hint } => {
                 write!(f, "{message} (SQLSTATE {code})")?;
                 if let Some(d) = detail {
@@ -234,17 +252,78 @@ pub fn make_pool_with(
         .expect("pool with a runtime and timeouts always builds")
 }
 
-/// Opens one dedicated connection (outside the pool) and drives it on a
-/// background task. Used for the leader lock and by one-shot subcommands.
-pub async fn connect(cfg: &tokio_postgres::Config) -> Result<Client, DbError> {
-    let (client, connection) =
+/// The detail PostgreSQL gives with the WARNING on a COMMIT whose wait for a synchronous standby
+/// was cancelled or interrupted: "The transaction has already committed locally, but might not
+/// have been replicated to the standby." (src/backend/replication/syncrep.c)
+pub const UNREPLICATED_DETAIL: &str = "might not have been replicated";
+
+/// Whether a notice is PostgreSQL's warning that a commit "might not have been replicated" to
+/// the synchronous standby (the words are in its DETAIL; they are matched in the message too,
+/// for servers that put them there).
+pub fn is_unreplicated_commit_warning(message: &str, detail: Option<&str>) -> bool {
+    message.contains(UNREPLICATED_DETAIL) || detail.is_some_and(|d| d.contains(UNREPLICATED_DETAIL))
+}
+
+/// A dedicated connection (outside the pool) that watches its notices: it counts PostgreSQL's
+/// warnings that a commit "might not have been replicated" (is_unreplicated_commit_warning), so
+/// that a COMMIT answered with one is reported in doubt instead of done ([`commit_step`]). It
+/// derefs to the tokio-postgres [`Client`].
+pub struct Session {
+    client: Client,
+    unreplicated: Arc<AtomicU64>,
+}
+
+impl Deref for Session {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl DerefMut for Session {
+    fn deref_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
+/// Opens one dedicated connection (outside the pool) and drives it on a background task that
+/// logs the server's notices and counts the unreplicated-commit warnings among them. Used for
+/// the leader lock and the cycle, and by one-shot subcommands.
+///
+/// The task handles a notice before it reads the server's next message, and the server sends
+/// the WARNING of a COMMIT before the COMMIT's own answer: so when a COMMIT returns, a warning it
+/// caused has been counted.
+pub async fn connect(cfg: &tokio_postgres::Config) -> Result<Session, DbError> {
+    let (client, mut connection) =
         cfg.connect(NoTls).await.map_err(|e| DbError::Unavailable(DbError::from(e).message()))?;
+    let unreplicated = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&unreplicated);
     tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "dedicated connection ended");
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notice(n))) => {
+                    if is_unreplicated_commit_warning(n.message(), n.detail()) {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        tracing::warn!(
+                            severity = n.severity(),
+                            message = n.message(),
+                            detail = n.detail(),
+                            "the server warned that a commit might not have been replicated to the standby"
+                        );
+                    } else {
+                        tracing::info!(severity = n.severity(), message = n.message(), "server notice");
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "dedicated connection ended");
+                    break;
+                }
+                None => break,
+            }
         }
     });
-    Ok(client)
+    Ok(Session { client, unreplicated })
 }
 
 // ---------------------------------------------------------------- cycle ---
@@ -322,21 +401,36 @@ async fn begin_step(client: &mut Client, t: StepTimeouts) -> Result<Transaction<
 
 /// COMMIT with no timeout: under synchronous replication a COMMIT cancelled by
 /// statement_timeout while it waits for the standby reports success with only a WARNING
-/// although the standby may not have the transaction (../shared/notes/ha-recipe.md), so the
-/// COMMIT must never be subject to one.
-async fn commit_step(tx: Transaction<'_>) -> Result<(), DbError> {
+/// although the standby may not have the transaction (docs/OPERATIONS.md), so the COMMIT must
+/// never be subject to one. Someone else may still cancel it (pg_cancel_backend) or the
+/// connection may break during it: both are [`DbError::InDoubt`], never success. `unreplicated`
+/// is the session's warning counter ([`Session`]).
+async fn commit_step(tx: Transaction<'_>, unreplicated: &AtomicU64) -> Result<(), DbError> {
     tx.batch_execute("SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = 0").await?;
-    tx.commit().await?;
-    Ok(())
+    let before = unreplicated.load(Ordering::SeqCst);
+    match tx.commit().await.map_err(DbError::from) {
+        Ok(()) if unreplicated.load(Ordering::SeqCst) != before => Err(DbError::InDoubt {
+            message: "the server committed locally but warned that the transaction might not have been \
+                      replicated to the standby; a failover may lose it"
+                .into(),
+            connection_lost: false,
+        }),
+        Ok(()) => Ok(()),
+        Err(e) if e.is_unavailable() => Err(DbError::InDoubt {
+            message: format!("the connection broke during COMMIT ({}); it may or may not have committed", e.message()),
+            connection_lost: true,
+        }),
+        Err(e) => Err(e),
+    }
 }
 
 /// `refund_unfilled(now())` in its own transaction.
-pub async fn refund_unfilled(client: &mut Client, t: StepTimeouts) -> Result<Refunds, DbError> {
-    let tx = begin_step(client, t).await?;
+pub async fn refund_unfilled(client: &mut Session, t: StepTimeouts) -> Result<Refunds, DbError> {
+    let tx = begin_step(&mut client.client, t).await?;
     let rows = tx
         .query("SELECT bids_expired::bigint, tokens_refunded::bigint FROM compute_auction.refund_unfilled(now())", &[])
         .await?;
-    commit_step(tx).await?;
+    commit_step(tx, &client.unreplicated).await?;
     let mut r = Refunds::default();
     for row in rows {
         r.bids_expired += row.try_get::<_, Option<i64>>(0)?.unwrap_or(0);
@@ -346,33 +440,33 @@ pub async fn refund_unfilled(client: &mut Client, t: StepTimeouts) -> Result<Ref
 }
 
 /// `abort_stale(<older_than>, now())` in its own transaction.
-pub async fn abort_stale(client: &mut Client, older_than: Duration, t: StepTimeouts) -> Result<i64, DbError> {
-    let tx = begin_step(client, t).await?;
+pub async fn abort_stale(client: &mut Session, older_than: Duration, t: StepTimeouts) -> Result<i64, DbError> {
+    let tx = begin_step(&mut client.client, t).await?;
     let row = tx
         .query_one(
             "SELECT compute_auction.abort_stale(make_interval(secs => $1::float8), now())::bigint",
             &[&older_than.as_secs_f64()],
         )
         .await?;
-    commit_step(tx).await?;
+    commit_step(tx, &client.unreplicated).await?;
     Ok(row.try_get::<_, Option<i64>>(0)?.unwrap_or(0))
 }
 
 /// `apply_pending()` in its own transaction: the wallet entries of settlements and aborts whose
 /// accounts were held when they were recorded. Returns how many it applied.
-pub async fn apply_pending(client: &mut Client, t: StepTimeouts) -> Result<i64, DbError> {
-    let tx = begin_step(client, t).await?;
+pub async fn apply_pending(client: &mut Session, t: StepTimeouts) -> Result<i64, DbError> {
+    let tx = begin_step(&mut client.client, t).await?;
     let row = tx.query_one("SELECT compute_auction.apply_pending()::bigint", &[]).await?;
-    commit_step(tx).await?;
+    commit_step(tx, &client.unreplicated).await?;
     Ok(row.try_get::<_, Option<i64>>(0)?.unwrap_or(0))
 }
 
 /// `clear_round_summary(now())`: one round, cleared exactly as clear_round clears it, and what
 /// it did (the round and its winners), from the extension in one call.
-pub async fn clear_round(client: &mut Client, t: StepTimeouts) -> Result<ClearOutcome, DbError> {
-    let tx = begin_step(client, t).await?;
+pub async fn clear_round(client: &mut Session, t: StepTimeouts) -> Result<ClearOutcome, DbError> {
+    let tx = begin_step(&mut client.client, t).await?;
     let row = tx.query_one("SELECT compute_auction.clear_round_summary(now())::text", &[]).await?;
-    commit_step(tx).await?;
+    commit_step(tx, &client.unreplicated).await?;
     let text: Option<String> = row.try_get(0)?;
     let text = text.ok_or_else(|| DbError::Internal("clear_round_summary returned NULL".into()))?;
     serde_json::from_str(&text)
@@ -393,11 +487,11 @@ pub const FALLBACK_SOURCE: &str = "driver-fallback";
 /// weights each quest by its open bids inside the extension; returns how many quests got a
 /// share and the tokens allocated in all.
 pub async fn allocate_fallback(
-    client: &mut Client,
+    client: &mut Session,
     daily_budget_tokens: i64,
     t: StepTimeouts,
 ) -> Result<FallbackAllocation, DbError> {
-    let tx = begin_step(client, t).await?;
+    let tx = begin_step(&mut client.client, t).await?;
     let row = tx
         .query_one(
             "SELECT current_date::text, count(*)::bigint, coalesce(sum(a.allocated_tokens), 0)::bigint \
@@ -405,7 +499,7 @@ pub async fn allocate_fallback(
             &[&daily_budget_tokens, &FALLBACK_SOURCE],
         )
         .await?;
-    commit_step(tx).await?;
+    commit_step(tx, &client.unreplicated).await?;
     Ok(FallbackAllocation { day: row.try_get(0)?, quests: row.try_get(1)?, allocated_tokens: row.try_get(2)? })
 }
 
@@ -784,6 +878,47 @@ mod tests {
         assert!(o.assignments.is_empty());
         // a required field missing is an error, not a default
         assert!(serde_json::from_str::<ClearOutcome>(r#"{"round": {"round_id": 8}, "winners": []}"#).is_err());
+    }
+
+    #[test]
+    fn unreplicated_commit_warning() {
+        // PostgreSQL 15's words (syncrep.c): a COMMIT whose wait for the standby was cancelled,
+        // or interrupted by a termination
+        let detail =
+            Some("The transaction has already committed locally, but might not have been replicated to the standby.");
+        assert!(is_unreplicated_commit_warning(
+            "canceling wait for synchronous replication due to user request",
+            detail
+        ));
+        assert!(is_unreplicated_commit_warning(
+            "canceling the wait for synchronous replication and terminating connection due to administrator command",
+            detail
+        ));
+        assert!(!is_unreplicated_commit_warning("there is no transaction in progress", None));
+        assert!(!is_unreplicated_commit_warning("canceling statement due to statement timeout", Some("")));
+    }
+
+    #[test]
+    fn in_doubt_is_never_success() {
+        let lost = DbError::InDoubt { message: "connection broke".into(), connection_lost: true };
+        assert!(lost.is_in_doubt() && lost.is_unavailable(), "a lost connection also means: reconnect");
+        let warned = DbError::InDoubt { message: "might not have been replicated".into(), connection_lost: false };
+        assert!(warned.is_in_doubt() && !warned.is_unavailable());
+        assert_eq!(warned.code(), None);
+        assert!(warned.to_string().starts_with("commit in doubt: "));
+        assert!(!DbError::Unavailable("x".into()).is_in_doubt());
+    }
+
+    #[test]
+    fn multi_host_uri() {
+        // pg_autoctl show uri's form: every node, and only a writable one will do
+        let c = parse_config(
+            "postgres://op@10.0.0.1:5432,10.0.0.2:5433/market?target_session_attrs=read-write&sslmode=prefer",
+        )
+        .unwrap();
+        assert_eq!(c.get_hosts().len(), 2);
+        assert_eq!(c.get_ports(), &[5432, 5433]);
+        assert_eq!(c.get_target_session_attrs(), tokio_postgres::config::TargetSessionAttrs::ReadWrite);
     }
 
     #[test]

@@ -172,6 +172,10 @@ impl From<DbError> for ApiError {
                     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("database error: {message}"))
                 }
             },
+            // the API only reads; a commit in doubt is the database failing over
+            DbError::InDoubt { message, .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("database unavailable: {message}"))
+            }
             DbError::Internal(m) => {
                 tracing::error!(error = %m, "internal error in API");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m.clone())

@@ -50,6 +50,12 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
         "Cycle steps abandoned at their lock_timeout or statement_timeout (retried next interval).",
     ),
     ("compute_auction_database_unavailable_total", "counter", "Cycles skipped because the database was unreachable."),
+    (
+        "compute_auction_commits_in_doubt_total",
+        "counter",
+        "Cycle-step COMMITs in doubt: the connection broke during the COMMIT, or the server warned that the \
+         commit might not have been replicated to the standby (never counted as done; the next cycle decides).",
+    ),
     ("compute_auction_consecutive_failures", "gauge", "Consecutive failed clearing rounds (0 after a success)."),
     ("compute_auction_leader", "gauge", "1 while this driver holds the leader lock and clears rounds."),
     ("compute_auction_degraded", "gauge", "1 while clearing has failed --fallback-after times in a row."),
@@ -142,6 +148,8 @@ pub struct Metrics {
     /// Cycle steps that hit their lock_timeout or statement_timeout.
     pub step_timeouts: Counter,
     pub db_unavailable: Counter,
+    /// Cycle-step COMMITs in doubt (db::DbError::InDoubt).
+    pub commits_in_doubt: Counter,
     pub fallback_allocations: Counter,
     pub fallback_errors: Counter,
     clearing_errors: Counter,
@@ -195,6 +203,7 @@ impl Metrics {
             pending_entries_applied: counter("compute_auction_pending_entries_applied_total"),
             step_timeouts: counter("compute_auction_cycle_step_timeouts_total"),
             db_unavailable: counter("compute_auction_database_unavailable_total"),
+            commits_in_doubt: counter("compute_auction_commits_in_doubt_total"),
             fallback_allocations: counter("compute_auction_fallback_allocations_total"),
             fallback_errors: counter("compute_auction_fallback_errors_total"),
             clearing_errors: counter("compute_auction_clearing_errors_total"),

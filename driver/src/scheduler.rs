@@ -15,9 +15,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 use tokio::time::{sleep_until, timeout, Instant};
-use tokio_postgres::Client;
 
-use crate::db::{self, ClearOutcome, DbError, Refunds, StepTimeouts, LEADER_LOCK};
+use crate::db::{self, ClearOutcome, DbError, Refunds, Session, StepTimeouts, LEADER_LOCK};
 use crate::metrics::Metrics;
 
 /// How long a statement on the dedicated leader connection may take before
@@ -124,7 +123,7 @@ impl Cycle {
 /// One full cycle on one connection, each step in its own transaction with the
 /// `t` timeouts. A step that fails (a timeout included) does not stop the others; a
 /// step that finds the database unreachable skips the remaining steps.
-pub async fn run_cycle(client: &mut Client, assignment_timeout: Duration, t: StepTimeouts) -> Cycle {
+pub async fn run_cycle(client: &mut Session, assignment_timeout: Duration, t: StepTimeouts) -> Cycle {
     let skipped = |e: &DbError| DbError::Unavailable(format!("skipped: {}", e.message()));
     let refunds = db::refund_unfilled(client, t).await;
     let aborted = match &refunds {
@@ -161,7 +160,7 @@ pub struct Scheduler {
     pg_config: tokio_postgres::Config,
     cfg: SchedulerConfig,
     metrics: Arc<Metrics>,
-    leader_conn: Option<Client>,
+    leader_conn: Option<Session>,
     leading: bool,
     last_fallback_attempt: Option<Instant>,
     /// After stepping down on a privilege error: no attempt to lead before this.
@@ -427,6 +426,14 @@ impl Scheduler {
 
     async fn record(&mut self, cycle: &Cycle) -> Tick {
         let m = &self.metrics;
+        for (step, r) in cycle.step_errors() {
+            if let Some(e) = r.filter(|e| e.is_in_doubt()) {
+                // not done, not retried as such: the next cycle works from the database's state
+                // (whichever server is primary then), which has the step's effect or not
+                m.commits_in_doubt.increment(1);
+                tracing::warn!(step, error = %e, "cycle step's COMMIT is in doubt; not counted as done, the next cycle decides from the database's state");
+            }
+        }
         for (step, r) in cycle.step_errors() {
             if let Some(e) = r.filter(|e| is_timeout(e)) {
                 m.step_timeouts.increment(1);

@@ -17,6 +17,11 @@ the runner falls back to the application's old task queue, exactly as before the
 Optionally it LISTENs on `compute_auction_cleared` and waits a little for the next round
 before falling back, instead of polling.
 
+It survives a failover (failover.py, docs/OPERATIONS.md): give it the formation's multi-host URI
+(`...@db1,db2/app?target_session_attrs=read-write`) and it reconnects with it. A claim is safe to
+repeat (a second claim_slot is a read). A settle or abort whose COMMIT is in doubt is never
+repeated blindly: the bid's status (bid_status) says whether it happened.
+
 The runner connects as its own login role, a member of compute_auction_runner (docs/roles.sql),
 and runs only the slot an operator named it runner of. Offering the slot is that operator's
 step, done once, not the runner's:
@@ -45,6 +50,8 @@ from dataclasses import dataclass
 
 import psycopg
 
+from failover import Session
+
 
 @dataclass
 class RunResult:
@@ -72,12 +79,15 @@ class OldQueue:
         return len(self._q)
 
 
-def claim(conn: psycopg.Connection, slot_id: str):
-    """(bid_id, task_id, bidder_id, clearing_price_tokens) of the slot's won task, or None."""
-    return conn.execute(
+def claim(session: Session, slot_id: str):
+    """(bid_id, task_id, bidder_id, clearing_price_tokens) of the slot's won task, or None. The
+    first claim stamps claimed_at; a repeated one is a read, so an in-doubt claim is repeated."""
+    rows = session.write(
         "SELECT bid_id, task_id, bidder_id, clearing_price_tokens FROM compute_auction.claim_slot(%s)",
         (slot_id,),
-    ).fetchone()
+        idempotent=True,
+    )
+    return rows[0] if rows else None
 
 
 def wait_for_round(conn: psycopg.Connection, seconds: float) -> bool:
@@ -87,8 +97,21 @@ def wait_for_round(conn: psycopg.Connection, seconds: float) -> bool:
     return False
 
 
+def ended(bid_id: int, status: str, column: str):
+    """A resolver for an in-doubt settle or abort: it happened if the bid is now `status`; the
+    tokens it returned are then read from the clear's row, by the bid (bid_status has them)."""
+
+    def resolve(session: Session):
+        st = session.read("SELECT compute_auction.bid_status(%s)", (bid_id,))[0][0]
+        if st.get("status") != status:
+            return None  # it did not happen: the slot still has the run assigned
+        return [(st.get(column),)]
+
+    return resolve
+
+
 def step(
-    conn: psycopg.Connection,
+    session: Session,
     slot_id: str,
     old_queue: OldQueue,
     run: Callable[[str], RunResult] = run_task,
@@ -96,17 +119,23 @@ def step(
 ) -> dict:
     """One unit of work: the auction's task if the slot won one (waiting up to `wait_s` for a
     round when it has not, if the connection LISTENs), else the old queue's."""
-    won = claim(conn, slot_id)
-    if won is None and wait_s > 0 and wait_for_round(conn, wait_s):
-        won = claim(conn, slot_id)
+    won = claim(session, slot_id)
+    if won is None and wait_s > 0 and wait_for_round(session.conn(), wait_s):
+        won = claim(session, slot_id)
     if won is not None:
         bid_id, task_id, bidder_id, price = won
         try:
             result = run(task_id)
         except Exception as e:  # the run never happened: full refund, slot offered again
-            refunded = conn.execute(
-                "SELECT compute_auction.abort_slot(%s, %s)", (slot_id, f"run failed: {e}"[:500])
-            ).fetchone()[0]
+            refunded = session.write(
+                "SELECT compute_auction.abort_slot(%s, %s)",
+                (slot_id, f"run failed: {e}"[:500]),
+                resolve=ended(bid_id, "aborted", "max_price_tokens"),
+            )
+            if refunded is None:  # in doubt, and it did not happen: now it may be tried again
+                refunded = session.write(
+                    "SELECT compute_auction.abort_slot(%s, %s)", (slot_id, f"run failed: {e}"[:500])
+                )
             return {
                 "source": "auction",
                 "task_id": task_id,
@@ -114,18 +143,19 @@ def step(
                 "bidder_id": bidder_id,
                 "clearing_price_tokens": price,
                 "aborted": True,
-                "refunded_tokens": refunded,
+                "refunded_tokens": refunded[0][0],
             }
-        charged = conn.execute(
-            "SELECT compute_auction.settle(%s, %s, %s)", (slot_id, result.cost_tokens, result.impact)
-        ).fetchone()[0]
+        settle = ("SELECT compute_auction.settle(%s, %s, %s)", (slot_id, result.cost_tokens, result.impact))
+        charged = session.write(*settle, resolve=ended(bid_id, "settled", "clearing_price_tokens"))
+        if charged is None:  # in doubt, and it did not happen: settling now is not a repeat
+            charged = session.write(*settle)
         return {
             "source": "auction",
             "task_id": task_id,
             "bid_id": bid_id,
             "bidder_id": bidder_id,
             "clearing_price_tokens": price,
-            "charged_tokens": charged,
+            "charged_tokens": charged[0][0],
             "cost_tokens": result.cost_tokens,
             "impact": result.impact,
         }
@@ -148,11 +178,10 @@ def main(
     """Runs `iterations` steps on `slot_id` and returns what each did."""
     queue = old_queue if isinstance(old_queue, OldQueue) else OldQueue(old_queue or ())
     events: list[dict] = []
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        if wait_s > 0:
-            conn.execute("LISTEN compute_auction_cleared")
+    listen = (lambda c: c.execute("LISTEN compute_auction_cleared")) if wait_s > 0 else None
+    with Session(dsn, on_connect=listen) as session:
         for _ in range(iterations):
-            events.append(step(conn, slot_id, queue, run, wait_s))
+            events.append(step(session, slot_id, queue, run, wait_s))
     return events
 
 

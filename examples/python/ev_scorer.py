@@ -12,6 +12,10 @@ idempotent, so the scorer can simply run on every rescoring (cron, a queue consu
 Blocked tasks are sent too, flagged `"blocked": true`: the extension bids only for the
 unblocked ones and cancels the open bid of a task that became blocked.
 
+It survives a failover (failover.py, docs/OPERATIONS.md): give it the formation's multi-host URI
+and it reconnects with it; a submit whose COMMIT is in doubt is simply made again, which is safe
+because the call is idempotent (the same tasks give the same bids).
+
 Run it:
     python examples/python/ev_scorer.py --dsn postgresql://app@db/app [--backlog backlog.json]
 
@@ -30,6 +34,8 @@ from dataclasses import dataclass
 
 import psycopg
 from psycopg.types.json import Jsonb
+
+from failover import Session
 
 
 @dataclass
@@ -92,26 +98,38 @@ def scored(tasks: Iterable[Task]) -> list[dict]:
     return [{"task_id": t.task_id, "expected_value_usd": t.expected_value_usd, "blocked": t.blocked} for t in tasks]
 
 
-def ensure_wallet(conn: psycopg.Connection, quest_id: str, tokens: int) -> None:
-    """Demo convenience: opens the quest's wallet with `tokens` if it does not exist yet."""
+def ensure_wallet(session: Session, quest_id: str, tokens: int) -> None:
+    """Demo convenience: opens the quest's wallet with `tokens` if it does not exist yet (made
+    again when in doubt: then it exists, 23505, and keeps its balance)."""
     with contextlib.suppress(psycopg.errors.UniqueViolation):  # it exists: keep its balance
-        conn.execute("SELECT compute_auction.open_account(%s, 'quest', %s)", (quest_id, tokens))
+        session.write("SELECT compute_auction.open_account(%s, 'quest', %s)", (quest_id, tokens), idempotent=True)
+
+
+def refill(session: Session, quest_id: str, tokens: int, key: str) -> int:
+    """A deposit with an idempotency key (e.g. the id of the work it pays for): when its COMMIT
+    is in doubt it is made again with the same key, which returns the first call's balance and
+    moves no tokens if the first one happened. Returns the spendable balance."""
+    return session.write(
+        "SELECT compute_auction.deposit(%s, %s, %s, %s)", (quest_id, tokens, "refill", key), idempotent=True
+    )[0][0]
 
 
 def submit_for_quest(
-    conn: psycopg.Connection,
+    session: Session,
     quest_id: str,
     tasks: Iterable[Task],
     tokens_per_usd: float,
     bid_fraction: float,
     ttl_at=None,
 ) -> list[dict]:
-    """One call, one transaction: the quest's bids now reflect `tasks`."""
-    rows = conn.execute(
+    """One call, one transaction: the quest's bids now reflect `tasks` (made again when in
+    doubt: it is idempotent)."""
+    rows = session.write(
         "SELECT task_id, bid_id, max_price_tokens, outcome"
         "  FROM compute_auction.submit_bids_for_tasks(%s, %s, %s, %s, %s)",
         (quest_id, Jsonb(scored(tasks)), tokens_per_usd, bid_fraction, ttl_at),
-    ).fetchall()
+        idempotent=True,
+    )
     return [{"task_id": r[0], "bid_id": r[1], "max_price_tokens": r[2], "outcome": r[3]} for r in rows]
 
 
@@ -128,13 +146,13 @@ def main(
     A quest whose call fails (e.g. no wallet: P0002) is reported and the others still bid."""
     backlog = DEMO_BACKLOG if backlog is None else backlog
     report: dict = {"quests": {}, "errors": {}}
-    with psycopg.connect(dsn, autocommit=True) as conn:
+    with Session(dsn) as session:
         for quest_id, tasks in backlog.items():
             if fund_tokens > 0:
-                ensure_wallet(conn, quest_id, fund_tokens)
+                ensure_wallet(session, quest_id, fund_tokens)
             try:
                 report["quests"][quest_id] = submit_for_quest(
-                    conn, quest_id, list(tasks), tokens_per_usd, bid_fraction, ttl_at
+                    session, quest_id, list(tasks), tokens_per_usd, bid_fraction, ttl_at
                 )
             except psycopg.Error as e:
                 report["errors"][quest_id] = f"{e.sqlstate}: {e.diag.message_primary or e}"
