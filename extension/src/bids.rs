@@ -30,13 +30,71 @@ SELECT coalesce($3, t + $4),
           FROM (SELECT pg_catalog.pg_advisory_xact_lock($1, pg_catalog.hashtext($2))) AS l
         OFFSET 0) AS x";
 
-/// The task's live bid, read without a lock: it may be another bidder's.
-const LIVE_BID: &str = concat!(
+/// The first statement of every bid: whether the session may act for the bidder's wallet (the
+/// authority rule, evaluated once per bid: the wallet update below re-checks only that the
+/// owner it was evaluated for is still the owner), and the task's live bid, read without a lock
+/// (it may be another bidder's). No row: no such account. Its plan follows the tables' size
+/// (spi::run_sized): a generic plan made on a tiny book would scan the whole book per bid.
+const BEGIN_BID: &str = concat!(
     "
-SELECT id, bidder_id, status, max_price_tokens
-  FROM compute_auction.compute_auction_bids
- WHERE task_id = $1 AND status IN ",
-    bid_status_sql!(live)
+SELECT ",
+    may_act_sql!(),
+    ", owner_oid::pg_catalog.oid::pg_catalog.int8, owner_role, live.id, live.bidder_id, live.status
+  FROM compute_auction.token_accounts
+  LEFT JOIN (SELECT id, bidder_id, status
+               FROM compute_auction.compute_auction_bids
+              WHERE task_id = $2 AND status IN ",
+    bid_status_sql!(live),
+    ") AS live ON true
+ WHERE account_id = $1"
+);
+
+/// The tables BEGIN_BID reads, for spi::run_sized.
+const BEGIN_BID_TABLES: [&std::ffi::CStr; 2] = [c"token_accounts", c"compute_auction_bids"];
+
+/// A new bid when the task had no live bid, in one statement: the task lock and the clock
+/// (TASK_LOCK_AND_TTL), the bid row with its open-bid count delta (book::OPEN), and the escrow
+/// with its ledger row (ledger::POST), in the documented lock order (task, then the new bid row,
+/// then the account). The bid is written only when `ttl_at` is in range ($5..$7: ttl_at, the
+/// default TTL, the longest TTL; $8 the task lock class); the wallet is updated only when it
+/// has the funds, the held tokens do not overflow and its owner is still the one the authority
+/// was evaluated for ($9, $10); otherwise the caller posts the escrow the ordinary way (and
+/// raises). A bid another bidder placed since BEGIN_BID is refused by the unique index (23505).
+/// Returns (ttl in range, bid id, wallet updated).
+const OPEN_NEW: &str = concat!(
+    "
+WITH k AS MATERIALIZED (
+    SELECT coalesce($5, t + $6) AS ttl, ($5 IS NULL OR ($5 > now() AND $5 <= now() + $7)) AS ok, t
+      FROM (SELECT pg_catalog.clock_timestamp() AS t
+              FROM (SELECT pg_catalog.pg_advisory_xact_lock($8, pg_catalog.hashtext($2))) AS l
+            OFFSET 0) AS x
+), b AS (
+    INSERT INTO compute_auction.compute_auction_bids
+           (bidder_id, task_id, max_price_tokens, expected_value_usd, ttl_at, placed_at, status)
+    SELECT $1, $2, $3, $4, k.ttl, k.t, ",
+    bid_status_sql!(open),
+    " FROM k WHERE k.ok
+ RETURNING id
+), c AS (
+    INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT 1 FROM b
+), a AS (
+    UPDATE compute_auction.token_accounts
+       SET balance_tokens = balance_tokens - $3,
+           held_tokens    = held_tokens + $3,
+           updated_at     = now()
+     WHERE account_id = $1
+       AND EXISTS (SELECT 1 FROM b)
+       AND balance_tokens >= $3
+       AND held_tokens <= 9223372036854775807 - $3
+       AND owner_oid::pg_catalog.oid::pg_catalog.int8 IS NOT DISTINCT FROM $9
+       AND owner_role IS NOT DISTINCT FROM $10
+ RETURNING balance_tokens, held_tokens
+), l AS (
+    INSERT INTO compute_auction.token_ledger
+           (account_id, delta_balance, delta_held, entry_kind, bid_id, reason, balance_after, held_after)
+    SELECT $1, -$3, $3, $11, b.id, $12, a.balance_tokens, a.held_tokens FROM a, b
+)
+SELECT k.ok, b.id, EXISTS (SELECT 1 FROM a) FROM k LEFT JOIN b ON true"
 );
 
 /// The bidder's own live bid, locked and re-read (a round may have just made it won).
@@ -106,28 +164,74 @@ pub fn place(
     ttl_at: Option<TimestampWithTimeZone>,
 ) -> (i64, Placed) {
     let ttl_at = ttl_at.map(|t| times::timestamp("ttl_at", t));
-    // authority before any lock: a call for someone else's wallet locks nothing
-    ledger::check_may_act(c, bidder);
-    // the task's live bid, read before the task lock and without a lock: another bidder's is
-    // refused at once (23505), however long its owner holds the task
-    let live = spi::run(c, LIVE_BID, &[task.into()]);
-    let live_id: Option<i64> = if live.is_empty() {
-        None
-    } else {
-        let r = live.first();
-        let (id, owner): (i64, String) = (spi::get_req(&r, 1), spi::get_req(&r, 2));
-        if owner != bidder {
-            raise!(
-                Code::ERRCODE_UNIQUE_VIOLATION,
-                format!("task {task} already has a live bid ({id}) by another bidder"),
-                Some("A task has at most one open or won bid."),
-            );
+    // authority before any lock (a call for someone else's wallet locks nothing), and the task's
+    // live bid, read before the task lock and without a lock: another bidder's is refused at
+    // once (23505), however long its owner holds the task
+    let first = spi::run_sized(c, BEGIN_BID, &[bidder.into(), task.into()], &BEGIN_BID_TABLES);
+    if first.is_empty() {
+        not_found!("account", bidder);
+    }
+    let r = first.first();
+    match spi::get::<bool>(&r, 1) {
+        None => not_found!("account", bidder),
+        Some(false) => not_owner!(bidder),
+        Some(true) => {}
+    }
+    let owner_oid: Option<i64> = spi::get(&r, 2);
+    let owner_role: Option<String> = spi::get(&r, 3);
+    let live_id: Option<i64> = match spi::get::<i64>(&r, 4) {
+        None => None,
+        Some(id) => {
+            let owner: String = spi::get_req(&r, 5);
+            if owner != bidder {
+                raise!(
+                    Code::ERRCODE_UNIQUE_VIOLATION,
+                    format!("task {task} already has a live bid ({id}) by another bidder"),
+                    Some("A task has at most one open or won bid."),
+                );
+            }
+            if book::status(&spi::get_req::<String>(&r, 6)) == BidStatus::Won {
+                // refused before any lock: a won bid belongs to its slot's settlement now
+                won_refused(task, id);
+            }
+            Some(id)
         }
-        if book::status(&spi::get_req::<String>(&r, 3)) == BidStatus::Won {
-            // refused before any lock: a won bid belongs to its slot's settlement now
-            won_refused(task, id);
+    };
+
+    let Some(live_id) = live_id else {
+        // a new bid: one statement from the task lock to the ledger row
+        let args: [DatumWithOid<'_>; 12] = [
+            bidder.into(),
+            task.into(),
+            price.into(),
+            ev.into(),
+            ttl_at.into(),
+            times::seconds(limits::BID_TTL_DEFAULT_SECS).into(),
+            times::days(limits::BID_TTL_MAX_DAYS).into(),
+            locks::CLASS_TASK.into(),
+            owner_oid.into(),
+            owner_role.as_deref().into(),
+            ledger::kinds::ESCROW.into(),
+            "bid placed".into(),
+        ];
+        let t = spi::run(c, OPEN_NEW, &args);
+        let row = t.first();
+        if !spi::get_req::<bool>(&row, 1) {
+            ttl_refused();
         }
-        Some(id)
+        let id: i64 = spi::get(&row, 2).unwrap_or_else(|| internal!("insert bid returned nothing"));
+        if !spi::get_req::<bool>(&row, 3) {
+            // not enough funds, held tokens that would overflow, or an owner changed since the
+            // authority check: the ordinary way, which re-checks the authority under the lock
+            // and raises what the old order raised (42501, 23514, 22003)
+            let acct = ledger::lock_owned(c, bidder);
+            if price > acct.balance {
+                insufficient_funds!(bidder, price, acct.balance);
+            }
+            or_raise!(compute_auction_core::tokens::add("held_tokens", acct.held, price));
+            book::escrow_new(c, bidder, id, price);
+        }
+        return (id, Placed::New);
     };
 
     let args: [DatumWithOid<'_>; 5] = [
@@ -147,11 +251,11 @@ pub fn place(
     // Our own bid: lock it and read its current state under the task lock (a round may have
     // made it won, or it may have ended meanwhile, and then we bid anew). A bid another bidder
     // placed after our read is refused by the unique index on live bids per task (23505).
-    let existing = live_id.and_then(|id| {
-        let own = spi::run(c, LOCK_OWN_BID, &[id.into()]).first();
+    let existing = {
+        let own = spi::run(c, LOCK_OWN_BID, &[live_id.into()]).first();
         let status = book::status(&spi::get_req::<String>(&own, 1));
-        status.is_live().then(|| (id, status, spi::get_req::<i64>(&own, 2)))
-    });
+        status.is_live().then(|| (live_id, status, spi::get_req::<i64>(&own, 2)))
+    };
     let old_price = match &existing {
         None => 0,
         Some((id, status, old)) => {

@@ -90,7 +90,7 @@ pub fn open(
     let args: [DatumWithOid<'_>; 6] =
         [bidder.into(), task.into(), price.into(), ev.into(), ttl_at.into(), placed_at.into()];
     let id = spi::first::<i64>(spi::run(c, OPEN, &args), 1).unwrap_or_else(|| internal!("insert bid returned nothing"));
-    escrow(c, bidder, id, price, kinds::ESCROW, "bid placed");
+    escrow_new(c, bidder, id, price);
     id
 }
 
@@ -126,6 +126,12 @@ pub fn replace(
     } else if diff < 0 {
         escrow(c, bidder, id, diff, kinds::RELEASE, "bid lowered");
     }
+}
+
+/// The escrow of new bid `id` (already written, with its open-count delta) of `bidder` (account
+/// locked): bids::place's way when its one-statement bid could not update the wallet.
+pub fn escrow_new(c: &mut SpiClient<'_>, bidder: &str, id: i64, price: i64) {
+    escrow(c, bidder, id, price, kinds::ESCROW, "bid placed");
 }
 
 /// Moves `amount` from balance to held (negative: back).
