@@ -30,43 +30,43 @@ SELECT coalesce($3, t + $4),
           FROM (SELECT pg_catalog.pg_advisory_xact_lock($1, pg_catalog.hashtext($2))) AS l
         OFFSET 0) AS x";
 
-/// The first statement of every bid: whether the session may act for the bidder's wallet (the
-/// authority rule, evaluated once per bid: the wallet update below re-checks only that the
-/// owner it was evaluated for is still the owner), and the task's live bid, read without a lock
-/// (it may be another bidder's). No row: no such account. Its plan follows the tables' size
-/// (spi::run_sized): a generic plan made on a tiny book would scan the whole book per bid.
-const BEGIN_BID: &str = concat!(
+/// A bid in one statement when the task has no live bid, in the order the rules ask for:
+/// - `v`: whether the session may act for the bidder's wallet (the authority rule, evaluated once
+///   per bid: the wallet update below re-checks only that the owner is still the one it was
+///   evaluated for) and the task's live bid, read without a lock (it may be another bidder's);
+///   no row: no such account;
+/// - `k`: only when the session may act and the task has no live bid, the task lock, then the
+///   clock (the bid's time priority) and the TTL check (TASK_LOCK_AND_TTL; $5..$7: ttl_at, the
+///   default TTL, the longest TTL; $8 the task lock class);
+/// - `b`, `c`: the bid row with its open-bid count delta (book::OPEN), only when the TTL is in
+///   range; a bid another bidder placed since `v` read is refused by the unique index (23505);
+/// - `a`, `l`: the escrow and its ledger row (ledger::POST), only when the wallet has the funds,
+///   its held tokens do not overflow and its owner is unchanged; otherwise the caller posts the
+///   escrow the ordinary way (and raises).
+///
+/// Locks, when any: the task, then the new bid row, then the account (docs/CONCURRENCY.md).
+/// Returns (may act, live bid id, its bidder, its status, TTL in range, bid id, wallet updated).
+/// Its plan follows the tables' size (spi::run_sized): a generic plan made on a tiny book would
+/// read the book with a sequential scan on every bid.
+const PLACE_NEW: &str = concat!(
     "
-SELECT ",
+WITH v AS MATERIALIZED (
+    SELECT ",
     may_act_sql!(),
-    ", owner_oid::pg_catalog.oid::pg_catalog.int8, owner_role, live.id, live.bidder_id, live.status
-  FROM compute_auction.token_accounts
-  LEFT JOIN (SELECT id, bidder_id, status
-               FROM compute_auction.compute_auction_bids
-              WHERE task_id = $2 AND status IN ",
+    " AS may_act, owner_oid::pg_catalog.oid::pg_catalog.int8 AS owner_oid, owner_role,
+           live.id AS live_id, live.bidder_id AS live_bidder, live.status AS live_status
+      FROM compute_auction.token_accounts
+      LEFT JOIN (SELECT id, bidder_id, status
+                   FROM compute_auction.compute_auction_bids
+                  WHERE task_id = $2 AND status IN ",
     bid_status_sql!(live),
     ") AS live ON true
- WHERE account_id = $1"
-);
-
-/// The tables BEGIN_BID reads, for spi::run_sized.
-const BEGIN_BID_TABLES: [&std::ffi::CStr; 2] = [c"token_accounts", c"compute_auction_bids"];
-
-/// A new bid when the task had no live bid, in one statement: the task lock and the clock
-/// (TASK_LOCK_AND_TTL), the bid row with its open-bid count delta (book::OPEN), and the escrow
-/// with its ledger row (ledger::POST), in the documented lock order (task, then the new bid row,
-/// then the account). The bid is written only when `ttl_at` is in range ($5..$7: ttl_at, the
-/// default TTL, the longest TTL; $8 the task lock class); the wallet is updated only when it
-/// has the funds, the held tokens do not overflow and its owner is still the one the authority
-/// was evaluated for ($9, $10); otherwise the caller posts the escrow the ordinary way (and
-/// raises). A bid another bidder placed since BEGIN_BID is refused by the unique index (23505).
-/// Returns (ttl in range, bid id, wallet updated).
-const OPEN_NEW: &str = concat!(
-    "
-WITH k AS MATERIALIZED (
+     WHERE account_id = $1
+), k AS MATERIALIZED (
     SELECT coalesce($5, t + $6) AS ttl, ($5 IS NULL OR ($5 > now() AND $5 <= now() + $7)) AS ok, t
       FROM (SELECT pg_catalog.clock_timestamp() AS t
-              FROM (SELECT pg_catalog.pg_advisory_xact_lock($8, pg_catalog.hashtext($2))) AS l
+              FROM (SELECT pg_catalog.pg_advisory_xact_lock($8, pg_catalog.hashtext($2))
+                      FROM v WHERE v.may_act AND v.live_id IS NULL) AS l
             OFFSET 0) AS x
 ), b AS (
     INSERT INTO compute_auction.compute_auction_bids
@@ -86,16 +86,20 @@ WITH k AS MATERIALIZED (
        AND EXISTS (SELECT 1 FROM b)
        AND balance_tokens >= $3
        AND held_tokens <= 9223372036854775807 - $3
-       AND owner_oid::pg_catalog.oid::pg_catalog.int8 IS NOT DISTINCT FROM $9
-       AND owner_role IS NOT DISTINCT FROM $10
+       AND owner_oid::pg_catalog.oid::pg_catalog.int8 IS NOT DISTINCT FROM (SELECT v.owner_oid FROM v)
+       AND owner_role IS NOT DISTINCT FROM (SELECT v.owner_role FROM v)
  RETURNING balance_tokens, held_tokens
 ), l AS (
     INSERT INTO compute_auction.token_ledger
            (account_id, delta_balance, delta_held, entry_kind, bid_id, reason, balance_after, held_after)
-    SELECT $1, -$3, $3, $11, b.id, $12, a.balance_tokens, a.held_tokens FROM a, b
+    SELECT $1, -$3, $3, $9, b.id, $10, a.balance_tokens, a.held_tokens FROM a, b
 )
-SELECT k.ok, b.id, EXISTS (SELECT 1 FROM a) FROM k LEFT JOIN b ON true"
+SELECT v.may_act, v.live_id, v.live_bidder, v.live_status, k.ok, b.id, EXISTS (SELECT 1 FROM a)
+  FROM v LEFT JOIN k ON true LEFT JOIN b ON true"
 );
+
+/// The tables PLACE_NEW reads, for spi::run_sized.
+const PLACE_NEW_TABLES: [&std::ffi::CStr; 2] = [c"token_accounts", c"compute_auction_bids"];
 
 /// The bidder's own live bid, locked and re-read (a round may have just made it won).
 const LOCK_OWN_BID: &str = "
@@ -166,64 +170,41 @@ pub fn place(
     let ttl_at = ttl_at.map(|t| times::timestamp("ttl_at", t));
     // authority before any lock (a call for someone else's wallet locks nothing), and the task's
     // live bid, read before the task lock and without a lock: another bidder's is refused at
-    // once (23505), however long its owner holds the task
-    let first = spi::run_sized(c, BEGIN_BID, &[bidder.into(), task.into()], &BEGIN_BID_TABLES);
-    if first.is_empty() {
+    // once (23505), however long its owner holds the task. With no live bid, the same statement
+    // places the bid.
+    let args: [DatumWithOid<'_>; 10] = [
+        bidder.into(),
+        task.into(),
+        price.into(),
+        ev.into(),
+        ttl_at.into(),
+        times::seconds(limits::BID_TTL_DEFAULT_SECS).into(),
+        times::days(limits::BID_TTL_MAX_DAYS).into(),
+        locks::CLASS_TASK.into(),
+        ledger::kinds::ESCROW.into(),
+        "bid placed".into(),
+    ];
+    let t = spi::run_sized(c, PLACE_NEW, &args, &PLACE_NEW_TABLES);
+    if t.is_empty() {
         not_found!("account", bidder);
     }
-    let r = first.first();
+    let r = t.first();
     match spi::get::<bool>(&r, 1) {
         None => not_found!("account", bidder),
         Some(false) => not_owner!(bidder),
         Some(true) => {}
     }
-    let owner_oid: Option<i64> = spi::get(&r, 2);
-    let owner_role: Option<String> = spi::get(&r, 3);
-    let live_id: Option<i64> = match spi::get::<i64>(&r, 4) {
-        None => None,
-        Some(id) => {
-            let owner: String = spi::get_req(&r, 5);
-            if owner != bidder {
-                raise!(
-                    Code::ERRCODE_UNIQUE_VIOLATION,
-                    format!("task {task} already has a live bid ({id}) by another bidder"),
-                    Some("A task has at most one open or won bid."),
-                );
-            }
-            if book::status(&spi::get_req::<String>(&r, 6)) == BidStatus::Won {
-                // refused before any lock: a won bid belongs to its slot's settlement now
-                won_refused(task, id);
-            }
-            Some(id)
-        }
-    };
-
-    let Some(live_id) = live_id else {
-        // a new bid: one statement from the task lock to the ledger row
-        let args: [DatumWithOid<'_>; 12] = [
-            bidder.into(),
-            task.into(),
-            price.into(),
-            ev.into(),
-            ttl_at.into(),
-            times::seconds(limits::BID_TTL_DEFAULT_SECS).into(),
-            times::days(limits::BID_TTL_MAX_DAYS).into(),
-            locks::CLASS_TASK.into(),
-            owner_oid.into(),
-            owner_role.as_deref().into(),
-            ledger::kinds::ESCROW.into(),
-            "bid placed".into(),
-        ];
-        let t = spi::run(c, OPEN_NEW, &args);
-        let row = t.first();
-        if !spi::get_req::<bool>(&row, 1) {
+    let Some(live_id) = spi::get::<i64>(&r, 2) else {
+        // a new bid, placed by the statement unless the TTL was refused or the wallet could not
+        // be updated
+        if !spi::get_req::<bool>(&r, 5) {
             ttl_refused();
         }
-        let id: i64 = spi::get(&row, 2).unwrap_or_else(|| internal!("insert bid returned nothing"));
-        if !spi::get_req::<bool>(&row, 3) {
+        let id: i64 = spi::get(&r, 6).unwrap_or_else(|| internal!("insert bid returned nothing"));
+        if !spi::get_req::<bool>(&r, 7) {
             // not enough funds, held tokens that would overflow, or an owner changed since the
             // authority check: the ordinary way, which re-checks the authority under the lock
-            // and raises what the old order raised (42501, 23514, 22003)
+            // and raises what it always raised (42501, 23514, 22003)
             let acct = ledger::lock_owned(c, bidder);
             if price > acct.balance {
                 insufficient_funds!(bidder, price, acct.balance);
@@ -233,7 +214,20 @@ pub fn place(
         }
         return (id, Placed::New);
     };
+    let owner: String = spi::get_req(&r, 3);
+    if owner != bidder {
+        raise!(
+            Code::ERRCODE_UNIQUE_VIOLATION,
+            format!("task {task} already has a live bid ({live_id}) by another bidder"),
+            Some("A task has at most one open or won bid."),
+        );
+    }
+    if book::status(&spi::get_req::<String>(&r, 4)) == BidStatus::Won {
+        // refused before any lock: a won bid belongs to its slot's settlement now
+        won_refused(task, live_id);
+    }
 
+    // our own open bid: replaced in place under the task lock
     let args: [DatumWithOid<'_>; 5] = [
         locks::CLASS_TASK.into(),
         task.into(),
