@@ -56,6 +56,21 @@ SELECT count(*) FROM b"
     };
 }
 
+/// The sum of column `$col` of the counter deltas not yet folded into the base row (those of
+/// transactions at or above its folded_below), read through the xid index: the deltas earlier
+/// rounds folded and deleted are never read again, however long vacuum takes to remove them.
+macro_rules! unfolded_sql {
+    ($col:literal) => {
+        concat!(
+            "coalesce((SELECT sum(",
+            $col,
+            ") FROM compute_auction.open_bid_count_deltas
+                       WHERE xid >= coalesce((SELECT folded_below FROM compute_auction.open_bid_count WHERE id = 1),
+                                             '0'::pg_catalog.xid8)), 0)"
+        )
+    };
+}
+
 /// A bid status read from the table.
 pub fn status(s: &str) -> BidStatus {
     BidStatus::parse(s).unwrap_or_else(|| internal!(format!("unknown bid status {s:?}")))

@@ -135,6 +135,34 @@ pub fn run_sized<'conn>(
     run(client, sql, args)
 }
 
+/// Runs `f` with `enable_seqscan` off, restored on the way out, as a function's `SET` clause
+/// does (an ERROR on the way aborts the (sub)transaction, which restores it too). For the
+/// statements that read the counter deltas: a sequential scan of that table would read every
+/// row the folds deleted since the last vacuum, which is what issue 21 removed; with it off the
+/// planner keeps the xid index's range scan whatever the statistics say.
+pub fn without_seqscan<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: the same calls fmgr_security_definer makes for a function's SET clause; the GUC
+    // nest level is ours and is popped below (or by the abort of an ERROR).
+    let level = unsafe {
+        let level = pg_sys::NewGUCNestLevel();
+        pg_sys::set_config_option(
+            c"enable_seqscan".as_ptr(),
+            c"off".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+        level
+    };
+    let r = f();
+    // SAFETY: pops the nest level pushed above, restoring enable_seqscan.
+    unsafe { pg_sys::AtEOXact_GUC(true, level) };
+    r
+}
+
 /// Column `ordinal` (1-based) of the first row, or None when there is no row or it is NULL.
 pub fn first<T: FromDatum + IntoDatum>(table: SpiTupleTable<'_>, ordinal: usize) -> Option<T> {
     if table.is_empty() {
