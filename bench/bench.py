@@ -71,6 +71,9 @@ ALTERNATIVES = [
     ("insert", "bare `INSERT` of the bid row (floor)", "bare_insert.sql"),
     ("client", "client-side statements in one transaction", "client_side.sql"),
     ("plpgsql", "PL/pgSQL function (`bench/plpgsql_place_bid.sql`)", "place_bid_plpgsql.sql"),
+    # issue 21: the released 0.1.0 (built from commit 0a1e601; bench/run installs it beside this
+    # build), its own schema and library, the same pgbench script
+    ("v010", "0.1.0's `place_bid` (commit `0a1e601`)", "place_bid_extension.sql"),
 ]
 
 
@@ -291,15 +294,26 @@ class Bench:
         # place_bid caches for its live-bid lookup becomes a sequential scan that is kept while
         # the book grows (see the diagnostics' stale-plan experiment).
         plpgsql = (HERE / "plpgsql_place_bid.sql").read_text()
+        # 0.1.0's template: its install script and library (bench/run installs them), the same
+        # accounts through its own open_account
+        self.sql("postgres", 'DROP DATABASE IF EXISTS "intake_v010_tmpl"')
+        self.sql("postgres", 'CREATE DATABASE "intake_v010_tmpl"')
+        self.sql("intake_v010_tmpl", "CREATE EXTENSION compute_auction VERSION '0.1.0'")
+        self.sql(
+            "intake_v010_tmpl",
+            "SELECT count(compute_auction.open_account('acct-' || i, 'agent', %s)) FROM generate_series(1, %s) AS i",
+            (INTAKE_TOKENS, INTAKE_ACCOUNTS),
+        )
         cells = []
         chunks = 2  # each cell's seconds are split into interleaved chunks (see below)
         for sync in (False, True):
             self.set_sync(sync)
             for ci, clients in enumerate(self.intake_clients):
-                order = ALTERNATIVES[ci % 4 :] + ALTERNATIVES[: ci % 4]  # rotate the running order
+                rot = ci % len(ALTERNATIVES)
+                order = ALTERNATIVES[rot:] + ALTERNATIVES[:rot]  # rotate the running order
                 for key, _label, _script in order:
                     db = f"intake_{key}"
-                    self.create_db(db, "intake_tmpl")
+                    self.create_db(db, "intake_v010_tmpl" if key == "v010" else "intake_tmpl")
                     if key == "plpgsql":
                         self.sql(db, plpgsql)
                 # The alternatives take turns in chunks (A B C D A B C D), so that a burst of
