@@ -36,7 +36,8 @@ INTAKE_TOKENS = 1_000_000_000_000
 BOOK_ACCOUNTS = 100_000
 BOOK_TOKENS = 1_000_000_000_000
 SLOTS = 74
-BATCH = 10_000  # bids per transaction when building a book
+BATCH = 1_000  # place_bid calls per statement (one transaction) when building a book
+INTAKE_DURING_ROUNDS = 4  # pgbench clients placing bids while the clearing rounds run
 
 
 def stop_driver(drv: subprocess.Popen, logf) -> None:
@@ -70,6 +71,9 @@ ALTERNATIVES = [
     ("insert", "bare `INSERT` of the bid row (floor)", "bare_insert.sql"),
     ("client", "client-side statements in one transaction", "client_side.sql"),
     ("plpgsql", "PL/pgSQL function (`bench/plpgsql_place_bid.sql`)", "place_bid_plpgsql.sql"),
+    # issue 21: the released 0.1.0 (built from commit 0a1e601; bench/run installs it beside this
+    # build), its own schema and library, the same pgbench script
+    ("v010", "0.1.0's `place_bid` (commit `0a1e601`)", "place_bid_extension.sql"),
 ]
 
 
@@ -126,6 +130,7 @@ class Bench:
                 "slots": SLOTS,
                 "book_accounts": BOOK_ACCOUNTS,
                 "batch": BATCH,
+                "intake_during_rounds": INTAKE_DURING_ROUNDS,
                 "refund_reps": self.refund_reps,
                 "read_seconds": self.read_seconds,
                 "day_seconds": self.day_seconds,
@@ -289,15 +294,26 @@ class Bench:
         # place_bid caches for its live-bid lookup becomes a sequential scan that is kept while
         # the book grows (see the diagnostics' stale-plan experiment).
         plpgsql = (HERE / "plpgsql_place_bid.sql").read_text()
+        # 0.1.0's template: its install script and library (bench/run installs them), the same
+        # accounts through its own open_account
+        self.sql("postgres", 'DROP DATABASE IF EXISTS "intake_v010_tmpl"')
+        self.sql("postgres", 'CREATE DATABASE "intake_v010_tmpl"')
+        self.sql("intake_v010_tmpl", "CREATE EXTENSION compute_auction VERSION '0.1.0'")
+        self.sql(
+            "intake_v010_tmpl",
+            "SELECT count(compute_auction.open_account('acct-' || i, 'agent', %s)) FROM generate_series(1, %s) AS i",
+            (INTAKE_TOKENS, INTAKE_ACCOUNTS),
+        )
         cells = []
         chunks = 2  # each cell's seconds are split into interleaved chunks (see below)
         for sync in (False, True):
             self.set_sync(sync)
             for ci, clients in enumerate(self.intake_clients):
-                order = ALTERNATIVES[ci % 4 :] + ALTERNATIVES[: ci % 4]  # rotate the running order
+                rot = ci % len(ALTERNATIVES)
+                order = ALTERNATIVES[rot:] + ALTERNATIVES[:rot]  # rotate the running order
                 for key, _label, _script in order:
                     db = f"intake_{key}"
-                    self.create_db(db, "intake_tmpl")
+                    self.create_db(db, "intake_v010_tmpl" if key == "v010" else "intake_tmpl")
                     if key == "plpgsql":
                         self.sql(db, plpgsql)
                 # The alternatives take turns in chunks (A B C D A B C D), so that a burst of
@@ -345,40 +361,20 @@ class Bench:
 
     # --------------------------------------------------------- 2. clearing cost ---
     def add_bids(self, db: str, start: int, n: int, ttl: str, prefix: str = "book") -> int:
-        """Bulk SQL: n open bids over BOOK_ACCOUNTS accounts, in transactions of at most BATCH
-        bids, writing what place_bid writes (bid row, escrow, ledger row, open-bid delta)."""
+        """n open bids over BOOK_ACCOUNTS accounts, placed by place_bid itself (issue 21's rules of
+        measurement: books are built the way production builds them), BATCH calls per statement,
+        so every side-table row (escrow, ledger row, open-bid count delta) is place_bid's own."""
         q = """
-WITH n AS (
-    SELECT g, 'ca-' || (g %% %(accts)s + 1) AS bidder, %(prefix)s || '-' || g AS task,
-           (1 + floor(random() * 1000000))::bigint AS price
-      FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) AS g
-), b AS (
-    INSERT INTO compute_auction.compute_auction_bids (bidder_id, task_id, max_price_tokens, ttl_at)
-    SELECT bidder, task, price, now() + %(ttl)s::interval FROM n
-    RETURNING id, bidder_id, max_price_tokens
-), a AS (
-    UPDATE compute_auction.token_accounts AS t
-       SET balance_tokens = t.balance_tokens - b.max_price_tokens,
-           held_tokens    = t.held_tokens + b.max_price_tokens,
-           updated_at     = now()
-      FROM b
-     WHERE t.account_id = b.bidder_id
-    RETURNING t.account_id, t.balance_tokens, t.held_tokens
-), l AS (
-    INSERT INTO compute_auction.token_ledger
-           (account_id, delta_balance, delta_held, entry_kind, bid_id, reason, balance_after, held_after)
-    SELECT b.bidder_id, -b.max_price_tokens, b.max_price_tokens, 'escrow', b.id, 'bid placed',
-           a.balance_tokens, a.held_tokens
-      FROM b JOIN a ON a.account_id = b.bidder_id
-)
-INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT count(*) FROM b"""
+SELECT count(compute_auction.place_bid(
+           'ca-' || (g %% %(accts)s + 1), %(prefix)s || '-' || g,
+           (1 + floor(random() * 1000000))::bigint, NULL, now() + %(ttl)s::interval))
+  FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) AS g"""
         end = start + n
         ranges = [(lo, min(lo + BATCH, end) - 1) for lo in range(start, end, BATCH)]
 
         def worker(mine):
             with self.conn(db) as c:
-                # the rows reference existing accounts by construction: skip the per-row FK checks
-                c.execute("SET session_replication_role = replica")
+                c.execute("SET synchronous_commit = off")
                 for lo, hi in mine:
                     c.execute(q, {"accts": BOOK_ACCOUNTS, "lo": lo, "hi": hi, "ttl": ttl, "prefix": prefix})
 
@@ -426,12 +422,17 @@ INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT count(*) FROM b
             build_s = time.monotonic() - t
             build_total += build_s
             t = time.monotonic()
-            self.sql(db, "VACUUM ANALYZE compute_auction.compute_auction_bids")
-            self.sql(db, "VACUUM ANALYZE compute_auction.token_accounts")
-            self.sql(db, "VACUUM ANALYZE compute_auction.token_ledger")
+            # statistics only, as autovacuum's analyze would give them; no VACUUM: the rounds
+            # must not depend on vacuum having removed what the build left dead (issue 21)
+            self.sql(db, "ANALYZE compute_auction.compute_auction_bids")
+            self.sql(db, "ANALYZE compute_auction.token_accounts")
+            self.sql(db, "ANALYZE compute_auction.token_ledger")
             vac_s = time.monotonic() - t
             open_now = self.one(db, "SELECT count(*) FROM compute_auction.compute_auction_bids WHERE status = 'open'")
-            log(f"clearing: book of {open_now:,} open bids built in {build_s:.1f} s (+{vac_s:.1f} s VACUUM ANALYZE)")
+            log(
+                f"clearing: book of {open_now:,} open bids built by place_bid in {build_s:.1f} s "
+                f"(+{vac_s:.1f} s ANALYZE)"
+            )
             st = {
                 "depth": depth,
                 "open_bids": open_now,
@@ -443,7 +444,39 @@ INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT count(*) FROM b
                 "filled": [],
             }
             ttl = self.one(db, "SELECT now() + interval '1 day'")
+            # issue 21's rules of measurement: INTAKE_DURING_ROUNDS clients keep placing bids
+            # (place_bid) while the rounds clear every second
+            intake = subprocess.Popen(
+                [
+                    str(self.bindir / "pgbench"),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-U",
+                    "postgres",
+                    "-n",
+                    "-M",
+                    "prepared",
+                    "-c",
+                    str(INTAKE_DURING_ROUNDS),
+                    "-j",
+                    "2",
+                    "-T",
+                    str(self.rounds + 30),
+                    "-f",
+                    str(HERE / "pgbench" / "place_bid_clearing.sql"),
+                    db,
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            time.sleep(1)
+            seq = "SELECT last_value FROM compute_auction.compute_auction_bids_id_seq"
+            placed0, t_intake = self.one(db, seq), time.monotonic()
             for i in range(self.rounds + 1):  # round 0 is the warm-up
+                round_started = time.perf_counter()
                 t = time.perf_counter()
                 rows = clr_conn.execute("SELECT * FROM compute_auction.clear_round()").fetchall()
                 ms = (time.perf_counter() - t) * 1000
@@ -469,12 +502,26 @@ INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT count(*) FROM b
                         prepare=True,
                     )
                 p74 = (time.perf_counter() - t) * 1000
+                # one round a second
+                time.sleep(max(0.0, 1.0 - (time.perf_counter() - round_started)))
                 if i == 0:
                     continue
                 st["clear_ms"].append(ms)
                 st["clear_server_ms"].append(server)
                 st["place74_ms"].append(p74)
                 st["filled"].append(len(rows))
+            st["intake_bids_per_s"] = (self.one(db, seq) - placed0) / (time.monotonic() - t_intake)
+            intake.terminate()
+            intake.communicate()
+            st["open_bids_after"] = self.one(
+                db, "SELECT count(*) FROM compute_auction.compute_auction_bids WHERE status = 'open'"
+            )
+            st["audit_rows"] = self.one(db, "SELECT count(*) FROM compute_auction.audit()")
+            log(
+                f"clearing: {INTAKE_DURING_ROUNDS} clients placed {st['intake_bids_per_s']:.0f} bids/s "
+                "during the rounds; "
+                f"{st['open_bids_after']:,} open bids after them, audit rows {st['audit_rows']}"
+            )
             log(
                 f"clearing: depth {depth:>9,}: clear_round median {median(st['clear_ms']):.2f} ms "
                 f"(server {median(st['clear_server_ms']):.2f} ms), 74 place_bid {median(st['place74_ms']):.2f} ms, "

@@ -454,6 +454,18 @@ END
 $grant$;
 
 ---------------------------------------------------------------------------------------------
+-- 2.7 Issue 21, clearing independent of vacuum: each counter delta carries its transaction's
+--     ID and the base row the ID below which every delta is folded; the fold and the readers
+--     read only the deltas at or above it, through the new index. The deltas already there
+--     get the upgrading transaction's ID, above the base row's 0: still counted, folded by the
+--     next round.
+---------------------------------------------------------------------------------------------
+ALTER TABLE compute_auction.open_bid_count ADD COLUMN folded_below xid8 NOT NULL DEFAULT '0';
+ALTER TABLE compute_auction.open_bid_count_deltas
+    ADD COLUMN xid xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id();
+CREATE INDEX open_bid_count_deltas_xid_idx ON compute_auction.open_bid_count_deltas (xid);
+
+---------------------------------------------------------------------------------------------
 -- 2b. Issue 20: every function's COMMENT (what psql's \df+ shows), the first paragraph of its
 --     section in docs/SQL_API.md. Generated, identical to finalize.sql's block; it stays after
 --     section 2, so a function that a later subsection adds gets its comment here too.

@@ -153,18 +153,25 @@ CREATE INDEX compute_auction_bids_bidder_idx
 
 -- The market's counters without scanning the book or the ledger and without a hot counter
 -- row: the open-bid count and the tokens refunded so far (ledger entries of kind 'refund').
--- Writers append deltas (no row locks, no contention); clear_round folds them into the single
--- base row under its clearing lock.
+-- Writers append deltas (no row locks, no contention), each stamped with its transaction's ID;
+-- clear_round folds the deltas of finished transactions into the single base row under its
+-- clearing lock and advances folded_below past them. Every reader adds only the deltas at or
+-- above folded_below, read through the xid index, so the rows earlier folds deleted (dead until
+-- vacuum) are never read again: the counters' cost does not depend on vacuum (issue 21).
 CREATE TABLE compute_auction.open_bid_count (
     id        int    PRIMARY KEY CHECK (id = 1),
     open_bids bigint NOT NULL,
-    tokens_refunded bigint NOT NULL DEFAULT 0
+    tokens_refunded bigint NOT NULL DEFAULT 0,
+    -- every delta of a transaction below this ID is in open_bids/tokens_refunded
+    folded_below xid8 NOT NULL DEFAULT '0'
 );
 -- (the base row is created by the first clear_round, so a restored dump never collides with it)
 CREATE TABLE compute_auction.open_bid_count_deltas (
     delta bigint NOT NULL,
-    tokens_refunded bigint NOT NULL DEFAULT 0
+    tokens_refunded bigint NOT NULL DEFAULT 0,
+    xid xid8 NOT NULL DEFAULT pg_catalog.pg_current_xact_id()
 );
+CREATE INDEX open_bid_count_deltas_xid_idx ON compute_auction.open_bid_count_deltas (xid);
 
 ---------------------------------------------------------------------------------------------
 -- Rounds and clears

@@ -81,7 +81,8 @@ def test_ttl_bounds_are_the_core_limits(conn):
 # (call, SQLSTATE, the raising function's name ends with, its file)
 RAISERS = [
     ("SELECT compute_auction.place_bid('a', 't', 0)", "22023", "bids::place_bid", "bids.rs"),
-    ("SELECT compute_auction.place_bid('nobody', 't', 5)", "P0002", "ledger::check_may_act", "ledger.rs"),
+    ("SELECT compute_auction.place_bid('nobody', 't', 5)", "P0002", "bids::place", "bids.rs"),
+    ("SELECT compute_auction.withdraw('nobody', 5, 'x')", "P0002", "ledger::check_may_act", "ledger.rs"),
     ("SELECT compute_auction.cancel_bid(123456)", "P0002", "bids::cancel", "bids.rs"),
     ("SELECT compute_auction.settle('no-slot', 1, 1.0)", "P0002", "authority::check_may_run", "authority.rs"),
     ("SELECT compute_auction.order_book(-1)", "22023", "reporting::order_book", "reporting.rs"),

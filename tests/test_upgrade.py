@@ -46,12 +46,14 @@ NEW_COLUMNS: dict[str, dict[str, object]] = {
     "token_accounts": {"owner_oid": lambda row, after: row["owner_role"]},
     "compute_slots": {"runner_role": None, "runner_oid": None},
     # issue 18: the tokens-refunded counter starts at the refunds already in the ledger
+    # issue 21: nothing folded yet; the deltas carry the upgrading transaction's ID
     "open_bid_count": {
         "tokens_refunded": lambda row, after: sum(
             e["delta_balance"] for e in after["token_ledger"] if e["entry_kind"] == "refund"
-        )
+        ),
+        "folded_below": "0",
     },
-    "open_bid_count_deltas": {"tokens_refunded": 0},
+    "open_bid_count_deltas": {"tokens_refunded": 0, "xid": lambda row, after: row["xid"]},
 }
 
 # Privileges on 0.1.0's objects that the upgrade changes on purpose: {documented group role:

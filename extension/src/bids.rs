@@ -30,14 +30,76 @@ SELECT coalesce($3, t + $4),
           FROM (SELECT pg_catalog.pg_advisory_xact_lock($1, pg_catalog.hashtext($2))) AS l
         OFFSET 0) AS x";
 
-/// The task's live bid, read without a lock: it may be another bidder's.
-const LIVE_BID: &str = concat!(
+/// A bid in one statement when the task has no live bid, in the order the rules ask for:
+/// - `v`: whether the session may act for the bidder's wallet (the authority rule, evaluated once
+///   per bid: the wallet update below re-checks only that the owner is still the one it was
+///   evaluated for) and the task's live bid, read without a lock (it may be another bidder's);
+///   no row: no such account;
+/// - `k`: only when the session may act and the task has no live bid, the task lock, then the
+///   clock (the bid's time priority) and the TTL check (TASK_LOCK_AND_TTL; $5..$7: ttl_at, the
+///   default TTL, the longest TTL; $8 the task lock class);
+/// - `b`, `c`: the bid row with its open-bid count delta (book::OPEN), only when the TTL is in
+///   range; a bid another bidder placed since `v` read is refused by the unique index (23505);
+/// - `a`, `l`: the escrow and its ledger row (ledger::POST), only when the wallet has the funds,
+///   its held tokens do not overflow and its owner is unchanged; otherwise the caller posts the
+///   escrow the ordinary way (and raises).
+///
+/// Locks, when any: the task, then the new bid row, then the account (docs/CONCURRENCY.md).
+/// Returns (may act, live bid id, its bidder, its status, TTL in range, bid id, wallet updated).
+/// Its plan follows the tables' size (spi::run_sized): a generic plan made on a tiny book would
+/// read the book with a sequential scan on every bid.
+const PLACE_NEW: &str = concat!(
     "
-SELECT id, bidder_id, status, max_price_tokens
-  FROM compute_auction.compute_auction_bids
- WHERE task_id = $1 AND status IN ",
-    bid_status_sql!(live)
+WITH v AS MATERIALIZED (
+    SELECT ",
+    may_act_sql!(),
+    " AS may_act, owner_oid::pg_catalog.oid::pg_catalog.int8 AS owner_oid, owner_role,
+           live.id AS live_id, live.bidder_id AS live_bidder, live.status AS live_status
+      FROM compute_auction.token_accounts
+      LEFT JOIN (SELECT id, bidder_id, status
+                   FROM compute_auction.compute_auction_bids
+                  WHERE task_id = $2 AND status IN ",
+    bid_status_sql!(live),
+    ") AS live ON true
+     WHERE account_id = $1
+), k AS MATERIALIZED (
+    SELECT coalesce($5, t + $6) AS ttl, ($5 IS NULL OR ($5 > now() AND $5 <= now() + $7)) AS ok, t
+      FROM (SELECT pg_catalog.clock_timestamp() AS t
+              FROM (SELECT pg_catalog.pg_advisory_xact_lock($8, pg_catalog.hashtext($2))
+                      FROM v WHERE v.may_act AND v.live_id IS NULL) AS l
+            OFFSET 0) AS x
+), b AS (
+    INSERT INTO compute_auction.compute_auction_bids
+           (bidder_id, task_id, max_price_tokens, expected_value_usd, ttl_at, placed_at, status)
+    SELECT $1, $2, $3, $4, k.ttl, k.t, ",
+    bid_status_sql!(open),
+    " FROM k WHERE k.ok
+ RETURNING id
+), c AS (
+    INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT 1 FROM b
+), a AS (
+    UPDATE compute_auction.token_accounts
+       SET balance_tokens = balance_tokens - $3,
+           held_tokens    = held_tokens + $3,
+           updated_at     = now()
+     WHERE account_id = $1
+       AND EXISTS (SELECT 1 FROM b)
+       AND balance_tokens >= $3
+       AND held_tokens <= 9223372036854775807 - $3
+       AND owner_oid::pg_catalog.oid::pg_catalog.int8 IS NOT DISTINCT FROM (SELECT v.owner_oid FROM v)
+       AND owner_role IS NOT DISTINCT FROM (SELECT v.owner_role FROM v)
+ RETURNING balance_tokens, held_tokens
+), l AS (
+    INSERT INTO compute_auction.token_ledger
+           (account_id, delta_balance, delta_held, entry_kind, bid_id, reason, balance_after, held_after)
+    SELECT $1, -$3, $3, $9, b.id, $10, a.balance_tokens, a.held_tokens FROM a, b
+)
+SELECT v.may_act, v.live_id, v.live_bidder, v.live_status, k.ok, b.id, EXISTS (SELECT 1 FROM a)
+  FROM v LEFT JOIN k ON true LEFT JOIN b ON true"
 );
+
+/// The tables PLACE_NEW reads, for spi::run_sized.
+const PLACE_NEW_TABLES: [&std::ffi::CStr; 2] = [c"token_accounts", c"compute_auction_bids"];
 
 /// The bidder's own live bid, locked and re-read (a round may have just made it won).
 const LOCK_OWN_BID: &str = "
@@ -106,30 +168,66 @@ pub fn place(
     ttl_at: Option<TimestampWithTimeZone>,
 ) -> (i64, Placed) {
     let ttl_at = ttl_at.map(|t| times::timestamp("ttl_at", t));
-    // authority before any lock: a call for someone else's wallet locks nothing
-    ledger::check_may_act(c, bidder);
-    // the task's live bid, read before the task lock and without a lock: another bidder's is
-    // refused at once (23505), however long its owner holds the task
-    let live = spi::run(c, LIVE_BID, &[task.into()]);
-    let live_id: Option<i64> = if live.is_empty() {
-        None
-    } else {
-        let r = live.first();
-        let (id, owner): (i64, String) = (spi::get_req(&r, 1), spi::get_req(&r, 2));
-        if owner != bidder {
-            raise!(
-                Code::ERRCODE_UNIQUE_VIOLATION,
-                format!("task {task} already has a live bid ({id}) by another bidder"),
-                Some("A task has at most one open or won bid."),
-            );
+    // authority before any lock (a call for someone else's wallet locks nothing), and the task's
+    // live bid, read before the task lock and without a lock: another bidder's is refused at
+    // once (23505), however long its owner holds the task. With no live bid, the same statement
+    // places the bid.
+    let args: [DatumWithOid<'_>; 10] = [
+        bidder.into(),
+        task.into(),
+        price.into(),
+        ev.into(),
+        ttl_at.into(),
+        times::seconds(limits::BID_TTL_DEFAULT_SECS).into(),
+        times::days(limits::BID_TTL_MAX_DAYS).into(),
+        locks::CLASS_TASK.into(),
+        ledger::kinds::ESCROW.into(),
+        "bid placed".into(),
+    ];
+    let t = spi::run_sized(c, PLACE_NEW, &args, &PLACE_NEW_TABLES);
+    if t.is_empty() {
+        not_found!("account", bidder);
+    }
+    let r = t.first();
+    match spi::get::<bool>(&r, 1) {
+        None => not_found!("account", bidder),
+        Some(false) => not_owner!(bidder),
+        Some(true) => {}
+    }
+    let Some(live_id) = spi::get::<i64>(&r, 2) else {
+        // a new bid, placed by the statement unless the TTL was refused or the wallet could not
+        // be updated
+        if !spi::get_req::<bool>(&r, 5) {
+            ttl_refused();
         }
-        if book::status(&spi::get_req::<String>(&r, 3)) == BidStatus::Won {
-            // refused before any lock: a won bid belongs to its slot's settlement now
-            won_refused(task, id);
+        let id: i64 = spi::get(&r, 6).unwrap_or_else(|| internal!("insert bid returned nothing"));
+        if !spi::get_req::<bool>(&r, 7) {
+            // not enough funds, held tokens that would overflow, or an owner changed since the
+            // authority check: the ordinary way, which re-checks the authority under the lock
+            // and raises what it always raised (42501, 23514, 22003)
+            let acct = ledger::lock_owned(c, bidder);
+            if price > acct.balance {
+                insufficient_funds!(bidder, price, acct.balance);
+            }
+            or_raise!(compute_auction_core::tokens::add("held_tokens", acct.held, price));
+            book::escrow_new(c, bidder, id, price);
         }
-        Some(id)
+        return (id, Placed::New);
     };
+    let owner: String = spi::get_req(&r, 3);
+    if owner != bidder {
+        raise!(
+            Code::ERRCODE_UNIQUE_VIOLATION,
+            format!("task {task} already has a live bid ({live_id}) by another bidder"),
+            Some("A task has at most one open or won bid."),
+        );
+    }
+    if book::status(&spi::get_req::<String>(&r, 4)) == BidStatus::Won {
+        // refused before any lock: a won bid belongs to its slot's settlement now
+        won_refused(task, live_id);
+    }
 
+    // our own open bid: replaced in place under the task lock
     let args: [DatumWithOid<'_>; 5] = [
         locks::CLASS_TASK.into(),
         task.into(),
@@ -147,11 +245,11 @@ pub fn place(
     // Our own bid: lock it and read its current state under the task lock (a round may have
     // made it won, or it may have ended meanwhile, and then we bid anew). A bid another bidder
     // placed after our read is refused by the unique index on live bids per task (23505).
-    let existing = live_id.and_then(|id| {
-        let own = spi::run(c, LOCK_OWN_BID, &[id.into()]).first();
+    let existing = {
+        let own = spi::run(c, LOCK_OWN_BID, &[live_id.into()]).first();
         let status = book::status(&spi::get_req::<String>(&own, 1));
-        status.is_live().then(|| (id, status, spi::get_req::<i64>(&own, 2)))
-    });
+        status.is_live().then(|| (live_id, status, spi::get_req::<i64>(&own, 2)))
+    };
     let old_price = match &existing {
         None => 0,
         Some((id, status, old)) => {

@@ -56,6 +56,21 @@ SELECT count(*) FROM b"
     };
 }
 
+/// The sum of column `$col` of the counter deltas not yet folded into the base row (those of
+/// transactions at or above its folded_below), read through the xid index: the deltas earlier
+/// rounds folded and deleted are never read again, however long vacuum takes to remove them.
+macro_rules! unfolded_sql {
+    ($col:literal) => {
+        concat!(
+            "coalesce((SELECT sum(",
+            $col,
+            ") FROM compute_auction.open_bid_count_deltas
+                       WHERE xid >= coalesce((SELECT folded_below FROM compute_auction.open_bid_count WHERE id = 1),
+                                             '0'::pg_catalog.xid8)), 0)"
+        )
+    };
+}
+
 /// A bid status read from the table.
 pub fn status(s: &str) -> BidStatus {
     BidStatus::parse(s).unwrap_or_else(|| internal!(format!("unknown bid status {s:?}")))
@@ -90,7 +105,7 @@ pub fn open(
     let args: [DatumWithOid<'_>; 6] =
         [bidder.into(), task.into(), price.into(), ev.into(), ttl_at.into(), placed_at.into()];
     let id = spi::first::<i64>(spi::run(c, OPEN, &args), 1).unwrap_or_else(|| internal!("insert bid returned nothing"));
-    escrow(c, bidder, id, price, kinds::ESCROW, "bid placed");
+    escrow_new(c, bidder, id, price);
     id
 }
 
@@ -126,6 +141,12 @@ pub fn replace(
     } else if diff < 0 {
         escrow(c, bidder, id, diff, kinds::RELEASE, "bid lowered");
     }
+}
+
+/// The escrow of new bid `id` (already written, with its open-count delta) of `bidder` (account
+/// locked): bids::place's way when its one-statement bid could not update the wallet.
+pub fn escrow_new(c: &mut SpiClient<'_>, bidder: &str, id: i64, price: i64) {
+    escrow(c, bidder, id, price, kinds::ESCROW, "bid placed");
 }
 
 /// Moves `amount` from balance to held (negative: back).

@@ -24,14 +24,29 @@ use crate::times;
 
 const LOCK_CLEARING: &str = "SELECT pg_catalog.pg_advisory_xact_lock($1, $2)";
 
-/// Folds the counters' deltas (open bids, tokens refunded) into their base row.
+/// Folds the counters' deltas (open bids, tokens refunded) of finished transactions into their
+/// base row: those from folded_below up to this statement's snapshot xmin (every transaction
+/// below it has committed, and its deltas are visible, or aborted), read through the xid index
+/// and deleted, and folded_below moves up to that xmin. Deltas of transactions still running,
+/// or above the xmin, wait for a later round. No delta row is locked by anyone (they are only
+/// inserted), so the DELETE never waits; the rows it leaves dead are below the new folded_below
+/// and never read again.
 const FOLD_COUNT: &str = "
-WITH d AS (DELETE FROM compute_auction.open_bid_count_deltas RETURNING delta, tokens_refunded)
-INSERT INTO compute_auction.open_bid_count (id, open_bids, tokens_refunded)
-SELECT 1, coalesce(sum(delta), 0), coalesce(sum(tokens_refunded), 0) FROM d
+WITH s AS MATERIALIZED (
+    SELECT pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot()) AS upto,
+           coalesce((SELECT folded_below FROM compute_auction.open_bid_count WHERE id = 1),
+                    '0'::pg_catalog.xid8) AS since
+), d AS (
+    DELETE FROM compute_auction.open_bid_count_deltas
+     WHERE xid >= (SELECT since FROM s) AND xid < (SELECT upto FROM s)
+ RETURNING delta, tokens_refunded
+)
+INSERT INTO compute_auction.open_bid_count (id, open_bids, tokens_refunded, folded_below)
+SELECT 1, coalesce(sum(delta), 0), coalesce(sum(tokens_refunded), 0), (SELECT greatest(since, upto) FROM s) FROM d
 ON CONFLICT (id) DO UPDATE
    SET open_bids       = compute_auction.open_bid_count.open_bids + EXCLUDED.open_bids,
-       tokens_refunded = compute_auction.open_bid_count.tokens_refunded + EXCLUDED.tokens_refunded";
+       tokens_refunded = compute_auction.open_bid_count.tokens_refunded + EXCLUDED.tokens_refunded,
+       folded_below    = EXCLUDED.folded_below";
 
 // SKIP LOCKED: a slot row another transaction holds (a runner's uncommitted settle, an
 // operator's offer) is not offered this round instead of being waited for.
@@ -88,7 +103,9 @@ SELECT id FROM compute_auction.compute_auction_bids
 const ELIGIBLE: &str = concat!(
     "
 SELECT (coalesce((SELECT open_bids FROM compute_auction.open_bid_count WHERE id = 1), 0)
-      + coalesce((SELECT sum(delta) FROM compute_auction.open_bid_count_deltas), 0)
+      + ",
+    unfolded_sql!("delta"),
+    "
       - (SELECT count(*) FROM compute_auction.compute_auction_bids WHERE status = ",
     bid_status_sql!(open),
     " AND ttl_at <= $1))::bigint"
@@ -289,7 +306,8 @@ pub fn clear(c: &mut SpiClient<'_>, now: TimestampWithTimeZone) -> Cleared {
     let lock: [DatumWithOid<'_>; 2] = [locks::CLASS.into(), locks::CLEARING.into()];
     spi::run(c, LOCK_CLEARING, &lock);
     let started = Instant::now();
-    spi::run(c, FOLD_COUNT, &[]);
+    // the counters' reads must stay range scans of the xid index (spi::without_seqscan)
+    spi::without_seqscan(|| spi::run(c, FOLD_COUNT, &[]));
 
     let Book { slots, bids, skipped } = lock_book(c, now);
     let prices: Vec<i64> = bids.iter().map(|b| b.price).collect();
@@ -298,7 +316,7 @@ pub fn clear(c: &mut SpiClient<'_>, now: TimestampWithTimeZone) -> Cleared {
     let k = outcome.filled;
 
     // bids_eligible = open unexpired bids - the bids this round skipped
-    let open: i64 = spi::first::<i64>(spi::run(c, ELIGIBLE, &[now.into()]), 1).unwrap_or(0);
+    let open: i64 = spi::without_seqscan(|| spi::first::<i64>(spi::run(c, ELIGIBLE, &[now.into()]), 1)).unwrap_or(0);
     let eligible = open.saturating_sub(tokens::count(skipped.len()));
     let eligible = eligible.clamp(0, i32::MAX as i64) as i32;
     let args: [DatumWithOid<'_>; 5] = [

@@ -17,6 +17,7 @@ mod errors;
 #[macro_use]
 mod authority;
 mod bids;
+#[macro_use]
 mod book;
 mod clearing;
 mod cycle;

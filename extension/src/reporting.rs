@@ -269,10 +269,14 @@ const MARKET_SUMMARY: &str = concat!(
     "
 SELECT jsonb_build_object(
   'open_bids', coalesce((SELECT open_bids FROM compute_auction.open_bid_count WHERE id = 1), 0)
-             + coalesce((SELECT sum(delta) FROM compute_auction.open_bid_count_deltas), 0),
+             + ",
+    unfolded_sql!("delta"),
+    ",
   'tokens_refunded_total',
              coalesce((SELECT tokens_refunded FROM compute_auction.open_bid_count WHERE id = 1), 0)
-             + coalesce((SELECT sum(tokens_refunded) FROM compute_auction.open_bid_count_deltas), 0),
+             + ",
+    unfolded_sql!("tokens_refunded"),
+    ",
   'idle_slots', (SELECT count(*) FROM compute_auction.compute_slots WHERE status = 'idle'),
   'assigned_slots', (SELECT count(*) FROM compute_auction.compute_slots WHERE status = 'assigned'),
   'bids_placed_total', (SELECT CASE WHEN is_called THEN last_value ELSE 0 END
@@ -286,7 +290,8 @@ SELECT jsonb_build_object(
 #[pg_extern(security_definer)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
 fn market_summary() -> pgrx::JsonB {
-    json(MARKET_SUMMARY, &[Option::<i64>::None.into()])
+    // the counters' reads must stay range scans of the xid index (spi::without_seqscan)
+    spi::without_seqscan(|| json(MARKET_SUMMARY, &[Option::<i64>::None.into()]))
 }
 
 const AUDIT: &str = concat!("
@@ -355,13 +360,13 @@ SELECT 'price_above_bid', format('clear of bid %s: price %s above bid %s', bid_i
 UNION ALL
 SELECT 'open_count_mismatch', format('open-bid counter %s, actual %s', n.cnt, o.cnt)
   FROM (SELECT coalesce((SELECT open_bids FROM compute_auction.open_bid_count WHERE id = 1), 0)
-             + coalesce((SELECT sum(delta) FROM compute_auction.open_bid_count_deltas), 0) AS cnt) n,
+             + ", unfolded_sql!("delta"), " AS cnt) n,
        (SELECT count(*) AS cnt FROM compute_auction.compute_auction_bids WHERE status = ", bid_status_sql!(open), ") o
  WHERE n.cnt <> o.cnt
 UNION ALL
 SELECT 'refunded_count_mismatch', format('tokens-refunded counter %s, ledger refunds %s', n.t, l.t)
   FROM (SELECT coalesce((SELECT tokens_refunded FROM compute_auction.open_bid_count WHERE id = 1), 0)
-             + coalesce((SELECT sum(tokens_refunded) FROM compute_auction.open_bid_count_deltas), 0) AS t) n,
+             + ", unfolded_sql!("tokens_refunded"), " AS t) n,
        (SELECT coalesce(sum(delta_balance), 0) AS t FROM compute_auction.token_ledger
          WHERE entry_kind = 'refund') l
  WHERE n.t <> l.t");

@@ -35,6 +35,8 @@ impl std::hash::Hasher for AddressHasher {
     }
 }
 
+/// A map keyed by a statement's address and length.
+type ByStatement<V> = HashMap<(usize, usize), V, std::hash::BuildHasherDefault<AddressHasher>>;
 /// (statement address, statement length, mutating) -> its plans.
 type PlanCache = HashMap<(usize, usize, bool), PlanList, std::hash::BuildHasherDefault<AddressHasher>>;
 
@@ -97,6 +99,98 @@ pub fn read<'conn>(client: &SpiClient<'conn>, sql: &'static str, args: &[DatumWi
 /// Runs `f` inside an SPI connection that only reads ([`read`]).
 pub fn with_read<R>(f: impl FnOnce(&SpiClient<'_>) -> R) -> R {
     Spi::connect(|c| f(c))
+}
+
+/// A kept plan's generic plan is made once, from the statistics and the size its tables had
+/// then, and kept until an invalidation (ANALYZE, DDL). Made while a table was tiny (a fresh
+/// install, a book of a few bids that autovacuum has just analyzed) it reads that table with a
+/// sequential scan, the cheapest plan for one page, and keeps reading it that way while the
+/// table grows, until the next ANALYZE: every call then scans the whole table (issue 21).
+/// [`run_sized`] forgets such a plan when one of the tables it names has doubled in size since
+/// the plan was made, so that it is made again for the table's new size; once every table was
+/// at least this many pages when the plan was made (an index scan wins long before that), the
+/// check stops: it costs nothing on a real book.
+const SIZE_GUARD_BLOCKS: u32 = 64;
+
+thread_local! {
+    /// The sizes (pages) of a sized statement's tables when its plan was prepared.
+    static PLAN_SIZES: RefCell<ByStatement<Vec<u32>>> = RefCell::new(HashMap::default());
+}
+
+/// Pages in the main fork of table `compute_auction.<name>`, or u32::MAX when there is no
+/// such table (nothing to guard).
+fn table_pages(name: &std::ffi::CStr) -> u32 {
+    // SAFETY: catalog look-ups by name, then the table opened with AccessShareLock (the lock
+    // the statement about to run takes anyway, held to the end of the transaction) for the
+    // page count and closed again; pgrx turns an ERROR in any of them into a Rust panic that
+    // is re-raised as the same ERROR at the function's boundary.
+    unsafe {
+        let ns = pg_sys::get_namespace_oid(c"compute_auction".as_ptr(), true);
+        if ns == pg_sys::InvalidOid {
+            return u32::MAX;
+        }
+        let oid = pg_sys::get_relname_relid(name.as_ptr(), ns);
+        if oid == pg_sys::InvalidOid {
+            return u32::MAX;
+        }
+        let rel = pg_sys::table_open(oid, pg_sys::AccessShareLock.cast_signed());
+        let n = pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM);
+        pg_sys::table_close(rel, pg_sys::NoLock.cast_signed());
+        n
+    }
+}
+
+/// Like [`run`] for a statement whose plan must follow the size of `tables` (names in the
+/// schema compute_auction): see [`SIZE_GUARD_BLOCKS`].
+pub fn run_sized<'conn>(
+    client: &mut SpiClient<'conn>,
+    sql: &'static str,
+    args: &[DatumWithOid<'_>],
+    tables: &[&'static std::ffi::CStr],
+) -> SpiTupleTable<'conn> {
+    let key = (sql.as_ptr() as usize, sql.len());
+    let recorded = PLAN_SIZES.with(|m| m.borrow().get(&key).cloned());
+    let stale = match &recorded {
+        None => true,
+        Some(sizes) => sizes.iter().zip(tables).any(|(was, t)| {
+            *was < SIZE_GUARD_BLOCKS && table_pages(t) >= was.saturating_mul(2).max(was.saturating_add(1))
+        }),
+    };
+    if stale {
+        // forget the plan (dropping the last Rc frees it) and note the sizes it is made for
+        PLANS.with(|m| m.borrow_mut().remove(&(key.0, key.1, true)));
+        let sizes: Vec<u32> = tables.iter().map(|t| table_pages(t)).collect();
+        PLAN_SIZES.with(|m| m.borrow_mut().insert(key, sizes));
+    }
+    run(client, sql, args)
+}
+
+/// Runs `f` with `enable_seqscan` off, restored on the way out, as a function's `SET` clause
+/// does (an ERROR on the way aborts the (sub)transaction, which restores it too). For the
+/// statements that read the counter deltas: a sequential scan of that table would read every
+/// row the folds deleted since the last vacuum, which is what issue 21 removed; with it off the
+/// planner keeps the xid index's range scan whatever the statistics say.
+pub fn without_seqscan<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: the same calls fmgr_security_definer makes for a function's SET clause; the GUC
+    // nest level is ours and is popped below (or by the abort of an ERROR).
+    let level = unsafe {
+        let level = pg_sys::NewGUCNestLevel();
+        pg_sys::set_config_option(
+            c"enable_seqscan".as_ptr(),
+            c"off".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+        level
+    };
+    let r = f();
+    // SAFETY: pops the nest level pushed above, restoring enable_seqscan.
+    unsafe { pg_sys::AtEOXact_GUC(true, level) };
+    r
 }
 
 /// Column `ordinal` (1-based) of the first row, or None when there is no row or it is NULL.
