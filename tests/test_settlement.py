@@ -229,3 +229,36 @@ def test_expired_bids_do_not_win(market):
     assert (row["bid_id"], row["clearing_price_tokens"]) == (b, 0)
     assert market.rounds()[0]["bids_eligible"] == 1
     assert_audit_clean(market.conn)
+
+
+BIGINT_MAX = 9_223_372_036_854_775_807
+
+
+def test_refunds_beyond_bigint_never_stop_the_market(conn):
+    """Two bids that escrow 5e18 tokens each expire together: their refunds (1e19) do not fit in
+    a bigint. refund_unfilled refunds what fits and leaves the other bid for its next call (it
+    used to fail with 22003 every time, and run_cycle with it), and the lifetime tokens-refunded
+    counter saturates at the bigint maximum instead of failing every later round's fold (it
+    made clear_round fail with 22003 for good)."""
+    huge = 5_000_000_000_000_000_000
+    for who in ("whale1", "whale2"):
+        conn.execute("SELECT compute_auction.open_account(%s, 'agent', %s)", (who, huge))
+        conn.execute(
+            "SELECT compute_auction.place_bid(%s, %s, %s, NULL, now() + interval '1 minute')", (who, f"{who}-t", huge)
+        )
+    later = "now() + interval '2 minutes'"
+    assert conn.execute(f"SELECT * FROM compute_auction.refund_unfilled({later})").fetchone() == (1, huge)
+    assert conn.execute(f"SELECT * FROM compute_auction.refund_unfilled({later})").fetchone() == (1, huge)
+    assert conn.execute(f"SELECT * FROM compute_auction.refund_unfilled({later})").fetchone() == (0, 0)
+    statuses = conn.execute("SELECT status FROM compute_auction.compute_auction_bids ORDER BY id").fetchall()
+    assert statuses == [("expired",), ("expired",)]
+    for who in ("whale1", "whale2"):
+        assert conn.execute("SELECT * FROM compute_auction.balance(%s)", (who,)).fetchone() == (huge, 0)
+    # the market keeps clearing, and the counter says "at least the bigint maximum"
+    conn.execute("SELECT compute_auction.offer_slot('s-whale')")
+    for _ in range(2):
+        conn.execute("SELECT * FROM compute_auction.clear_round()").fetchall()
+        conn.execute("SELECT compute_auction.run_cycle()")
+    summary = conn.execute("SELECT compute_auction.market_summary()").fetchone()[0]
+    assert summary["tokens_refunded_total"] == BIGINT_MAX
+    assert_audit_clean(conn)

@@ -45,7 +45,9 @@ SELECT coalesce($3, t + $4),
 ///   escrow the ordinary way (and raises).
 ///
 /// Locks, when any: the task, then the new bid row, then the account (docs/CONCURRENCY.md).
-/// Returns (may act, live bid id, its bidder, its status, TTL in range, bid id, wallet updated).
+/// Returns (may act, live bid id, its bidder, its status, TTL in range, bid id, wallet updated,
+/// TTL, placed_at). A bidder whose balance (read without a lock) is short gets no bid row, so a
+/// refused bid takes no bid id.
 /// Its plan follows the tables' size (spi::run_sized): a generic plan made on a tiny book would
 /// read the book with a sequential scan on every bid.
 const PLACE_NEW: &str = concat!(
@@ -53,7 +55,7 @@ const PLACE_NEW: &str = concat!(
 WITH v AS MATERIALIZED (
     SELECT ",
     may_act_sql!(),
-    " AS may_act, owner_oid::pg_catalog.oid::pg_catalog.int8 AS owner_oid, owner_role,
+    " AS may_act, owner_oid::pg_catalog.oid::pg_catalog.int8 AS owner_oid, owner_role, balance_tokens,
            live.id AS live_id, live.bidder_id AS live_bidder, live.status AS live_status
       FROM compute_auction.token_accounts
       LEFT JOIN (SELECT id, bidder_id, status
@@ -73,7 +75,7 @@ WITH v AS MATERIALIZED (
            (bidder_id, task_id, max_price_tokens, expected_value_usd, ttl_at, placed_at, status)
     SELECT $1, $2, $3, $4, k.ttl, k.t, ",
     bid_status_sql!(open),
-    " FROM k WHERE k.ok
+    " FROM k WHERE k.ok AND (SELECT v.balance_tokens FROM v) >= $3
  RETURNING id
 ), c AS (
     INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT 1 FROM b
@@ -94,7 +96,7 @@ WITH v AS MATERIALIZED (
            (account_id, delta_balance, delta_held, entry_kind, bid_id, reason, balance_after, held_after)
     SELECT $1, -$3, $3, $9, b.id, $10, a.balance_tokens, a.held_tokens FROM a, b
 )
-SELECT v.may_act, v.live_id, v.live_bidder, v.live_status, k.ok, b.id, EXISTS (SELECT 1 FROM a)
+SELECT v.may_act, v.live_id, v.live_bidder, v.live_status, k.ok, b.id, EXISTS (SELECT 1 FROM a), k.ttl, k.t
   FROM v LEFT JOIN k ON true LEFT JOIN b ON true"
 );
 
@@ -200,7 +202,18 @@ pub fn place(
         if !spi::get_req::<bool>(&r, 5) {
             ttl_refused();
         }
-        let id: i64 = spi::get(&r, 6).unwrap_or_else(|| internal!("insert bid returned nothing"));
+        let Some(id) = spi::get::<i64>(&r, 6) else {
+            // the balance read without a lock was short: raise under the lock, or, when the
+            // wallet was refilled since, open the bid the ordinary way
+            let acct = ledger::lock_owned(c, bidder);
+            if price > acct.balance {
+                insufficient_funds!(bidder, price, acct.balance);
+            }
+            or_raise!(compute_auction_core::tokens::add("held_tokens", acct.held, price));
+            let ttl: TimestampWithTimeZone = spi::get_req(&r, 8);
+            let placed_at: TimestampWithTimeZone = spi::get_req(&r, 9);
+            return (book::open(c, bidder, task, price, ev, ttl, placed_at), Placed::New);
+        };
         if !spi::get_req::<bool>(&r, 7) {
             // not enough funds, held tokens that would overflow, or an owner changed since the
             // authority check: the ordinary way, which re-checks the authority under the lock

@@ -71,6 +71,16 @@ macro_rules! unfolded_sql {
     };
 }
 
+/// The tokens-refunded counter's ceiling, bigint's largest value: the lifetime total saturates
+/// there (summed as numeric, then capped) instead of overflowing, which would fail every later
+/// round's fold and stop clearing for good. No real market reaches it; audit() compares the
+/// ledger's refunds capped the same way.
+macro_rules! refunded_cap_sql {
+    () => {
+        "9223372036854775807"
+    };
+}
+
 /// A bid status read from the table.
 pub fn status(s: &str) -> BidStatus {
     BidStatus::parse(s).unwrap_or_else(|| internal!(format!("unknown bid status {s:?}")))

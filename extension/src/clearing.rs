@@ -31,7 +31,8 @@ const LOCK_CLEARING: &str = "SELECT pg_catalog.pg_advisory_xact_lock($1, $2)";
 /// or above the xmin, wait for a later round. No delta row is locked by anyone (they are only
 /// inserted), so the DELETE never waits; the rows it leaves dead are below the new folded_below
 /// and never read again.
-const FOLD_COUNT: &str = "
+const FOLD_COUNT: &str = concat!(
+    "
 WITH s AS MATERIALIZED (
     SELECT pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot()) AS upto,
            coalesce((SELECT folded_below FROM compute_auction.open_bid_count WHERE id = 1),
@@ -42,11 +43,18 @@ WITH s AS MATERIALIZED (
  RETURNING delta, tokens_refunded
 )
 INSERT INTO compute_auction.open_bid_count (id, open_bids, tokens_refunded, folded_below)
-SELECT 1, coalesce(sum(delta), 0), coalesce(sum(tokens_refunded), 0), (SELECT greatest(since, upto) FROM s) FROM d
+SELECT 1, coalesce(sum(delta), 0), least(coalesce(sum(tokens_refunded), 0), ",
+    refunded_cap_sql!(),
+    ")::bigint,
+       (SELECT greatest(since, upto) FROM s) FROM d
 ON CONFLICT (id) DO UPDATE
    SET open_bids       = compute_auction.open_bid_count.open_bids + EXCLUDED.open_bids,
-       tokens_refunded = compute_auction.open_bid_count.tokens_refunded + EXCLUDED.tokens_refunded,
-       folded_below    = EXCLUDED.folded_below";
+       tokens_refunded = least(compute_auction.open_bid_count.tokens_refunded::numeric + EXCLUDED.tokens_refunded,
+                               ",
+    refunded_cap_sql!(),
+    ")::bigint,
+       folded_below    = EXCLUDED.folded_below"
+);
 
 // SKIP LOCKED: a slot row another transaction holds (a runner's uncommitted settle, an
 // operator's offer) is not offered this round instead of being waited for.

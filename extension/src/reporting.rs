@@ -273,10 +273,12 @@ SELECT jsonb_build_object(
     unfolded_sql!("delta"),
     ",
   'tokens_refunded_total',
-             coalesce((SELECT tokens_refunded FROM compute_auction.open_bid_count WHERE id = 1), 0)
-             + ",
+             least(coalesce((SELECT tokens_refunded FROM compute_auction.open_bid_count WHERE id = 1), 0)
+                   + ",
     unfolded_sql!("tokens_refunded"),
-    ",
+    ", ",
+    refunded_cap_sql!(),
+    ")::bigint,
   'idle_slots', (SELECT count(*) FROM compute_auction.compute_slots WHERE status = 'idle'),
   'assigned_slots', (SELECT count(*) FROM compute_auction.compute_slots WHERE status = 'assigned'),
   'bids_placed_total', (SELECT CASE WHEN is_called THEN last_value ELSE 0 END
@@ -369,7 +371,7 @@ SELECT 'refunded_count_mismatch', format('tokens-refunded counter %s, ledger ref
              + ", unfolded_sql!("tokens_refunded"), " AS t) n,
        (SELECT coalesce(sum(delta_balance), 0) AS t FROM compute_auction.token_ledger
          WHERE entry_kind = 'refund') l
- WHERE n.t <> l.t");
+ WHERE least(n.t, ", refunded_cap_sql!(), ") <> least(l.t, ", refunded_cap_sql!(), ")");
 
 /// Consistency checks; zero rows means the books are consistent.
 #[pg_extern(security_definer)]

@@ -486,8 +486,8 @@ SELECT compute_auction.abort_stale('1 hour', :'t0'::timestamptz + interval '101 
 \echo SQLSTATE :LAST_ERROR_SQLSTATE
 SELECT compute_auction.abort_stale('5 years', :'t0'::timestamptz + interval '50 years');
 
--- refund_unfilled(now): 22003 when the bids expiring in one call hold more than the bigint
--- maximum between them
+-- refund_unfilled(now): bids expiring together whose escrows exceed the bigint maximum between
+-- them are no error: a call refunds what fits, the next one the rest
 SELECT * FROM compute_auction.refund_unfilled(NULL);
 \echo SQLSTATE :LAST_ERROR_SQLSTATE
 SELECT * FROM compute_auction.refund_unfilled('infinity');
@@ -503,7 +503,11 @@ SELECT compute_auction.open_account('whale-2', 'agent', 5000000000000000000);
 SELECT compute_auction.place_bid('whale-1', 'w-1', 5000000000000000000, ttl_at => :'t0'::timestamptz + interval '1 minute');
 SELECT compute_auction.place_bid('whale-2', 'w-2', 5000000000000000000, ttl_at => :'t0'::timestamptz + interval '1 minute');
 SELECT * FROM compute_auction.refund_unfilled(:'t0'::timestamptz + interval '2 minutes');
-\echo SQLSTATE :LAST_ERROR_SQLSTATE
+SELECT * FROM compute_auction.refund_unfilled(:'t0'::timestamptz + interval '2 minutes');
+SELECT (compute_auction.market_summary() ->> 'tokens_refunded_total')::numeric AS tokens_refunded_total;
+SELECT * FROM compute_auction.clear_round(:'t0'::timestamptz + interval '3 minutes');
+SELECT (compute_auction.market_summary() ->> 'tokens_refunded_total')::numeric AS tokens_refunded_total;
+SELECT * FROM compute_auction.audit();
 ROLLBACK;
 
 -- ## Reporting
