@@ -397,7 +397,9 @@ def test_order_book_shape_is_exactly_the_spec(drivers, fresh_db_url, conn, free_
     d = drivers(fresh_db_url, free_port)
     status, book = http_json(d.port, "/api/compute-auction/order-book")
     assert status == 200
-    assert set(book) == {"bids", "asks"}
+    # the book, and where it was read (no read database: the primary, current)
+    assert set(book) == {"bids", "asks", "served_by", "data_age_ms"}
+    assert (book["served_by"], book["data_age_ms"]) == ("primary", 0)
     assert [b["max_price_tokens"] for b in book["bids"]] == [500, 400, 300]
     for b in book["bids"]:
         assert set(b) == {
@@ -416,11 +418,11 @@ def test_order_book_shape_is_exactly_the_spec(drivers, fresh_db_url, conn, free_
     assert set(book["asks"][0]) == {"slot_id", "available_at", "reserve_price_tokens"}
     # verbatim: the same document order_book() returns
     want = conn.execute("SELECT compute_auction.order_book(100)").fetchone()[0]
-    assert book == want
+    assert book == {**want, "served_by": "primary", "data_age_ms": 0}
     status, book = http_json(d.port, "/api/compute-auction/order-book?depth=1")
     assert status == 200 and len(book["bids"]) == 1 and book["bids"][0]["max_price_tokens"] == 500
     status, book = http_json(d.port, "/api/compute-auction/order-book?depth=0")
-    assert status == 200 and book == {"bids": [], "asks": []}
+    assert status == 200 and book == {"bids": [], "asks": [], "served_by": "primary", "data_age_ms": 0}
 
 
 @pytest.mark.parametrize(
@@ -456,7 +458,11 @@ def test_bid_status_found_unknown_and_malformed(drivers, fresh_db_url, conn, fre
     d = drivers(fresh_db_url, free_port)
     status, body = http_json(d.port, f"/api/compute-auction/bids/{ids[0]}")
     assert status == 200
-    assert body == conn.execute("SELECT compute_auction.bid_status(%s)", (ids[0],)).fetchone()[0]
+    assert body == {
+        **conn.execute("SELECT compute_auction.bid_status(%s)", (ids[0],)).fetchone()[0],
+        "served_by": "primary",
+        "data_age_ms": 0,
+    }
     for unknown in [ids[0] + 1000, 0, -5, 9223372036854775807]:
         status, body = http_json(d.port, f"/api/compute-auction/bids/{unknown}")
         assert status == 404, (unknown, body)
