@@ -291,9 +291,14 @@ fn raw_json(body: db::Jsonb, from: db::Provenance) -> Response {
 /// database alone for READ_RETRY_AFTER).
 async fn read_database_connection(st: &AppState) -> Option<Object> {
     let r = st.read.as_ref().filter(|r| r.worth_trying())?;
-    match r.pool.get().await {
+    pooled(r, r.pool.get().await)
+}
+
+/// A connection the read database's pool gave, or None: a busy pool (every connection in use)
+/// is no failure of the read database; any other error is recorded as one.
+fn pooled(r: &ReadDatabase, got: Result<Object, deadpool_postgres::PoolError>) -> Option<Object> {
+    match got {
         Ok(c) => Some(c),
-        // every connection busy: this read goes to the primary, the read database is fine
         Err(deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Wait)) => None,
         Err(e) => {
             r.failed(DbError::from(e).to_string());
@@ -319,15 +324,7 @@ fn ask_the_primary(e: &DbError) -> Option<bool> {
 /// `reads` state is current without read traffic): its data_age_ms, or None.
 async fn probe_read_database(r: &ReadDatabase, limit: Duration) -> Option<i64> {
     let started = tokio::time::Instant::now();
-    let c = match timeout(limit, r.pool.get()).await {
-        Ok(Ok(c)) => c,
-        Ok(Err(deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Wait))) => return None,
-        Ok(Err(e)) => {
-            r.failed(DbError::from(e).to_string());
-            return None;
-        }
-        Err(_) => return None,
-    };
+    let c = pooled(r, timeout(limit, r.pool.get()).await.ok()?)?;
     match within(&c, limit.saturating_sub(started.elapsed()), db::provenance(&c)).await {
         Some(Ok(p)) => {
             r.answered();
