@@ -88,5 +88,6 @@ GRANT EXECUTE ON FUNCTION
     compute_auction.schedule_clearing(text),
     compute_auction.unschedule_clearing(),
     compute_auction.audit(),
-    compute_auction.unresolved_roles()
+    compute_auction.unresolved_roles(),
+    compute_auction.rebuild_round_summaries()
 TO compute_auction_operator;

@@ -213,6 +213,37 @@ CREATE UNIQUE INDEX compute_auction_clears_live_slot_idx
 CREATE INDEX compute_auction_clears_stale_idx
     ON compute_auction.compute_auction_clears (slot_started_at) WHERE status = 'assigned';
 
+-- the window's top winners (stats) start from the highest-priced clears of all time
+CREATE INDEX compute_auction_clears_price_idx
+    ON compute_auction.compute_auction_clears (max_price_tokens DESC, bid_id);
+
+-- Summaries of the rounds, kept by clear_round in the round's own transaction (issue 21;
+-- extension/src/summaries.rs), so that reports over a window cost what its minutes or its
+-- distinct prices cost, not what its rounds cost. Exact, never estimates:
+-- rebuild_round_summaries() recomputes both from the rounds, and audit() reports any difference.
+-- Per minute of cleared_at (floor(epoch / 60)): price_history and stats' fill rate.
+CREATE TABLE compute_auction.round_minutes (
+    minute        bigint  PRIMARY KEY,
+    rounds        bigint  NOT NULL CHECK (rounds > 0),
+    priced_rounds bigint  NOT NULL CHECK (priced_rounds BETWEEN 0 AND rounds),
+    price_sum     numeric NOT NULL,
+    price_min     bigint  NULL,
+    price_max     bigint  NULL,
+    slots_offered bigint  NOT NULL,
+    slots_filled  bigint  NOT NULL
+);
+-- The clearing prices of every priced round with cleared_at >= recent_prices_since.since, which
+-- each round moves up to its now() - 24 hours: price_to_win's percentiles.
+CREATE TABLE compute_auction.recent_prices (
+    clearing_price_tokens bigint PRIMARY KEY,
+    rounds                bigint NOT NULL CHECK (rounds > 0)
+);
+-- (created by the first round or by rebuild_round_summaries(), like open_bid_count's row)
+CREATE TABLE compute_auction.recent_prices_since (
+    id    int         PRIMARY KEY CHECK (id = 1),
+    since timestamptz NOT NULL
+);
+
 ---------------------------------------------------------------------------------------------
 -- Autovacuum for the hot tables: bids change status (leaving the open-book indexes with dead
 -- entries that clear_round's index scan must step over), the delta log is emptied every round
@@ -226,6 +257,13 @@ ALTER TABLE compute_auction.open_bid_count
     SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 200);
 ALTER TABLE compute_auction.compute_slots
     SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
+-- the round summaries' rows are rewritten every round
+ALTER TABLE compute_auction.round_minutes
+    SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
+ALTER TABLE compute_auction.recent_prices
+    SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
+ALTER TABLE compute_auction.recent_prices_since
+    SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 200);
 
 -- The bids a round could not lock while it scanned the top of the book (another transaction
 -- held their rows): the round skipped them instead of waiting, so they were not candidates of
@@ -275,6 +313,9 @@ SELECT pg_catalog.pg_extension_config_dump('compute_auction.compute_auction_clea
 SELECT pg_catalog.pg_extension_config_dump('compute_auction.round_skips', '');
 SELECT pg_catalog.pg_extension_config_dump('compute_auction.pending_entries', '');
 SELECT pg_catalog.pg_extension_config_dump('compute_auction.pending_entries_entry_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('compute_auction.round_minutes', '');
+SELECT pg_catalog.pg_extension_config_dump('compute_auction.recent_prices', '');
+SELECT pg_catalog.pg_extension_config_dump('compute_auction.recent_prices_since', '');
 
 -- Nobody but the owner writes these tables directly; access is through the functions.
 REVOKE ALL ON ALL TABLES IN SCHEMA compute_auction FROM PUBLIC;

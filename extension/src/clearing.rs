@@ -20,6 +20,7 @@ use pgrx::spi::SpiClient;
 use crate::book;
 use crate::errors::Code;
 use crate::spi;
+use crate::summaries;
 use crate::times;
 
 const LOCK_CLEARING: &str = "SELECT pg_catalog.pg_advisory_xact_lock($1, $2)";
@@ -121,12 +122,6 @@ SELECT (coalesce((SELECT open_bids FROM compute_auction.open_bid_count WHERE id 
 
 const INSERT_SKIPS: &str = "
 INSERT INTO compute_auction.round_skips (round_id, bid_id) SELECT $1, unnest($2::bigint[])";
-
-const INSERT_ROUND: &str = "
-INSERT INTO compute_auction.compute_auction_rounds
-       (cleared_at, slots_offered, bids_eligible, slots_filled, clearing_price_tokens)
-VALUES ($1, $2, $3, $4, $5)
-RETURNING round_id";
 
 /// The slots and clears of a round's winners (the bids' own transition is book::win).
 const WRITE_WINNERS: &str = "
@@ -334,8 +329,9 @@ pub fn clear(c: &mut SpiClient<'_>, now: TimestampWithTimeZone) -> Cleared {
         tokens::count_i32(k).into(),
         outcome.price.into(),
     ];
-    let round_id: i64 =
-        spi::first(spi::run(c, INSERT_ROUND, &args), 1).unwrap_or_else(|| internal!("insert round returned nothing"));
+    let round_id: i64 = spi::first(spi::run(c, summaries::RECORD_ROUND, &args), 1)
+        .unwrap_or_else(|| internal!("insert round returned nothing"));
+    summaries::keep_up(c);
     if !skipped.is_empty() {
         let args: [DatumWithOid<'_>; 2] = [round_id.into(), skipped.into()];
         spi::run(c, INSERT_SKIPS, &args);

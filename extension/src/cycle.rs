@@ -125,9 +125,9 @@ fn unschedule_clearing() -> bool {
     })
 }
 
-/// The free slots' reserves and the last 24 h's clearing-price p50 and p90, both percentiles
-/// from one sort of the window's rounds (`percentile_disc` of an array of fractions gives each
-/// the value its own call would).
+/// The free slots' reserves and the last 24 h's clearing-price p50 and p90, exact, from the
+/// recent prices' histogram (summaries.rs), so the cost follows the distinct prices, not the
+/// rounds, of the window.
 const ADVICE: &str = concat!(
     "
 SELECT array(SELECT reserve_price_tokens FROM compute_auction.compute_slots
@@ -135,10 +135,10 @@ SELECT array(SELECT reserve_price_tokens FROM compute_auction.compute_slots
               ORDER BY ",
     slot_order_sql!(),
     "),
-       p[1], p[2]
-  FROM (SELECT percentile_disc(ARRAY[0.5, 0.9]) WITHIN GROUP (ORDER BY clearing_price_tokens) AS p
-          FROM compute_auction.compute_auction_rounds
-         WHERE cleared_at >= now() - interval '24 hours' AND clearing_price_tokens IS NOT NULL) AS r"
+       q.p50, q.p90
+  FROM ",
+    recent_percentiles_sql!(),
+    " AS q"
 );
 
 const TOP_BIDS: &str = concat!(

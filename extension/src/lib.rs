@@ -2,7 +2,8 @@
 //! PostgreSQL.
 //!
 //! Modules by concern: `ledger` (wallets and the token journal), `bids`, `slots`, `clearing`
-//! (clear_round), `settlement` (settle, abort, refunds), `reporting` (order book, stats, audit).
+//! (clear_round), `summaries` (the rounds' per-minute totals and recent prices), `settlement` (settle,
+//! abort, refunds), `reporting` (order book, stats, audit).
 //! The market rules are pure Rust in the `compute_auction_core` crate; this crate is the thin
 //! SPI layer around them. The DDL is `sql/schema.sql`.
 
@@ -19,6 +20,9 @@ mod authority;
 mod bids;
 #[macro_use]
 mod book;
+// before the readers: the summaries' SQL (price percentiles, the audit rows) are its macros
+#[macro_use]
+mod summaries;
 mod clearing;
 mod cycle;
 mod ledger;

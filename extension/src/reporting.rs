@@ -105,18 +105,67 @@ fn bid_status(bid_id: Option<i64>) -> pgrx::JsonB {
     v.unwrap_or_else(|| not_found!("bid", &id.to_string()))
 }
 
+/// The top winners' JSON array, from a relation of clears.
+macro_rules! top_winners_sql {
+    () => {
+        "jsonb_agg(jsonb_build_object(
+                 'bid_id', bid_id, 'task_id', winning_task_id, 'bidder_id', bidder_id,
+                 'max_price_tokens', max_price_tokens, 'clearing_price_tokens', clearing_price_tokens,
+                 'actual_impact', actual_impact, 'status', status, 'round_id', round_id,
+                 'slot_id', slot_id,
+                 'roi', CASE WHEN status = 'settled' AND clearing_price_tokens > 0
+                             THEN actual_impact / clearing_price_tokens END)
+               ORDER BY max_price_tokens DESC, bid_id)"
+    };
+}
+
+/// How many of the highest-priced clears of all time `stats` looks at first for the window's top
+/// winners (see STATS).
+const TOP_CANDIDATES: i64 = 1000;
+
 // `n`: the newest max_rounds + 1 rounds of the window (by round_id, so the cost is bounded by
 // max_rounds, not by the window); one more than max_rounds means some were left out.
-const STATS: &str = "
-WITH r AS (
-    SELECT * FROM compute_auction.compute_auction_rounds WHERE cleared_at >= $1
-), n AS (
+// `fill`: the slot totals of the window's whole minutes (from `whole_minute` on) from
+// round_minutes (summaries.rs), and of the rounds themselves only before it, in the minute the
+// window starts in.
+// `cand`: the top winners, first among the $4 highest-priced clears of all time (their index
+// order, each round looked up by its key): when 10 of them are in the window, or there are fewer
+// than $4 clears at all, those are exactly the window's top 10. Only otherwise (a window whose
+// clears are rarely among the highest of all time) `w` ranks the window's clears themselves.
+const STATS: &str = concat!(
+    "
+WITH n AS (
     SELECT * FROM compute_auction.compute_auction_rounds
      WHERE $2 AND cleared_at >= $1
      ORDER BY round_id DESC
      LIMIT $3::bigint + 1
 ), kept AS (
     SELECT * FROM n ORDER BY round_id DESC LIMIT $3
+), e AS (
+    SELECT m0 + (to_timestamp(m0 * 60) < $1::timestamptz)::int AS whole_minute
+      FROM (SELECT ",
+    minute_of_sql!("$1::timestamptz"),
+    " AS m0) AS x
+), fill AS (
+    SELECT sum(f) AS filled, sum(o) AS offered
+      FROM (SELECT m.slots_filled AS f, m.slots_offered AS o
+              FROM compute_auction.round_minutes AS m, e
+             WHERE m.minute >= e.whole_minute
+            UNION ALL
+            SELECT r.slots_filled, r.slots_offered
+              FROM compute_auction.compute_auction_rounds AS r, e
+             WHERE r.cleared_at >= $1 AND r.cleared_at < to_timestamp(e.whole_minute * 60)) AS x
+), top AS MATERIALIZED (
+    SELECT c.*, r.cleared_at >= $1 AS in_window
+      FROM (SELECT * FROM compute_auction.compute_auction_clears
+             ORDER BY max_price_tokens DESC, bid_id LIMIT $4) AS c,
+           LATERAL (SELECT cleared_at FROM compute_auction.compute_auction_rounds AS r
+                     WHERE r.round_id = c.round_id) AS r
+), cand AS (
+    SELECT * FROM top WHERE in_window AND status <> 'aborted'
+     ORDER BY max_price_tokens DESC, bid_id LIMIT 10
+), r AS (
+    SELECT * FROM compute_auction.compute_auction_rounds WHERE cleared_at >= $1
 ), span AS (
     SELECT min(round_id) AS lo, max(round_id) AS hi, count(*) AS n FROM r
 ), w AS (
@@ -137,16 +186,15 @@ SELECT jsonb_build_object(
                  'slots_filled', slots_filled, 'bids_eligible', bids_eligible) ORDER BY round_id)
                 FROM kept), '[]'::jsonb) END,
   'rounds_truncated', (SELECT count(*) > $3 FROM n),
-  'fill_rate', (SELECT CASE WHEN sum(slots_offered) > 0
-                            THEN sum(slots_filled)::float8 / sum(slots_offered) END FROM r),
-  'top_winners', coalesce((SELECT jsonb_agg(jsonb_build_object(
-                 'bid_id', bid_id, 'task_id', winning_task_id, 'bidder_id', bidder_id,
-                 'max_price_tokens', max_price_tokens, 'clearing_price_tokens', clearing_price_tokens,
-                 'actual_impact', actual_impact, 'status', status, 'round_id', round_id,
-                 'slot_id', slot_id,
-                 'roi', CASE WHEN status = 'settled' AND clearing_price_tokens > 0
-                             THEN actual_impact / clearing_price_tokens END)
-               ORDER BY max_price_tokens DESC, bid_id) FROM w), '[]'::jsonb))";
+  'fill_rate', (SELECT CASE WHEN offered > 0 THEN filled::float8 / offered::float8 END FROM fill),
+  'top_winners', coalesce(CASE WHEN (SELECT count(*) FROM cand) = 10 OR (SELECT count(*) FROM top) < $4
+                               THEN (SELECT ",
+    top_winners_sql!(),
+    " FROM cand)
+                               ELSE (SELECT ",
+    top_winners_sql!(),
+    " FROM w) END, '[]'::jsonb))"
+);
 
 /// Rounds, fill rate and the top 10 winning bids (with realised impact and roi) since `since`.
 /// `include_rounds => false` leaves out the per-round list (null), for dashboards whose window
@@ -169,26 +217,56 @@ fn stats(
             detail: format!("{max_rounds} is not in 0..={MAX_STATS_ROUNDS}"),
         });
     }
-    json(STATS, &[since.into(), include.into(), i64::from(max_rounds).into()])
+    json(STATS, &[since.into(), include.into(), i64::from(max_rounds).into(), TOP_CANDIDATES.into()])
 }
 
-// date_part, not extract: since PostgreSQL 14 extract returns numeric, and numeric arithmetic
-// on every round of the window is most of the query's cost (2.7x on a day of 1-second rounds)
-const PRICE_HISTORY: &str = "
+// The window's minutes from round_minutes (summaries.rs) where a whole minute falls in one
+// bucket, and the rounds themselves only for the minutes that do not: the one the window starts
+// in, and those a bucket boundary cuts (none when the width is a whole number of minutes). A
+// minute is whole when the first and the last microsecond of it fall in the same bucket,
+// computed with the very expression a round's bucket is (so both agree to the last bit). Every
+// bucket is exactly what the rounds give: the average is sum / count in numeric, as avg() is.
+// date_part, not extract, for the buckets: since PostgreSQL 14 extract returns numeric, and
+// numeric arithmetic on every round is most of the cost (2.7x on a day of 1-second rounds).
+const PRICE_HISTORY: &str = concat!(
+    "
 WITH p AS (
-    SELECT greatest(1.0, date_part('epoch', now() - $1) / $2) AS width
+    SELECT greatest(1.0, date_part('epoch', now() - $1) / $2) AS width, $1::timestamptz AS since
+), mm AS (
+    SELECT m.*, t.t0,
+           floor(date_part('epoch', t.t0) / p.width) AS b,
+           t.t0 >= p.since
+           AND floor(date_part('epoch', t.t0) / p.width)
+             = floor(date_part('epoch', t.t0 + interval '59.999999 seconds') / p.width) AS whole
+      FROM p, compute_auction.round_minutes AS m,
+           LATERAL (SELECT to_timestamp(m.minute * 60) AS t0) AS t
+     WHERE m.minute >= ",
+    minute_of_sql!("p.since"),
+    "
+), parts AS (
+    SELECT b, rounds, priced_rounds, price_sum, price_min, price_max, slots_filled, slots_offered
+      FROM mm WHERE whole
+    UNION ALL
+    SELECT floor(date_part('epoch', r.cleared_at) / p.width), 1, (r.clearing_price_tokens IS NOT NULL)::int,
+           coalesce(r.clearing_price_tokens, 0), r.clearing_price_tokens, r.clearing_price_tokens,
+           r.slots_filled, r.slots_offered
+      FROM p, mm,
+           LATERAL (SELECT * FROM compute_auction.compute_auction_rounds AS r
+                     WHERE r.cleared_at >= greatest(mm.t0, p.since)
+                       AND r.cleared_at < mm.t0 + interval '1 minute') AS r
+     WHERE NOT mm.whole
 )
-SELECT to_timestamp(floor(date_part('epoch', r.cleared_at) / p.width) * p.width) AS bucket_start,
-       count(*)::bigint,
-       round(avg(r.clearing_price_tokens))::bigint,
-       min(r.clearing_price_tokens),
-       max(r.clearing_price_tokens),
-       sum(r.slots_filled)::bigint,
-       sum(r.slots_offered)::bigint
-  FROM compute_auction.compute_auction_rounds AS r, p
- WHERE r.cleared_at >= $1
- GROUP BY 1
- ORDER BY 1";
+SELECT to_timestamp(parts.b * p.width) AS bucket_start,
+       sum(rounds)::bigint,
+       round(sum(price_sum) / nullif(sum(priced_rounds), 0))::bigint,
+       min(price_min),
+       max(price_max),
+       sum(slots_filled)::bigint,
+       sum(slots_offered)::bigint
+  FROM parts, p
+ GROUP BY parts.b, p.width
+ ORDER BY parts.b"
+);
 
 /// Rounds since `since` aggregated into about `buckets` time buckets (empty buckets omitted), so
 /// a dashboard never ships every round.
@@ -371,7 +449,8 @@ SELECT 'refunded_count_mismatch', format('tokens-refunded counter %s, ledger ref
              + ", unfolded_sql!("tokens_refunded"), " AS t) n,
        (SELECT coalesce(sum(delta_balance), 0) AS t FROM compute_auction.token_ledger
          WHERE entry_kind = 'refund') l
- WHERE least(n.t, ", refunded_cap_sql!(), ") <> least(l.t, ", refunded_cap_sql!(), ")");
+ WHERE least(n.t, ", refunded_cap_sql!(), ") <> least(l.t, ", refunded_cap_sql!(), ")
+UNION ALL", summary_audit_sql!());
 
 /// Consistency checks; zero rows means the books are consistent.
 #[pg_extern(security_definer)]

@@ -66,7 +66,8 @@ GRANT EXECUTE ON FUNCTION
     compute_auction.schedule_clearing(text),
     compute_auction.unschedule_clearing(),
     compute_auction.audit(),
-    compute_auction.unresolved_roles()
+    compute_auction.unresolved_roles(),
+    compute_auction.rebuild_round_summaries()
 TO regress_ca_operators;
 
 -- The cast. alice and bob are agents owning their wallets; the wallet "team" is owned by a

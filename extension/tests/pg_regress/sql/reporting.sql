@@ -55,3 +55,14 @@ SELECT jsonb_pretty(regress_pin(compute_auction.market_summary(), '{cleared_at,d
 SELECT jsonb_pretty(compute_auction.price_to_win());
 -- /doc
 SELECT * FROM compute_auction.audit();
+
+-- the summaries clear_round kept agree with the rounds (audit above); rebuilt from the rounds,
+-- every report reads the same
+-- doc: rebuild_round_summaries
+SELECT compute_auction.rebuild_round_summaries();
+-- /doc
+SELECT jsonb_pretty(compute_auction.price_to_win());
+SELECT regress_t(bucket_start) AS bucket_start, rounds, avg_price_tokens, min_price_tokens, max_price_tokens, slots_filled, slots_offered
+  FROM compute_auction.price_history(:'t0', 4);
+SELECT compute_auction.stats(:'t0', false)->'fill_rate' AS fill_rate;
+SELECT * FROM compute_auction.audit();

@@ -1,0 +1,246 @@
+//! Summaries of the rounds, kept by clear_round in each round's own transaction (issue 21), so
+//! that a report over a window costs what the window's minutes (or distinct prices) cost, not
+//! what its rounds cost:
+//! - `round_minutes`: per minute of cleared_at, the rounds' count, priced count, price sum, min
+//!   and max, and slot totals (price_history, stats' fill rate);
+//! - `recent_prices`: a histogram of the clearing prices of every priced round with cleared_at
+//!   at or after `recent_prices_since.since`, which each round moves up to its now() - the
+//!   advice window (price_to_win's p50 and p90). A reader corrects the histogram by the few
+//!   rounds between `since` and its own window start, so its percentiles are exact.
+//!
+//! Both are exact, never estimates: `rebuild_round_summaries()` recomputes them from the rounds
+//! (the upgrade to 0.2.0 does, and an operator must after writing rounds by hand), and audit()
+//! reports any difference as `summary_mismatch`. Writers hold the clearing lock.
+
+use compute_auction_core::limits::locks;
+use pgrx::datum::DatumWithOid;
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+
+use crate::spi;
+
+/// The window of price_to_win's clearing-price percentiles, and of `recent_prices`.
+macro_rules! advice_window_sql {
+    () => {
+        "interval '24 hours'"
+    };
+}
+
+/// The minute (seconds since the epoch / 60, rounded down) of a timestamptz expression, in
+/// exact numeric arithmetic.
+macro_rules! minute_of_sql {
+    ($ts:literal) => {
+        concat!("pg_catalog.floor(EXTRACT(epoch FROM ", $ts, ") / 60)::bigint")
+    };
+}
+
+/// p50 and p90 (percentile_disc: the first price whose cumulative count reaches
+/// ceil(fraction x rounds)) of the priced rounds with cleared_at >= now() - the advice window,
+/// as columns `p50`, `p90`: the histogram, plus the rounds in the window it does not count yet
+/// (cleared at or after the window start but before `since`), minus those it still counts
+/// (cleared at or after `since` but before the window start). Only the rounds between the two
+/// bounds are read: about one clearing interval's worth.
+macro_rules! recent_percentiles_sql {
+    () => {
+        concat!(
+            "(WITH s AS (
+    SELECT coalesce((SELECT since FROM compute_auction.recent_prices_since WHERE id = 1),
+                    'infinity'::timestamptz) AS since,
+           now() - ",
+            advice_window_sql!(),
+            " AS w
+), adj AS (
+    SELECT r.clearing_price_tokens AS p, sum(CASE WHEN r.cleared_at < s.w THEN -1 ELSE 1 END) AS n
+      FROM compute_auction.compute_auction_rounds AS r, s
+     WHERE r.cleared_at >= least(s.since, s.w) AND r.cleared_at < greatest(s.since, s.w)
+       AND r.clearing_price_tokens IS NOT NULL
+     GROUP BY 1
+), h AS (
+    SELECT p, sum(n) AS n
+      FROM (SELECT clearing_price_tokens AS p, rounds AS n FROM compute_auction.recent_prices
+            UNION ALL SELECT p, n FROM adj) AS x
+     GROUP BY p HAVING sum(n) > 0
+), c AS (
+    SELECT p, sum(n) OVER (ORDER BY p) AS cum, sum(n) OVER () AS total FROM h
+)
+SELECT min(p) FILTER (WHERE cum >= pg_catalog.ceil(0.5::float8 * total::float8)) AS p50,
+       min(p) FILTER (WHERE cum >= pg_catalog.ceil(0.9::float8 * total::float8)) AS p90
+  FROM c)"
+        )
+    };
+}
+
+/// Writes the round and counts it in both summaries (the histogram counts it when it is not
+/// older than the histogram's `since`): $1..$5 as the round's columns. Returns round_id.
+pub const RECORD_ROUND: &str = concat!(
+    "
+WITH r AS (
+    INSERT INTO compute_auction.compute_auction_rounds
+           (cleared_at, slots_offered, bids_eligible, slots_filled, clearing_price_tokens)
+    VALUES ($1, $2, $3, $4, $5)
+    RETURNING round_id, cleared_at, slots_offered, slots_filled, clearing_price_tokens
+), m AS (
+    INSERT INTO compute_auction.round_minutes AS m
+           (minute, rounds, priced_rounds, price_sum, price_min, price_max, slots_offered, slots_filled)
+    SELECT ",
+    minute_of_sql!("r.cleared_at"),
+    ", 1, (r.clearing_price_tokens IS NOT NULL)::int,
+           coalesce(r.clearing_price_tokens, 0), r.clearing_price_tokens, r.clearing_price_tokens,
+           r.slots_offered, r.slots_filled
+      FROM r
+    ON CONFLICT (minute) DO UPDATE
+       SET rounds        = m.rounds + 1,
+           priced_rounds = m.priced_rounds + EXCLUDED.priced_rounds,
+           price_sum     = m.price_sum + EXCLUDED.price_sum,
+           price_min     = least(m.price_min, EXCLUDED.price_min),
+           price_max     = greatest(m.price_max, EXCLUDED.price_max),
+           slots_offered = m.slots_offered + EXCLUDED.slots_offered,
+           slots_filled  = m.slots_filled + EXCLUDED.slots_filled
+), p AS (
+    INSERT INTO compute_auction.recent_prices AS h (clearing_price_tokens, rounds)
+    SELECT r.clearing_price_tokens, 1
+      FROM r, compute_auction.recent_prices_since AS s
+     WHERE s.id = 1 AND r.cleared_at >= s.since AND r.clearing_price_tokens IS NOT NULL
+    ON CONFLICT (clearing_price_tokens) DO UPDATE SET rounds = h.rounds + 1
+)
+SELECT round_id FROM r"
+);
+
+/// Moves the histogram's `since` up to now() - the advice window, uncounting the priced rounds
+/// it passes (an index range of cleared_at: the rounds of about one clearing interval). Returns
+/// whether the histogram exists (false before the first round of a fresh install).
+const AGE_PRICES: &str = concat!(
+    "
+WITH s AS (
+    SELECT since, now() - ",
+    advice_window_sql!(),
+    " AS upto FROM compute_auction.recent_prices_since WHERE id = 1
+), g AS (
+    SELECT r.clearing_price_tokens AS p, count(*) AS n
+      FROM compute_auction.compute_auction_rounds AS r, s
+     WHERE r.cleared_at >= s.since AND r.cleared_at < s.upto AND r.clearing_price_tokens IS NOT NULL
+     GROUP BY 1
+), d AS (
+    DELETE FROM compute_auction.recent_prices AS h USING g
+     WHERE h.clearing_price_tokens = g.p AND h.rounds <= g.n
+), u AS (
+    UPDATE compute_auction.recent_prices AS h SET rounds = h.rounds - g.n
+      FROM g
+     WHERE h.clearing_price_tokens = g.p AND h.rounds > g.n
+), a AS (
+    UPDATE compute_auction.recent_prices_since AS t SET since = s.upto
+      FROM s
+     WHERE t.id = 1 AND s.upto > t.since
+)
+SELECT EXISTS (SELECT 1 FROM s)"
+);
+
+/// Recomputes the histogram from the rounds, with `since` = now() - the advice window (after
+/// CLEAR_PRICES: the CTEs of one statement do not see each other's writes).
+const CLEAR_PRICES: &str = "DELETE FROM compute_auction.recent_prices";
+const REBUILD_PRICES: &str = concat!(
+    "
+WITH s AS (
+    INSERT INTO compute_auction.recent_prices_since (id, since) VALUES (1, now() - ",
+    advice_window_sql!(),
+    ")
+    ON CONFLICT (id) DO UPDATE SET since = EXCLUDED.since
+    RETURNING since
+), i AS (
+    INSERT INTO compute_auction.recent_prices (clearing_price_tokens, rounds)
+    SELECT r.clearing_price_tokens, count(*)
+      FROM compute_auction.compute_auction_rounds AS r, s
+     WHERE r.cleared_at >= s.since AND r.clearing_price_tokens IS NOT NULL
+     GROUP BY 1
+    RETURNING 1
+)
+SELECT count(*) FROM i"
+);
+
+/// The per-minute totals recomputed from the rounds (the aggregate RECORD_ROUND keeps).
+macro_rules! minutes_of_rounds_sql {
+    () => {
+        concat!(
+            "SELECT ",
+            minute_of_sql!("cleared_at"),
+            " AS minute, count(*) AS rounds, count(clearing_price_tokens) AS priced_rounds,
+       coalesce(sum(clearing_price_tokens), 0) AS price_sum, min(clearing_price_tokens) AS price_min,
+       max(clearing_price_tokens) AS price_max, sum(slots_offered) AS slots_offered,
+       sum(slots_filled) AS slots_filled
+  FROM compute_auction.compute_auction_rounds GROUP BY 1"
+        )
+    };
+}
+
+/// audit()'s rows for the summaries: `summary_mismatch` where round_minutes or recent_prices
+/// differ from what the rounds give.
+macro_rules! summary_audit_sql {
+    () => {
+        concat!(
+            "
+SELECT 'summary_mismatch', format('round_minutes minute %s: kept %s, the rounds give %s',
+                                  minute, to_jsonb(k) - 'minute', to_jsonb(a) - 'minute')
+  FROM compute_auction.round_minutes AS k FULL JOIN (",
+            minutes_of_rounds_sql!(),
+            ") AS a USING (minute)
+ WHERE ROW(k.rounds, k.priced_rounds, k.price_sum, k.price_min, k.price_max, k.slots_offered, k.slots_filled)
+       IS DISTINCT FROM
+       ROW(a.rounds, a.priced_rounds, a.price_sum, a.price_min, a.price_max, a.slots_offered, a.slots_filled)
+UNION ALL
+SELECT 'summary_mismatch', format('recent_prices price %s: kept %s rounds, the rounds since %s give %s',
+                                  clearing_price_tokens, coalesce(k.rounds, 0),
+                                  (SELECT since FROM compute_auction.recent_prices_since WHERE id = 1),
+                                  coalesce(a.rounds, 0))
+  FROM compute_auction.recent_prices AS k FULL JOIN (
+       SELECT r.clearing_price_tokens, count(*) AS rounds
+         FROM compute_auction.compute_auction_rounds AS r
+        WHERE r.clearing_price_tokens IS NOT NULL
+          AND r.cleared_at >= coalesce((SELECT since FROM compute_auction.recent_prices_since WHERE id = 1),
+                                       'infinity'::timestamptz)
+        GROUP BY 1) AS a USING (clearing_price_tokens)
+ WHERE k.rounds IS DISTINCT FROM a.rounds"
+        )
+    };
+}
+
+const CLEAR_MINUTES: &str = "DELETE FROM compute_auction.round_minutes";
+const REBUILD_MINUTES: &str = concat!(
+    "
+WITH i AS (
+    INSERT INTO compute_auction.round_minutes
+           (minute, rounds, priced_rounds, price_sum, price_min, price_max, slots_offered, slots_filled)
+    ",
+    minutes_of_rounds_sql!(),
+    "
+    RETURNING 1
+)
+SELECT count(*) FROM i"
+);
+
+/// After clear_round has written its round with RECORD_ROUND: ages the histogram (creating it
+/// from the rounds the first time). Under the clearing lock.
+pub fn keep_up(c: &mut SpiClient<'_>) {
+    let exists = spi::first::<bool>(spi::run(c, AGE_PRICES, &[]), 1).unwrap_or(false);
+    if !exists {
+        spi::run(c, CLEAR_PRICES, &[]);
+        spi::run(c, REBUILD_PRICES, &[]);
+    }
+}
+
+/// Recomputes round_minutes and recent_prices from compute_auction_rounds, under the clearing
+/// lock (so no round is cleared meanwhile). Returns {"minutes": n, "prices": n}: the rows each
+/// summary now has. The upgrade to 0.2.0 runs it; an operator runs it after writing or deleting
+/// rounds by hand.
+#[pg_extern(security_definer)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
+fn rebuild_round_summaries() -> pgrx::JsonB {
+    spi::with(|c| {
+        let lock: [DatumWithOid<'_>; 2] = [locks::CLASS.into(), locks::CLEARING.into()];
+        spi::run(c, "SELECT pg_catalog.pg_advisory_xact_lock($1, $2)", &lock);
+        spi::run(c, CLEAR_MINUTES, &[]);
+        let minutes = spi::first::<i64>(spi::run(c, REBUILD_MINUTES, &[]), 1).unwrap_or(0);
+        spi::run(c, CLEAR_PRICES, &[]);
+        let prices = spi::first::<i64>(spi::run(c, REBUILD_PRICES, &[]), 1).unwrap_or(0);
+        pgrx::JsonB(serde_json::json!({"minutes": minutes, "prices": prices}))
+    })
+}
