@@ -129,8 +129,9 @@ const TOP_CANDIDATES: i64 = 1000;
 // round_minutes (summaries.rs), and of the rounds themselves only before it, in the minute the
 // window starts in.
 // `cand`: the top winners, first among the $4 highest-priced clears of all time (their index
-// order, each round looked up by its key): when 10 of them are in the window, or there are fewer
-// than $4 clears at all, those are exactly the window's top 10. Only otherwise (a window whose
+// order; a clear's slot_started_at is its round's cleared_at, which audit() checks): when 10 of
+// them are in the window, or there are fewer than $4 clears at all, those are exactly the
+// window's top 10. Only otherwise (a window whose
 // clears are rarely among the highest of all time) `w` ranks the window's clears themselves.
 const STATS: &str = concat!(
     "
@@ -155,15 +156,14 @@ WITH n AS (
             SELECT r.slots_filled, r.slots_offered
               FROM compute_auction.compute_auction_rounds AS r, e
              WHERE r.cleared_at >= $1 AND r.cleared_at < to_timestamp(e.whole_minute * 60)) AS x
-), top AS MATERIALIZED (
-    SELECT c.*, r.cleared_at >= $1 AS in_window
-      FROM (SELECT * FROM compute_auction.compute_auction_clears
-             ORDER BY max_price_tokens DESC, bid_id LIMIT $4) AS c,
-           LATERAL (SELECT cleared_at FROM compute_auction.compute_auction_rounds AS r
-                     WHERE r.round_id = c.round_id) AS r
 ), cand AS (
-    SELECT * FROM top WHERE in_window AND status <> 'aborted'
-     ORDER BY max_price_tokens DESC, bid_id LIMIT 10
+    -- lazily, in the index's order: the scan stops at the 10th clear of the window
+    SELECT c.*
+      FROM (SELECT * FROM compute_auction.compute_auction_clears
+             ORDER BY max_price_tokens DESC, bid_id LIMIT $4) AS c
+     WHERE c.slot_started_at >= $1 AND c.status <> 'aborted'
+     ORDER BY c.max_price_tokens DESC, c.bid_id
+     LIMIT 10
 ), r AS (
     SELECT * FROM compute_auction.compute_auction_rounds WHERE cleared_at >= $1
 ), span AS (
@@ -187,7 +187,9 @@ SELECT jsonb_build_object(
                 FROM kept), '[]'::jsonb) END,
   'rounds_truncated', (SELECT count(*) > $3 FROM n),
   'fill_rate', (SELECT CASE WHEN offered > 0 THEN filled::float8 / offered::float8 END FROM fill),
-  'top_winners', coalesce(CASE WHEN (SELECT count(*) FROM cand) = 10 OR (SELECT count(*) FROM top) < $4
+  'top_winners', coalesce(CASE WHEN (SELECT count(*) FROM cand) = 10
+                                    OR (SELECT count(*) FROM (SELECT 1 FROM compute_auction.compute_auction_clears
+                                                               LIMIT $4) AS a) < $4
                                THEN (SELECT ",
     top_winners_sql!(),
     " FROM cand)
@@ -437,6 +439,11 @@ HAVING (s.status = 'assigned') <> (count(c.slot_id) = 1)
 UNION ALL
 SELECT 'price_above_bid', format('clear of bid %s: price %s above bid %s', bid_id, clearing_price_tokens, max_price_tokens)
   FROM compute_auction.compute_auction_clears WHERE clearing_price_tokens > max_price_tokens
+UNION ALL
+SELECT 'clear_time_mismatch', format('clear of bid %s: slot_started_at %s, its round %s cleared at %s',
+                                     c.bid_id, c.slot_started_at, c.round_id, r.cleared_at)
+  FROM compute_auction.compute_auction_clears c JOIN compute_auction.compute_auction_rounds r USING (round_id)
+ WHERE c.slot_started_at <> r.cleared_at
 UNION ALL
 SELECT 'open_count_mismatch', format('open-bid counter %s, actual %s', n.cnt, o.cnt)
   FROM (SELECT coalesce((SELECT open_bids FROM compute_auction.open_bid_count WHERE id = 1), 0)

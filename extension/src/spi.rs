@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 
+use std::ffi::CStr;
+
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::{self, PgOid};
 use pgrx::prelude::*;
@@ -96,9 +98,12 @@ pub fn read<'conn>(client: &SpiClient<'conn>, sql: &'static str, args: &[DatumWi
     }
 }
 
-/// Runs `f` inside an SPI connection that only reads ([`read`]).
+/// Runs `f` inside an SPI connection that only reads ([`read`]), with `jit` off: the readers'
+/// statements take milliseconds, and the planner's guess for a window it cannot see (a range
+/// of parameters) can be high enough to make PostgreSQL compile them first, which cost 0.5 s
+/// per price_history call on a day of rounds (issue 21).
 pub fn with_read<R>(f: impl FnOnce(&SpiClient<'_>) -> R) -> R {
-    Spi::connect(|c| f(c))
+    with_setting(c"jit", c"off", || Spi::connect(|c| f(c)))
 }
 
 /// A kept plan's generic plan is made once, from the statistics and the size its tables had
@@ -119,7 +124,7 @@ thread_local! {
 
 /// Pages in the main fork of table `compute_auction.<name>`, or u32::MAX when there is no
 /// such table (nothing to guard).
-fn table_pages(name: &std::ffi::CStr) -> u32 {
+fn table_pages(name: &CStr) -> u32 {
     // SAFETY: catalog look-ups by name, then the table opened with AccessShareLock (the lock
     // the statement about to run takes anyway, held to the end of the transaction) for the
     // page count and closed again; pgrx turns an ERROR in any of them into a Rust panic that
@@ -146,7 +151,7 @@ pub fn run_sized<'conn>(
     client: &mut SpiClient<'conn>,
     sql: &'static str,
     args: &[DatumWithOid<'_>],
-    tables: &[&'static std::ffi::CStr],
+    tables: &[&'static CStr],
 ) -> SpiTupleTable<'conn> {
     let key = (sql.as_ptr() as usize, sql.len());
     let recorded = PLAN_SIZES.with(|m| m.borrow().get(&key).cloned());
@@ -165,19 +170,24 @@ pub fn run_sized<'conn>(
     run(client, sql, args)
 }
 
-/// Runs `f` with `enable_seqscan` off, restored on the way out, as a function's `SET` clause
-/// does (an ERROR on the way aborts the (sub)transaction, which restores it too). For the
+/// Runs `f` with `enable_seqscan` off, restored on the way out (see [`with_setting`]). For the
 /// statements that read the counter deltas: a sequential scan of that table would read every
 /// row the folds deleted since the last vacuum, which is what issue 21 removed; with it off the
 /// planner keeps the xid index's range scan whatever the statistics say.
 pub fn without_seqscan<R>(f: impl FnOnce() -> R) -> R {
+    with_setting(c"enable_seqscan", c"off", f)
+}
+
+/// Runs `f` with the setting `name` = `value`, restored on the way out, as a function's `SET`
+/// clause does (an ERROR on the way aborts the (sub)transaction, which restores it too).
+fn with_setting<R>(name: &CStr, value: &CStr, f: impl FnOnce() -> R) -> R {
     // SAFETY: the same calls fmgr_security_definer makes for a function's SET clause; the GUC
     // nest level is ours and is popped below (or by the abort of an ERROR).
     let level = unsafe {
         let level = pg_sys::NewGUCNestLevel();
         pg_sys::set_config_option(
-            c"enable_seqscan".as_ptr(),
-            c"off".as_ptr(),
+            name.as_ptr(),
+            value.as_ptr(),
             pg_sys::GucContext::PGC_USERSET,
             pg_sys::GucSource::PGC_S_SESSION,
             pg_sys::GucAction::GUC_ACTION_SAVE,
@@ -188,7 +198,7 @@ pub fn without_seqscan<R>(f: impl FnOnce() -> R) -> R {
         level
     };
     let r = f();
-    // SAFETY: pops the nest level pushed above, restoring enable_seqscan.
+    // SAFETY: pops the nest level pushed above, restoring the setting.
     unsafe { pg_sys::AtEOXact_GUC(true, level) };
     r
 }
