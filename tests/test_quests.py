@@ -136,6 +136,42 @@ def test_prices_follow_the_formula_and_escrow_each_bid(conn):
     assert_audit_clean(conn)
 
 
+def test_a_backlog_of_new_bids_is_journaled_in_order_with_time_priority_in_input_order(conn):
+    """The new bids of one call are placed together (book::open_many): each still has its own
+    escrow row, the journal's balance_after/held_after run in bid order, bid ids and placed_at
+    follow the planner's order, and every bid counts in the open-bid counter, beside a
+    replaced bid of the same call."""
+    open_account(conn, "quest-a", 10**6)
+    submit(conn, "quest-a", [task("old", 5.0)], tokens_per_usd=100.0)
+    tasks = [task("old", 7.0)] + [task(f"n{i}", 1.0 + i) for i in range(40)]
+    rows = submit(conn, "quest-a", tasks, tokens_per_usd=100.0)
+    assert [r["outcome"] for r in rows] == ["replaced"] + ["placed"] * 40
+    new = [r["bid_id"] for r in rows[1:]]
+    assert new == sorted(new), "ids in input order"
+    placed = conn.execute(
+        "SELECT placed_at FROM compute_auction.compute_auction_bids WHERE id = ANY(%s) ORDER BY id", (new,)
+    ).fetchall()
+    # the clock may read the same microsecond twice; the book breaks such ties by id
+    assert all(a[0] <= b[0] for a, b in zip(placed, placed[1:])), "time priority in input order"
+    bal = held = 0
+    for e in conn.execute(
+        "SELECT delta_balance, delta_held, balance_after, held_after, entry_kind, bid_id"
+        "  FROM compute_auction.token_ledger WHERE account_id = 'quest-a' ORDER BY id"
+    ).fetchall():
+        bal, held = bal + e[0], held + e[1]
+        assert (e[2], e[3]) == (bal, held), e
+    escrowed = conn.execute(
+        "SELECT bid_id FROM compute_auction.token_ledger WHERE account_id = 'quest-a' AND entry_kind = 'escrow'"
+        "   AND bid_id = ANY(%s) ORDER BY id",
+        (new,),
+    ).fetchall()
+    assert [r[0] for r in escrowed] == new
+    assert balance(conn, "quest-a") == (bal, held)
+    summary = conn.execute("SELECT compute_auction.market_summary()").fetchone()[0]
+    assert summary["open_bids"] == 41
+    assert_audit_clean(conn)
+
+
 def test_default_bid_fraction_is_0_6_and_ttl_defaults_to_15_minutes(conn):
     open_account(conn, "q", 10**6)
     rows = submit(conn, "q", [task("x", 12.5)], tokens_per_usd=40.0)

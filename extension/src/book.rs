@@ -119,6 +119,73 @@ pub fn open(
     id
 }
 
+/// OPEN for many bids of one bidder: $2..$4 the tasks, prices and EVs in order; each bid's
+/// `placed_at` is the clock when its row is made (so they keep the given order in time
+/// priority too), its TTL $5 or the default TTL ($6) after that. One delta row counts them all.
+/// Returns the ids in the given order.
+const OPEN_MANY: &str = concat!(
+    "
+WITH n AS (
+    SELECT * FROM unnest($2::text[], $3::bigint[], $4::float8[]) WITH ORDINALITY AS n(task_id, price, ev, ord)
+), b AS (
+    INSERT INTO compute_auction.compute_auction_bids
+           (bidder_id, task_id, max_price_tokens, expected_value_usd, ttl_at, placed_at, status)
+    SELECT $1, n.task_id, n.price, n.ev, coalesce($5, t.t + $6), t.t, ",
+    bid_status_sql!(open),
+    "
+      FROM n, LATERAL (SELECT pg_catalog.clock_timestamp() AS t, n.ord) AS t
+     ORDER BY n.ord
+ RETURNING id, task_id
+), c AS (
+    INSERT INTO compute_auction.open_bid_count_deltas (delta) SELECT count(*) FROM b HAVING count(*) > 0
+)
+SELECT array(SELECT b.id FROM b JOIN n USING (task_id) ORDER BY n.ord)"
+);
+
+/// New open bids of `bidder` (its account locked, the tasks' locks held and no live bid on any
+/// of them) on `tasks` at `prices`, escrowing each in one ledger posting (ledger::post_many, in
+/// the same order). Returns their ids in the given order. submit_bids_for_tasks: two statements
+/// for a backlog instead of one or two per task.
+pub fn open_many(
+    c: &mut SpiClient<'_>,
+    bidder: &str,
+    tasks: &[&str],
+    prices: &[i64],
+    evs: &[Option<f64>],
+    ttl_at: Option<TimestampWithTimeZone>,
+) -> Vec<i64> {
+    if tasks.is_empty() {
+        return Vec::new();
+    }
+    let args: [DatumWithOid<'_>; 6] = [
+        bidder.into(),
+        tasks.to_vec().into(),
+        prices.to_vec().into(),
+        evs.to_vec().into(),
+        ttl_at.into(),
+        crate::times::seconds(compute_auction_core::limits::BID_TTL_DEFAULT_SECS).into(),
+    ];
+    let ids: Vec<i64> = spi::first(spi::run(c, OPEN_MANY, &args), 1).unwrap_or_default();
+    if ids.len() != tasks.len() {
+        internal!(format!("opened {} of {} bids", ids.len(), tasks.len()));
+    }
+    let entries: Vec<Entry<'_>> = ids
+        .iter()
+        .zip(prices)
+        .map(|(&id, &price)| Entry {
+            account: bidder,
+            delta_balance: -price,
+            delta_held: price,
+            kind: kinds::ESCROW,
+            bid_id: Some(id),
+            reason: Some("bid placed"),
+            ..Default::default()
+        })
+        .collect();
+    ledger::post_many(c, &entries);
+    ids
+}
+
 const REPLACE: &str = "
 UPDATE compute_auction.compute_auction_bids
    SET max_price_tokens   = $2,

@@ -24,13 +24,13 @@ fn arrays<T: Clone>(arg: &'static str, v: Option<Vec<Option<T>>>) -> Vec<T> {
     or_raise!(validate::required(arg, v)).into_iter().map(|x| or_raise!(validate::required(arg, x))).collect()
 }
 
-/// The task locks' keys, de-duplicated and in key order. Locks are ordered by the key they are
-/// taken on, never by the text it was hashed from: two calls with disjoint task ids whose
-/// hashes collide would otherwise take the same keys in opposite orders and deadlock.
-const TASK_LOCK_KEYS: &str =
-    "SELECT ARRAY(SELECT DISTINCT pg_catalog.hashtext(t) FROM pg_catalog.unnest($1::text[]) AS t ORDER BY 1)";
-
-const LOCK_TASK_KEY: &str = "SELECT pg_catalog.pg_advisory_xact_lock($1, $2)";
+/// The task locks, taken in one statement in key order, each key once. Locks are ordered by
+/// the key they are taken on, never by the text it was hashed from: two calls with disjoint
+/// task ids whose hashes collide would otherwise take the same keys in opposite orders and
+/// deadlock. (The sorted subquery's order is the order the function scan takes them in.)
+const LOCK_TASK_KEYS: &str = "
+SELECT count(pg_catalog.pg_advisory_xact_lock($1, k))
+  FROM (SELECT DISTINCT pg_catalog.hashtext(t) AS k FROM pg_catalog.unnest($2::text[]) AS t ORDER BY 1 OFFSET 0) AS s";
 
 /// The live bids on the tasks: other bidders' are read without a lock, the quest's own are
 /// locked (in id order) and read after the lock.
@@ -120,11 +120,8 @@ fn submit_bids_for_task_arrays(
         // authority before any lock; then task locks (in key order) -> the quest's own live bids
         // (id order) -> the quest's account. Other bidders' bids are only read.
         ledger::check_may_act(c, quest);
-        let keys: Vec<i32> = spi::first(spi::run(c, TASK_LOCK_KEYS, &[tasks.clone().into()]), 1).unwrap_or_default();
-        for key in keys {
-            let args: [DatumWithOid<'_>; 2] = [locks::CLASS_TASK.into(), key.into()];
-            spi::run(c, LOCK_TASK_KEY, &args);
-        }
+        let args: [DatumWithOid<'_>; 2] = [locks::CLASS_TASK.into(), tasks.clone().into()];
+        spi::run(c, LOCK_TASK_KEYS, &args);
         let mut live: Vec<(i64, String, String, String, i64)> = Vec::new();
         for sql in [OTHERS_LIVE_BIDS, OWN_LIVE_BIDS] {
             let args: [DatumWithOid<'_>; 2] = [tasks.clone().into(), quest.into()];
@@ -170,8 +167,18 @@ fn submit_bids_for_task_arrays(
                 Decision::Place { .. } => {}
             }
         }
+        // the quest's own open bids are replaced one by one in the planner's order; then every
+        // new bid at once (new bids only take from the balance, so placing them last never
+        // needs more than the budget at any step)
+        let own: std::collections::HashSet<&str> =
+            live.iter().filter(|(_, _, bidder, _, _)| bidder == quest).map(|(_, t, _, _, _)| t.as_str()).collect();
+        let mut new: Vec<(usize, i64)> = Vec::new();
         for &i in &plan.place_order {
             if let Decision::Place { price, .. } = plan.decisions[i] {
+                if !own.contains(tasks[i].as_str()) {
+                    new.push((i, price));
+                    continue;
+                }
                 let (id, what) = bids::place(c, quest, &tasks[i], price, Some(evs[i]), ttl_at);
                 let outcome = match what {
                     Placed::New => "placed",
@@ -179,6 +186,13 @@ fn submit_bids_for_task_arrays(
                 };
                 out[i] = Some((tasks[i].clone(), Some(id), Some(price), outcome.to_string()));
             }
+        }
+        let new_tasks: Vec<&str> = new.iter().map(|&(i, _)| tasks[i].as_str()).collect();
+        let new_prices: Vec<i64> = new.iter().map(|&(_, p)| p).collect();
+        let new_evs: Vec<Option<f64>> = new.iter().map(|&(i, _)| Some(evs[i])).collect();
+        let ids = book::open_many(c, quest, &new_tasks, &new_prices, &new_evs, ttl_at);
+        for (&(i, price), id) in new.iter().zip(ids) {
+            out[i] = Some((tasks[i].clone(), Some(id), Some(price), "placed".to_string()));
         }
         out.into_iter().flatten().collect::<Vec<_>>()
     });
