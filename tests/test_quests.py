@@ -152,7 +152,7 @@ def test_a_backlog_of_new_bids_is_journaled_in_order_with_time_priority_in_input
         "SELECT placed_at FROM compute_auction.compute_auction_bids WHERE id = ANY(%s) ORDER BY id", (new,)
     ).fetchall()
     # the clock may read the same microsecond twice; the book breaks such ties by id
-    assert all(a[0] <= b[0] for a, b in zip(placed, placed[1:])), "time priority in input order"
+    assert all(a[0] <= b[0] for a, b in zip(placed, placed[1:], strict=False)), "time priority in input order"
     bal = held = 0
     for e in conn.execute(
         "SELECT delta_balance, delta_held, balance_after, held_after, entry_kind, bid_id"
