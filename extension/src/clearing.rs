@@ -84,9 +84,9 @@ SELECT id, max_price_tokens, task_id, bidder_id, (extract(epoch FROM placed_at) 
 );
 
 /// A fresh read of the open bids ranked ahead of the last candidate ($3, $4, $5: its price,
-/// placed_at, id; NULL when the lockable book ran out, meaning all of them) that this round does
-/// not hold ($2): bids another transaction holds, or bids that changed since LOCK_TOP's snapshot.
-/// `max_price_tokens >= $3` keeps it a range scan of the book index.
+/// placed_at, id) that this round does not hold ($2): bids another transaction holds, or bids
+/// that changed since LOCK_TOP's snapshot. `max_price_tokens >= $3` keeps it a range scan of
+/// the book index, in a plan made for the round's arguments (spi::with_custom_plan).
 const AHEAD: &str = concat!(
     "
 SELECT id, max_price_tokens, task_id, bidder_id, (extract(epoch FROM placed_at) * 1000000)::bigint
@@ -94,9 +94,20 @@ SELECT id, max_price_tokens, task_id, bidder_id, (extract(epoch FROM placed_at) 
  WHERE status = ",
     bid_status_sql!(open),
     " AND ttl_at > $1 AND id <> ALL ($2)
-   AND ($3::bigint IS NULL
-        OR (max_price_tokens >= $3
-            AND (max_price_tokens > $3 OR (placed_at, id) < ($4::timestamptz, $5::bigint))))"
+   AND max_price_tokens >= $3
+   AND (max_price_tokens > $3 OR (placed_at, id) < ($4::timestamptz, $5::bigint))"
+);
+
+/// AHEAD when the lockable book ran out (no last candidate): every open bid this round does not
+/// hold (fewer than the round wants). A statement of its own, so AHEAD's price bound is always
+/// there for its plan, which is made for each round's arguments (spi::with_custom_plan).
+const AHEAD_ALL: &str = concat!(
+    "
+SELECT id, max_price_tokens, task_id, bidder_id, (extract(epoch FROM placed_at) * 1000000)::bigint
+  FROM compute_auction.compute_auction_bids
+ WHERE status = ",
+    bid_status_sql!(open),
+    " AND ttl_at > $1 AND id <> ALL ($2)"
 );
 
 /// Which of the bids ahead this round can lock now: any it gets changed after LOCK_TOP looked.
@@ -211,9 +222,16 @@ fn lock_book(c: &mut SpiClient<'_>, now: TimestampWithTimeZone) -> Book {
             let last = got.last().filter(|_| got.len() == want).map(|(b, placed)| (b.price, *placed, b.id));
             let got: Vec<BookBid> = got.into_iter().map(|(b, _)| b).collect();
             let held: Vec<i64> = got.iter().map(|b| b.id).collect();
-            let args: [DatumWithOid<'_>; 5] =
-                [now.into(), held.into(), last.map(|l| l.0).into(), last.map(|l| l.1).into(), last.map(|l| l.2).into()];
-            let ahead: Vec<BookBid> = spi::run(c, AHEAD, &args).map(|r| BookBid::read(&r)).collect();
+            let ahead: Vec<BookBid> = match last {
+                Some((price, placed, id)) => {
+                    let args: [DatumWithOid<'_>; 5] = [now.into(), held.into(), price.into(), placed.into(), id.into()];
+                    spi::with_custom_plan(|| spi::run(c, AHEAD, &args).map(|r| BookBid::read(&r)).collect())
+                }
+                None => {
+                    let args: [DatumWithOid<'_>; 2] = [now.into(), held.into()];
+                    spi::run(c, AHEAD_ALL, &args).map(|r| BookBid::read(&r)).collect()
+                }
+            };
             if !ahead.is_empty() {
                 let ids: Vec<i64> = ahead.iter().map(|b| b.id).collect();
                 let args: [DatumWithOid<'_>; 2] = [ids.into(), now.into()];

@@ -178,6 +178,15 @@ pub fn without_seqscan<R>(f: impl FnOnce() -> R) -> R {
     with_setting(c"enable_seqscan", c"off", f)
 }
 
+/// Runs `f` with `plan_cache_mode = force_custom_plan`: its statements are planned for their
+/// actual arguments. For a statement whose best plan depends on them and that runs once per
+/// round (clear_round's scan of the bids ahead of its last candidate): a generic plan cannot
+/// tell that `ttl_at > now` keeps nearly the whole book and a price bound only its top, and
+/// read the whole book (issue 21's benchmark: 0.6 s a round at 1M open bids).
+pub fn with_custom_plan<R>(f: impl FnOnce() -> R) -> R {
+    with_setting(c"plan_cache_mode", c"force_custom_plan", f)
+}
+
 /// Runs `f` with the setting `name` = `value`, restored on the way out, as a function's `SET`
 /// clause does (an ERROR on the way aborts the (sub)transaction, which restores it too).
 fn with_setting<R>(name: &CStr, value: &CStr, f: impl FnOnce() -> R) -> R {
