@@ -115,9 +115,9 @@ class Bench:
             self.intake_clients = [1, 4]
             self.intake_seconds = 2  # per cell, in two interleaved chunks
             self.intake_seconds_on = 0  # synchronous_commit = on: not in --quick
-            self.depths = [1_000, 10_000, 30_000]
+            self.depths = [1_000, 10_000, 20_000]
             self.rounds = 4
-            self.refund_reps = 3
+            self.refund_reps = 2
             self.depth_chunks, self.depth_chunk_s = 2, 2
             self.read_seconds = 3
             self.day_seconds = 8

@@ -157,6 +157,41 @@ def alternate_price_to_win(b, dbs: list[str], reps: int) -> dict:
     return {db: {"median_ms": median(v), "ms": v} for db, v in ms.items()}
 
 
+# the statements the dashboard bundle runs (driver/src/dashboard.rs `collect`, driver/src/db.rs),
+# each alone: which part grows with history, and which costs the same after an hour
+BUNDLE_PARTS = {
+    "price_history(24 h, 96)": "SELECT count(*) FROM compute_auction.price_history(now() - interval '24 hours', 96)",
+    "stats(24 h, false)": "SELECT compute_auction.stats(now() - make_interval(secs => 86400::float8), false)::text",
+    "order_book(20)": "SELECT compute_auction.order_book(20)::text",
+    "market_summary()": "SELECT compute_auction.market_summary()::text",
+    "last priced round": "SELECT round_id FROM (SELECT round_id, clearing_price_tokens "
+    "FROM compute_auction.compute_auction_rounds ORDER BY round_id DESC LIMIT 5000) r "
+    "WHERE clearing_price_tokens IS NOT NULL ORDER BY round_id DESC LIMIT 1",
+    "price_to_win()": "SELECT compute_auction.price_to_win()::text",
+}
+
+
+def alternate_parts(b, dbs: list[str], reps: int) -> dict:
+    """The median ms of each of the bundle's statements alone, one connection per database, the
+    databases taking turns statement by statement."""
+    conns = {db: b.conn(db) for db in dbs}
+    out: dict = {}
+    try:
+        for part, q in BUNDLE_PARTS.items():
+            ms: dict = {db: [] for db in dbs}
+            for i in range(reps + 1):  # the first of each is a warm-up
+                for db in dbs if i % 2 == 0 else list(reversed(dbs)):
+                    t = time.perf_counter()
+                    conns[db].execute(q).fetchall()
+                    if i:
+                        ms[db].append((time.perf_counter() - t) * 1000)
+            out[part] = {db: median(v) for db, v in ms.items()}
+    finally:
+        for c in conns.values():
+            c.close()
+    return out
+
+
 def get_ms(url: str) -> tuple[float, dict]:
     t = time.perf_counter()
     with urllib.request.urlopen(url, timeout=120) as r:
@@ -199,7 +234,7 @@ def alternate_dashboard(b, dbs: list[str], reps: int) -> dict:
 def run(b) -> dict:
     """The cell: build both histories, check exactness, measure alternating, audit both."""
     long_rounds = (2 if b.quick else 30) * 86_400
-    reps = 12 if b.quick else 30
+    reps = 10 if b.quick else 30
     dbs = {"hour": "history_hour", "long": "history_long"}
     res: dict = {"rounds": {"hour": HOUR, "long": long_rounds}, "reps": reps}
     for key, n in (("hour", HOUR), ("long", long_rounds)):
@@ -211,6 +246,8 @@ def run(b) -> dict:
     res["exact"] = {key: exactness(b, db) for key, db in dbs.items()}
     ptw = alternate_price_to_win(b, list(dbs.values()), reps)
     dash = alternate_dashboard(b, list(dbs.values()), max(6, reps // 2))
+    parts = alternate_parts(b, list(dbs.values()), 3 if b.quick else 5)
+    res["parts"] = {part: {key: v[db] for key, db in dbs.items()} for part, v in parts.items()}
     res["price_to_win"] = {key: ptw[db] for key, db in dbs.items()}
     res["dashboard"] = {key: dash[db] for key, db in dbs.items()}
     for what in ("price_to_win", "dashboard"):

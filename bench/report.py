@@ -291,7 +291,8 @@ def write(r: dict, docs: Path) -> None:
         w("")
         w("Transactions per second (average latency):")
         w("")
-        w(intake_table(cells, sync) if cells else "_not measured_")
+        have = any(c["sync"] == sync for c in cells)
+        w(intake_table(cells, sync) if have else "_not measured_ (`--quick` measures `synchronous_commit = off` only)")
         w("")
     if cells:
         w("<details><summary>Each chunk's tps</summary>")

@@ -61,8 +61,8 @@ def audit_summary(r: dict) -> list[str]:
         return ["`audit()` was not run (no cell measured)."]
     bad = [a for a in audits if a["rows"]]
     text = (
-        f"`compute_auction.audit()` ran after every cell ({len(audits)} times, on every database a cell wrote; "
-        "the stress test also runs it itself): "
+        f"`compute_auction.audit()` ran after every cell ({len(audits)} times, on every database a cell wrote, "
+        "except the bare INSERT's, whose bids have no escrow by design; the stress test also runs it itself): "
     )
     if not bad:
         return [text + "**0 rows every time** (the books are consistent)."]
@@ -181,6 +181,12 @@ def history_section(r: dict) -> list[str]:
             )
             + " | |"
         )
+    if h.get("parts"):
+        out += ["", "The bundle's statements, each alone (median ms, the databases taking turns):", ""]
+        out += ["| statement | after 1 hour | after the long history | ratio |", "|---|---:|---:|---:|"]
+        for part, v in h["parts"].items():
+            ratio = v["long"] / v["hour"] if v["hour"] and v["long"] else None
+            out.append(f"| `{part}` | {v['hour']:.1f} | {v['long']:.1f} | {f'{ratio:.2f}×' if ratio else 'n/a'} |")
     out += ["", "**Still exact?** In one `REPEATABLE READ` transaction per database (one snapshot, one `now()`):", ""]
     out += [
         "| database | price_to_win p50, p90 | direct `percentile_disc(ARRAY[0.5, 0.9])` | rounds in window | exact |"
