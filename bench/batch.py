@@ -52,6 +52,17 @@ def place_bids(c, rep: int, rnd: random.Random, accounts: int) -> float:
     return (time.perf_counter() - t) * 1000 / TASKS
 
 
+def breakdown(b, db: str, rnd: random.Random, rep: int) -> dict:
+    """One more submit_bids_for_tasks call under pg_stat_statements with nested statements
+    tracked (untimed for the ratio): where a call's time goes."""
+    b.sql(db, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+
+    def call(c, i):
+        submit_once(c, rep + i, rnd)
+
+    return b.stmt_breakdown(db, call, f"compute_auction.submit_bids_for_tasks ({TASKS:,} new tasks)", 1)
+
+
 def run(b, template: str, accounts: int) -> dict:
     reps = 3 if b.quick else 5
     db = "batch"
@@ -69,6 +80,7 @@ def run(b, template: str, accounts: int) -> dict:
             res["submit_ms"].append(ms)
             res["place_bid_ms"].append(per_call)
             res["outcomes"].append(outcomes)
+    res["breakdown"] = breakdown(b, db, rnd, reps + 1)
     res["submit_per_bid_ms"] = statistics.median(res["submit_ms"]) / TASKS
     res["place_bid_round_trip_ms"] = statistics.median(res["place_bid_ms"])
     res["ratio"] = res["submit_per_bid_ms"] / res["place_bid_round_trip_ms"]

@@ -1156,7 +1156,7 @@ SELECT count(compute_auction.place_bid(
         """What fewer statements per bid buy: place_bid (5 SPI statements), the PL/pgSQL copy (the
         same 5), and a PL/pgSQL variant with the same work fused into 2 statements
         (bench/plpgsql_place_bid_fused.sql), 1 client, sync off, interleaved repetitions."""
-        reps, secs = (2, 2) if self.quick else (3, 4)
+        reps, secs = (2, 2) if self.quick else (3, 3)
         log(f"diagnostics: statement fusion experiment ({reps} x {secs} s per variant, 1 client)")
         out = {"reps": reps, "seconds": secs, "tps": {}}
         variants = [
@@ -1189,7 +1189,7 @@ SELECT count(compute_auction.place_bid(
         """CPU time the server process spends per bid (utime + stime of the backend from
         /proc/PID/stat over N bids on one connection, prepared statements): unlike wall-clock
         throughput, this hardly moves with the other load on the machine."""
-        n = 400 if self.quick else 2000
+        n = 400 if self.quick else 1500
         tck = os.sysconf("SC_CLK_TCK")
         rnd = random.Random(5)
 
@@ -1297,7 +1297,7 @@ SELECT count(compute_auction.place_bid(
         per bid in the main parts of the executor. Skipped when perf is not installed."""
         if not shutil.which("perf"):
             return {"skipped": "perf is not installed"}
-        secs = 3 if self.quick else 6
+        secs = 3 if self.quick else 4
         out: dict = {}
         for key, script in (
             ("extension", "place_bid_extension.sql"),

@@ -33,7 +33,7 @@ INSERT INTO compute_auction.compute_auction_rounds
        (cleared_at, slots_offered, bids_eligible, slots_filled, clearing_price_tokens, duration_ms)
 SELECT now() - make_interval(secs => (%(n)s - g)::double precision),
        %(slots)s, 100, 1, 500 + (g * 7919) %% 1000, 0.5
-  FROM generate_series(1, %(n)s) AS g"""
+  FROM generate_series(1, %(n)s::bigint) AS g"""
 
 BIDS = """
 INSERT INTO compute_auction.compute_auction_bids

@@ -632,6 +632,12 @@ def write(r: dict, docs: Path) -> None:
                     f"{f(med(v) / base, 2) + '×' if base and v else 'n/a'} |"
                 )
             w("")
+    bt = (r.get("batch") or {}).get("breakdown")
+    if bt:
+        w("### One submit_bids_for_tasks call (section 8)")
+        w("")
+        w(breakdown_table(bt, 12))
+        w("")
     w("### clear_round and refund_unfilled on the largest book")
     w("")
     cg = d.get("clear_generic")

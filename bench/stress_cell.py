@@ -50,7 +50,7 @@ def command(b, db: str, seconds: int, summary) -> list[str]:
 
 
 def run(b) -> dict:
-    seconds = 12 if b.quick else 45
+    seconds = 12 if b.quick else 30
     db = "stress"
     b.create_db(db)
     summary = b.out / "stress-summary.json"
