@@ -124,7 +124,7 @@ class Bench:
         else:
             self.intake_clients = [1, 4, 8]
             self.intake_seconds = 10
-            self.intake_seconds_on = 6  # reported, no target: shorter
+            self.intake_seconds_on = 4  # reported, no target: shorter
             self.depths = [1_000, 10_000, 100_000, 1_000_000]
             self.rounds = 10
             self.refund_reps = 5
@@ -134,11 +134,13 @@ class Bench:
         if a.only:
             self.only = set(a.only.split(","))
         elif a.quick:
-            # under 3 minutes: the dashboard section (a day of rounds; the history section measures
-            # the dashboard too) and the diagnostics only when --only names them
+            # under 3 minutes: the dashboard section and the diagnostics only when --only names them
             self.only = set(SECTIONS) - {"dashboard", "diag"}
         else:
-            self.only = set(SECTIONS)
+            # under 20 minutes: the dashboard after a day of rounds (the history section measures
+            # the dashboard after an hour and after 30 days) only beside --baseline-driver, or
+            # when --only names it
+            self.only = set(SECTIONS) - ({"dashboard"} if not a.baseline_driver else set())
         self.r: dict = {
             "quick": self.quick,
             "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

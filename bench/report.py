@@ -503,7 +503,10 @@ def write(r: dict, docs: Path) -> None:
         )
         w("")
     else:
-        w("_not measured_")
+        w(
+            "_not measured_ (this section runs with `--baseline-driver PATH` or `--only dashboard`; section 7 "
+            "measures the dashboard after an hour and after the long history)"
+        )
         w("")
 
     out.extend(report21.history_section(r))
