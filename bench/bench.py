@@ -1093,6 +1093,16 @@ SELECT count(compute_auction.place_bid(
     READ_BIDS = """SELECT id, max_price_tokens, task_id, bidder_id FROM compute_auction.compute_auction_bids
  WHERE status = 'open' AND ttl_at > $1 ORDER BY max_price_tokens DESC, placed_at, id LIMIT $2"""
     ELIGIBLE = """SELECT count(*) FROM compute_auction.compute_auction_bids WHERE status = 'open' AND ttl_at <= $1"""
+    # AHEAD of extension/src/clearing.rs (issue 21's LOCK_TOP follow-up read), with the book's
+    # 75th price as the bound, as a round passes it
+    AHEAD = """SELECT id, max_price_tokens, task_id, bidder_id FROM compute_auction.compute_auction_bids
+ WHERE status = 'open' AND ttl_at > $1 AND id <> ALL ($2)
+   AND ($3::bigint IS NULL
+        OR (max_price_tokens >= $3
+            AND (max_price_tokens > $3 OR (placed_at, id) < ($4::timestamptz, $5::bigint))))"""
+    AHEAD_TYPES = "(timestamptz, bigint[], bigint, timestamptz, bigint)"
+    AHEAD_BOUND = """SELECT coalesce(max_price_tokens, 0) FROM compute_auction.compute_auction_bids
+ WHERE status = 'open' ORDER BY max_price_tokens DESC, placed_at, id OFFSET 74 LIMIT 1"""
 
     def plans(self, db: str) -> dict:
         out = {}
@@ -1110,14 +1120,19 @@ SELECT count(compute_auction.place_bid(
             ("LOCK_BIDS as clearing.rs has it now, custom plan", self.LOCK_BIDS_ARRAY, "force_custom_plan"),
             ("READ_BIDS (clearing.rs), generic plan", self.READ_BIDS, "force_generic_plan"),
             ("ELIGIBLE's expired count (clearing.rs), generic plan", self.ELIGIBLE, "force_generic_plan"),
+            ("AHEAD (clearing.rs), generic plan", self.AHEAD, "force_generic_plan"),
+            ("AHEAD (clearing.rs), custom plan", self.AHEAD, "force_custom_plan"),
         ]
         with self.conn(db, autocommit=False) as c:
             for i, (key, q, mode) in enumerate(cases):
                 c.execute(f"SET LOCAL plan_cache_mode = {mode}")
-                c.execute(
-                    f"PREPARE p{i}(timestamptz, bigint) AS {q}" if "$2" in q else f"PREPARE p{i}(timestamptz) AS {q}"
-                )
-                args = "(now(), 75)" if "$2" in q else "(now())"
+                if q is self.AHEAD:
+                    bound = (c.execute(self.AHEAD_BOUND).fetchone() or [0])[0]
+                    types, args = self.AHEAD_TYPES, f"(now(), '{{}}', {int(bound)}, now(), 0)"
+                else:
+                    types = "(timestamptz, bigint)" if "$2" in q else "(timestamptz)"
+                    args = "(now(), 75)" if "$2" in q else "(now())"
+                c.execute(f"PREPARE p{i}{types} AS {q}")
                 rows = c.execute(f"EXPLAIN (ANALYZE, BUFFERS) EXECUTE p{i}{args}").fetchall()
                 out[key] = "\n".join(r[0] for r in rows)
             c.rollback()
