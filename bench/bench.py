@@ -28,6 +28,10 @@ from pathlib import Path
 
 import psycopg
 
+import batch
+import history
+import stress_cell
+
 HERE = Path(__file__).resolve().parent
 T0 = time.monotonic()
 
@@ -38,6 +42,10 @@ BOOK_TOKENS = 1_000_000_000_000
 SLOTS = 74
 BATCH = 1_000  # place_bid calls per statement (one transaction) when building a book
 INTAKE_DURING_ROUNDS = 4  # pgbench clients placing bids while the clearing rounds run
+# ... at this many bids per second in all (pgbench -R): the same intake at every depth, and a book
+# that stays near its depth while it is measured (unthrottled, 4 clients placed ~2,500 bids/s
+# on this machine, and the "1,000-bid" rounds ran on a book growing to 27,000)
+INTAKE_RATE = 100
 
 
 def stop_driver(drv: subprocess.Popen, logf) -> None:
@@ -63,7 +71,11 @@ def core_lock_key(name: str) -> int:
 LEADER_LOCK = (core_lock_key("CLASS"), core_lock_key("DRIVER_LEADER"))  # the driver's leader lock
 DASH_ROUNDS = 86_400  # the dashboard's day: one round a second for 24 h (the same with --quick)
 DASH_ACCOUNTS = 1_000
-DASH_REQUESTS = 20
+DASH_REQUESTS = 10
+DASH_SQL_REPS = 5  # the dashboard's SQL alone, for scale (stats with every round takes seconds)
+
+# in running order
+SECTIONS = ["intake", "clearing", "depth", "read", "day", "dashboard", "history", "batch", "diag", "stress"]
 
 ALTERNATIVES = [
     # key, label, pgbench script
@@ -93,6 +105,7 @@ class Bench:
         self.driver = a.driver
         self.baseline_driver = a.baseline_driver
         self.root = Path(a.root)
+        self.data_dir = Path(a.data) if a.data else self.root / "target" / "pgdata-bench"
         self.quick = a.quick
         self.out = self.root / "target" / "bench"
         self.out.mkdir(parents=True, exist_ok=True)
@@ -100,30 +113,41 @@ class Bench:
         self.logs.mkdir(exist_ok=True)
         if a.quick:
             self.intake_clients = [1, 4]
-            self.intake_seconds = 4
-            self.depths = [1_000, 10_000, 50_000]
-            self.rounds = 10
-            self.refund_reps = 3
+            self.intake_seconds = 2  # per cell, in two interleaved chunks
+            self.intake_seconds_on = 0  # synchronous_commit = on: not in --quick
+            self.depths = [1_000, 10_000, 20_000]
+            self.rounds = 4
+            self.refund_reps = 2
+            self.depth_chunks, self.depth_chunk_s = 2, 2
             self.read_seconds = 3
-            self.day_seconds = 15
+            self.day_seconds = 8
         else:
             self.intake_clients = [1, 4, 8]
             self.intake_seconds = 10
+            self.intake_seconds_on = 4  # reported, no target: shorter
             self.depths = [1_000, 10_000, 100_000, 1_000_000]
             self.rounds = 10
             self.refund_reps = 5
+            self.depth_chunks, self.depth_chunk_s = 4, 3
             self.read_seconds = 10
-            self.day_seconds = 60
+            self.day_seconds = 30
         if a.only:
             self.only = set(a.only.split(","))
+        elif a.quick:
+            # under 3 minutes: the dashboard section and the diagnostics only when --only names them
+            self.only = set(SECTIONS) - {"dashboard", "diag"}
         else:
-            self.only = {"intake", "clearing", "read", "day", "dashboard", "diag"}
+            # under 20 minutes: the dashboard after a day of rounds (the history section measures
+            # the dashboard after an hour and after 30 days) only beside --baseline-driver, or
+            # when --only names it
+            self.only = set(SECTIONS) - ({"dashboard"} if not a.baseline_driver else set())
         self.r: dict = {
             "quick": self.quick,
             "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "sizes": {
                 "intake_clients": self.intake_clients,
                 "intake_seconds": self.intake_seconds,
+                "intake_seconds_on": self.intake_seconds_on,
                 "intake_accounts": INTAKE_ACCOUNTS,
                 "depths": self.depths,
                 "rounds": self.rounds,
@@ -131,13 +155,35 @@ class Bench:
                 "book_accounts": BOOK_ACCOUNTS,
                 "batch": BATCH,
                 "intake_during_rounds": INTAKE_DURING_ROUNDS,
+                "intake_rate": INTAKE_RATE,
+                "depth_chunks": self.depth_chunks,
+                "depth_chunk_s": self.depth_chunk_s,
                 "refund_reps": self.refund_reps,
                 "read_seconds": self.read_seconds,
                 "day_seconds": self.day_seconds,
                 "dashboard_rounds": DASH_ROUNDS,
                 "dashboard_requests": DASH_REQUESTS,
+                "dashboard_sql_reps": DASH_SQL_REPS,
             },
+            "audits": [],
         }
+
+    # the plumbing the section modules (history, batch, stress_cell) use
+    log = staticmethod(log)
+    stop_driver = staticmethod(stop_driver)
+    leader_lock = LEADER_LOCK
+
+    def audit(self, db: str, cell: str) -> int:
+        """compute_auction.audit() on db after a cell: its row count, recorded for the report
+        (0 = the books are consistent); the first rows are logged when there are any."""
+        t = time.monotonic()
+        rows = self.sql(db, "SELECT check_name, detail FROM compute_auction.audit()")
+        self.r["audits"].append(
+            {"cell": cell, "db": db, "rows": len(rows), "first": [list(x) for x in rows[:3]], "s": time.monotonic() - t}
+        )
+        if rows:
+            log(f"audit() after {cell}: {len(rows)} rows, e.g. {rows[:3]}")
+        return len(rows)
 
     # ------------------------------------------------------------------ plumbing ---
     def url(self, db: str) -> str:
@@ -281,83 +327,100 @@ class Bench:
         return res
 
     # ----------------------------------------------------------- 1. bid intake ---
+    def intake_templates(self) -> None:
+        """intake_tmpl (this build, 10,000 funded accounts) and intake_v010_tmpl (0.1.0's install
+        script and library, which bench/run installs, the same accounts through its own
+        open_account). No VACUUM/ANALYZE: the bids table must look like a fresh install's (never
+        analyzed). Analyzed while empty, the planner believes it is empty, and the generic plan
+        that place_bid caches for its live-bid lookup becomes a sequential scan that is kept
+        while the book grows (see the diagnostics' stale-plan experiment)."""
+        for db, version in (("intake_tmpl", None), ("intake_v010_tmpl", "0.1.0")):
+            if version:
+                self.sql("postgres", f'DROP DATABASE IF EXISTS "{db}"')
+                self.sql("postgres", f'CREATE DATABASE "{db}"')
+                self.sql(db, f"CREATE EXTENSION compute_auction VERSION '{version}'")
+            else:
+                self.create_db(db)
+            self.sql(
+                db,
+                "SELECT count(compute_auction.open_account('acct-' || i, 'agent', %s)) "
+                "FROM generate_series(1, %s) AS i",
+                (INTAKE_TOKENS, INTAKE_ACCOUNTS),
+            )
+
+    def ensure_intake_template(self) -> None:
+        if self.one("postgres", "SELECT count(*) FROM pg_database WHERE datname = 'intake_tmpl'") == 0:
+            self.intake_templates()
+
     def intake(self) -> None:
-        log("bid intake: preparing the template database (extension + 10,000 funded accounts)")
-        self.create_db("intake_tmpl")
-        self.sql(
-            "intake_tmpl",
-            "SELECT count(compute_auction.open_account('acct-' || i, 'agent', %s)) FROM generate_series(1, %s) AS i",
-            (INTAKE_TOKENS, INTAKE_ACCOUNTS),
-        )
-        # No VACUUM/ANALYZE here: the bids table must look like a fresh install's (never analyzed).
-        # Analyzed while empty, the planner believes it is empty, and the generic plan that
-        # place_bid caches for its live-bid lookup becomes a sequential scan that is kept while
-        # the book grows (see the diagnostics' stale-plan experiment).
-        plpgsql = (HERE / "plpgsql_place_bid.sql").read_text()
-        # 0.1.0's template: its install script and library (bench/run installs them), the same
-        # accounts through its own open_account
-        self.sql("postgres", 'DROP DATABASE IF EXISTS "intake_v010_tmpl"')
-        self.sql("postgres", 'CREATE DATABASE "intake_v010_tmpl"')
-        self.sql("intake_v010_tmpl", "CREATE EXTENSION compute_auction VERSION '0.1.0'")
-        self.sql(
-            "intake_v010_tmpl",
-            "SELECT count(compute_auction.open_account('acct-' || i, 'agent', %s)) FROM generate_series(1, %s) AS i",
-            (INTAKE_TOKENS, INTAKE_ACCOUNTS),
-        )
+        log("bid intake: preparing the template databases (extension + 10,000 funded accounts; 0.1.0's too)")
+        self.intake_templates()
         cells = []
-        chunks = 2  # each cell's seconds are split into interleaved chunks (see below)
         for sync in (False, True):
+            seconds = self.intake_seconds_on if sync else self.intake_seconds
+            if not seconds:
+                continue
             self.set_sync(sync)
             for ci, clients in enumerate(self.intake_clients):
                 rot = ci % len(ALTERNATIVES)
                 order = ALTERNATIVES[rot:] + ALTERNATIVES[:rot]  # rotate the running order
-                for key, _label, _script in order:
-                    db = f"intake_{key}"
-                    self.create_db(db, "intake_v010_tmpl" if key == "v010" else "intake_tmpl")
-                    if key == "plpgsql":
-                        self.sql(db, plpgsql)
-                # The alternatives take turns in chunks (A B C D A B C D), so that a burst of
-                # other work on this shared machine hits all of them rather than one.
-                runs: dict = {key: [] for key, _, _ in order}
-                for chunk in range(chunks):
-                    for key, _label, script in order:
-                        db = f"intake_{key}"
-                        self.sql(db, "CHECKPOINT")
-                        tag = f"{key}-{'on' if sync else 'off'}-c{clients}-{chunk}"
-                        runs[key].append(
-                            self.pgbench(db, HERE / "pgbench" / script, clients, self.intake_seconds // chunks, tag)
-                        )
-                for key, _label, _script in order:
-                    db = f"intake_{key}"
-                    rs = runs[key]
-                    ok = [x for x in rs if x.get("tps") is not None]
-                    res = {
-                        "alternative": key,
-                        "sync": "on" if sync else "off",
-                        "clients": clients,
-                        "chunks": [x.get("tps") for x in rs],
-                        "transactions": sum(x.get("transactions") or 0 for x in rs),
-                        "failed": sum(x.get("failed") or 0 for x in rs),
-                    }
-                    if len(ok) == len(rs):
-                        # time-weighted: total transactions over total time
-                        res["tps"] = sum(x["tps"] for x in ok) / len(ok)
-                        res["latency_ms"] = sum(x["latency_ms"] for x in ok) / len(ok)
-                    else:
-                        res["tps"] = None
-                        res["error"] = next(x.get("error") for x in rs if x.get("tps") is None)
-                    if key != "insert":
-                        res["audit_rows"] = self.one(db, "SELECT count(*) FROM compute_auction.audit()")
-                    res["bids"] = self.one(db, "SELECT count(*) FROM compute_auction.compute_auction_bids")
-                    log(
-                        f"  {key}-{res['sync']}-c{clients:<12} {res['tps'] or 0:10.1f} tps "
-                        f"{res.get('latency_ms') or 0:7.3f} ms  chunks {[round(x or 0) for x in res['chunks']]}"
-                        f"  audit rows {res.get('audit_rows', '-')}"
-                    )
-                    cells.append(res)
-                    self.sql("postgres", f'DROP DATABASE "{db}"')
+                cells.extend(self.intake_block(order, sync, clients, seconds))
         self.set_sync(False)
         self.r["intake"] = cells
+
+    def intake_block(self, order: list, sync: bool, clients: int, seconds: int) -> list[dict]:
+        """One client count and setting: every alternative in a fresh database, taking turns in
+        chunks (A B C D A B C D), so that a burst of other work on this shared machine hits all
+        of them rather than one; audit() on each database afterwards."""
+        chunks = 2
+        plpgsql = (HERE / "plpgsql_place_bid.sql").read_text()
+        for key, _label, _script in order:
+            db = f"intake_{key}"
+            self.create_db(db, "intake_v010_tmpl" if key == "v010" else "intake_tmpl")
+            if key == "plpgsql":
+                self.sql(db, plpgsql)
+        runs: dict = {key: [] for key, _, _ in order}
+        for chunk in range(chunks):
+            for key, _label, script in order:
+                db = f"intake_{key}"
+                self.sql(db, "CHECKPOINT")
+                tag = f"{key}-{'on' if sync else 'off'}-c{clients}-{chunk}"
+                runs[key].append(self.pgbench(db, HERE / "pgbench" / script, clients, seconds // chunks, tag))
+        cells = []
+        for key, _label, _script in order:
+            db = f"intake_{key}"
+            res = self.intake_cell(key, runs[key], sync, clients)
+            if key != "insert":
+                res["audit_rows"] = self.audit(db, f"intake {key} sync {res['sync']} {clients} client(s)")
+            res["bids"] = self.one(db, "SELECT count(*) FROM compute_auction.compute_auction_bids")
+            log(
+                f"  {key}-{res['sync']}-c{clients:<12} {res['tps'] or 0:10.1f} tps "
+                f"{res.get('latency_ms') or 0:7.3f} ms  chunks {[round(x or 0) for x in res['chunks']]}"
+                f"  audit rows {res.get('audit_rows', '-')}"
+            )
+            cells.append(res)
+            self.sql("postgres", f'DROP DATABASE "{db}"')
+        return cells
+
+    @staticmethod
+    def intake_cell(key: str, rs: list[dict], sync: bool, clients: int) -> dict:
+        ok = [x for x in rs if x.get("tps") is not None]
+        res = {
+            "alternative": key,
+            "sync": "on" if sync else "off",
+            "clients": clients,
+            "chunks": [x.get("tps") for x in rs],
+            "transactions": sum(x.get("transactions") or 0 for x in rs),
+            "failed": sum(x.get("failed") or 0 for x in rs),
+        }
+        if len(ok) == len(rs):
+            # the chunks are equally long: their mean is total transactions over total time
+            res["tps"] = sum(x["tps"] for x in ok) / len(ok)
+            res["latency_ms"] = sum(x["latency_ms"] for x in ok) / len(ok)
+        else:
+            res["tps"] = None
+            res["error"] = next(x.get("error") for x in rs if x.get("tps") is None)
+        return res
 
     # --------------------------------------------------------- 2. clearing cost ---
     def add_bids(self, db: str, start: int, n: int, ttl: str, prefix: str = "book") -> int:
@@ -385,11 +448,10 @@ SELECT count(compute_auction.place_bid(
             list(ex.map(worker, [ranges[i::nworkers] for i in range(nworkers)]))
         return end
 
-    def clearing(self) -> None:
-        db = "clearing"
-        log(f"clearing: database with {BOOK_ACCOUNTS:,} accounts and {SLOTS} idle slots")
+    def prepare_book_db(self, db: str) -> None:
+        """The clearing database before any bid: BOOK_ACCOUNTS funded accounts (with their
+        opening ledger rows, as open_account writes them) and SLOTS idle slots with reserve 0."""
         self.create_db(db)
-        t = time.monotonic()
         with self.conn(db) as c:
             c.execute(
                 """INSERT INTO compute_auction.token_accounts (account_id, kind, balance_tokens, total_deposited)
@@ -408,90 +470,81 @@ SELECT count(compute_auction.place_bid(
                 "now() - interval '1 minute', 0)) FROM generate_series(1, %s) AS i",
                 (SLOTS,),
             )
+
+    def open_bids(self, db: str) -> int:
+        return self.one(db, "SELECT count(*) FROM compute_auction.compute_auction_bids WHERE status = 'open'")
+
+    def clearing(self) -> None:
+        db = "clearing"
+        log(f"clearing: database with {BOOK_ACCOUNTS:,} accounts and {SLOTS} idle slots")
+        t = time.monotonic()
+        self.prepare_book_db(db)
+        # the depth section's empty book: the same database before any bid
+        self.create_db("depth_empty", template=db)
         self.r.setdefault("timings", {})["accounts_s"] = time.monotonic() - t
-        rnd = random.Random(7)
-        g = 1
+        self.clear_db = db
+        self.next_g = 1
         stages = []
         build_total = 0.0
-        bid_conn = self.conn(db)
-        clr_conn = self.conn(db)
         for depth in self.depths:
-            have = self.one(db, "SELECT count(*) FROM compute_auction.compute_auction_bids WHERE status = 'open'")
-            t = time.monotonic()
-            g = self.add_bids(db, g, max(0, depth - have), "1 day")
-            build_s = time.monotonic() - t
-            build_total += build_s
-            t = time.monotonic()
-            # statistics only, as autovacuum's analyze would give them; no VACUUM: the rounds
-            # must not depend on vacuum having removed what the build left dead (issue 21)
-            self.sql(db, "ANALYZE compute_auction.compute_auction_bids")
-            self.sql(db, "ANALYZE compute_auction.token_accounts")
-            self.sql(db, "ANALYZE compute_auction.token_ledger")
-            vac_s = time.monotonic() - t
-            open_now = self.one(db, "SELECT count(*) FROM compute_auction.compute_auction_bids WHERE status = 'open'")
+            st = self.build_to(db, depth)
+            build_total += st["build_s"]
+            st.update(self.rounds_under_intake(db, depth))
+            st["audit_rows"] = self.audit(db, f"clearing at {depth:,}")
             log(
-                f"clearing: book of {open_now:,} open bids built by place_bid in {build_s:.1f} s "
-                f"(+{vac_s:.1f} s ANALYZE)"
+                f"clearing: depth {depth:>9,} ({st['open_bids']:,} -> {st['open_bids_after']:,} open): clear_round "
+                f"median {median(st['clear_ms']):.2f} ms (server {median(st['clear_server_ms']):.2f} ms), "
+                f"74 place_bid {median(st['place74_ms']):.2f} ms, filled {min(st['filled'])}..{max(st['filled'])}, "
+                f"intake {st['intake_bids_per_s']:.0f} bids/s, audit rows {st['audit_rows']}"
             )
-            st = {
-                "depth": depth,
-                "open_bids": open_now,
-                "build_s": build_s,
-                "vacuum_s": vac_s,
-                "clear_ms": [],
-                "clear_server_ms": [],
-                "place74_ms": [],
-                "filled": [],
-            }
-            ttl = self.one(db, "SELECT now() + interval '1 day'")
-            # issue 21's rules of measurement: INTAKE_DURING_ROUNDS clients keep placing bids
-            # (place_bid) while the rounds clear every second
-            intake = subprocess.Popen(
-                [
-                    str(self.bindir / "pgbench"),
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    str(self.port),
-                    "-U",
-                    "postgres",
-                    "-n",
-                    "-M",
-                    "prepared",
-                    "-c",
-                    str(INTAKE_DURING_ROUNDS),
-                    "-j",
-                    "2",
-                    "-T",
-                    str(self.rounds + 30),
-                    "-f",
-                    str(HERE / "pgbench" / "place_bid_clearing.sql"),
-                    db,
-                ],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
+            if depth in (self.depths[1], self.depths[-1]):
+                st["refund"] = self.refund_reps_at(db, self.next_g, depth)
+                self.next_g = st["refund"].pop("next_g")
+            stages.append(st)
+        self.r["clearing"] = {"stages": stages, "build_total_s": build_total}
+
+    def build_to(self, db: str, depth: int) -> dict:
+        """Tops the book up to `depth` open bids with place_bid (add_bids), then ANALYZE: statistics
+        only, as autovacuum's analyze would give them; no VACUUM, so the rounds see whatever the
+        build and the intake left dead (issue 21)."""
+        t = time.monotonic()
+        self.next_g = self.add_bids(db, self.next_g, max(0, depth - self.open_bids(db)), "1 day")
+        build_s = time.monotonic() - t
+        t = time.monotonic()
+        for table in ("compute_auction_bids", "token_accounts", "token_ledger"):
+            self.sql(db, f"ANALYZE compute_auction.{table}")
+        vac_s = time.monotonic() - t
+        open_now = self.open_bids(db)
+        log(f"clearing: book of {open_now:,} open bids built by place_bid in {build_s:.1f} s (+{vac_s:.1f} s ANALYZE)")
+        return {"depth": depth, "open_bids": open_now, "build_s": build_s, "vacuum_s": vac_s}
+
+    def start_intake(self, db: str, seconds: int) -> subprocess.Popen:
+        """INTAKE_DURING_ROUNDS pgbench clients placing bids (place_bid) at INTAKE_RATE bids/s in
+        all, for `seconds`."""
+        cmd = [str(self.bindir / "pgbench"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-n"]
+        cmd += ["-M", "prepared", "-c", str(INTAKE_DURING_ROUNDS), "-j", "2", "-T", str(seconds)]
+        cmd += ["-R", str(INTAKE_RATE), "-f", str(HERE / "pgbench" / "place_bid_clearing.sql"), db]
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def rounds_under_intake(self, db: str, depth: int) -> dict:
+        """One warm-up round and self.rounds timed ones, one a second, while start_intake's clients
+        place bids (issue 21's rules of measurement). Between rounds (untimed) the slots are
+        re-opened with abort_slot; then 74 single-client place_bid calls top the book up (timed:
+        the earlier issues' comparison)."""
+        st: dict = {"clear_ms": [], "clear_server_ms": [], "place74_ms": [], "filled": []}
+        rnd = random.Random(7 + depth)
+        ttl = self.one(db, "SELECT now() + interval '1 day'")
+        intake = self.start_intake(db, self.rounds + 30)
+        seq = "SELECT last_value FROM compute_auction.compute_auction_bids_id_seq"
+        with self.conn(db) as clr, self.conn(db) as bid:
             time.sleep(1)
-            seq = "SELECT last_value FROM compute_auction.compute_auction_bids_id_seq"
             placed0, t_intake = self.one(db, seq), time.monotonic()
             for i in range(self.rounds + 1):  # round 0 is the warm-up
                 round_started = time.perf_counter()
-                t = time.perf_counter()
-                rows = clr_conn.execute("SELECT * FROM compute_auction.clear_round()").fetchall()
-                ms = (time.perf_counter() - t) * 1000
-                server = clr_conn.execute(
-                    "SELECT duration_ms FROM compute_auction.compute_auction_rounds ORDER BY round_id DESC LIMIT 1"
-                ).fetchone()[0]
-                # re-open the slots (untimed): the winners' bids become aborted, refunded in full
-                clr_conn.execute(
-                    "SELECT count(compute_auction.abort_slot(slot_id, 'bench: re-open')) "
-                    "FROM compute_auction.compute_slots WHERE status = 'assigned'"
-                )
-                # top the book back up with 74 single-client place_bid calls (timed: the comparison)
+                ms, server, filled = self.one_round(clr)
                 t = time.perf_counter()
                 for j in range(SLOTS):
-                    bid_conn.execute(
+                    bid.execute(
                         "SELECT compute_auction.place_bid(%s, %s, %s::bigint, NULL, %s)",
                         (
                             f"ca-{rnd.randint(1, BOOK_ACCOUNTS)}",
@@ -502,40 +555,68 @@ SELECT count(compute_auction.place_bid(
                         prepare=True,
                     )
                 p74 = (time.perf_counter() - t) * 1000
-                # one round a second
-                time.sleep(max(0.0, 1.0 - (time.perf_counter() - round_started)))
+                time.sleep(max(0.0, 1.0 - (time.perf_counter() - round_started)))  # one round a second
                 if i == 0:
                     continue
                 st["clear_ms"].append(ms)
                 st["clear_server_ms"].append(server)
                 st["place74_ms"].append(p74)
-                st["filled"].append(len(rows))
-            st["intake_bids_per_s"] = (self.one(db, seq) - placed0) / (time.monotonic() - t_intake)
-            intake.terminate()
-            intake.communicate()
-            st["open_bids_after"] = self.one(
-                db, "SELECT count(*) FROM compute_auction.compute_auction_bids WHERE status = 'open'"
-            )
-            st["audit_rows"] = self.one(db, "SELECT count(*) FROM compute_auction.audit()")
-            log(
-                f"clearing: {INTAKE_DURING_ROUNDS} clients placed {st['intake_bids_per_s']:.0f} bids/s "
-                "during the rounds; "
-                f"{st['open_bids_after']:,} open bids after them, audit rows {st['audit_rows']}"
-            )
-            log(
-                f"clearing: depth {depth:>9,}: clear_round median {median(st['clear_ms']):.2f} ms "
-                f"(server {median(st['clear_server_ms']):.2f} ms), 74 place_bid {median(st['place74_ms']):.2f} ms, "
-                f"filled {min(st['filled'])}..{max(st['filled'])}"
-            )
-            if depth in (self.depths[1], self.depths[-1]):
-                st["refund"] = self.refund_reps_at(db, g, depth)
-                g = st["refund"].pop("next_g")
-            stages.append(st)
-        bid_conn.close()
-        clr_conn.close()
-        self.r["clearing"] = {"stages": stages, "build_total_s": build_total}
-        self.clear_db = db
-        self.next_g = g
+                st["filled"].append(filled)
+            # the sequence counts the top-ups too: only pgbench's bids are the intake
+            placed = self.one(db, seq) - placed0 - (self.rounds + 1) * SLOTS
+            st["intake_bids_per_s"] = placed / (time.monotonic() - t_intake)
+        intake.terminate()
+        intake.communicate()
+        st["open_bids_after"] = self.open_bids(db)
+        return st
+
+    @staticmethod
+    def one_round(c) -> tuple[float, float, int]:
+        """clear_round() timed at the client (its own transaction, the commit included), the
+        duration_ms it recorded, the slots it filled; then the slots re-opened (untimed: the
+        winners' bids become aborted, refunded in full)."""
+        t = time.perf_counter()
+        rows = c.execute("SELECT * FROM compute_auction.clear_round()").fetchall()
+        ms = (time.perf_counter() - t) * 1000
+        server = c.execute(
+            "SELECT duration_ms FROM compute_auction.compute_auction_rounds ORDER BY round_id DESC LIMIT 1"
+        ).fetchone()[0]
+        c.execute(
+            "SELECT count(compute_auction.abort_slot(slot_id, 'bench: re-open')) "
+            "FROM compute_auction.compute_slots WHERE status = 'assigned'"
+        )
+        return ms, server, len(rows)
+
+    # ------------------------------------------------- 2b. place_bid vs book depth ---
+    def depth(self) -> None:
+        """place_bid (pgbench, 1 client, sync off) on the clearing section's deepest book vs the
+        same database before any bid (depth_empty, cloned from it then), in interleaved chunks."""
+        if "clearing" not in self.only:
+            raise RuntimeError("the depth section measures the clearing section's book: run it with clearing")
+        dbs = {"empty": "depth_empty", "deep": self.clear_db}
+        self.set_sync(False)
+        res: dict = {"open_bids": {k: self.open_bids(db) for k, db in dbs.items()}, "tps": {k: [] for k in dbs}}
+        log(
+            f"depth: place_bid at {res['open_bids']['deep']:,} open bids vs an empty book, "
+            f"{self.depth_chunks} x {self.depth_chunk_s} s each, interleaved"
+        )
+        for chunk in range(self.depth_chunks):
+            keys = list(dbs) if chunk % 2 == 0 else list(reversed(dbs))
+            for key in keys:
+                self.sql(dbs[key], "CHECKPOINT")
+                pg = self.pgbench(
+                    dbs[key], HERE / "pgbench" / "place_bid_clearing.sql", 1, self.depth_chunk_s, f"depth-{key}-{chunk}"
+                )
+                res["tps"][key].append(pg["tps"])
+        for key in dbs:
+            ok = [x for x in res["tps"][key] if x is not None]
+            res.setdefault("mean_tps", {})[key] = sum(ok) / len(ok) if len(ok) == len(res["tps"][key]) else None
+        e, d = res["mean_tps"]["empty"], res["mean_tps"]["deep"]
+        res["ratio"] = d / e if d and e else None
+        res["audit_rows"] = {k: self.audit(db, f"depth {k}") for k, db in dbs.items()}
+        log(f"depth: {d or 0:.0f} tps deep vs {e or 0:.0f} tps empty = {res['ratio'] or 0:.2f}x")
+        self.sql("postgres", 'DROP DATABASE "depth_empty"')
+        self.r["depth"] = res
 
     def refund_reps_at(self, db: str, g: int, depth: int) -> dict:
         out = {"ms": [], "expired": [], "next_g": g}
@@ -759,65 +840,6 @@ SELECT count(compute_auction.place_bid(
         self.r["day"] = res
 
     # ------------------------------------------------------- 5. the dashboard ---
-    def build_day_of_rounds(self, db: str) -> None:
-        """A day of one-second rounds written directly (as the superuser): DASH_ROUNDS rounds with
-        cleared_at spread over the last 24 h, each filling one of SLOTS slots with a settled clear
-        of its own bid (DASH_ROUNDS bids, DASH_ROUNDS clears), plus a small open book."""
-        self.create_db(db)
-        with self.conn(db) as c:
-            c.execute(
-                "INSERT INTO compute_auction.token_accounts (account_id, kind) "
-                "SELECT 'dash-' || i, 'agent' FROM generate_series(1, %s) AS i",
-                (DASH_ACCOUNTS,),
-            )
-            c.execute(
-                "SELECT count(compute_auction.offer_slot('slot-' || lpad(i::text, 2, '0'), "
-                "now() - interval '1 minute', 0)) FROM generate_series(1, %s) AS i",
-                (SLOTS,),
-            )
-            c.execute(
-                """INSERT INTO compute_auction.compute_auction_rounds
-                          (cleared_at, slots_offered, bids_eligible, slots_filled, clearing_price_tokens, duration_ms)
-                   SELECT now() - make_interval(secs => (%(n)s - g) * 86400.0 / %(n)s),
-                          %(slots)s, 100, 1, 500 + (g * 7919) %% 1000, 0.5
-                     FROM generate_series(1, %(n)s) AS g""",
-                {"n": DASH_ROUNDS, "slots": SLOTS},
-            )
-            c.execute(
-                """INSERT INTO compute_auction.compute_auction_bids
-                          (bidder_id, task_id, max_price_tokens, ttl_at, status, placed_at, round_id)
-                   SELECT 'dash-' || (r.round_id %% %(accts)s + 1), 'dash-task-' || r.round_id,
-                          r.clearing_price_tokens + 1 + (r.round_id * 104729) %% 5000,
-                          r.cleared_at + interval '15 minutes', 'settled', r.cleared_at - interval '1 second',
-                          r.round_id
-                     FROM compute_auction.compute_auction_rounds AS r""",
-                {"accts": DASH_ACCOUNTS},
-            )
-            c.execute(
-                """INSERT INTO compute_auction.compute_auction_clears
-                          (slot_id, round_id, bid_id, bidder_id, winning_task_id, clearing_price_tokens,
-                           max_price_tokens, slot_started_at, slot_finished_at, actual_cost_tokens,
-                           actual_impact, status)
-                   SELECT 'slot-' || lpad((b.round_id %% %(slots)s + 1)::text, 2, '0'), b.round_id, b.id,
-                          b.bidder_id, b.task_id, r.clearing_price_tokens, b.max_price_tokens, r.cleared_at,
-                          r.cleared_at + interval '1 second', r.clearing_price_tokens,
-                          ((b.id * 31) %% 100) / 10.0, 'settled'
-                     FROM compute_auction.compute_auction_bids AS b
-                     JOIN compute_auction.compute_auction_rounds AS r USING (round_id)""",
-                {"slots": SLOTS},
-            )
-            # a small open book, placed the ordinary way
-            c.execute(
-                "SELECT count(compute_auction.deposit('dash-' || i, 1000000, 'bench')) "
-                "FROM generate_series(1, 100) AS i"
-            )
-            c.execute(
-                "SELECT count(compute_auction.place_bid('dash-' || i, 'dash-open-' || i, 100 + i)) "
-                "FROM generate_series(1, 100) AS i"
-            )
-        for t in ("compute_auction_rounds", "compute_auction_bids", "compute_auction_clears"):
-            self.sql(db, f"VACUUM ANALYZE compute_auction.{t}")
-
     def measure_dashboard(self, db: str, driver: str, tag: str, http_port: int) -> dict:
         """The driver `driver` serving `db` (its clearing loop kept standing by: the benchmark holds
         the leader lock, so the rounds do not change): the first GET of the dashboard bundle after
@@ -864,8 +886,8 @@ SELECT count(compute_auction.place_bid(
         db = "dashboard"
         log(f"dashboard: {DASH_ROUNDS:,} one-second rounds with clears over the last 24 h, written directly")
         t = time.monotonic()
-        self.build_day_of_rounds(db)
-        res: dict = {"rounds": DASH_ROUNDS, "build_s": time.monotonic() - t, "requests": DASH_REQUESTS}
+        built = history.write_rounds(self, db, DASH_ROUNDS)
+        res: dict = {"rounds": DASH_ROUNDS, "build_s": time.monotonic() - t, "built": built, "requests": DASH_REQUESTS}
         holder = self.conn(db)
         holder.execute("SELECT pg_advisory_lock(%s, %s)", LEADER_LOCK)
         try:
@@ -880,7 +902,7 @@ SELECT count(compute_auction.place_bid(
                 for key, q in sqls.items():
                     c.execute(q).fetchall()
                     ms = []
-                    for _ in range(DASH_REQUESTS):
+                    for _ in range(DASH_SQL_REPS):
                         t = time.perf_counter()
                         c.execute(q).fetchall()
                         ms.append((time.perf_counter() - t) * 1000)
@@ -896,7 +918,20 @@ SELECT count(compute_auction.place_bid(
                 res["ratio_first"] = a / b if b else None
         finally:
             holder.close()
+        res["audit_rows"] = self.audit(db, "dashboard")
+        self.sql("postgres", f'DROP DATABASE "{db}"')
         self.r["dashboard"] = res
+
+    # ----------------------------------------- 6-8. history, batch bids, stress ---
+    def history(self) -> None:
+        self.r["history"] = history.run(self)
+
+    def batch(self) -> None:
+        self.ensure_intake_template()
+        self.r["batch"] = batch.run(self, "intake_tmpl", INTAKE_ACCOUNTS)
+
+    def stress(self) -> None:
+        self.r["stress"] = stress_cell.run(self)
 
     # --------------------------------------------------------- diagnostics ---
     def stmt_breakdown(self, db: str, calls, label: str, n: int) -> dict:
@@ -941,14 +976,7 @@ SELECT count(compute_auction.place_bid(
         n = 300 if self.quick else 2000
         log("diagnostics: statement-level breakdown of one bid (pg_stat_statements, track = all)")
         rnd = random.Random(11)
-        if self.one("postgres", "SELECT count(*) FROM pg_database WHERE datname = 'intake_tmpl'") == 0:
-            self.create_db("intake_tmpl")
-            self.sql(
-                "intake_tmpl",
-                "SELECT count(compute_auction.open_account('acct-' || i, 'agent', %s)) "
-                "FROM generate_series(1, %s) AS i",
-                (INTAKE_TOKENS, INTAKE_ACCOUNTS),
-            )
+        self.ensure_intake_template()
         self.create_db("diag_bids", "intake_tmpl")
         self.sql("diag_bids", "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         self.sql("diag_bids", (HERE / "plpgsql_place_bid.sql").read_text())
@@ -1065,6 +1093,16 @@ SELECT count(compute_auction.place_bid(
     READ_BIDS = """SELECT id, max_price_tokens, task_id, bidder_id FROM compute_auction.compute_auction_bids
  WHERE status = 'open' AND ttl_at > $1 ORDER BY max_price_tokens DESC, placed_at, id LIMIT $2"""
     ELIGIBLE = """SELECT count(*) FROM compute_auction.compute_auction_bids WHERE status = 'open' AND ttl_at <= $1"""
+    # AHEAD of extension/src/clearing.rs (issue 21's LOCK_TOP follow-up read), with the book's
+    # 75th price as the bound, as a round passes it
+    AHEAD = """SELECT id, max_price_tokens, task_id, bidder_id FROM compute_auction.compute_auction_bids
+ WHERE status = 'open' AND ttl_at > $1 AND id <> ALL ($2)
+   AND ($3::bigint IS NULL
+        OR (max_price_tokens >= $3
+            AND (max_price_tokens > $3 OR (placed_at, id) < ($4::timestamptz, $5::bigint))))"""
+    AHEAD_TYPES = "(timestamptz, bigint[], bigint, timestamptz, bigint)"
+    AHEAD_BOUND = """SELECT coalesce(max_price_tokens, 0) FROM compute_auction.compute_auction_bids
+ WHERE status = 'open' ORDER BY max_price_tokens DESC, placed_at, id OFFSET 74 LIMIT 1"""
 
     def plans(self, db: str) -> dict:
         out = {}
@@ -1082,14 +1120,19 @@ SELECT count(compute_auction.place_bid(
             ("LOCK_BIDS as clearing.rs has it now, custom plan", self.LOCK_BIDS_ARRAY, "force_custom_plan"),
             ("READ_BIDS (clearing.rs), generic plan", self.READ_BIDS, "force_generic_plan"),
             ("ELIGIBLE's expired count (clearing.rs), generic plan", self.ELIGIBLE, "force_generic_plan"),
+            ("AHEAD (clearing.rs), generic plan", self.AHEAD, "force_generic_plan"),
+            ("AHEAD (clearing.rs), custom plan", self.AHEAD, "force_custom_plan"),
         ]
         with self.conn(db, autocommit=False) as c:
             for i, (key, q, mode) in enumerate(cases):
                 c.execute(f"SET LOCAL plan_cache_mode = {mode}")
-                c.execute(
-                    f"PREPARE p{i}(timestamptz, bigint) AS {q}" if "$2" in q else f"PREPARE p{i}(timestamptz) AS {q}"
-                )
-                args = "(now(), 75)" if "$2" in q else "(now())"
+                if q is self.AHEAD:
+                    bound = (c.execute(self.AHEAD_BOUND).fetchone() or [0])[0]
+                    types, args = self.AHEAD_TYPES, f"(now(), '{{}}', {int(bound)}, now(), 0)"
+                else:
+                    types = "(timestamptz, bigint)" if "$2" in q else "(timestamptz)"
+                    args = "(now(), 75)" if "$2" in q else "(now())"
+                c.execute(f"PREPARE p{i}{types} AS {q}")
                 rows = c.execute(f"EXPLAIN (ANALYZE, BUFFERS) EXECUTE p{i}{args}").fetchall()
                 out[key] = "\n".join(r[0] for r in rows)
             c.rollback()
@@ -1130,7 +1173,7 @@ SELECT count(compute_auction.place_bid(
         """What fewer statements per bid buy: place_bid (5 SPI statements), the PL/pgSQL copy (the
         same 5), and a PL/pgSQL variant with the same work fused into 2 statements
         (bench/plpgsql_place_bid_fused.sql), 1 client, sync off, interleaved repetitions."""
-        reps, secs = (2, 2) if self.quick else (3, 4)
+        reps, secs = (2, 2) if self.quick else (3, 3)
         log(f"diagnostics: statement fusion experiment ({reps} x {secs} s per variant, 1 client)")
         out = {"reps": reps, "seconds": secs, "tps": {}}
         variants = [
@@ -1163,7 +1206,7 @@ SELECT count(compute_auction.place_bid(
         """CPU time the server process spends per bid (utime + stime of the backend from
         /proc/PID/stat over N bids on one connection, prepared statements): unlike wall-clock
         throughput, this hardly moves with the other load on the machine."""
-        n = 400 if self.quick else 2000
+        n = 400 if self.quick else 1500
         tck = os.sysconf("SC_CLK_TCK")
         rnd = random.Random(5)
 
@@ -1271,7 +1314,7 @@ SELECT count(compute_auction.place_bid(
         per bid in the main parts of the executor. Skipped when perf is not installed."""
         if not shutil.which("perf"):
             return {"skipped": "perf is not installed"}
-        secs = 3 if self.quick else 6
+        secs = 3 if self.quick else 4
         out: dict = {}
         for key, script in (
             ("extension", "place_bid_extension.sql"),
@@ -1446,15 +1489,20 @@ SELECT count(compute_auction.place_bid(
     def run(self) -> None:
         self.snapshot_library()
         self.machine()
-        steps = [
-            ("intake", self.intake),
-            ("clearing", self.clearing),
-            ("read", self.read_path),
-            ("day", self.day),
-            ("dashboard", self.dashboard),
-            ("diag", self.diagnostics),
-        ]
-        for name, f in steps:
+        steps = {
+            "intake": self.intake,
+            "clearing": self.clearing,
+            "depth": self.depth,
+            "read": self.read_path,
+            "day": self.day,
+            "dashboard": self.dashboard,
+            "history": self.history,
+            "batch": self.batch,
+            "diag": self.diagnostics,
+            "stress": self.stress,  # last: it restarts the cluster
+        }
+        for name in SECTIONS:
+            f = steps[name]
             if name not in self.only:
                 continue
             t = time.monotonic()
@@ -1482,8 +1530,9 @@ def main() -> None:
     ap.add_argument("--bindir", required=True)
     ap.add_argument("--driver", required=True)
     ap.add_argument("--root", required=True)
+    ap.add_argument("--data", help="the cluster's data directory (the stress section restarts it)")
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", help="comma-separated sections: intake,clearing,read,day,dashboard,diag")
+    ap.add_argument("--only", help="comma-separated sections: " + ",".join(SECTIONS))
     ap.add_argument(
         "--baseline-driver",
         help="another driver build (e.g. an earlier commit's) whose dashboard is measured beside this one's",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+import report21
+
 LABELS = {
     "extension": "place_bid (extension)",
     "insert": "bare INSERT (floor)",
@@ -152,6 +154,7 @@ def write(r: dict, docs: Path) -> None:
     docs.mkdir(parents=True, exist_ok=True)
     png = docs / "bench_clearing_depth.png"
     have_plot = plot(r, png)
+    have_intake_plot = report21.plot_intake(r, docs / "bench_intake.png")
     m = r.get("machine", {})
     sz = r.get("sizes", {})
     out = []
@@ -177,12 +180,10 @@ def write(r: dict, docs: Path) -> None:
     w("")
     w(
         f"- date: {r.get('started_at')} – {r.get('finished_at')} (UTC); the whole `bench/run` command took "
-        f"{f((r.get('command_s') or r.get('total_s') or 0) / 60, 1)} min (budget: 15 min), of which "
+        f"{f((r.get('command_s') or r.get('total_s') or 0) / 60, 1)} min (budget: 20 min; `--quick` 3 min), of which "
         f"{f((r.get('total_s') or 0) / 60, 1)} min measuring; by section: "
         + ", ".join(
-            f"{k[:-2]} {v:.0f} s"
-            for k, v in (r.get("timings") or {}).items()
-            if k.endswith("_s") and k[:-2] in ("intake", "clearing", "read", "day", "dashboard", "diag")
+            f"{k[:-2]} {v:.0f} s" for k, v in (r.get("timings") or {}).items() if k.endswith("_s") and k != "accounts_s"
         )
     )
     w(
@@ -220,128 +221,27 @@ def write(r: dict, docs: Path) -> None:
 
     # ------------------------------------------------------------------ summary
     cells = r.get("intake", [])
-    get_off = {(c["alternative"], c["clients"]): c for c in cells if c["sync"] == "off"}
-    targets = []
-    clients = sorted({c["clients"] for c in cells})
-    for n in clients:
-        need = 2.0 if n == 1 else 1.5
-        x = ratio(get_off, "client", n)
-        targets.append(
-            (
-                f"place_bid ≥ {need}× client-side statements, {n} client(s), sync off",
-                f"{x:.2f}×" if x else "n/a",
-                None if x is None else x >= need,
-            )
-        )
-    for n in clients:
-        x = ratio(get_off, "plpgsql", n)
-        need = 1.2 if n == 1 else 1.0  # issue 21
-        targets.append(
-            (
-                f"place_bid ≥ {need}× PL/pgSQL, {n} client(s), sync off",
-                f"{x:.2f}×" if x else "n/a",
-                None if x is None else x >= need,
-            )
-        )
-    for n in clients:
-        x = ratio(get_off, "v010", n)
-        if x is not None:
-            targets.append(
-                (
-                    f"place_bid ≥ 1.25× 0.1.0's place_bid, {n} client(s), sync off",
-                    f"{x:.2f}×",
-                    x >= 1.25,
-                )
-            )
-    for n in clients:
-        x = ratio(get_off, "insert", n)
-        targets.append(
-            (
-                f"place_bid ≥ 0.6× bare INSERT, {n} client(s), sync off",
-                f"{x:.2f}×" if x else "n/a",
-                None if x is None else x >= 0.6,
-            )
-        )
     st = r.get("clearing", {}).get("stages", [])
-    c1k = med(st[0]["clear_ms"]) if st else None
-    cmax = med(st[-1]["clear_ms"]) if st else None
-    dmax = st[-1]["depth"] if st else None
-    if st:
-        targets.append(
-            (
-                f"clear_round at {dmax:,} bids ≤ 2× at {st[0]['depth']:,} bids",
-                f"{cmax:.2f} ms vs {c1k:.2f} ms = {cmax / c1k:.2f}×",
-                cmax <= 2 * c1k,
-            )
-        )
-        p74 = med(st[-1]["place74_ms"])
-        targets.append(
-            (
-                f"clear_round at {dmax:,} bids ≤ 74 single-client place_bid calls",
-                f"{cmax:.2f} ms vs {p74:.2f} ms",
-                cmax <= p74,
-            )
-        )
-        rf = [s for s in st if s.get("refund")]
-        if len(rf) >= 2:
-            a, b = med(rf[0]["refund"]["ms"]), med(rf[-1]["refund"]["ms"])
-            targets.append(
-                (
-                    f"refund_unfilled of 1,000 at {rf[-1]['depth']:,} ≤ 2× at {rf[0]['depth']:,}",
-                    f"{b:.1f} ms vs {a:.1f} ms = {b / a:.2f}×",
-                    b <= 2 * a,
-                )
-            )
     rd = r.get("read", {})
-    if rd:
-        x = rd.get("ratio")
-        targets.append(
-            (
-                "order-book over HTTP ≥ 0.5× order_book(100) over SQL",
-                f"{x:.2f}×" if x else "n/a",
-                None if x is None else x >= 0.5,
-            )
-        )
     dy = r.get("day", {})
-    if dy:
-        ok = dy.get("audit_rows") == 0 and (dy.get("rounds_per_s") or 0) >= 0.9
-        targets.append(
-            (
-                "a day: a round every second held, audit() clean",
-                f"{f(dy.get('rounds_per_s'), 2)} rounds/s, audit rows {dy.get('audit_rows')}",
-                ok,
-            )
-        )
-    w("## Targets")
-    w("")
-    w("| target | measured | verdict |")
-    w("|---|---|---|")
-    for name, val, ok in targets:
-        w(f"| {name} | {val} | {verdict(ok)} |")
-    w("")
-    missed = [t for t in targets if t[2] is False]
-    if missed:
-        w(
-            f"{len(missed)} target(s) missed; for each, [Findings](#findings-what-was-tried-and-suggested-fixes) "
-            "at the end says which work was measured to dominate and what was tried, with the measurements in "
-            "[What dominates](#what-dominates)."
-        )
-    else:
-        w("Every target was met in this run.")
-    w("")
+    out.extend(report21.targets_table(r))
     if r.get("errors"):
         w("**Sections that failed in this run:** " + "; ".join(f"{k}: `{v}`" for k, v in r["errors"].items()))
         w("")
+    out.extend(report21.rules_section(r))
 
     # ------------------------------------------------------------------ 1
     w("## 1. Bid intake")
     w("")
     w(
-        f"pgbench (`-M prepared`, `-j` = min(clients, 2)), {sz.get('intake_seconds')} s per cell. For each "
+        f"pgbench (`-M prepared`, `-j` = min(clients, 2)), {sz.get('intake_seconds')} s per cell with "
+        f"`synchronous_commit = off`, {sz.get('intake_seconds_on', sz.get('intake_seconds'))} s with `on` "
+        "(reported, no target). For each "
         "client count and setting, every alternative gets a **fresh database** cloned from one template that "
-        f"has the extension's tables and indexes and {sz.get('intake_accounts', 0):,} funded accounts; the "
-        f"alternatives then take turns in two chunks of {(sz.get('intake_seconds') or 0) // 2} s "
-        "(A B C D A B C D, a `CHECKPOINT` before each chunk), so a burst of other work on this shared machine "
+        f"has the extension's tables and indexes and {sz.get('intake_accounts', 0):,} funded accounts (0.1.0's "
+        "from its own install script and `open_account`); the "
+        "alternatives then take turns in two chunks of half the cell each "
+        "(A B C D E A B C D E, a `CHECKPOINT` before each chunk), so a burst of other work on this shared machine "
         "hits all of them rather than one; the figure is the mean of the two chunks (each chunk is in the collapsed "
         "table "
         "below). The running order rotates from one client count to the next. Every transaction bids "
@@ -367,6 +267,11 @@ def write(r: dict, docs: Path) -> None:
         "wallet update + ledger row), `SECURITY DEFINER` with the same pinned `search_path`, in the schema "
         "`bench_plpgsql` of its own database."
     )
+    w(
+        "- **0.1.0's place_bid**: the release built from commit `0a1e601` (its library and install script, "
+        "installed beside this build by `bench/run`), in a database created with "
+        "`CREATE EXTENSION compute_auction VERSION '0.1.0'`; the same pgbench script as place_bid."
+    )
     w("")
     w(
         "After every cell except the bare INSERT, `compute_auction.audit()` is run on that database: "
@@ -375,15 +280,19 @@ def write(r: dict, docs: Path) -> None:
             if cells
             else "n/a"
         )
-        + " row(s) (0 = books consistent, so all three did the full bookkeeping)."
+        + " row(s) (0 = books consistent, so every alternative did the full bookkeeping)."
     )
     w("")
+    if have_intake_plot:
+        w("![place_bid throughput per alternative](bench_intake.png)")
+        w("")
     for sync, what in (("off", "the CPU cost; the targets apply here"), ("on", "durable; reported")):
         w(f"### synchronous_commit = {sync} ({what})")
         w("")
         w("Transactions per second (average latency):")
         w("")
-        w(intake_table(cells, sync) if cells else "_not measured_")
+        have = any(c["sync"] == sync for c in cells)
+        w(intake_table(cells, sync) if have else "_not measured_ (`--quick` measures `synchronous_commit = off` only)")
         w("")
     if cells:
         w("<details><summary>Each chunk's tps</summary>")
@@ -473,8 +382,10 @@ def write(r: dict, docs: Path) -> None:
         w("_not measured_")
         w("")
 
+    out.extend(report21.depth_section(r))
+
     # ------------------------------------------------------------------ 3
-    w("## 3. Read path")
+    w("## 4. Read path")
     w("")
     if rd:
         w(
@@ -500,7 +411,7 @@ def write(r: dict, docs: Path) -> None:
         w("")
 
     # ------------------------------------------------------------------ 4
-    w("## 4. A realistic day")
+    w("## 5. A realistic day")
     w("")
     if dy:
         u = dy.get("used", {})
@@ -551,7 +462,7 @@ def write(r: dict, docs: Path) -> None:
         w("")
 
     # ------------------------------------------------------------------ 5
-    w("## 5. The dashboard after a day of rounds")
+    w("## 6. The dashboard after a day of rounds")
     w("")
     db = r.get("dashboard", {})
     if db:
@@ -592,8 +503,15 @@ def write(r: dict, docs: Path) -> None:
         )
         w("")
     else:
-        w("_not measured_")
+        w(
+            "_not measured_ (this section runs with `--baseline-driver PATH` or `--only dashboard`; section 7 "
+            "measures the dashboard after an hour and after the long history)"
+        )
         w("")
+
+    out.extend(report21.history_section(r))
+    out.extend(report21.batch_section(r))
+    out.extend(report21.stress_section(r))
 
     # ------------------------------------------------------------------ analysis
     d = r.get("diag", {})
@@ -717,6 +635,12 @@ def write(r: dict, docs: Path) -> None:
                     f"{f(med(v) / base, 2) + '×' if base and v else 'n/a'} |"
                 )
             w("")
+    bt = (r.get("batch") or {}).get("breakdown")
+    if bt:
+        w("### One submit_bids_for_tasks call (section 8)")
+        w("")
+        w(breakdown_table(bt, 12))
+        w("")
     w("### clear_round and refund_unfilled on the largest book")
     w("")
     cg = d.get("clear_generic")
@@ -747,6 +671,7 @@ def write(r: dict, docs: Path) -> None:
             f"{a['ms'] / 1000:.1f} s. " + ("; ".join(f"{x[0]}: {x[1]}" for x in a["first"]))
         )
         w("")
+    out.extend(report21.audit_section(r))
     notes = Path(__file__).resolve().parent / "NOTES.md"
     if notes.exists():
         w(notes.read_text().strip())
