@@ -1,7 +1,7 @@
 //! One full market cycle for schedulers (pg_cron or anything that can run SQL), its pg_cron
 //! registration, and bid advice (price_to_win).
 
-use compute_auction_core::{bid_status_sql, book_order_sql, clearing as rule, slot_order_sql, validate};
+use compute_auction_core::{bid_status_sql, book_order_sql, clearing as rule, percentiles, slot_order_sql, validate};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 
@@ -125,9 +125,9 @@ fn unschedule_clearing() -> bool {
     })
 }
 
-/// The free slots' reserves and the last 24 h's clearing-price p50 and p90, exact, from the
-/// recent prices' histogram (summaries.rs), so the cost follows the distinct prices, not the
-/// rounds, of the window.
+/// The free slots' reserves and the last 24 h's clearing prices as a histogram (summaries.rs),
+/// whose exact p50 and p90 compute_auction_core::percentiles computes: the cost follows the
+/// window's distinct prices, not its rounds.
 const ADVICE: &str = concat!(
     "
 SELECT array(SELECT reserve_price_tokens FROM compute_auction.compute_slots
@@ -135,9 +135,9 @@ SELECT array(SELECT reserve_price_tokens FROM compute_auction.compute_slots
               ORDER BY ",
     slot_order_sql!(),
     "),
-       q.p50, q.p90
+       q.prices, q.counts, q.adj_prices, q.adj_counts
   FROM ",
-    recent_percentiles_sql!(),
+    recent_histogram_sql!(),
     " AS q"
 );
 
@@ -161,8 +161,11 @@ fn price_to_win() -> pgrx::JsonB {
     spi::with_read(|c| {
         let t = spi::read(c, ADVICE, &[]).first();
         let reserves: Vec<i64> = spi::get(&t, 1).unwrap_or_default();
-        let p50: Option<i64> = spi::get(&t, 2);
-        let p90: Option<i64> = spi::get(&t, 3);
+        let col = |i: usize| -> Vec<i64> { spi::get(&t, i).unwrap_or_default() };
+        let adjust: Vec<(i64, i64)> = col(4).into_iter().zip(col(5)).collect();
+        let recent = percentiles::merge(&col(2), &col(3), &adjust);
+        let p50 = percentiles::percentile_disc(&recent, 0.5);
+        let p90 = percentiles::percentile_disc(&recent, 0.9);
         let n = compute_auction_core::tokens::count(reserves.len());
         let top: Vec<i64> = spi::first(spi::read(c, TOP_BIDS, &[n.into()]), 1).unwrap_or_default();
         pgrx::JsonB(serde_json::json!({

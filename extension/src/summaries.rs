@@ -34,13 +34,13 @@ macro_rules! minute_of_sql {
     };
 }
 
-/// p50 and p90 (percentile_disc: the first price whose cumulative count reaches
-/// ceil(fraction x rounds)) of the priced rounds with cleared_at >= now() - the advice window,
-/// as columns `p50`, `p90`: the histogram, plus the rounds in the window it does not count yet
-/// (cleared at or after the window start but before `since`), minus those it still counts
-/// (cleared at or after `since` but before the window start). Only the rounds between the two
-/// bounds are read: about one clearing interval's worth.
-macro_rules! recent_percentiles_sql {
+/// The clearing prices of the priced rounds with cleared_at >= now() - the advice window, as a
+/// histogram to be merged (compute_auction_core::percentiles): columns `prices`, `counts` (the
+/// recent prices' histogram, in price order) and `adj_prices`, `adj_counts`: the rounds in the
+/// window it does not count yet (cleared at or after the window start but before `since`: +1)
+/// and those it still counts (cleared at or after `since` but before the window start: -1).
+/// Only the rounds between the two bounds are read: about one clearing interval's worth.
+macro_rules! recent_histogram_sql {
     () => {
         concat!(
             "(WITH s AS (
@@ -50,22 +50,16 @@ macro_rules! recent_percentiles_sql {
             advice_window_sql!(),
             " AS w
 ), adj AS (
-    SELECT r.clearing_price_tokens AS p, sum(CASE WHEN r.cleared_at < s.w THEN -1 ELSE 1 END) AS n
+    SELECT r.clearing_price_tokens AS p, sum(CASE WHEN r.cleared_at < s.w THEN -1 ELSE 1 END)::bigint AS n
       FROM compute_auction.compute_auction_rounds AS r, s
      WHERE r.cleared_at >= least(s.since, s.w) AND r.cleared_at < greatest(s.since, s.w)
        AND r.clearing_price_tokens IS NOT NULL
      GROUP BY 1
-), h AS (
-    SELECT p, sum(n) AS n
-      FROM (SELECT clearing_price_tokens AS p, rounds AS n FROM compute_auction.recent_prices
-            UNION ALL SELECT p, n FROM adj) AS x
-     GROUP BY p HAVING sum(n) > 0
-), c AS (
-    SELECT p, sum(n) OVER (ORDER BY p) AS cum, sum(n) OVER () AS total FROM h
 )
-SELECT min(p) FILTER (WHERE cum >= pg_catalog.ceil(0.5::float8 * total::float8)) AS p50,
-       min(p) FILTER (WHERE cum >= pg_catalog.ceil(0.9::float8 * total::float8)) AS p90
-  FROM c)"
+SELECT array(SELECT clearing_price_tokens FROM compute_auction.recent_prices ORDER BY 1) AS prices,
+       array(SELECT rounds FROM compute_auction.recent_prices ORDER BY clearing_price_tokens) AS counts,
+       array(SELECT p FROM adj ORDER BY p) AS adj_prices,
+       array(SELECT n FROM adj ORDER BY p) AS adj_counts)"
         )
     };
 }
