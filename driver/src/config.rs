@@ -88,6 +88,17 @@ pub struct ServeArgs {
     #[arg(long, env = "COMPUTE_AUCTION_INTERVAL", default_value = "10s", value_parser = parse_interval_arg)]
     pub interval: Duration,
 
+    /// Retention: prune the market's finished history older than this (rounds, finished bids
+    /// and clears; ledger entries compacted into one checkpoint per account) with
+    /// compute_auction.prune_history, once at start and then every --prune-every, while leading.
+    /// Accepts "30d", "12h", or plain seconds. Default: off (nothing is pruned).
+    #[arg(long, env = "COMPUTE_AUCTION_RETAIN", value_parser = parse_duration_arg)]
+    pub retain: Option<Duration>,
+
+    /// With --retain: time between prunes.
+    #[arg(long, env = "COMPUTE_AUCTION_PRUNE_EVERY", default_value = "1h", value_parser = parse_interval_arg)]
+    pub prune_every: Duration,
+
     /// Address the HTTP server listens on.
     #[arg(long, env = "COMPUTE_AUCTION_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,

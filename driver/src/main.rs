@@ -210,6 +210,8 @@ async fn serve(pg: tokio_postgres::Config, args: ServeArgs) -> ExitCode {
             daily_budget_tokens: args.daily_budget_tokens,
             max_backoff: args.max_backoff,
             step_timeouts: args.cycle.step_timeouts(),
+            retain: args.retain,
+            prune_every: args.prune_every,
             version_checked,
         },
         metrics.clone(),
