@@ -120,12 +120,19 @@ SELECT (SELECT count(*) FROM dr), (SELECT count(*) FROM ds), (SELECT count(*) FR
 /// its first entry that must stay (of a live bid, or of a bid with pending entries), when there
 /// are at least two, are replaced by one checkpoint. Only a prefix of each account's ledger is
 /// compacted, so the checkpoint comes before every entry left, and every entry's balance_after
-/// is still the running sum of the deltas up to it. The newest of them becomes the checkpoint (so it keeps its id, at, balance_after
-/// and held_after) and the others are deleted; when their deltas sum to zero in both columns
-/// (the CHECK forbids an all-zero row) all of them are deleted. Their idempotency keys at or after
-/// $4 move to idempotency_keys, their refunds to compacted_totals. An account whose sums would
-/// not fit in a bigint is left as it is. Nobody else locks ledger rows, and the UPDATE keeps
-/// account_id (no foreign-key check, no account lock).
+/// is still the running sum of the deltas up to it. The newest of them becomes the checkpoint
+/// (so it keeps its id, at, balance_after and held_after) and the others are deleted; when their
+/// deltas sum to zero in both columns (the CHECK forbids an all-zero row) all of them are
+/// deleted. Their idempotency keys at or after $4 move to idempotency_keys, their refunds to
+/// compacted_totals. An account whose sums would not fit in a bigint is left as it is. Nobody
+/// else locks ledger rows, and the UPDATE keeps account_id (no foreign-key check, no account
+/// lock).
+///
+/// What the chunks before it in this call left is passed in, so nothing before the cursor is
+/// read again: $5, the accounts that met an entry that must stay (nothing after it is
+/// compacted), and $6, the ids of the entries left that may still be compacted (each account's
+/// checkpoint so far, or its single entry), which are compacted again with this chunk's. The
+/// statement returns both for the next chunk.
 const COMPACT: &str = concat!(
     "
 WITH scan AS MATERIALIZED (
@@ -134,26 +141,13 @@ WITH scan AS MATERIALIZED (
 ), stop AS MATERIALIZED (
     SELECT min(id) AS id FROM scan WHERE at >= $1
 ), pre AS MATERIALIZED (
-    -- the chunk's accounts, and whether an entry that must stay (of a live bid, or of a bid with
-    -- pending entries) is among what is left of them before the chunk: then nothing after it is
-    -- compacted (found at once: it comes first)
-    SELECT a.account_id,
-           EXISTS (SELECT 1 FROM compute_auction.token_ledger AS l
-                    WHERE l.account_id = a.account_id AND l.id <= $2 AND l.bid_id IS NOT NULL
-                      AND (EXISTS (SELECT 1 FROM compute_auction.compute_auction_bids AS b
-                                    WHERE b.id = l.bid_id AND b.status IN ",
-    bid_status_sql!(live),
-    ")
-                           OR EXISTS (SELECT 1 FROM compute_auction.pending_entries AS p
-                                       WHERE p.bid_id = l.bid_id))) AS blocked
+    SELECT a.account_id, a.account_id = ANY ($5::text[]) AS blocked
       FROM (SELECT DISTINCT account_id FROM scan) AS a
 ), prev AS MATERIALIZED (
-    -- what is left before the chunk of an account that is not blocked: its checkpoint of the
-    -- chunks before (and single entries), compacted again with this chunk's
     SELECT l.id, l.account_id, l.at, l.bid_id, l.entry_kind, l.delta_balance, l.delta_held, l.idempotency_key,
            l.balance_after
-      FROM pre JOIN compute_auction.token_ledger AS l ON l.account_id = pre.account_id AND l.id <= $2
-     WHERE NOT pre.blocked
+      FROM compute_auction.token_ledger AS l JOIN pre USING (account_id)
+     WHERE l.id = ANY ($6::bigint[]) AND NOT pre.blocked
 ), kept AS MATERIALIZED (
     -- per account, its first entry in the chunk that must stay
     SELECT s.account_id, min(s.id) AS id FROM scan AS s
@@ -213,7 +207,11 @@ WITH scan AS MATERIALIZED (
            entries = compute_auction.compacted_totals.entries + EXCLUDED.entries
 )
 SELECT (SELECT count(*) FROM d), (SELECT count(*) FROM u), (SELECT count(*) FROM scan),
-       (SELECT max(id) FROM scan), (SELECT id IS NOT NULL FROM stop), (SELECT count(*) FROM k)"
+       (SELECT max(id) FROM scan), (SELECT id IS NOT NULL FROM stop), (SELECT count(*) FROM k),
+       ARRAY(SELECT account_id FROM kept UNION SELECT unnest($5::text[])),
+       ARRAY(SELECT id FROM e WHERE account_id NOT IN (SELECT account_id FROM g)
+             UNION ALL SELECT newest FROM g WHERE NOT (db = 0 AND dh = 0)
+             UNION ALL SELECT x FROM unnest($6::bigint[]) AS x WHERE x NOT IN (SELECT id FROM e))"
 );
 
 /// One chunk of the kept idempotency keys older than their horizon. Only prune_history writes
@@ -295,8 +293,19 @@ fn compact_ledger(
     let mut removed = 0_i64;
     let mut cursor = 0_i64;
     let mut full = false;
+    // what the chunks so far left: the accounts blocked by an entry that must stay, and the
+    // entries left that may be compacted again (see COMPACT)
+    let mut blocked: Vec<String> = Vec::new();
+    let mut left: Vec<i64> = Vec::new();
     while removed < lim::MAX_ROWS_PER_CALL {
-        let args: [DatumWithOid<'_>; 4] = [horizon.into(), cursor.into(), lim::CHUNK_ROWS.into(), key_horizon.into()];
+        let args: [DatumWithOid<'_>; 6] = [
+            horizon.into(),
+            cursor.into(),
+            lim::CHUNK_ROWS.into(),
+            key_horizon.into(),
+            std::mem::take(&mut blocked).into(),
+            std::mem::take(&mut left).into(),
+        ];
         let t = spi::run(c, COMPACT, &args).first();
         removed += spi::get_req::<i64>(&t, 1);
         let stopped: bool = spi::get(&t, 5).unwrap_or(false);
@@ -305,6 +314,8 @@ fn compact_ledger(
             break;
         }
         cursor = spi::get_req(&t, 4);
+        blocked = spi::get(&t, 7).unwrap_or_default();
+        left = spi::get(&t, 8).unwrap_or_default();
     }
     Removed { table: TABLES[4], rows: removed, more: stopped_at_budget(removed, lim::MAX_ROWS_PER_CALL, full) }
 }
