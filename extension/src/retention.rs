@@ -99,9 +99,11 @@ WITH c AS MATERIALIZED (
      ORDER BY r.cleared_at, r.round_id
      LIMIT $4
 ), ok AS MATERIALIZED (
+    -- (the newest round is excluded here, on c, not as a range on the table: a range would let
+    -- the planner read every older round through the primary key instead of the chunk's)
     SELECT r.round_id FROM compute_auction.compute_auction_rounds AS r
-     WHERE r.round_id IN (SELECT round_id FROM c)
-       AND r.round_id < (SELECT max(round_id) FROM compute_auction.compute_auction_rounds)
+     WHERE r.round_id IN (SELECT round_id FROM c
+                           WHERE round_id < (SELECT max(round_id) FROM compute_auction.compute_auction_rounds))
        AND NOT EXISTS (SELECT 1 FROM compute_auction.compute_auction_clears AS x WHERE x.round_id = r.round_id)
        AND NOT EXISTS (SELECT 1 FROM compute_auction.pending_entries AS p WHERE p.round_id = r.round_id)
        FOR UPDATE OF r SKIP LOCKED
@@ -226,6 +228,14 @@ WITH d AS (
 )
 SELECT count(*) FROM d";
 
+// The tables each statement reads: its plan is made again when one that was small has grown
+// (spi::run_sized), so a plan made on a young market's tiny tables does not stay.
+const PRUNE_BIDS_TABLES: [&std::ffi::CStr; 4] =
+    [c"compute_auction_bids", c"compute_auction_clears", c"token_ledger", c"pending_entries"];
+const PRUNE_ROUNDS_TABLES: [&std::ffi::CStr; 4] =
+    [c"compute_auction_rounds", c"compute_auction_clears", c"round_skips", c"pending_entries"];
+const COMPACT_TABLES: [&std::ffi::CStr; 3] = [c"token_ledger", c"compute_auction_bids", c"pending_entries"];
+
 /// What one call removed from one table, and whether it stopped at its budget.
 struct Removed {
     table: &'static str,
@@ -250,7 +260,7 @@ fn prune_bids(c: &mut SpiClient<'_>, horizon: TimestampWithTimeZone) -> (Removed
     let mut full = false;
     while bids < lim::MAX_ROWS_PER_CALL {
         let args: [DatumWithOid<'_>; 4] = [horizon.into(), cursor.0.into(), cursor.1.into(), lim::CHUNK_ROWS.into()];
-        let t = spi::run(c, PRUNE_BIDS, &args).first();
+        let t = spi::run_sized(c, PRUNE_BIDS, &args, &PRUNE_BIDS_TABLES).first();
         bids += spi::get_req::<i64>(&t, 1);
         clears += spi::get_req::<i64>(&t, 2);
         full = spi::get_req::<i64>(&t, 3) >= lim::CHUNK_ROWS;
@@ -271,7 +281,7 @@ fn prune_rounds(c: &mut SpiClient<'_>, horizon: TimestampWithTimeZone) -> (Remov
     let mut full = false;
     while rounds < lim::MAX_ROWS_PER_CALL {
         let args: [DatumWithOid<'_>; 4] = [horizon.into(), cursor.0.into(), cursor.1.into(), lim::CHUNK_ROWS.into()];
-        let t = spi::run(c, PRUNE_ROUNDS, &args).first();
+        let t = spi::run_sized(c, PRUNE_ROUNDS, &args, &PRUNE_ROUNDS_TABLES).first();
         rounds += spi::get_req::<i64>(&t, 1);
         skips += spi::get_req::<i64>(&t, 2);
         full = spi::get_req::<i64>(&t, 3) >= lim::CHUNK_ROWS;
@@ -306,7 +316,7 @@ fn compact_ledger(
             std::mem::take(&mut blocked).into(),
             std::mem::take(&mut left).into(),
         ];
-        let t = spi::run(c, COMPACT, &args).first();
+        let t = spi::run_sized(c, COMPACT, &args, &COMPACT_TABLES).first();
         removed += spi::get_req::<i64>(&t, 1);
         let stopped: bool = spi::get(&t, 5).unwrap_or(false);
         full = spi::get_req::<i64>(&t, 3) >= lim::CHUNK_ROWS && !stopped;
@@ -325,8 +335,11 @@ fn expire_keys(c: &mut SpiClient<'_>, key_horizon: TimestampWithTimeZone) -> Rem
     let mut removed = 0_i64;
     let mut full = false;
     while removed < lim::MAX_ROWS_PER_CALL {
-        let n: i64 =
-            spi::first(spi::run(c, EXPIRE_KEYS, &[key_horizon.into(), lim::CHUNK_ROWS.into()]), 1).unwrap_or(0);
+        let n: i64 = spi::first(
+            spi::run_sized(c, EXPIRE_KEYS, &[key_horizon.into(), lim::CHUNK_ROWS.into()], &[c"idempotency_keys"]),
+            1,
+        )
+        .unwrap_or(0);
         removed += n;
         full = n >= lim::CHUNK_ROWS;
         if !full {
