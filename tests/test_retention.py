@@ -649,3 +649,61 @@ def test_a_second_prune_does_not_wait_for_the_first(cluster, fresh_db_url, conn)
         first.commit()
     assert conn.execute("SELECT compute_auction.deposit('p', 5, 'r', 'k')").fetchone() == (1005,)
     assert_audit_clean(conn)
+
+
+def test_entries_that_sum_to_zero_leave_no_checkpoint_and_their_key_still_answers(conn):
+    """An account whose compacted entries sum to zero in both columns gets no checkpoint (the
+    ledger's CHECK forbids an all-zero row): its entries before the horizon are simply gone, the
+    balances (zero) still equal the sums, and a retry of its keyed deposit still moves nothing."""
+    conn.execute("SELECT compute_auction.open_account('z', 'agent', 0)")
+    assert conn.execute("SELECT compute_auction.deposit('z', 5, 'r', 'z-1')").fetchone() == (5,)
+    assert conn.execute("SELECT compute_auction.withdraw('z', 5, 'out')").fetchone() == (0,)
+    removed = prune_all(conn, "0")
+    assert removed["token_ledger"] == 2
+    assert rows(conn, "SELECT * FROM compute_auction.token_ledger WHERE account_id = 'z'") == []
+    assert_audit_clean(conn)
+    before = rows(conn, ACCOUNTS)
+    assert conn.execute("SELECT compute_auction.deposit('z', 5, 'r', 'z-1')").fetchone() == (5,)
+    assert rows(conn, ACCOUNTS) == before
+    assert rows(conn, "SELECT count(*) FROM compute_auction.token_ledger WHERE account_id = 'z'") == [(0,)]
+
+
+def test_rows_a_participant_holds_are_skipped_not_waited_for(fresh_db_url, conn):
+    """A transaction holding a finished bid, a finished clear and an old round (row locks, as a
+    participant's open transaction may) does not make prune_history wait: the call completes
+    (its statement timeout only detects a hang), removes everything else, and leaves those rows
+    and what depends on them; once the holder ends, the next prune removes them."""
+    conn.execute("SELECT compute_auction.open_account(a, 'agent', 10000) FROM unnest(ARRAY['a', 'b', 'c']) a")
+    conn.execute("SELECT compute_auction.offer_slot(s, now() - interval '1 minute') FROM unnest(ARRAY['s1', 's2']) s")
+    bids = {}
+    for a, task, price in [("a", "ta", 300), ("b", "tb", 200), ("c", "tc", 100)]:
+        bids[task] = conn.execute("SELECT compute_auction.place_bid(%s, %s, %s)", (a, task, price)).fetchone()[0]
+    conn.execute("SELECT * FROM compute_auction.clear_round()")
+    conn.execute("SELECT compute_auction.settle('s1', 1, 1.0)")
+    conn.execute("SELECT compute_auction.settle('s2', 1, 1.0)")
+    conn.execute("SELECT compute_auction.cancel_bid(%s)", (bids["tc"],))
+    conn.execute("SELECT * FROM compute_auction.clear_round()")  # an empty round, the newest
+    round_a = conn.execute(
+        "SELECT round_id FROM compute_auction.compute_auction_clears WHERE bid_id = %s", (bids["ta"],)
+    ).fetchone()[0]
+    with psycopg.connect(fresh_db_url) as holder:
+        holder.execute("SELECT 1 FROM compute_auction.compute_auction_bids WHERE id = %s FOR UPDATE", (bids["tc"],))
+        holder.execute(
+            "SELECT 1 FROM compute_auction.compute_auction_clears WHERE bid_id = %s FOR UPDATE", (bids["tb"],)
+        )
+        conn.execute("SET statement_timeout = '30s'")
+        removed = prune_all(conn, "0")
+        conn.execute("RESET statement_timeout")
+        left = rows(conn, "SELECT id FROM compute_auction.compute_auction_bids ORDER BY id")
+        assert left == [(bids["tb"],), (bids["tc"],)]
+        assert removed["compute_auction_bids"] == 1 and removed["compute_auction_clears"] == 1
+        # the round the held clear references stays with it (a and b won the same round)
+        assert rows(conn, "SELECT round_id FROM compute_auction.compute_auction_rounds WHERE round_id = %s", (round_a,))
+        assert_audit_clean(conn)
+        holder.rollback()
+    removed = prune_all(conn, "0")
+    assert removed["compute_auction_bids"] == 2 and removed["compute_auction_clears"] == 1
+    assert rows(conn, "SELECT count(*) FROM compute_auction.compute_auction_bids") == [(0,)]
+    assert rows(conn, "SELECT count(*) FROM compute_auction.compute_auction_rounds") == [(1,)]
+    assert_audit_clean(conn)
+    assert rows(conn, CHAINS_BROKEN) == []
