@@ -33,12 +33,90 @@ pub struct SchedulerConfig {
     pub daily_budget_tokens: Option<i64>,
     pub max_backoff: Duration,
     pub step_timeouts: StepTimeouts,
-    /// Retention (--retain): prune history older than this every `prune_every`; None: never.
-    pub retain: Option<Duration>,
-    pub prune_every: Duration,
     /// Whether the extension's version was found good at start-up; if not (the database was
     /// unreachable then), the loop checks it on its first connection and stops on a bad one.
     pub version_checked: bool,
+}
+
+/// Retention (`serve --retain`): what the pruner does and how often.
+#[derive(Debug, Clone)]
+pub struct PrunerConfig {
+    /// Prune the history older than this.
+    pub retain: Duration,
+    /// Time between prune passes.
+    pub every: Duration,
+    pub step_timeouts: StepTimeouts,
+}
+
+/// One prune pass calls prune_history at most this many times (each call removes a bounded
+/// number of rows per table and says whether there is more); the rest waits for the next pass.
+const PRUNE_CALLS_PER_PASS: u32 = 20;
+/// How often the pruner looks whether this driver leads (it prunes only while it does).
+const PRUNER_POLL: Duration = Duration::from_secs(5);
+
+/// The pruner (`serve --retain`): on its own connection, never the clearing loop's (a prune
+/// pass must not delay a round) nor the HTTP pool's. While this driver leads, once at once and
+/// then every `every`, it calls compute_auction.prune_history until it reports nothing more (at
+/// most PRUNE_CALLS_PER_PASS calls), each call its own transaction. A failure is logged and
+/// counted (compute_auction_prune_errors_total) and the pass retried at the next poll.
+pub async fn run_pruner(
+    pg_config: tokio_postgres::Config,
+    cfg: PrunerConfig,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    tracing::info!(retain_s = cfg.retain.as_secs(), every_s = cfg.every.as_secs(), "retention: pruner started");
+    let mut conn: Option<Session> = None;
+    let mut last_pass: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(PRUNER_POLL.min(cfg.every)) => {}
+            r = shutdown.changed() => { if r.is_err() { break; } }
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+        if !metrics.is_leader() || last_pass.is_some_and(|t| t.elapsed() < cfg.every) {
+            continue;
+        }
+        if conn.as_ref().is_none_or(|c| c.is_closed()) {
+            match db::connect(&pg_config).await {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    metrics.prune_errors.increment(1);
+                    tracing::warn!(error = %e, "retention: cannot connect; retried at the next poll");
+                    continue;
+                }
+            }
+        }
+        let Some(client) = conn.as_mut() else { continue };
+        let mut removed = 0_i64;
+        let mut failed = false;
+        for _ in 0..PRUNE_CALLS_PER_PASS {
+            if *shutdown.borrow() {
+                break;
+            }
+            match db::prune_history(client, cfg.retain, cfg.step_timeouts).await {
+                Ok(p) => {
+                    removed = removed.saturating_add(p.rows_removed);
+                    metrics.pruned_rows.increment(u64::try_from(p.rows_removed).unwrap_or(0));
+                    if !p.more {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    metrics.prune_errors.increment(1);
+                    tracing::error!(error = %e, "retention: prune_history failed; retried at the next poll");
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if !failed {
+            last_pass = Some(Instant::now());
+            tracing::info!(retain_s = cfg.retain.as_secs(), rows_removed = removed, "pruned history");
+        }
+    }
 }
 
 /// Capped exponential backoff: base, 2·base, 4·base, ... up to cap.
@@ -168,13 +246,7 @@ pub struct Scheduler {
     last_fallback_attempt: Option<Instant>,
     /// After stepping down on a privilege error: no attempt to lead before this.
     hold_off_until: Option<Instant>,
-    /// When the last prune ran (None: not yet, so the first leading tick prunes).
-    last_prune: Option<Instant>,
 }
-
-/// One prune pass calls prune_history at most this many times (each call removes a bounded
-/// number of rows per table and says whether there is more); the rest waits for the next pass.
-const PRUNE_CALLS_PER_PASS: u32 = 20;
 
 /// How long a driver that stepped down on a privilege error waits before it checks its rights
 /// and tries to lead again: long enough for another driver to take over, so that drivers whose
@@ -193,7 +265,6 @@ impl Scheduler {
             leading: false,
             last_fallback_attempt: None,
             hold_off_until: None,
-            last_prune: None,
         }
     }
 
@@ -416,7 +487,6 @@ impl Scheduler {
         };
         let cycle = run_cycle(client, self.cfg.assignment_timeout, self.cfg.step_timeouts).await;
         let tick = self.record(&cycle).await;
-        self.maybe_prune().await;
         if let Some((step, e)) = cycle.rights_error() {
             // this role may not run the market: let a driver that may lead (other failures,
             // which every driver would meet alike, never make a leader step down)
@@ -433,35 +503,6 @@ impl Scheduler {
             self.hold_off_until = Some(Instant::now() + hold_off(self.cfg.interval));
         }
         tick
-    }
-
-    /// With --retain, every --prune-every: prune_history until it says there is no more (at most
-    /// PRUNE_CALLS_PER_PASS calls). A failure is logged and counted; the next pass retries.
-    async fn maybe_prune(&mut self) {
-        let Some(retain) = self.cfg.retain else { return };
-        if self.last_prune.is_some_and(|t| t.elapsed() < self.cfg.prune_every) {
-            return;
-        }
-        self.last_prune = Some(Instant::now());
-        let Some(client) = self.leader_conn.as_mut() else { return };
-        let mut removed = 0_i64;
-        for _ in 0..PRUNE_CALLS_PER_PASS {
-            match db::prune_history(client, retain, self.cfg.step_timeouts).await {
-                Ok(p) => {
-                    removed = removed.saturating_add(p.rows_removed);
-                    self.metrics.pruned_rows.increment(u64::try_from(p.rows_removed).unwrap_or(0));
-                    if !p.more {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    self.metrics.prune_errors.increment(1);
-                    tracing::error!(error = %e, "prune_history failed; retried at the next pass");
-                    return;
-                }
-            }
-        }
-        tracing::info!(retain_s = retain.as_secs(), rows_removed = removed, "pruned history");
     }
 
     async fn record(&mut self, cycle: &Cycle) -> Tick {

@@ -8,8 +8,9 @@
 //! horizon, up to its first entry of a live bid or of a bid with pending entries) are compacted
 //! into one `checkpoint` entry (their summed deltas, with the id, at, balance_after and
 //! held_after of the newest of them), so `balance_tokens = sum(delta_balance)`, the id order and
-//! every `balance_after` (the running sum up to its entry) hold as before; the idempotency keys of compacted deposits and
-//! withdrawals move to `idempotency_keys` and are kept for the key window.
+//! every `balance_after` (the running sum up to its entry) hold as before; the idempotency keys
+//! of compacted deposits and withdrawals move to `idempotency_keys` and are kept for the key
+//! window.
 //!
 //! Locks and waiting: one prune at a time (a try-lock: a second call returns at once); every
 //! statement is one chunk of at most `CHUNK_ROWS` rows and locks the rows it removes with
