@@ -87,6 +87,9 @@ GRANT EXECUTE ON FUNCTION
     compute_auction.clear_round_summary(timestamptz),
     compute_auction.schedule_clearing(text),
     compute_auction.unschedule_clearing(),
+    compute_auction.prune_history(interval),
+    compute_auction.schedule_pruning(interval, text),
+    compute_auction.unschedule_pruning(),
     compute_auction.audit(),
     compute_auction.unresolved_roles(),
     compute_auction.rebuild_round_summaries()

@@ -529,6 +529,85 @@ $grant$;
 SELECT compute_auction.rebuild_round_summaries();
 
 ---------------------------------------------------------------------------------------------
+-- 2.9 Issue 24, retention: prune_history (with its pg_cron registration), the ledger's new
+--     checkpoint entry kind, the idempotency keys kept past compaction, the compacted refunds
+--     audit() still counts, and the finished-bids index the prune reads.
+---------------------------------------------------------------------------------------------
+ALTER TABLE compute_auction.token_ledger DROP CONSTRAINT token_ledger_entry_kind_check;
+ALTER TABLE compute_auction.token_ledger ADD CONSTRAINT token_ledger_entry_kind_check CHECK (entry_kind IN (
+    'open', 'deposit', 'withdraw', 'escrow', 'release', 'refund', 'charge', 'premium', 'checkpoint'));
+COMMENT ON TABLE compute_auction.token_ledger IS
+    'Journal of every wallet change, appended to by each change: for every account, balance_tokens = sum(delta_balance) and held_tokens = sum(delta_held). prune_history is the only other writer: it replaces the oldest entries of an account, those before its horizon up to the account''s first entry of a live bid or of a bid with pending entries, by one checkpoint entry with their summed deltas and the id, at, balance_after and held_after of the newest entry it replaces, so every sum, the id order and every later entry (balance_after included) stay as they were.';
+CREATE INDEX compute_auction_bids_finished_idx
+    ON compute_auction.compute_auction_bids (updated_at, id) WHERE status IN ('settled', 'expired', 'cancelled', 'aborted');
+
+CREATE TABLE compute_auction.idempotency_keys (
+    account_id      text        NOT NULL,
+    entry_kind      text        NOT NULL CHECK (entry_kind IN ('deposit', 'withdraw')),
+    idempotency_key text        NOT NULL,
+    delta_balance   bigint      NOT NULL,
+    balance_after   bigint      NOT NULL,
+    at              timestamptz NOT NULL,
+    PRIMARY KEY (account_id, entry_kind, idempotency_key)
+);
+CREATE INDEX idempotency_keys_at_idx ON compute_auction.idempotency_keys (at);
+CREATE TABLE compute_auction.compacted_totals (
+    id              int    PRIMARY KEY CHECK (id = 1),
+    tokens_refunded bigint NOT NULL DEFAULT 0,
+    entries         bigint NOT NULL DEFAULT 0
+);
+SELECT pg_catalog.pg_extension_config_dump('compute_auction.idempotency_keys', '');
+SELECT pg_catalog.pg_extension_config_dump('compute_auction.compacted_totals', '');
+REVOKE ALL ON compute_auction.idempotency_keys FROM PUBLIC;
+REVOKE ALL ON compute_auction.compacted_totals FROM PUBLIC;
+
+CREATE FUNCTION compute_auction."prune_history"(
+	"older_than" interval /* Option < Interval > */
+) RETURNS TABLE (
+	"table_name" TEXT,  /* String */
+	"rows_removed" bigint,  /* i64 */
+	"more" bool  /* bool */
+)
+SECURITY DEFINER
+SET search_path TO pg_catalog, compute_auction, pg_temp
+LANGUAGE c /* Rust */
+AS 'compute_auction-0.2.0', 'prune_history_wrapper';
+REVOKE ALL ON FUNCTION compute_auction.prune_history(interval) FROM PUBLIC;
+
+CREATE FUNCTION compute_auction."schedule_pruning"(
+	"older_than" interval, /* Option < Interval > */
+	"schedule" TEXT DEFAULT '0 * * * *' /* Option < & str > */
+) RETURNS bigint /* i64 */
+SECURITY DEFINER
+SET search_path TO pg_catalog, compute_auction, pg_temp
+LANGUAGE c /* Rust */
+AS 'compute_auction-0.2.0', 'schedule_pruning_wrapper';
+REVOKE ALL ON FUNCTION compute_auction.schedule_pruning(interval, text) FROM PUBLIC;
+
+CREATE FUNCTION compute_auction."unschedule_pruning"() RETURNS bool /* bool */
+STRICT SECURITY DEFINER
+SET search_path TO pg_catalog, compute_auction, pg_temp
+LANGUAGE c /* Rust */
+AS 'compute_auction-0.2.0', 'unschedule_pruning_wrapper';
+REVOKE ALL ON FUNCTION compute_auction.unschedule_pruning() FROM PUBLIC;
+
+-- what docs/roles.sql grants, for the documented roles when they exist
+DO $grant$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'compute_auction_operator') THEN
+        GRANT SELECT ON compute_auction.idempotency_keys, compute_auction.compacted_totals TO compute_auction_operator;
+        GRANT EXECUTE ON FUNCTION compute_auction.prune_history(interval),
+                                  compute_auction.schedule_pruning(interval, text),
+                                  compute_auction.unschedule_pruning()
+           TO compute_auction_operator;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'compute_auction_agent') THEN
+        GRANT SELECT ON compute_auction.idempotency_keys, compute_auction.compacted_totals TO compute_auction_agent;
+    END IF;
+END
+$grant$;
+
+---------------------------------------------------------------------------------------------
 -- 2b. Issue 20: every function's COMMENT (what psql's \df+ shows), the first paragraph of its
 --     section in docs/SQL_API.md. Generated, identical to finalize.sql's block; it stays after
 --     section 2, so a function that a later subsection adds gets its comment here too.
@@ -580,6 +659,8 @@ COMMENT ON FUNCTION compute_auction.price_history(timestamp with time zone, inte
     'Groups the rounds since since into about buckets time buckets, so a dashboard never has to fetch every round. See docs/SQL_API.md#price_history.';
 COMMENT ON FUNCTION compute_auction.price_to_win() IS
     'Bid advice: how many slots are free now, the smallest bid that would win one now, and the recent clearing prices. See docs/SQL_API.md#price_to_win.';
+COMMENT ON FUNCTION compute_auction.prune_history(interval) IS
+    'Removes the market''s finished history older than now() - older_than and compacts the ledger before that horizon, then returns one row per table: how many rows it removed, and whether it stopped at its budget with more to remove (more: call it again). See docs/SQL_API.md#prune_history.';
 COMMENT ON FUNCTION compute_auction.rebuild_round_summaries() IS
     'Recomputes the rounds'' summaries from compute_auction_rounds and returns {"minutes": n, "prices": n}, the rows each summary now has. clear_round keeps both in each round''s own transaction, so the reports over a window cost what the window''s minutes or distinct prices cost, not what its rounds cost; run this only after writing or deleting rounds by hand (the upgrade to 0.2.0 runs it for the rounds already there). audit() reports any difference between the summaries and the rounds as summary_mismatch. See docs/SQL_API.md#rebuild_round_summaries.';
 COMMENT ON FUNCTION compute_auction.refund_unfilled(timestamp with time zone) IS
@@ -590,6 +671,8 @@ COMMENT ON FUNCTION compute_auction.run_cycle(interval) IS
     'Runs one full market cycle at the transaction''s now(), in the caller''s transaction. See docs/SQL_API.md#run_cycle.';
 COMMENT ON FUNCTION compute_auction.schedule_clearing(text) IS
     'Schedules run_cycle() for this database with pg_cron and returns the job id. See docs/SQL_API.md#schedule_clearing.';
+COMMENT ON FUNCTION compute_auction.schedule_pruning(interval, text) IS
+    'Schedules prune_history(older_than) for this database with pg_cron and returns the job id. See docs/SQL_API.md#schedule_pruning.';
 COMMENT ON FUNCTION compute_auction.set_account_owner(text, text) IS
     'Sets the account''s owner, or clears it when owner_role is NULL. Returns nothing. See docs/SQL_API.md#set_account_owner.';
 COMMENT ON FUNCTION compute_auction.set_slot_runner(text, text) IS
@@ -606,6 +689,8 @@ COMMENT ON FUNCTION compute_auction.unresolved_roles() IS
     'Lists the accounts and slots whose stored role no longer resolves: its stored OID names no role, or names a role whose current name is not the stored one. That happens when the role was dropped, renamed, or dropped and created again under the same name (which gives it a new OID). Such an account or slot is operators-only until an operator names the role again with set_account_owner or set_slot_runner. See docs/SQL_API.md#unresolved_roles.';
 COMMENT ON FUNCTION compute_auction.unschedule_clearing() IS
     'Removes this database''s compute_auction_clearing:<database> job. Returns true if it removed a job and false if there was none. When pg_cron is not installed in this database, it raises 55000 with the hint SELECT cron.unschedule(''compute_auction_clearing:<this database>'');. See docs/SQL_API.md#unschedule_clearing.';
+COMMENT ON FUNCTION compute_auction.unschedule_pruning() IS
+    'Removes this database''s compute_auction_pruning:<database> job. Returns true if it removed a job and false if there was none. See docs/SQL_API.md#unschedule_pruning.';
 COMMENT ON FUNCTION compute_auction.withdraw(text, bigint, text, text) IS
     'Debits amount of spendable tokens out of the market. Returns the new spendable balance. See docs/SQL_API.md#withdraw.';
 -- END function comments

@@ -66,6 +66,8 @@ COMMENT ON FUNCTION compute_auction.price_history(timestamp with time zone, inte
     'Groups the rounds since since into about buckets time buckets, so a dashboard never has to fetch every round. See docs/SQL_API.md#price_history.';
 COMMENT ON FUNCTION compute_auction.price_to_win() IS
     'Bid advice: how many slots are free now, the smallest bid that would win one now, and the recent clearing prices. See docs/SQL_API.md#price_to_win.';
+COMMENT ON FUNCTION compute_auction.prune_history(interval) IS
+    'Removes the market''s finished history older than now() - older_than and compacts the ledger before that horizon, then returns one row per table: how many rows it removed, and whether it stopped at its budget with more to remove (more: call it again). See docs/SQL_API.md#prune_history.';
 COMMENT ON FUNCTION compute_auction.rebuild_round_summaries() IS
     'Recomputes the rounds'' summaries from compute_auction_rounds and returns {"minutes": n, "prices": n}, the rows each summary now has. clear_round keeps both in each round''s own transaction, so the reports over a window cost what the window''s minutes or distinct prices cost, not what its rounds cost; run this only after writing or deleting rounds by hand (the upgrade to 0.2.0 runs it for the rounds already there). audit() reports any difference between the summaries and the rounds as summary_mismatch. See docs/SQL_API.md#rebuild_round_summaries.';
 COMMENT ON FUNCTION compute_auction.refund_unfilled(timestamp with time zone) IS
@@ -76,6 +78,8 @@ COMMENT ON FUNCTION compute_auction.run_cycle(interval) IS
     'Runs one full market cycle at the transaction''s now(), in the caller''s transaction. See docs/SQL_API.md#run_cycle.';
 COMMENT ON FUNCTION compute_auction.schedule_clearing(text) IS
     'Schedules run_cycle() for this database with pg_cron and returns the job id. See docs/SQL_API.md#schedule_clearing.';
+COMMENT ON FUNCTION compute_auction.schedule_pruning(interval, text) IS
+    'Schedules prune_history(older_than) for this database with pg_cron and returns the job id. See docs/SQL_API.md#schedule_pruning.';
 COMMENT ON FUNCTION compute_auction.set_account_owner(text, text) IS
     'Sets the account''s owner, or clears it when owner_role is NULL. Returns nothing. See docs/SQL_API.md#set_account_owner.';
 COMMENT ON FUNCTION compute_auction.set_slot_runner(text, text) IS
@@ -92,6 +96,8 @@ COMMENT ON FUNCTION compute_auction.unresolved_roles() IS
     'Lists the accounts and slots whose stored role no longer resolves: its stored OID names no role, or names a role whose current name is not the stored one. That happens when the role was dropped, renamed, or dropped and created again under the same name (which gives it a new OID). Such an account or slot is operators-only until an operator names the role again with set_account_owner or set_slot_runner. See docs/SQL_API.md#unresolved_roles.';
 COMMENT ON FUNCTION compute_auction.unschedule_clearing() IS
     'Removes this database''s compute_auction_clearing:<database> job. Returns true if it removed a job and false if there was none. When pg_cron is not installed in this database, it raises 55000 with the hint SELECT cron.unschedule(''compute_auction_clearing:<this database>'');. See docs/SQL_API.md#unschedule_clearing.';
+COMMENT ON FUNCTION compute_auction.unschedule_pruning() IS
+    'Removes this database''s compute_auction_pruning:<database> job. Returns true if it removed a job and false if there was none. See docs/SQL_API.md#unschedule_pruning.';
 COMMENT ON FUNCTION compute_auction.withdraw(text, bigint, text, text) IS
     'Debits amount of spendable tokens out of the market. Returns the new spendable balance. See docs/SQL_API.md#withdraw.';
 -- END function comments

@@ -74,7 +74,8 @@ CREATE TABLE compute_auction.token_ledger (
                                     'release',   -- held -> balance: bid cancelled or lowered
                                     'refund',    -- held -> balance: bid expired unfilled or run aborted
                                     'charge',    -- held -> gone: the clearing price of a settled win
-                                    'premium'    -- held -> balance: max price minus clearing price
+                                    'premium',   -- held -> balance: max price minus clearing price
+                                    'checkpoint' -- prune_history: the account's compacted entries, summed
                                 )),
     bid_id          bigint      NULL,
     slot_id         text        NULL,
@@ -88,7 +89,7 @@ CREATE TABLE compute_auction.token_ledger (
     CHECK (delta_balance <> 0 OR delta_held <> 0)
 );
 COMMENT ON TABLE compute_auction.token_ledger IS
-    'Append-only journal: for every account, balance_tokens = sum(delta_balance) and held_tokens = sum(delta_held).';
+    'Journal of every wallet change, appended to by each change: for every account, balance_tokens = sum(delta_balance) and held_tokens = sum(delta_held). prune_history is the only other writer: it replaces the oldest entries of an account, those before its horizon up to the account''s first entry of a live bid or of a bid with pending entries, by one checkpoint entry with their summed deltas and the id, at, balance_after and held_after of the newest entry it replaces, so every sum, the id order and every later entry (balance_after included) stay as they were.';
 CREATE INDEX token_ledger_account_idx ON compute_auction.token_ledger (account_id, id);
 CREATE INDEX token_ledger_bid_idx ON compute_auction.token_ledger (bid_id) WHERE bid_id IS NOT NULL;
 CREATE UNIQUE INDEX token_ledger_idempotency_idx
@@ -150,6 +151,9 @@ CREATE UNIQUE INDEX compute_auction_bids_live_task_idx
     ON compute_auction.compute_auction_bids (task_id) WHERE status IN ('open', 'won');
 CREATE INDEX compute_auction_bids_bidder_idx
     ON compute_auction.compute_auction_bids (bidder_id) WHERE status IN ('open', 'won');
+-- retention: prune_history reads the finished bids oldest first from here
+CREATE INDEX compute_auction_bids_finished_idx
+    ON compute_auction.compute_auction_bids (updated_at, id) WHERE status IN ('settled', 'expired', 'cancelled', 'aborted');
 
 -- The market's counters without scanning the book or the ledger and without a hot counter
 -- row: the open-bid count and the tokens refunded so far (ledger entries of kind 'refund').
@@ -296,6 +300,30 @@ CREATE TABLE compute_auction.pending_entries (
 );
 CREATE INDEX pending_entries_account_idx ON compute_auction.pending_entries (account_id, entry_id);
 
+-- Retention (prune_history). The idempotency keys of deposit and withdraw entries that a prune
+-- compacted into a checkpoint, with the first call's result, so that a retry still returns it
+-- (deposit and withdraw look here after the ledger); kept until older than both the horizon and
+-- the key window (7 days). No foreign key to the account: checking one would lock its row.
+CREATE TABLE compute_auction.idempotency_keys (
+    account_id      text        NOT NULL,
+    entry_kind      text        NOT NULL CHECK (entry_kind IN ('deposit', 'withdraw')),
+    idempotency_key text        NOT NULL,
+    delta_balance   bigint      NOT NULL,
+    balance_after   bigint      NOT NULL,
+    at              timestamptz NOT NULL,
+    PRIMARY KEY (account_id, entry_kind, idempotency_key)
+);
+CREATE INDEX idempotency_keys_at_idx ON compute_auction.idempotency_keys (at);
+
+-- What compaction took out of the ledger that a check still counts: the tokens of the refund
+-- entries compacted into checkpoints (audit's refunded_count_mismatch adds them to the refund
+-- entries left). One row, written only by prune_history under its lock.
+CREATE TABLE compute_auction.compacted_totals (
+    id              int    PRIMARY KEY CHECK (id = 1),
+    tokens_refunded bigint NOT NULL DEFAULT 0,
+    entries         bigint NOT NULL DEFAULT 0
+);
+
 ---------------------------------------------------------------------------------------------
 -- pg_dump keeps the market's data (extension member tables are skipped otherwise)
 ---------------------------------------------------------------------------------------------
@@ -316,6 +344,8 @@ SELECT pg_catalog.pg_extension_config_dump('compute_auction.pending_entries_entr
 SELECT pg_catalog.pg_extension_config_dump('compute_auction.round_minutes', '');
 SELECT pg_catalog.pg_extension_config_dump('compute_auction.recent_prices', '');
 SELECT pg_catalog.pg_extension_config_dump('compute_auction.recent_prices_since', '');
+SELECT pg_catalog.pg_extension_config_dump('compute_auction.idempotency_keys', '');
+SELECT pg_catalog.pg_extension_config_dump('compute_auction.compacted_totals', '');
 
 -- Nobody but the owner writes these tables directly; access is through the functions.
 REVOKE ALL ON ALL TABLES IN SCHEMA compute_auction FROM PUBLIC;

@@ -28,6 +28,9 @@ TIME_CASES = [
     "SELECT compute_auction.abort_stale('1 hour', '-infinity')",
     "SELECT compute_auction.run_cycle(interval '1000000 years')",
     "SELECT compute_auction.run_cycle(interval '-1 second')",
+    "SELECT * FROM compute_auction.prune_history(interval '-1 second')",
+    "SELECT * FROM compute_auction.prune_history(interval '1000000 years')",
+    "SELECT compute_auction.schedule_pruning(interval '11 years')",
     "SELECT * FROM compute_auction.price_history('-infinity')",
     "SELECT * FROM compute_auction.price_history('infinity')",
     "SELECT compute_auction.stats('-infinity')",
@@ -197,6 +200,13 @@ CASES = [
     (f"SELECT * FROM compute_auction.allocate_proportional('2026-01-01', 10, '{DEEP}')", "22023"),
     ("SELECT compute_auction.schedule_clearing(NULL)", "22004"),
     ("SELECT compute_auction.schedule_clearing('* * * * *')", "55000"),
+    ("SELECT * FROM compute_auction.prune_history(NULL)", "22004"),
+    ("SELECT compute_auction.schedule_pruning(NULL)", "22004"),
+    ("SELECT compute_auction.schedule_pruning('1 day', NULL)", "22004"),
+    ("SELECT compute_auction.schedule_pruning('1 day', '')", "22023"),
+    (f"SELECT compute_auction.schedule_pruning('1 day', '{SQLI}')", "55000"),
+    ("SELECT compute_auction.schedule_pruning('30 days')", "55000"),
+    ("SELECT compute_auction.unschedule_pruning()", "55000"),
 ] + [(sql, "22023") for sql in TIME_CASES]
 
 

@@ -24,6 +24,8 @@ COUNTERS = [
     "compute_auction_leadership_acquired_total",
     "compute_auction_fallback_allocations_total",
     "compute_auction_fallback_errors_total",
+    "compute_auction_pruned_rows_total",  # --retain
+    "compute_auction_prune_errors_total",
 ]
 GAUGES = [
     "compute_auction_last_clearing_price_tokens",  # once a round filled a slot

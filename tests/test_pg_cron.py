@@ -237,6 +237,16 @@ class Observed:
     driver_health: int | None = None
     feeder: Feeder | None = None
     rounds_before: dict = field(default_factory=dict)
+    # retention: schedule_pruning in crondb (registered, then unscheduled) and, through the hint,
+    # for prunedb (where the job runs)
+    prune_same_job: int | None = None
+    prune_same_row: tuple = ()
+    prune_unscheduled: list = field(default_factory=list)
+    prune_jobs_left: list = field(default_factory=list)
+    prune_other_sqlstate: str | None = None
+    prune_other_hint: str | None = None
+    prune_other_job: int | None = None
+    prune_ledger_before: int = 0
 
 
 def _http_status(port: int, path: str) -> int | None:
@@ -261,12 +271,12 @@ def observed(tmp_path_factory):
     feeder = None
     try:
         with cluster.connect("postgres") as admin:
-            for db in ("crondb", "otherdb", "drvdb", "odd'db"):
+            for db in ("crondb", "otherdb", "drvdb", "odd'db", "prunedb"):
                 admin.execute(f'CREATE DATABASE "{db}"')
         with cluster.connect("crondb") as c:
             c.execute("CREATE EXTENSION pg_cron")
             c.execute("CREATE EXTENSION compute_auction")
-        for db in ("otherdb", "drvdb", "odd'db"):
+        for db in ("otherdb", "drvdb", "odd'db", "prunedb"):
             with cluster.connect(db) as c:
                 c.execute("CREATE EXTENSION compute_auction")
 
@@ -330,6 +340,32 @@ def observed(tmp_path_factory):
                     obs.quoted_hint_ok = f"{e.sqlstate}: {e}"
                 c.rollback()
 
+        # retention, same database: schedule_pruning registers the job, unschedule_pruning removes it
+        with cluster.connect("crondb") as c:
+            obs.prune_same_job = c.execute("SELECT compute_auction.schedule_pruning('30 days')").fetchone()[0]
+            obs.prune_same_row = c.execute(
+                "SELECT jobname, schedule, command, database FROM cron.job WHERE jobid = %s", (obs.prune_same_job,)
+            ).fetchone()
+            obs.prune_unscheduled = [
+                c.execute("SELECT compute_auction.unschedule_pruning()").fetchone()[0] for _ in range(2)
+            ]
+            obs.prune_jobs_left = c.execute(
+                "SELECT jobname FROM cron.job WHERE jobname LIKE 'compute_auction_pruning%'"
+            ).fetchall()
+        # retention, another database: a finished history, and the hinted job prunes it to "now"
+        with cluster.connect("prunedb") as c:
+            c.execute("SELECT compute_auction.open_account('p', 'agent', 1000)")
+            c.execute("SELECT compute_auction.deposit('p', 10, 'refill', 'k1')")
+            c.execute("SELECT compute_auction.cancel_bid(compute_auction.place_bid('p', 'pt', 100))")
+            obs.prune_ledger_before = c.execute("SELECT count(*) FROM compute_auction.token_ledger").fetchone()[0]
+            try:
+                c.execute("SELECT compute_auction.schedule_pruning('0', '* * * * *')")
+            except psycopg.Error as e:
+                obs.prune_other_sqlstate, obs.prune_other_hint = e.sqlstate, e.diag.message_hint
+        if obs.prune_other_hint:
+            with cluster.connect("crondb") as c:
+                obs.prune_other_job = c.execute(hint_call(obs.prune_other_hint)).fetchone()[0]
+
         # drvdb: a pg_cron job of its own (an administrator may name jobs as they like)
         with cluster.connect("crondb") as c:
             c.execute("SELECT cron.schedule_in_database(%s, '* * * * *', %s, 'drvdb')", (f"{JOB}_drvdb", COMMAND))
@@ -358,7 +394,8 @@ def observed(tmp_path_factory):
                 and drv_runs[0][4] is not None
                 and sum(1 for r in drv_rounds if r[1] > drv_runs[0][4]) >= 2
             )
-            return bool(crondb and otherdb and drvdb)
+            prunedb = bool(succeeded(cron_runs(cluster, "prunedb")))
+            return bool(crondb and otherdb and drvdb and prunedb)
 
         while time.monotonic() - obs.scheduled_at < WAIT_S and not done():
             assert driver.proc.poll() is None, "the driver exited:\n" + driver.log()[-4000:]
@@ -372,6 +409,7 @@ def observed(tmp_path_factory):
         driver.stop(signal.SIGTERM, timeout=30)
         obs.driver_log = driver.log()[-4000:]
         obs.driver_window = (driver_started, cluster.sql("drvdb", "SELECT now()")[0][0])
+        obs.runs["prunedb"] = cron_runs(cluster, "prunedb")
         for db in ("crondb", "otherdb", "drvdb"):
             obs.runs[db] = cron_runs(cluster, db)
             obs.rounds[db] = rounds(cluster, db)
@@ -520,3 +558,37 @@ def test_unschedule_clearing_removes_the_job(observed):
             c.execute("SELECT compute_auction.unschedule_clearing()")
         assert e.value.sqlstate == "55000"
         assert "cron.unschedule" in (e.value.diag.message_hint or "")
+
+
+def test_schedule_pruning_registers_and_unschedule_pruning_removes_the_job(observed):
+    assert isinstance(observed.prune_same_job, int)
+    assert observed.prune_same_row == (
+        "compute_auction_pruning:crondb",
+        "0 * * * *",
+        "SELECT compute_auction.prune_history('30 days')",
+        "crondb",
+    )
+    assert observed.prune_unscheduled == [True, False]
+    # read before prunedb's job was scheduled: crondb's own job is gone, the clearing job stays
+    assert observed.prune_jobs_left == []
+
+
+def test_hinted_pruning_job_runs_and_prunes_another_database(observed):
+    assert observed.prune_other_sqlstate == "55000"
+    assert hint_call(observed.prune_other_hint) == (
+        "SELECT cron.schedule_in_database('compute_auction_pruning:prunedb', '* * * * *', "
+        "'SELECT compute_auction.prune_history(''00:00:00'')', 'prunedb');"
+    )
+    ok = succeeded(observed.runs["prunedb"])
+    assert ok, f"no succeeded pruning run in prunedb: {observed.runs['prunedb']}"
+    assert {r[0] for r in ok} == {observed.prune_other_job}
+    c = observed.cluster
+    # open, deposit, escrow and release became one checkpoint; the cancelled bid is gone
+    assert c.sql("prunedb", "SELECT entry_kind, delta_balance, balance_after FROM compute_auction.token_ledger") == [
+        ("checkpoint", 1010, 1010)
+    ]
+    assert observed.prune_ledger_before == 4
+    assert c.sql("prunedb", "SELECT count(*) FROM compute_auction.compute_auction_bids") == [(0,)]
+    assert c.sql("prunedb", "SELECT check_name FROM compute_auction.audit()") == []
+    # the deposit's key still answers
+    assert c.sql("prunedb", "SELECT compute_auction.deposit('p', 10, 'refill', 'k1')") == [(1010,)]

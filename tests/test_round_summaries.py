@@ -207,3 +207,22 @@ def test_rebuild_is_for_operators(roles):
         "minutes": 0,
         "prices": 0,
     }
+
+
+def test_pruned_rounds_leave_the_summaries_exact(conn):
+    """prune_history deletes rounds (the one place that does): the minutes it went through are
+    made again from the rounds left, and the recent prices too when the horizon is inside their
+    24 hours, so every reader still answers what the rounds left give, and audit() stays empty."""
+    history(conn, 120, seed=3)
+    assert_audit_clean(conn)
+    before = conn.execute("SELECT count(*) FROM compute_auction.compute_auction_rounds").fetchone()[0]
+    for horizon in ("2 days", "1 hour"):
+        conn.execute("SELECT count(*) FROM compute_auction.prune_history(%s::interval)", (horizon,))
+        assert_audit_clean(conn)
+        readers_agree(conn, windows(now(conn)))
+    after = conn.execute("SELECT count(*) FROM compute_auction.compute_auction_rounds").fetchone()[0]
+    assert after < before, "the prune removed rounds"
+    kept_old = conn.execute(
+        "SELECT count(*) FROM compute_auction.compute_auction_rounds WHERE cleared_at < now() - interval '1 hour'"
+    ).fetchone()[0]
+    assert kept_old > 0, "rounds of assigned clears stay, and their minutes with them"

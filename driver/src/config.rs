@@ -88,6 +88,18 @@ pub struct ServeArgs {
     #[arg(long, env = "COMPUTE_AUCTION_INTERVAL", default_value = "10s", value_parser = parse_interval_arg)]
     pub interval: Duration,
 
+    /// Retention: prune the market's finished history older than this (rounds, finished bids
+    /// and clears; ledger entries compacted into one checkpoint per account) with
+    /// compute_auction.prune_history, once on leading and then every --prune-every, while
+    /// leading, on a connection of its own (a prune never delays a round). Accepts "30d",
+    /// "12h", or plain seconds. Default: off (nothing is pruned).
+    #[arg(long, env = "COMPUTE_AUCTION_RETAIN", value_parser = parse_duration_arg)]
+    pub retain: Option<Duration>,
+
+    /// With --retain: time between prunes.
+    #[arg(long, env = "COMPUTE_AUCTION_PRUNE_EVERY", default_value = "1h", value_parser = parse_interval_arg)]
+    pub prune_every: Duration,
+
     /// Address the HTTP server listens on.
     #[arg(long, env = "COMPUTE_AUCTION_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -262,6 +274,9 @@ mod tests {
         assert_eq!(s.order_book_max_depth, 1000);
         assert_eq!(s.fallback_after, 3);
         assert_eq!(s.daily_budget_tokens, None);
+        // retention is off unless asked for
+        assert_eq!(s.retain, None);
+        assert_eq!(s.prune_every, Duration::from_secs(3600));
         assert_eq!(cli.database_url.as_deref(), Some("postgres://a/b"));
     }
 
@@ -288,6 +303,10 @@ mod tests {
             "300ms",
             "--step-statement-timeout",
             "1m",
+            "--retain",
+            "30d",
+            "--prune-every",
+            "10m",
         ])
         .unwrap();
         let Command::Serve(s) = cli.command else { panic!("not serve") };
@@ -299,6 +318,8 @@ mod tests {
         assert_eq!(s.daily_budget_tokens, Some(1000));
         assert_eq!(s.cycle.step_lock_timeout, Duration::from_millis(300));
         assert_eq!(s.cycle.step_statement_timeout, Duration::from_secs(60));
+        assert_eq!(s.retain, Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(s.prune_every, Duration::from_secs(600));
         assert_eq!(cli.database_url.as_deref(), Some("postgres://h/d"));
     }
 
@@ -306,6 +327,8 @@ mod tests {
     fn rejects_bad_flags() {
         assert!(Cli::try_parse_from(["x", "serve", "--order-book-max-depth", "10001"]).is_err());
         assert!(Cli::try_parse_from(["x", "serve", "--interval", "0"]).is_err());
+        assert!(Cli::try_parse_from(["x", "serve", "--retain", "soon"]).is_err());
+        assert!(Cli::try_parse_from(["x", "serve", "--retain", "30d", "--prune-every", "0"]).is_err());
         assert!(Cli::try_parse_from(["x", "serve", "--fallback-after", "0"]).is_err());
         assert!(Cli::try_parse_from(["x", "serve", "--step-lock-timeout", "0"]).is_err());
         assert!(Cli::try_parse_from(["x", "clear", "--step-statement-timeout", "0"]).is_err());

@@ -503,6 +503,33 @@ pub async fn allocate_fallback(
     Ok(FallbackAllocation { day: row.try_get(0)?, quests: row.try_get(1)?, allocated_tokens: row.try_get(2)? })
 }
 
+/// What one compute_auction.prune_history call removed, summed over its tables, and whether a
+/// table stopped at the call's budget (call again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    pub rows_removed: i64,
+    pub more: bool,
+}
+
+/// The statement timeout of one prune_history call: a call removes up to its budget of rows
+/// per table, more than a clearing step's few rows, so it gets at least this long.
+pub const PRUNE_STATEMENT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One compute_auction.prune_history(older_than) call in its own transaction.
+pub async fn prune_history(client: &mut Session, older_than: Duration, t: StepTimeouts) -> Result<Pruned, DbError> {
+    let t = StepTimeouts { lock: t.lock, statement: t.statement.max(PRUNE_STATEMENT_TIMEOUT) };
+    let tx = begin_step(&mut client.client, t).await?;
+    let row = tx
+        .query_one(
+            "SELECT coalesce(sum(rows_removed), 0)::bigint, coalesce(bool_or(more), false) \
+             FROM compute_auction.prune_history(pg_catalog.make_interval(secs => $1::float8))",
+            &[&older_than.as_secs_f64()],
+        )
+        .await?;
+    commit_step(tx, &client.unreplicated).await?;
+    Ok(Pruned { rows_removed: row.try_get(0)?, more: row.try_get(1)? })
+}
+
 // ------------------------------------------------------------------ API ---
 
 /// A jsonb result of one of the extension's functions, as the text PostgreSQL rendered it

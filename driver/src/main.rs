@@ -201,6 +201,12 @@ async fn serve(pg: tokio_postgres::Config, args: ServeArgs) -> ExitCode {
     };
     let addr = listener.local_addr().unwrap_or(args.listen);
 
+    // retention (--retain): the pruner, on a connection of its own, while this driver leads
+    if let Some(retain) = args.retain {
+        let cfg =
+            scheduler::PrunerConfig { retain, every: args.prune_every, step_timeouts: args.cycle.step_timeouts() };
+        tokio::spawn(scheduler::run_pruner(pg.clone(), cfg, metrics.clone(), rx.clone()));
+    }
     let sched = scheduler::Scheduler::new(
         pg,
         scheduler::SchedulerConfig {

@@ -38,6 +38,87 @@ pub struct SchedulerConfig {
     pub version_checked: bool,
 }
 
+/// Retention (`serve --retain`): what the pruner does and how often.
+#[derive(Debug, Clone)]
+pub struct PrunerConfig {
+    /// Prune the history older than this.
+    pub retain: Duration,
+    /// Time between prune passes.
+    pub every: Duration,
+    pub step_timeouts: StepTimeouts,
+}
+
+/// One prune pass calls prune_history at most this many times (each call removes a bounded
+/// number of rows per table and says whether there is more); the rest waits for the next pass.
+const PRUNE_CALLS_PER_PASS: u32 = 20;
+/// How often the pruner looks whether this driver leads (it prunes only while it does).
+const PRUNER_POLL: Duration = Duration::from_secs(5);
+
+/// The pruner (`serve --retain`): on its own connection, never the clearing loop's (a prune
+/// pass must not delay a round) nor the HTTP pool's. While this driver leads, once at once and
+/// then every `every`, it calls compute_auction.prune_history until it reports nothing more (at
+/// most PRUNE_CALLS_PER_PASS calls), each call its own transaction. A failure is logged and
+/// counted (compute_auction_prune_errors_total) and the pass retried at the next poll.
+pub async fn run_pruner(
+    pg_config: tokio_postgres::Config,
+    cfg: PrunerConfig,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    tracing::info!(retain_s = cfg.retain.as_secs(), every_s = cfg.every.as_secs(), "retention: pruner started");
+    let mut conn: Option<Session> = None;
+    let mut last_pass: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(PRUNER_POLL.min(cfg.every)) => {}
+            r = shutdown.changed() => { if r.is_err() { break; } }
+        }
+        if *shutdown.borrow() {
+            break;
+        }
+        if !metrics.is_leader() || last_pass.is_some_and(|t| t.elapsed() < cfg.every) {
+            continue;
+        }
+        if conn.as_ref().is_none_or(|c| c.is_closed()) {
+            match db::connect(&pg_config).await {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    metrics.prune_errors.increment(1);
+                    tracing::warn!(error = %e, "retention: cannot connect; retried at the next poll");
+                    continue;
+                }
+            }
+        }
+        let Some(client) = conn.as_mut() else { continue };
+        let mut removed = 0_i64;
+        let mut failed = false;
+        for _ in 0..PRUNE_CALLS_PER_PASS {
+            if *shutdown.borrow() {
+                break;
+            }
+            match db::prune_history(client, cfg.retain, cfg.step_timeouts).await {
+                Ok(p) => {
+                    removed = removed.saturating_add(p.rows_removed);
+                    metrics.pruned_rows.increment(u64::try_from(p.rows_removed).unwrap_or(0));
+                    if !p.more {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    metrics.prune_errors.increment(1);
+                    tracing::error!(error = %e, "retention: prune_history failed; retried at the next poll");
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if !failed {
+            last_pass = Some(Instant::now());
+            tracing::info!(retain_s = cfg.retain.as_secs(), rows_removed = removed, "pruned history");
+        }
+    }
+}
+
 /// Capped exponential backoff: base, 2·base, 4·base, ... up to cap.
 #[derive(Debug, Clone)]
 pub struct Backoff {

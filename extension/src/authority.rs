@@ -72,6 +72,21 @@ macro_rules! may_run_sql {
 
 const MAY_RUN: &str = concat!("SELECT ", may_run_sql!(), " FROM compute_auction.compute_slots WHERE slot_id = $1");
 
+const IS_OPERATOR: &str = concat!("SELECT ", is_operator_sql!());
+
+/// Checks, without locking anything, that the session is an operator (42501 otherwise): the
+/// operator-only functions that hold no other check (prune_history, schedule_pruning,
+/// unschedule_pruning) call it first, so a grant of EXECUTE on them alone gives nothing.
+pub fn check_operator(c: &mut SpiClient<'_>, what: &str) {
+    if spi::first::<bool>(spi::run(c, IS_OPERATOR, &[]), 1) != Some(true) {
+        raise!(
+            Code::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("{what} is for operators"),
+            Some("Only operators (sessions that may EXECUTE compute_auction.deposit here) may call it (docs/SECURITY.md)."),
+        );
+    }
+}
+
 const ROLE_OID: &str = "SELECT oid::pg_catalog.int8 FROM pg_catalog.pg_roles WHERE rolname = $1";
 
 /// Checks, without locking anything, that the slot exists (P0002) and that the session may run

@@ -41,7 +41,7 @@ fn run_cycle(assignment_timeout: default!(Option<Interval>, "'1 hour'")) -> pgrx
     })
 }
 
-fn cron_here(c: &mut pgrx::spi::SpiClient<'_>) -> bool {
+pub(crate) fn cron_here(c: &mut pgrx::spi::SpiClient<'_>) -> bool {
     spi::first::<bool>(
         spi::run(c, "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_cron')", &[]),
         1,
@@ -49,7 +49,7 @@ fn cron_here(c: &mut pgrx::spi::SpiClient<'_>) -> bool {
     .unwrap_or(false)
 }
 
-fn current_db(c: &mut pgrx::spi::SpiClient<'_>) -> String {
+pub(crate) fn current_db(c: &mut pgrx::spi::SpiClient<'_>) -> String {
     spi::first(spi::run(c, "SELECT pg_catalog.current_database()::text", &[]), 1).unwrap_or_default()
 }
 
@@ -58,7 +58,7 @@ fn job_name(db: &str) -> String {
 }
 
 /// Quotes a SQL literal for the hint text shown to an administrator (never executed here).
-fn literal(s: &str) -> String {
+pub(crate) fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
@@ -104,25 +104,30 @@ fn schedule_clearing(schedule: default!(Option<&str>, "'* * * * *'")) -> i64 {
 fn unschedule_clearing() -> bool {
     spi::with(|c| {
         let job = job_name(&current_db(c));
-        if !cron_here(c) {
-            let hint = format!("SELECT cron.unschedule({});", literal(&job));
-            raise_with_detail!(
-                Code::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                "pg_cron is not installed in this database",
-                "Run the statement in the hint in the database where pg_cron is installed (cron.database_name).",
-                &hint,
-            );
-        }
-        let exists = spi::first::<bool>(
-            spi::run(c, "SELECT EXISTS (SELECT 1 FROM cron.job WHERE jobname = $1)", &[job.as_str().into()]),
-            1,
-        )
-        .unwrap_or(false);
-        if !exists {
-            return false;
-        }
-        spi::first::<bool>(spi::run(c, "SELECT cron.unschedule($1::text)", &[job.as_str().into()]), 1).unwrap_or(false)
+        unschedule(c, &job)
     })
+}
+
+/// Removes the pg_cron job named `job` (of this database): unschedule_clearing and
+/// unschedule_pruning. Returns whether a job was removed; 55000 with the statement to run when
+/// pg_cron is not installed in this database.
+pub(crate) fn unschedule(c: &mut pgrx::spi::SpiClient<'_>, job: &str) -> bool {
+    if !cron_here(c) {
+        let hint = format!("SELECT cron.unschedule({});", literal(job));
+        raise_with_detail!(
+            Code::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "pg_cron is not installed in this database",
+            "Run the statement in the hint in the database where pg_cron is installed (cron.database_name).",
+            &hint,
+        );
+    }
+    let exists =
+        spi::first::<bool>(spi::run(c, "SELECT EXISTS (SELECT 1 FROM cron.job WHERE jobname = $1)", &[job.into()]), 1)
+            .unwrap_or(false);
+    if !exists {
+        return false;
+    }
+    spi::first::<bool>(spi::run(c, "SELECT cron.unschedule($1::text)", &[job.into()]), 1).unwrap_or(false)
 }
 
 /// The free slots' reserves and the last 24 h's clearing prices as a histogram (summaries.rs),

@@ -1,4 +1,5 @@
-//! Wallets and the append-only token ledger.
+//! Wallets and the token ledger: appended to by every wallet change, compacted only by
+//! prune_history (crate::retention).
 //!
 //! Every change to `token_accounts` goes through [`post`] (one entry) or [`post_many`] (a batch),
 //! which update the accounts and write their `token_ledger` rows in one statement, so
@@ -36,10 +37,13 @@ pub mod kinds {
     pub const CHARGE: &str = "charge";
     /// held -> balance: max price minus clearing price
     pub const PREMIUM: &str = "premium";
+    /// prune_history: an account's entries older than the horizon, compacted into one (the sum
+    /// of their deltas, the id, at and balances after of the newest of them)
+    pub const CHECKPOINT: &str = "checkpoint";
 
     /// Every kind, checked against the schema's CHECK by a #[pg_test].
     #[cfg_attr(not(feature = "pg_test"), allow(dead_code))]
-    pub const ALL: [&str; 8] = [OPEN, DEPOSIT, WITHDRAW, ESCROW, RELEASE, REFUND, CHARGE, PREMIUM];
+    pub const ALL: [&str; 9] = [OPEN, DEPOSIT, WITHDRAW, ESCROW, RELEASE, REFUND, CHARGE, PREMIUM, CHECKPOINT];
 }
 
 /// The tokens `e` refunds: what market_summary's tokens_refunded_total counts.
@@ -312,15 +316,21 @@ fn open_account(
     })
 }
 
+/// The first call of a key: its ledger entry, or, once prune_history has compacted that entry,
+/// the key it kept (one statement, so one snapshot: a concurrent prune's move of the key from
+/// one to the other is seen whole or not at all).
+const REPLAY: &str = "
+SELECT delta_balance, balance_after FROM compute_auction.token_ledger
+ WHERE account_id = $1 AND entry_kind = $2 AND idempotency_key = $3
+UNION ALL
+SELECT delta_balance, balance_after FROM compute_auction.idempotency_keys
+ WHERE account_id = $1 AND entry_kind = $2 AND idempotency_key = $3
+ LIMIT 1";
+
 /// If `key` was already used for this account and entry kind, the first call's result.
 fn replay(c: &mut SpiClient<'_>, account: &str, kind: &'static str, key: Option<&str>, delta: i64) -> Option<i64> {
     let key = key?;
-    let t = spi::run(
-        c,
-        "SELECT delta_balance, balance_after FROM compute_auction.token_ledger
-          WHERE account_id = $1 AND entry_kind = $2 AND idempotency_key = $3",
-        &[account.into(), kind.into(), key.into()],
-    );
+    let t = spi::run(c, REPLAY, &[account.into(), kind.into(), key.into()]);
     if t.is_empty() {
         return None;
     }

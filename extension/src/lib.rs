@@ -28,6 +28,7 @@ mod cycle;
 mod ledger;
 mod quests;
 mod reporting;
+mod retention;
 mod settlement;
 mod slots;
 mod spi;

@@ -454,7 +454,9 @@ UNION ALL
 SELECT 'refunded_count_mismatch', format('tokens-refunded counter %s, ledger refunds %s', n.t, l.t)
   FROM (SELECT coalesce((SELECT tokens_refunded FROM compute_auction.open_bid_count WHERE id = 1), 0)
              + ", unfolded_sql!("tokens_refunded"), " AS t) n,
-       (SELECT coalesce(sum(delta_balance), 0) AS t FROM compute_auction.token_ledger
+       (SELECT coalesce(sum(delta_balance), 0)
+               + coalesce((SELECT tokens_refunded FROM compute_auction.compacted_totals WHERE id = 1), 0) AS t
+          FROM compute_auction.token_ledger
          WHERE entry_kind = 'refund') l
  WHERE least(n.t, ", refunded_cap_sql!(), ") <> least(l.t, ", refunded_cap_sql!(), ")
 UNION ALL", summary_audit_sql!());

@@ -173,7 +173,8 @@ macro_rules! summary_audit_sql {
         concat!(
             "
 SELECT 'summary_mismatch', format('round_minutes minute %s: kept %s, the rounds give %s',
-                                  minute, to_jsonb(k) - 'minute', to_jsonb(a) - 'minute')
+                                  minute, coalesce((to_jsonb(k) - 'minute')::text, 'nothing'),
+                                  coalesce((to_jsonb(a) - 'minute')::text, 'nothing'))
   FROM compute_auction.round_minutes AS k FULL JOIN (",
             minutes_of_rounds_sql!(),
             ") AS a USING (minute)
@@ -210,6 +211,53 @@ WITH i AS (
 )
 SELECT count(*) FROM i"
 );
+
+/// The minutes from $1's to $2's: their rows are made again from the rounds left in them.
+const FORGET_MINUTES: &str = concat!(
+    "DELETE FROM compute_auction.round_minutes WHERE minute BETWEEN ",
+    minute_of_sql!("$1::timestamptz"),
+    " AND ",
+    minute_of_sql!("$2::timestamptz")
+);
+const REMAKE_MINUTES: &str = concat!(
+    "
+INSERT INTO compute_auction.round_minutes
+       (minute, rounds, priced_rounds, price_sum, price_min, price_max, slots_offered, slots_filled)
+SELECT ",
+    minute_of_sql!("cleared_at"),
+    ", count(*), count(clearing_price_tokens), coalesce(sum(clearing_price_tokens), 0),
+       min(clearing_price_tokens), max(clearing_price_tokens), sum(slots_offered), sum(slots_filled)
+  FROM compute_auction.compute_auction_rounds
+ WHERE cleared_at >= to_timestamp(",
+    minute_of_sql!("$1::timestamptz"),
+    " * 60)
+   AND cleared_at < to_timestamp((",
+    minute_of_sql!("$2::timestamptz"),
+    " + 1) * 60)
+ GROUP BY 1"
+);
+
+/// Whether the histogram counted rounds cleared at or before $1 (its `since` is not after it).
+const PRICES_REACH: &str =
+    "SELECT coalesce((SELECT since <= $1 FROM compute_auction.recent_prices_since WHERE id = 1), false)";
+
+/// After rounds with cleared_at in [`from`, `to`] were deleted (prune_history, the one place
+/// rounds are deleted): the minutes of that span are made again from the rounds left in them,
+/// and the histogram, when it counted any of the span, from the rounds (a retention shorter
+/// than the advice window). Takes the clearing lock, so no round is cleared meanwhile (held to
+/// the end of the caller's transaction, as every writer of the summaries does).
+pub fn forget_rounds(c: &mut SpiClient<'_>, from: TimestampWithTimeZone, to: TimestampWithTimeZone) {
+    let lock: [DatumWithOid<'_>; 2] = [locks::CLASS.into(), locks::CLEARING.into()];
+    spi::run(c, "SELECT pg_catalog.pg_advisory_xact_lock($1, $2)", &lock);
+    let span: [DatumWithOid<'_>; 2] = [from.into(), to.into()];
+    spi::run(c, FORGET_MINUTES, &span);
+    let span: [DatumWithOid<'_>; 2] = [from.into(), to.into()];
+    spi::run(c, REMAKE_MINUTES, &span);
+    if spi::first::<bool>(spi::run(c, PRICES_REACH, &[to.into()]), 1).unwrap_or(false) {
+        spi::run(c, CLEAR_PRICES, &[]);
+        spi::run(c, REBUILD_PRICES, &[]);
+    }
+}
 
 /// After clear_round has written its round with RECORD_ROUND: ages the histogram (creating it
 /// from the rounds the first time). Under the clearing lock.

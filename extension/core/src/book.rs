@@ -37,11 +37,25 @@ macro_rules! bid_status_name {
     };
 }
 
-/// A bid status as a SQL literal (`'open'`), or `live` for the SQL list `('open', 'won')`.
+/// A bid status as a SQL literal (`'open'`), `live` for the SQL list `('open', 'won')`, or
+/// `finished` for the final states `('settled', 'expired', 'cancelled', 'aborted')`.
 #[macro_export]
 macro_rules! bid_status_sql {
     (live) => {
         concat!("(", $crate::bid_status_sql!(open), ", ", $crate::bid_status_sql!(won), ")")
+    };
+    (finished) => {
+        concat!(
+            "(",
+            $crate::bid_status_sql!(settled),
+            ", ",
+            $crate::bid_status_sql!(expired),
+            ", ",
+            $crate::bid_status_sql!(cancelled),
+            ", ",
+            $crate::bid_status_sql!(aborted),
+            ")"
+        )
     };
     ($s:ident) => {
         concat!("'", $crate::bid_status_name!($s), "'")
@@ -140,6 +154,18 @@ mod tests {
     }
 
     #[test]
+    fn finished_is_every_state_that_is_not_live() {
+        let finished = bid_status_sql!(finished);
+        for s in BidStatus::ALL {
+            let quoted = format!("'{s}'");
+            assert_eq!(finished.contains(&quoted), !s.is_live(), "{s}");
+        }
+        // the retention index of sql/schema.sql names the same list
+        let index = concat!("WHERE status IN ", bid_status_sql!(finished), ";");
+        assert_eq!(SCHEMA.matches(index).count(), 1, "{index}");
+    }
+
+    #[test]
     fn names_round_trip() {
         for s in BidStatus::ALL {
             assert_eq!(BidStatus::parse(s.as_str()), Some(s));
@@ -147,6 +173,7 @@ mod tests {
         assert_eq!(BidStatus::parse("pending"), None);
         assert_eq!(bid_status_sql!(open), "'open'");
         assert_eq!(bid_status_sql!(live), "('open', 'won')");
+        assert_eq!(bid_status_sql!(finished), "('settled', 'expired', 'cancelled', 'aborted')");
     }
 
     #[test]

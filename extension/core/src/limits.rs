@@ -41,11 +41,37 @@ pub mod locks {
     /// (CLASS, DRIVER_LEADER): session lock held by the leading driver; the extension never
     /// takes it.
     pub const DRIVER_LEADER: i32 = 2;
+    /// (CLASS, PRUNING): transaction lock that serializes prune_history calls (taken with
+    /// pg_try_advisory_xact_lock: a second call returns at once instead of waiting).
+    pub const PRUNING: i32 = 3;
     /// (CLASS_TASK, hashtext(task_id)): per-task transaction locks of place_bid and
     /// submit_bids_for_tasks.
     pub const CLASS_TASK: i32 = CLASS + 1;
     /// (CLASS_DAY, day - 2000-01-01): per-day transaction lock of allocate_proportional.
     pub const CLASS_DAY: i32 = CLASS + 2;
+}
+
+/// Retention (prune_history): how much one call does and how long idempotency keys live.
+pub mod retention {
+    /// Rows one statement of prune_history reads or removes at most: the chunk. Each chunk is
+    /// one statement, so the rows it locks are few and it never waits (SKIP LOCKED).
+    pub const CHUNK_ROWS: i64 = 1000;
+    /// Rows one prune_history call removes from one table at most; it reports `more` for a
+    /// table it stopped at this budget, and a later call goes on from there.
+    pub const MAX_ROWS_PER_CALL: i64 = 100_000;
+    /// A deposit or withdraw retried with the same idempotency key returns the first call's
+    /// result for at least this many days after the first call, whatever the horizon: keys of
+    /// compacted ledger entries are kept in `idempotency_keys` until they are older than both
+    /// the horizon and this window.
+    pub const KEY_WINDOW_DAYS: i32 = 7;
+    /// How [`KEY_WINDOW_DAYS`] reads in the documentation.
+    pub const KEY_WINDOW_TEXT: &str = "7 days";
+}
+
+/// Whether a loop that removed `removed` rows of `budget` stopped at its budget with a full last
+/// chunk (so there may be more to remove): prune_history's `more`.
+pub const fn stopped_at_budget(removed: i64, budget: i64, last_chunk_full: bool) -> bool {
+    removed >= budget && last_chunk_full
 }
 
 #[cfg(test)]
@@ -70,9 +96,21 @@ mod tests {
     }
 
     #[test]
+    fn retention_numbers_are_consistent() {
+        assert_eq!(seconds(retention::KEY_WINDOW_TEXT), i64::from(retention::KEY_WINDOW_DAYS) * 86_400);
+        const { assert!(retention::CHUNK_ROWS > 0 && retention::CHUNK_ROWS <= retention::MAX_ROWS_PER_CALL) };
+        assert!(stopped_at_budget(retention::MAX_ROWS_PER_CALL, retention::MAX_ROWS_PER_CALL, true));
+        assert!(!stopped_at_budget(retention::MAX_ROWS_PER_CALL, retention::MAX_ROWS_PER_CALL, false));
+        assert!(!stopped_at_budget(10, retention::MAX_ROWS_PER_CALL, true));
+    }
+
+    #[test]
     fn lock_classes_are_distinct() {
-        let keys = [(locks::CLASS, locks::CLEARING), (locks::CLASS, locks::DRIVER_LEADER)];
+        let keys =
+            [(locks::CLASS, locks::CLEARING), (locks::CLASS, locks::DRIVER_LEADER), (locks::CLASS, locks::PRUNING)];
         assert_ne!(keys[0], keys[1]);
+        assert_ne!(keys[0], keys[2]);
+        assert_ne!(keys[1], keys[2]);
         assert_ne!(locks::CLASS_TASK, locks::CLASS);
         assert_ne!(locks::CLASS_DAY, locks::CLASS_TASK);
         assert_eq!(locks::CLASS, 1_128_355_139);

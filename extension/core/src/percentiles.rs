@@ -51,7 +51,7 @@ mod tests {
         }
         xs.sort_unstable();
         let row = ((fraction * xs.len() as f64).ceil() as i64).max(1);
-        Some(xs[(row - 1) as usize])
+        Some(xs[usize::try_from(row - 1).unwrap()])
     }
 
     #[test]
@@ -82,7 +82,7 @@ mod tests {
             let (values, counts): (Vec<i64>, Vec<i64>) = hist.into_iter().unzip();
             let h = merge(&values, &counts, &adjust);
             let expanded: Vec<i64> = h.iter().filter(|(_, &n)| n > 0)
-                .flat_map(|(&v, &n)| std::iter::repeat_n(v, n as usize)).collect();
+                .flat_map(|(&v, &n)| std::iter::repeat_n(v, usize::try_from(n).unwrap())).collect();
             prop_assert_eq!(percentile_disc(&h, fraction), reference(expanded, fraction));
         }
     }
