@@ -48,6 +48,12 @@ BEGIN
 END
 $repoint$;
 
+-- First the clearing lock (compute_auction_core::limits::locks: CLASS 0x43415543, CLEARING 1),
+-- so that no round clears while the schema changes: a clear_round already running finishes
+-- first (it would otherwise wait for this script's table locks while the summaries' rebuild
+-- below waited for its clearing lock: a deadlock), and one that starts waits for the commit.
+SELECT pg_catalog.pg_advisory_xact_lock(1128355139, 1);
+
 ---------------------------------------------------------------------------------------------
 -- 2. Schema changes of the 0.2.0 round, one subsection per issue, in the order they land.
 --    - A new column goes at the END of its CREATE TABLE in schema.sql, as ALTER TABLE ADD
@@ -489,7 +495,11 @@ CREATE TABLE compute_auction.recent_prices (
 );
 CREATE TABLE compute_auction.recent_prices_since (
     id    int         PRIMARY KEY CHECK (id = 1),
-    since timestamptz NOT NULL
+    since timestamptz NOT NULL,
+    -- the newest round both summaries are known to count: a round below the next one's id but
+    -- above this was written by someone else (a 0.1.0 call that outlived the upgrade, SQL by
+    -- hand), and the next round rebuilds both summaries from the rounds
+    through_round_id bigint NOT NULL DEFAULT 0
 );
 ALTER TABLE compute_auction.round_minutes
     SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
@@ -662,7 +672,7 @@ COMMENT ON FUNCTION compute_auction.price_to_win() IS
 COMMENT ON FUNCTION compute_auction.prune_history(interval) IS
     'Removes the market''s finished history older than now() - older_than and compacts the ledger before that horizon, then returns one row per table: how many rows it removed, and whether it stopped at its budget with more to remove (more: call it again). See docs/SQL_API.md#prune_history.';
 COMMENT ON FUNCTION compute_auction.rebuild_round_summaries() IS
-    'Recomputes the rounds'' summaries from compute_auction_rounds and returns {"minutes": n, "prices": n}, the rows each summary now has. clear_round keeps both in each round''s own transaction, so the reports over a window cost what the window''s minutes or distinct prices cost, not what its rounds cost; run this only after writing or deleting rounds by hand (the upgrade to 0.2.0 runs it for the rounds already there). audit() reports any difference between the summaries and the rounds as summary_mismatch. See docs/SQL_API.md#rebuild_round_summaries.';
+    'Recomputes the rounds'' summaries from compute_auction_rounds and returns {"minutes": n, "prices": n}, the rows each summary now has. clear_round keeps both in each round''s own transaction, so the reports over a window cost what the window''s minutes or distinct prices cost, not what its rounds cost; run this after deleting rounds by hand (the upgrade to 0.2.0 runs it for the rounds already there, prune_history keeps them itself, and a round written by anyone else, by hand or by a 0.1.0 clear_round that outlived the upgrade, is noticed by the next round, which rebuilds both). audit() reports any difference between the summaries and the rounds as summary_mismatch. See docs/SQL_API.md#rebuild_round_summaries.';
 COMMENT ON FUNCTION compute_auction.refund_unfilled(timestamp with time zone) IS
     'Every open bid with ttl_at <= now becomes expired, with last_result = ''expired unfilled''. Its escrow goes back as a refund ledger row with the reason bid expired unfilled. Returns one row: how many bids expired, and the tokens refunded. What one call refunds always fits in a bigint: expired bids past that stay open, and the next call refunds them (so huge escrows never make it, or run_cycle, fail). The function reads only the expired part of the book, through the ttl_at index. It never waits: an expired bid, or its bidder''s account, that another transaction holds (the bidder''s own open transaction) is left open and refunded by a later call. See docs/SQL_API.md#refund_unfilled.';
 COMMENT ON FUNCTION compute_auction.retire_slot(text) IS

@@ -226,3 +226,26 @@ def test_pruned_rounds_leave_the_summaries_exact(conn):
         "SELECT count(*) FROM compute_auction.compute_auction_rounds WHERE cleared_at < now() - interval '1 hour'"
     ).fetchone()[0]
     assert kept_old > 0, "rounds of assigned clears stay, and their minutes with them"
+
+
+def test_a_round_written_by_someone_else_is_counted_by_the_next_round(conn):
+    """A round below the next one's id that the summaries did not count (a 0.1.0 clear_round
+    that was waiting for the clearing lock when the upgrade committed writes one; so does SQL by
+    hand): the next round notices it (through_round_id) and rebuilds both summaries, so audit()
+    is empty again and every reader exact without an operator's rebuild."""
+    history(conn, 12, seed=5)
+    t = now(conn)
+    conn.execute(
+        "INSERT INTO compute_auction.compute_auction_rounds"
+        " (cleared_at, slots_offered, bids_eligible, slots_filled, clearing_price_tokens)"
+        " VALUES (%s, 3, 2, 2, 4242)",
+        (t - timedelta(minutes=5),),
+    )
+    found = conn.execute("SELECT check_name FROM compute_auction.audit()").fetchall()
+    assert found and {r[0] for r in found} == {"summary_mismatch"}, found
+    clear_at(conn, t, [10], 1, 0, "next")
+    assert_audit_clean(conn)
+    readers_agree(conn, windows(now(conn)))
+    assert conn.execute(
+        "SELECT rounds FROM compute_auction.recent_prices WHERE clearing_price_tokens = 4242"
+    ).fetchone() == (1,)

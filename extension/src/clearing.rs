@@ -349,7 +349,7 @@ pub fn clear(c: &mut SpiClient<'_>, now: TimestampWithTimeZone) -> Cleared {
     ];
     let round_id: i64 = spi::first(spi::run(c, summaries::RECORD_ROUND, &args), 1)
         .unwrap_or_else(|| internal!("insert round returned nothing"));
-    summaries::keep_up(c);
+    summaries::keep_up(c, round_id);
     if !skipped.is_empty() {
         let args: [DatumWithOid<'_>; 2] = [round_id.into(), skipped.into()];
         spi::run(c, INSERT_SKIPS, &args);

@@ -101,12 +101,14 @@ SELECT round_id FROM r"
 );
 
 /// Moves the histogram's `since` up to now() - the advice window, uncounting the priced rounds
-/// it passes (an index range of cleared_at: the rounds of about one clearing interval). Returns
-/// whether the histogram exists (false before the first round of a fresh install).
+/// it passes (an index range of cleared_at: the rounds of about one clearing interval), and
+/// records round $1 as counted. Returns whether the summaries exist (false before the first
+/// round of a fresh install) and whether a round between the last one counted and $1 was
+/// written by someone else (see `through_round_id` in schema.sql).
 const AGE_PRICES: &str = concat!(
     "
 WITH s AS (
-    SELECT since, now() - ",
+    SELECT since, through_round_id, now() - ",
     advice_window_sql!(),
     " AS upto FROM compute_auction.recent_prices_since WHERE id = 1
 ), g AS (
@@ -122,11 +124,14 @@ WITH s AS (
       FROM g
      WHERE h.clearing_price_tokens = g.p AND h.rounds > g.n
 ), a AS (
-    UPDATE compute_auction.recent_prices_since AS t SET since = s.upto
+    UPDATE compute_auction.recent_prices_since AS t
+       SET since = greatest(t.since, s.upto), through_round_id = $1
       FROM s
-     WHERE t.id = 1 AND s.upto > t.since
+     WHERE t.id = 1
 )
-SELECT EXISTS (SELECT 1 FROM s)"
+SELECT EXISTS (SELECT 1 FROM s),
+       coalesce((SELECT max(round_id) FROM compute_auction.compute_auction_rounds WHERE round_id < $1)
+                > (SELECT through_round_id FROM s), false)"
 );
 
 /// Recomputes the histogram from the rounds, with `since` = now() - the advice window (after
@@ -135,10 +140,11 @@ const CLEAR_PRICES: &str = "DELETE FROM compute_auction.recent_prices";
 const REBUILD_PRICES: &str = concat!(
     "
 WITH s AS (
-    INSERT INTO compute_auction.recent_prices_since (id, since) VALUES (1, now() - ",
+    INSERT INTO compute_auction.recent_prices_since (id, since, through_round_id)
+    VALUES (1, now() - ",
     advice_window_sql!(),
-    ")
-    ON CONFLICT (id) DO UPDATE SET since = EXCLUDED.since
+    ", coalesce((SELECT max(round_id) FROM compute_auction.compute_auction_rounds), 0))
+    ON CONFLICT (id) DO UPDATE SET since = EXCLUDED.since, through_round_id = EXCLUDED.through_round_id
     RETURNING since
 ), i AS (
     INSERT INTO compute_auction.recent_prices (clearing_price_tokens, rounds)
@@ -259,14 +265,27 @@ pub fn forget_rounds(c: &mut SpiClient<'_>, from: TimestampWithTimeZone, to: Tim
     }
 }
 
-/// After clear_round has written its round with RECORD_ROUND: ages the histogram (creating it
-/// from the rounds the first time). Under the clearing lock.
-pub fn keep_up(c: &mut SpiClient<'_>) {
-    let exists = spi::first::<bool>(spi::run(c, AGE_PRICES, &[]), 1).unwrap_or(false);
-    if !exists {
-        spi::run(c, CLEAR_PRICES, &[]);
-        spi::run(c, REBUILD_PRICES, &[]);
+/// After clear_round has written round `round_id` with RECORD_ROUND: ages the histogram, and
+/// rebuilds both summaries from the rounds when they do not exist yet (the first round of a
+/// fresh install) or a round below this one was written by someone else since the last (a
+/// 0.1.0 clear_round that was waiting when the upgrade committed; rounds written by hand). Under
+/// the clearing lock.
+pub fn keep_up(c: &mut SpiClient<'_>, round_id: i64) {
+    let t = spi::run(c, AGE_PRICES, &[round_id.into()]).first();
+    let exists = spi::get::<bool>(&t, 1).unwrap_or(false);
+    let foreign = spi::get::<bool>(&t, 2).unwrap_or(false);
+    if !exists || foreign {
+        rebuild(c);
     }
+}
+
+/// Both summaries from the rounds: (minute rows, price rows).
+fn rebuild(c: &mut SpiClient<'_>) -> (i64, i64) {
+    spi::run(c, CLEAR_MINUTES, &[]);
+    let minutes = spi::first::<i64>(spi::run(c, REBUILD_MINUTES, &[]), 1).unwrap_or(0);
+    spi::run(c, CLEAR_PRICES, &[]);
+    let prices = spi::first::<i64>(spi::run(c, REBUILD_PRICES, &[]), 1).unwrap_or(0);
+    (minutes, prices)
 }
 
 /// Recomputes round_minutes and recent_prices from compute_auction_rounds, under the clearing
@@ -279,10 +298,7 @@ fn rebuild_round_summaries() -> pgrx::JsonB {
     spi::with(|c| {
         let lock: [DatumWithOid<'_>; 2] = [locks::CLASS.into(), locks::CLEARING.into()];
         spi::run(c, "SELECT pg_catalog.pg_advisory_xact_lock($1, $2)", &lock);
-        spi::run(c, CLEAR_MINUTES, &[]);
-        let minutes = spi::first::<i64>(spi::run(c, REBUILD_MINUTES, &[]), 1).unwrap_or(0);
-        spi::run(c, CLEAR_PRICES, &[]);
-        let prices = spi::first::<i64>(spi::run(c, REBUILD_PRICES, &[]), 1).unwrap_or(0);
+        let (minutes, prices) = rebuild(c);
         pgrx::JsonB(serde_json::json!({"minutes": minutes, "prices": prices}))
     })
 }
