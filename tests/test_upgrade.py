@@ -185,7 +185,9 @@ def _populate(su, agent, operator, agent_role: str, operator_role: str) -> dict:
             (day,),
         )
     past_ttl = "SELECT bool_and(ttl_at < now()) FROM compute_auction.compute_auction_bids WHERE id = ANY(%s)"
+    deadline = time.monotonic() + 60  # one-second TTLs: the deadline only detects a hang
     while not su.execute(past_ttl, (left,)).fetchone()[0]:
+        assert time.monotonic() < deadline, "the one-second bids never passed their TTL"
         time.sleep(0.2)  # until the one-second bids are past their TTL
     return {"expired_unrefunded": left}
 

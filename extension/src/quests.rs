@@ -59,6 +59,7 @@ SELECT id, task_id, bidder_id, status, max_price_tokens
 /// validates, takes the locks, reads the rows, and executes the plan in the planner's order.
 #[pg_extern(security_definer)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
+// a pgrx table function's type is its result columns, spelled out for the SQL signature
 #[allow(clippy::type_complexity)]
 fn submit_bids_for_task_arrays(
     quest_id: Option<&str>,

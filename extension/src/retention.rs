@@ -276,19 +276,18 @@ fn prune_bids(c: &mut SpiClient<'_>, horizon: TimestampWithTimeZone) -> (Removed
     (Removed { table: TABLES[0], rows: bids, more }, Removed { table: TABLES[1], rows: clears, more })
 }
 
+/// The first and the last cleared_at of a set of rounds.
+type Span = (TimestampWithTimeZone, TimestampWithTimeZone);
+
 /// Removes, in chunks, the rounds older than `horizon` that nothing kept references, with their
 /// skipped-bid rows: the one place rounds are deleted (see [`PRUNE_ROUNDS`]).
 /// Also returns the span of cleared_at of the deleted rounds, for summaries::forget_rounds.
-#[allow(clippy::type_complexity)]
-fn prune_rounds(
-    c: &mut SpiClient<'_>,
-    horizon: TimestampWithTimeZone,
-) -> (Removed, Removed, Option<(TimestampWithTimeZone, TimestampWithTimeZone)>) {
+fn prune_rounds(c: &mut SpiClient<'_>, horizon: TimestampWithTimeZone) -> (Removed, Removed, Option<Span>) {
     let (mut rounds, mut skips) = (0_i64, 0_i64);
     let mut cursor: (Option<TimestampWithTimeZone>, i64) = (None, 0);
     let mut full = false;
     // the span of cleared_at the chunks went through: the deleted rounds are all in it
-    let mut span: Option<(TimestampWithTimeZone, TimestampWithTimeZone)> = None;
+    let mut span: Option<Span> = None;
     while rounds < lim::MAX_ROWS_PER_CALL {
         let args: [DatumWithOid<'_>; 4] = [horizon.into(), cursor.0.into(), cursor.1.into(), lim::CHUNK_ROWS.into()];
         let t = spi::run_sized(c, PRUNE_ROUNDS, &args, &PRUNE_ROUNDS_TABLES).first();
