@@ -23,7 +23,7 @@ const DATA_PLACEHOLDER: &str = "__INITIAL_DATA__";
 /// Buckets per price_history call.
 pub const CHART_BUCKETS: i32 = 96;
 /// The dashboard window.
-pub const WINDOW_HOURS: i64 = 24;
+pub const WINDOW_HOURS: i32 = 24;
 /// Depth of the order book shown on the page.
 pub const BOOK_DEPTH: i32 = 20;
 /// The chart never zooms in to less than this span.
@@ -93,7 +93,7 @@ pub fn totals(rows: &[PriceBucket]) -> Totals {
 pub async fn collect(client: &Client, driver: Value) -> Result<Value, DbError> {
     let mut errors = Map::new();
     let now = db::db_now(client).await?;
-    let window_start = now - ChronoDuration::hours(WINDOW_HOURS);
+    let window_start = now - ChronoDuration::hours(i64::from(WINDOW_HOURS));
 
     macro_rules! part {
         ($name:literal, $fut:expr) => {
@@ -109,12 +109,13 @@ pub async fn collect(client: &Client, driver: Value) -> Result<Value, DbError> {
         };
     }
 
-    let day = part!("price_history", db::price_history(client, window_start, CHART_BUCKETS));
+    // the day relative to the statement's own now(), so its buckets fall on the quarter-hours
+    let day = part!("price_history", db::price_history(client, db::Since::HoursAgo(WINDOW_HOURS), CHART_BUCKETS));
     let mut chart_since = window_start;
     let mut chart_rows = day.clone().unwrap_or_default();
     for _ in 0..2 {
         let Some(s) = refine_since(chart_since, now, &chart_rows) else { break };
-        match part!("price_history", db::price_history(client, s, CHART_BUCKETS)) {
+        match part!("price_history", db::price_history(client, db::Since::At(s), CHART_BUCKETS)) {
             Some(rows) => {
                 chart_since = s;
                 chart_rows = rows;
@@ -127,7 +128,7 @@ pub async fn collect(client: &Client, driver: Value) -> Result<Value, DbError> {
     let bucket_seconds = ((now - chart_since).num_milliseconds() as f64 / 1000.0 / f64::from(CHART_BUCKETS)).max(1.0);
 
     // fill rate and top winners of the window: one stats(since, include_rounds => false) call
-    let stats = part!("stats", async { db::stats(client, WINDOW_HOURS as f64, None).await?.parse() });
+    let stats = part!("stats", async { db::stats(client, f64::from(WINDOW_HOURS), None).await?.parse() });
     let stat = |key: &str| stats.as_ref().and_then(|s| fields::get(s, fields::STATS, key)).cloned();
     let fill_rate = stat("fill_rate").unwrap_or(Value::Null);
     let top_winners = stat("top_winners").filter(Value::is_array).unwrap_or(Value::Array(vec![]));

@@ -713,15 +713,37 @@ pub struct PriceBucket {
     pub slots_offered: i64,
 }
 
-pub async fn price_history(client: &Client, since: DateTime<Utc>, buckets: i32) -> Result<Vec<PriceBucket>, DbError> {
-    let rows = client
-        .query(
+/// Where a `price_history` window starts.
+#[derive(Debug, Clone, Copy)]
+pub enum Since {
+    /// At this time.
+    At(DateTime<Utc>),
+    /// This many whole hours before the statement's `now()`: the window is then a whole number of
+    /// hours to the microsecond, so a day in 96 buckets has 15-minute buckets on the quarter-hours,
+    /// which price_history reads whole from its per-quarter-hour summary.
+    HoursAgo(i32),
+}
+
+/// price_history's columns from the window that starts at `$since`.
+macro_rules! price_history_sql {
+    ($since:literal) => {
+        concat!(
             "SELECT bucket_start, rounds::bigint, avg_price_tokens::bigint, min_price_tokens::bigint, \
                     max_price_tokens::bigint, slots_filled::bigint, slots_offered::bigint \
-             FROM compute_auction.price_history($1::timestamptz, $2::int) ORDER BY bucket_start",
-            &[&since, &buckets],
+             FROM compute_auction.price_history(",
+            $since,
+            ", $2::int) ORDER BY bucket_start"
         )
-        .await?;
+    };
+}
+
+pub async fn price_history(client: &Client, since: Since, buckets: i32) -> Result<Vec<PriceBucket>, DbError> {
+    let rows = match since {
+        Since::At(t) => client.query(price_history_sql!("$1::timestamptz"), &[&t, &buckets]).await?,
+        Since::HoursAgo(h) => {
+            client.query(price_history_sql!("now() - make_interval(hours => $1::int)"), &[&h, &buckets]).await?
+        }
+    };
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         out.push(PriceBucket {
