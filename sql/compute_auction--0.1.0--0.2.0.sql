@@ -473,7 +473,7 @@ CREATE INDEX open_bid_count_deltas_xid_idx ON compute_auction.open_bid_count_del
 
 ---------------------------------------------------------------------------------------------
 -- 2.8 Issue 21, reports whose cost does not grow with history: the rounds' summaries that
---     clear_round keeps (per-minute totals, the last 24 hours' clearing prices; as schema.sql
+--     clear_round keeps (per-minute and per-quarter-hour totals, the last 24 hours' clearing prices; as schema.sql
 --     explains), the index the window's top winners start from, and rebuild_round_summaries(),
 --     which computes the summaries of the rounds already there.
 ---------------------------------------------------------------------------------------------
@@ -481,6 +481,16 @@ CREATE INDEX compute_auction_clears_price_idx
     ON compute_auction.compute_auction_clears (max_price_tokens DESC, bid_id);
 CREATE TABLE compute_auction.round_minutes (
     minute        bigint  PRIMARY KEY,
+    rounds        bigint  NOT NULL CHECK (rounds > 0),
+    priced_rounds bigint  NOT NULL CHECK (priced_rounds BETWEEN 0 AND rounds),
+    price_sum     numeric NOT NULL,
+    price_min     bigint  NULL,
+    price_max     bigint  NULL,
+    slots_offered bigint  NOT NULL,
+    slots_filled  bigint  NOT NULL
+);
+CREATE TABLE compute_auction.round_quarters (
+    quarter       bigint  PRIMARY KEY,
     rounds        bigint  NOT NULL CHECK (rounds > 0),
     priced_rounds bigint  NOT NULL CHECK (priced_rounds BETWEEN 0 AND rounds),
     price_sum     numeric NOT NULL,
@@ -503,14 +513,17 @@ CREATE TABLE compute_auction.recent_prices_since (
 );
 ALTER TABLE compute_auction.round_minutes
     SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
+ALTER TABLE compute_auction.round_quarters
+    SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
 ALTER TABLE compute_auction.recent_prices
     SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
 ALTER TABLE compute_auction.recent_prices_since
     SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 200);
 SELECT pg_catalog.pg_extension_config_dump('compute_auction.round_minutes', '');
+SELECT pg_catalog.pg_extension_config_dump('compute_auction.round_quarters', '');
 SELECT pg_catalog.pg_extension_config_dump('compute_auction.recent_prices', '');
 SELECT pg_catalog.pg_extension_config_dump('compute_auction.recent_prices_since', '');
-REVOKE ALL ON compute_auction.round_minutes, compute_auction.recent_prices,
+REVOKE ALL ON compute_auction.round_minutes, compute_auction.round_quarters, compute_auction.recent_prices,
               compute_auction.recent_prices_since FROM PUBLIC;
 
 CREATE FUNCTION compute_auction."rebuild_round_summaries"() RETURNS jsonb /* pgrx :: JsonB */
@@ -525,11 +538,11 @@ DO $grant$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'compute_auction_operator') THEN
         GRANT EXECUTE ON FUNCTION compute_auction.rebuild_round_summaries() TO compute_auction_operator;
-        GRANT SELECT ON compute_auction.round_minutes, compute_auction.recent_prices,
+        GRANT SELECT ON compute_auction.round_minutes, compute_auction.round_quarters, compute_auction.recent_prices,
                         compute_auction.recent_prices_since TO compute_auction_operator;
     END IF;
     IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'compute_auction_agent') THEN
-        GRANT SELECT ON compute_auction.round_minutes, compute_auction.recent_prices,
+        GRANT SELECT ON compute_auction.round_minutes, compute_auction.round_quarters, compute_auction.recent_prices,
                         compute_auction.recent_prices_since TO compute_auction_agent;
     END IF;
 END
@@ -672,7 +685,7 @@ COMMENT ON FUNCTION compute_auction.price_to_win() IS
 COMMENT ON FUNCTION compute_auction.prune_history(interval) IS
     'Removes the market''s finished history older than now() - older_than and compacts the ledger before that horizon, then returns one row per table: how many rows it removed, and whether it stopped at its budget with more to remove (more: call it again). See docs/SQL_API.md#prune_history.';
 COMMENT ON FUNCTION compute_auction.rebuild_round_summaries() IS
-    'Recomputes the rounds'' summaries from compute_auction_rounds and returns {"minutes": n, "prices": n}, the rows each summary now has. clear_round keeps both in each round''s own transaction, so the reports over a window cost what the window''s minutes or distinct prices cost, not what its rounds cost; run this after deleting rounds by hand (the upgrade to 0.2.0 runs it for the rounds already there, prune_history keeps them itself, and a round written by anyone else, by hand or by a 0.1.0 clear_round that outlived the upgrade, is noticed by the next round, which rebuilds both). audit() reports any difference between the summaries and the rounds as summary_mismatch. See docs/SQL_API.md#rebuild_round_summaries.';
+    'Recomputes the rounds'' summaries from compute_auction_rounds and returns {"minutes": n, "quarters": n, "prices": n}, the rows each summary now has. clear_round keeps them in each round''s own transaction, so the reports over a window cost what the window''s quarter-hours or distinct prices cost, not what its rounds cost; run this after deleting rounds by hand (the upgrade to 0.2.0 runs it for the rounds already there, prune_history keeps them itself, and a round written by anyone else, by hand or by a 0.1.0 clear_round that outlived the upgrade, is noticed by the next round, which rebuilds them). audit() reports any difference between the summaries and the rounds as summary_mismatch. See docs/SQL_API.md#rebuild_round_summaries.';
 COMMENT ON FUNCTION compute_auction.refund_unfilled(timestamp with time zone) IS
     'Every open bid with ttl_at <= now becomes expired, with last_result = ''expired unfilled''. Its escrow goes back as a refund ledger row with the reason bid expired unfilled. Returns one row: how many bids expired, and the tokens refunded. What one call refunds always fits in a bigint: expired bids past that stay open, and the next call refunds them (so huge escrows never make it, or run_cycle, fail). The function reads only the expired part of the book, through the ttl_at index. It never waits: an expired bid, or its bidder''s account, that another transaction holds (the bidder''s own open transaction) is left open and refunded by a later call. See docs/SQL_API.md#refund_unfilled.';
 COMMENT ON FUNCTION compute_auction.retire_slot(text) IS

@@ -222,12 +222,23 @@ CREATE INDEX compute_auction_clears_price_idx
     ON compute_auction.compute_auction_clears (max_price_tokens DESC, bid_id);
 
 -- Summaries of the rounds, kept by clear_round in the round's own transaction (issue 21;
--- extension/src/summaries.rs), so that reports over a window cost what its minutes or its
+-- extension/src/summaries.rs), so that reports over a window cost what its quarter-hours or its
 -- distinct prices cost, not what its rounds cost. Exact, never estimates:
--- rebuild_round_summaries() recomputes both from the rounds, and audit() reports any difference.
+-- rebuild_round_summaries() recomputes them from the rounds, and audit() reports any difference.
 -- Per minute of cleared_at (floor(epoch / 60)): price_history and stats' fill rate.
 CREATE TABLE compute_auction.round_minutes (
     minute        bigint  PRIMARY KEY,
+    rounds        bigint  NOT NULL CHECK (rounds > 0),
+    priced_rounds bigint  NOT NULL CHECK (priced_rounds BETWEEN 0 AND rounds),
+    price_sum     numeric NOT NULL,
+    price_min     bigint  NULL,
+    price_max     bigint  NULL,
+    slots_offered bigint  NOT NULL,
+    slots_filled  bigint  NOT NULL
+);
+-- The same per quarter-hour of cleared_at (floor(epoch / 900)), so that a day is 96 rows.
+CREATE TABLE compute_auction.round_quarters (
+    quarter       bigint  PRIMARY KEY,
     rounds        bigint  NOT NULL CHECK (rounds > 0),
     priced_rounds bigint  NOT NULL CHECK (priced_rounds BETWEEN 0 AND rounds),
     price_sum     numeric NOT NULL,
@@ -267,6 +278,8 @@ ALTER TABLE compute_auction.compute_slots
     SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
 -- the round summaries' rows are rewritten every round
 ALTER TABLE compute_auction.round_minutes
+    SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
+ALTER TABLE compute_auction.round_quarters
     SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
 ALTER TABLE compute_auction.recent_prices
     SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
@@ -346,6 +359,7 @@ SELECT pg_catalog.pg_extension_config_dump('compute_auction.round_skips', '');
 SELECT pg_catalog.pg_extension_config_dump('compute_auction.pending_entries', '');
 SELECT pg_catalog.pg_extension_config_dump('compute_auction.pending_entries_entry_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('compute_auction.round_minutes', '');
+SELECT pg_catalog.pg_extension_config_dump('compute_auction.round_quarters', '');
 SELECT pg_catalog.pg_extension_config_dump('compute_auction.recent_prices', '');
 SELECT pg_catalog.pg_extension_config_dump('compute_auction.recent_prices_since', '');
 SELECT pg_catalog.pg_extension_config_dump('compute_auction.idempotency_keys', '');

@@ -1,6 +1,6 @@
-"""The rounds' summaries (extension/src/summaries.rs, issue 21): `round_minutes` and
-`recent_prices`, which clear_round keeps so that price_to_win, price_history and stats cost what a
-window's minutes or distinct prices cost, not what its rounds cost. What they answer must be
+"""The rounds' summaries (extension/src/summaries.rs, issue 21): `round_minutes`,
+`round_quarters` and `recent_prices`, which clear_round keeps so that price_to_win, price_history
+and stats cost what a window's quarter-hours or distinct prices cost, not what its rounds cost. What they answer must be
 exactly what the rounds give: every reader is compared with the query it replaced (the
 reference SQL below, run on the same snapshot), over a history cleared at awkward times (either
 side of minute boundaries, out of order, more than 24 hours ago, in the future), and audit()
@@ -127,17 +127,21 @@ def test_summaries_answer_exactly_what_the_rounds_give(conn):
     assert_audit_clean(conn)
 
 
+AGE_MARGIN_S = 5
+
+
 def test_a_round_older_than_the_window_leaves_the_percentiles_when_it_ages(conn):
-    """A round cleared 24 h minus 1 s ago is in the histogram when it is written; a second and
-    a half later price_to_win must leave it out without another round having run (the reader's
+    """A round cleared 24 h minus 5 s ago is in the histogram when it is written (the margin
+    only has to outlast two round writes and a query, about 50 ms); once it is older than the
+    window price_to_win must leave it out without another round having run (the reader's
     correction), and the next round uncounts it."""
     conn.execute("SELECT compute_auction.open_account('agent', 'agent', 1000000)")
     t = now(conn)
-    clear_at(conn, t - timedelta(hours=24) + timedelta(seconds=1), [900, 900], 1, 0, "old")
+    clear_at(conn, t - timedelta(hours=24) + timedelta(seconds=AGE_MARGIN_S), [900, 900], 1, 0, "old")
     clear_at(conn, t, [100, 100], 1, 0, "new")
     assert conn.execute(REF_PERCENTILES).fetchone() == (100, 900)
     readers_agree(conn, [])
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 12 * AGE_MARGIN_S  # only detects a hang
     while conn.execute(REF_PERCENTILES).fetchone() != (100, 100):
         assert time.monotonic() < deadline, "the old round never left the window"
         time.sleep(0.2)
@@ -171,6 +175,42 @@ def test_top_winners_outside_the_all_time_top_are_found(conn):
     assert_audit_clean(conn)
 
 
+def test_quarter_hours_are_read_whole_only_where_they_are_whole(conn):
+    """Windows of exactly 24 or 6 hours (`since` = now() - the window in the reader's own
+    transaction, as the dashboard's day is, so the width is 900 s to the bit and the buckets fall
+    on the quarter-hours): price_history and stats' fill rate read whole quarter-hours from
+    round_quarters, and must still give exactly what the rounds give around every cut: the
+    quarter-hour the window starts in (rounds before and after `since` in it), the first and the
+    last microsecond of a quarter-hour, and widths of 2 and 3 quarter-hours and of one minute."""
+    conn.execute("SELECT compute_auction.open_account('agent', 'agent', 10000000000)")
+    us = timedelta(microseconds=1)
+    with conn.transaction():
+        t = now(conn)
+        since = t - timedelta(hours=24)
+        q0 = conn.execute("SELECT to_timestamp(floor(date_part('epoch', %s::timestamptz) / 900) * 900)", (since,))
+        q0 = q0.fetchone()[0]
+        q1 = q0 + timedelta(seconds=900)
+        times = [since - us, since, since + us, q0 + us, q1 - us, q1, q1 + us, q1 + timedelta(seconds=930)]
+        times += [since + timedelta(hours=5, seconds=7), t - timedelta(hours=6) - us, t - timedelta(hours=6), t]
+        for i, at in enumerate(times):
+            clear_at(conn, at, [100 + 7 * i, 50], 1 + i % 2, 0, f"q{i}")
+        assert conn.execute("SELECT count(*) FROM compute_auction.round_quarters").fetchone()[0] >= 6
+        for window, buckets in (
+            ("24 hours", 96),
+            ("24 hours", 48),
+            ("24 hours", 32),
+            ("24 hours", 1440),
+            ("6 hours", 24),
+        ):
+            start = conn.execute("SELECT now() - %s::interval", (window,)).fetchone()[0]
+            got = conn.execute("SELECT * FROM compute_auction.price_history(%s, %s)", (start, buckets)).fetchall()
+            want = conn.execute(REF_PRICE_HISTORY, {"since": start, "buckets": buckets}).fetchall()
+            assert got == want, (window, buckets)
+            stats = conn.execute("SELECT compute_auction.stats(%s, false)", (start,)).fetchone()[0]
+            assert stats["fill_rate"] == conn.execute(REF_FILL, {"since": start}).fetchone()[0], window
+        assert_audit_clean(conn)
+
+
 def test_audit_reports_a_summary_that_drifts_and_rebuild_restores_it(conn):
     history(conn, 40, seed=7)
     assert_audit_clean(conn)
@@ -178,15 +218,22 @@ def test_audit_reports_a_summary_that_drifts_and_rebuild_restores_it(conn):
         "SELECT minute, rounds FROM compute_auction.round_minutes ORDER BY minute DESC LIMIT 1"
     ).fetchone()
     conn.execute("UPDATE compute_auction.round_minutes SET rounds = rounds + 1 WHERE minute = %s", (minute,))
+    quarter = conn.execute("SELECT min(quarter) FROM compute_auction.round_quarters").fetchone()[0]
+    conn.execute(
+        "UPDATE compute_auction.round_quarters SET slots_filled = slots_filled + 1 WHERE quarter = %s", (quarter,)
+    )
     price = conn.execute("SELECT max(clearing_price_tokens) FROM compute_auction.recent_prices").fetchone()[0]
     conn.execute("DELETE FROM compute_auction.recent_prices WHERE clearing_price_tokens = %s", (price,))
     found = conn.execute("SELECT check_name, detail FROM compute_auction.audit()").fetchall()
-    assert sorted(name for name, _ in found) == ["summary_mismatch", "summary_mismatch"], found
-    assert any(f"minute {minute}:" in d for _, d in found) and any(f"price {price}:" in d for _, d in found)
+    assert sorted(name for name, _ in found) == ["summary_mismatch"] * 3, found
+    assert any(f"round_minutes minute {minute}:" in d for _, d in found)
+    assert any(f"round_quarters quarter {quarter}:" in d for _, d in found)
+    assert any(f"price {price}:" in d for _, d in found)
 
     out = conn.execute("SELECT compute_auction.rebuild_round_summaries()").fetchone()[0]
     assert out == {
         "minutes": conn.execute("SELECT count(*) FROM compute_auction.round_minutes").fetchone()[0],
+        "quarters": conn.execute("SELECT count(*) FROM compute_auction.round_quarters").fetchone()[0],
         "prices": conn.execute("SELECT count(*) FROM compute_auction.recent_prices").fetchone()[0],
     }
     assert conn.execute("SELECT rounds FROM compute_auction.round_minutes WHERE minute = %s", (minute,)).fetchone() == (
@@ -205,6 +252,7 @@ def test_rebuild_is_for_operators(roles):
     assert roles["op"].execute("SELECT count(*) FROM compute_auction.round_minutes").fetchone() == before
     assert roles["op"].execute("SELECT compute_auction.rebuild_round_summaries()").fetchone()[0] == {
         "minutes": 0,
+        "quarters": 0,
         "prices": 0,
     }
 

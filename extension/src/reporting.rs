@@ -125,9 +125,9 @@ const TOP_CANDIDATES: i64 = 1000;
 
 // `n`: the newest max_rounds + 1 rounds of the window (by round_id, so the cost is bounded by
 // max_rounds, not by the window); one more than max_rounds means some were left out.
-// `fill`: the slot totals of the window's whole minutes (from `whole_minute` on) from
-// round_minutes (summaries.rs), and of the rounds themselves only before it, in the minute the
-// window starts in.
+// `fill`: the slot totals of the window's whole quarter-hours (from `whole_quarter` on) from
+// round_quarters, of its whole minutes before that from round_minutes (summaries.rs), and of
+// the rounds themselves only before those, in the minute the window starts in.
 // `cand`: the top winners, first among the $4 highest-priced clears of all time (their index
 // order; a clear's slot_started_at is its round's cleared_at, which audit() checks): when 10 of
 // them are in the window, or there are fewer than $4 clears at all, those are exactly the
@@ -143,15 +143,22 @@ WITH n AS (
 ), kept AS (
     SELECT * FROM n ORDER BY round_id DESC LIMIT $3
 ), e AS (
-    SELECT m0 + (to_timestamp(m0 * 60) < $1::timestamptz)::int AS whole_minute
+    SELECT m0 + (to_timestamp(m0 * 60) < $1::timestamptz)::int AS whole_minute,
+           q0 + (to_timestamp(q0 * 900) < $1::timestamptz)::int AS whole_quarter
       FROM (SELECT ",
     minute_of_sql!("$1::timestamptz"),
-    " AS m0) AS x
+    " AS m0, ",
+    quarter_of_sql!("$1::timestamptz"),
+    " AS q0) AS x
 ), fill AS (
     SELECT sum(f) AS filled, sum(o) AS offered
-      FROM (SELECT m.slots_filled AS f, m.slots_offered AS o
+      FROM (SELECT q.slots_filled AS f, q.slots_offered AS o
+              FROM compute_auction.round_quarters AS q, e
+             WHERE q.quarter >= e.whole_quarter
+            UNION ALL
+            SELECT m.slots_filled, m.slots_offered
               FROM compute_auction.round_minutes AS m, e
-             WHERE m.minute >= e.whole_minute
+             WHERE m.minute >= e.whole_minute AND m.minute < e.whole_quarter * 15
             UNION ALL
             SELECT r.slots_filled, r.slots_offered
               FROM compute_auction.compute_auction_rounds AS r, e
@@ -222,30 +229,49 @@ fn stats(
     json(STATS, &[since.into(), include.into(), i64::from(max_rounds).into(), TOP_CANDIDATES.into()])
 }
 
-// The window's minutes from round_minutes (summaries.rs) where a whole minute falls in one
-// bucket, and the rounds themselves only for the minutes that do not: the one the window starts
-// in, and those a bucket boundary cuts (none when the width is a whole number of minutes). A
-// minute is whole when the first and the last microsecond of it fall in the same bucket,
-// computed with the very expression a round's bucket is (so both agree to the last bit). Every
-// bucket is exactly what the rounds give: the average is sum / count in numeric, as avg() is.
-// date_part, not extract, for the buckets: since PostgreSQL 14 extract returns numeric, and
-// numeric arithmetic on every round is most of the cost (2.7x on a day of 1-second rounds).
+// The window's quarter-hours from round_quarters (summaries.rs) where a whole quarter-hour falls
+// in one bucket; the minutes from round_minutes only of the quarter-hours that do not, where a
+// whole minute falls in one bucket; and the rounds themselves only of the minutes that do not:
+// the one the window starts in, and those a bucket boundary cuts. With a width that is a whole
+// number of quarter-hours (the dashboard's day of 96 buckets: 15 minutes) that is the first
+// quarter-hour's minutes and the first minute's rounds; with a whole number of minutes, the
+// minutes of the quarter-hours the buckets cut. A period is whole when its first and its last
+// microsecond fall in the same bucket, computed with the very expression a round's bucket is (so
+// both agree to the last bit). Every bucket is exactly what the rounds give: the average is
+// sum / count in numeric, as avg() is. date_part, not extract, for the buckets: since
+// PostgreSQL 14 extract returns numeric, and numeric arithmetic on every round is most of the
+// cost (2.7x on a day of 1-second rounds).
 const PRICE_HISTORY: &str = concat!(
     "
 WITH p AS (
     SELECT greatest(1.0, date_part('epoch', now() - $1) / $2) AS width, $1::timestamptz AS since
+), qq AS (
+    SELECT q.*, t.t0,
+           floor(date_part('epoch', t.t0) / p.width) AS b,
+           t.t0 >= p.since
+           AND floor(date_part('epoch', t.t0) / p.width)
+             = floor(date_part('epoch', t.t0 + interval '899.999999 seconds') / p.width) AS whole
+      FROM p, compute_auction.round_quarters AS q,
+           LATERAL (SELECT to_timestamp(q.quarter * 900) AS t0) AS t
+     WHERE q.quarter >= ",
+    quarter_of_sql!("p.since"),
+    "
 ), mm AS (
     SELECT m.*, t.t0,
            floor(date_part('epoch', t.t0) / p.width) AS b,
            t.t0 >= p.since
            AND floor(date_part('epoch', t.t0) / p.width)
              = floor(date_part('epoch', t.t0 + interval '59.999999 seconds') / p.width) AS whole
-      FROM p, compute_auction.round_minutes AS m,
+      FROM p, qq, compute_auction.round_minutes AS m,
            LATERAL (SELECT to_timestamp(m.minute * 60) AS t0) AS t
-     WHERE m.minute >= ",
+     WHERE NOT qq.whole AND m.minute >= qq.quarter * 15 AND m.minute < qq.quarter * 15 + 15
+       AND m.minute >= ",
     minute_of_sql!("p.since"),
     "
 ), parts AS (
+    SELECT b, rounds, priced_rounds, price_sum, price_min, price_max, slots_filled, slots_offered
+      FROM qq WHERE whole
+    UNION ALL
     SELECT b, rounds, priced_rounds, price_sum, price_min, price_max, slots_filled, slots_offered
       FROM mm WHERE whole
     UNION ALL

@@ -1,8 +1,11 @@
 //! Summaries of the rounds, kept by clear_round in each round's own transaction (issue 21), so
 //! that a report over a window costs what the window's minutes (or distinct prices) cost, not
 //! what its rounds cost:
-//! - `round_minutes`: per minute of cleared_at, the rounds' count, priced count, price sum, min
-//!   and max, and slot totals (price_history, stats' fill rate);
+//! - `round_minutes` and `round_quarters`: per minute and per quarter-hour of cleared_at, the
+//!   rounds' count, priced count, price sum, min and max, and slot totals (price_history, stats'
+//!   fill rate). A reader takes a window's whole quarter-hours from the second, the minutes
+//!   only of the quarter-hours it cuts, and the rounds only of the minutes it cuts: a day is
+//!   about 96 + 15 rows however many rounds it holds;
 //! - `recent_prices`: a histogram of the clearing prices of every priced round with cleared_at
 //!   at or after `recent_prices_since.since`, which each round moves up to its now() - the
 //!   advice window (price_to_win's p50 and p90). A reader corrects the histogram by the few
@@ -26,11 +29,57 @@ macro_rules! advice_window_sql {
     };
 }
 
-/// The minute (seconds since the epoch / 60, rounded down) of a timestamptz expression, in
-/// exact numeric arithmetic.
+/// The period of `$secs` seconds (seconds since the epoch / `$secs`, rounded down) of a
+/// timestamptz expression, in exact numeric arithmetic.
+macro_rules! period_of_sql {
+    ($ts:literal, $secs:literal) => {
+        concat!("pg_catalog.floor(EXTRACT(epoch FROM ", $ts, ") / ", $secs, ")::bigint")
+    };
+}
+
+/// The minute of a timestamptz expression: `round_minutes.minute`.
 macro_rules! minute_of_sql {
     ($ts:literal) => {
-        concat!("pg_catalog.floor(EXTRACT(epoch FROM ", $ts, ") / 60)::bigint")
+        period_of_sql!($ts, "60")
+    };
+}
+
+/// The quarter-hour of a timestamptz expression: `round_quarters.quarter` (a quarter-hour is
+/// 15 whole minutes: its first minute is quarter * 15).
+macro_rules! quarter_of_sql {
+    ($ts:literal) => {
+        period_of_sql!($ts, "900")
+    };
+}
+
+/// Counts the round of CTE `r` in the period table `$table` (key column `$key`, periods of
+/// `$secs` seconds): the upsert RECORD_ROUND runs for each level.
+macro_rules! count_round_sql {
+    ($table:literal, $key:literal, $secs:literal) => {
+        concat!(
+            "INSERT INTO compute_auction.",
+            $table,
+            " AS m
+           (",
+            $key,
+            ", rounds, priced_rounds, price_sum, price_min, price_max, slots_offered, slots_filled)
+    SELECT ",
+            period_of_sql!("r.cleared_at", $secs),
+            ", 1, (r.clearing_price_tokens IS NOT NULL)::int,
+           coalesce(r.clearing_price_tokens, 0), r.clearing_price_tokens, r.clearing_price_tokens,
+           r.slots_offered, r.slots_filled
+      FROM r
+    ON CONFLICT (",
+            $key,
+            ") DO UPDATE
+       SET rounds        = m.rounds + 1,
+           priced_rounds = m.priced_rounds + EXCLUDED.priced_rounds,
+           price_sum     = m.price_sum + EXCLUDED.price_sum,
+           price_min     = least(m.price_min, EXCLUDED.price_min),
+           price_max     = greatest(m.price_max, EXCLUDED.price_max),
+           slots_offered = m.slots_offered + EXCLUDED.slots_offered,
+           slots_filled  = m.slots_filled + EXCLUDED.slots_filled"
+        )
     };
 }
 
@@ -64,7 +113,7 @@ SELECT array(SELECT clearing_price_tokens FROM compute_auction.recent_prices ORD
     };
 }
 
-/// Writes the round and counts it in both summaries (the histogram counts it when it is not
+/// Writes the round and counts it in the summaries (the histogram counts it when it is not
 /// older than the histogram's `since`): $1..$5 as the round's columns. Returns round_id.
 pub const RECORD_ROUND: &str = concat!(
     "
@@ -74,22 +123,13 @@ WITH r AS (
     VALUES ($1, $2, $3, $4, $5)
     RETURNING round_id, cleared_at, slots_offered, slots_filled, clearing_price_tokens
 ), m AS (
-    INSERT INTO compute_auction.round_minutes AS m
-           (minute, rounds, priced_rounds, price_sum, price_min, price_max, slots_offered, slots_filled)
-    SELECT ",
-    minute_of_sql!("r.cleared_at"),
-    ", 1, (r.clearing_price_tokens IS NOT NULL)::int,
-           coalesce(r.clearing_price_tokens, 0), r.clearing_price_tokens, r.clearing_price_tokens,
-           r.slots_offered, r.slots_filled
-      FROM r
-    ON CONFLICT (minute) DO UPDATE
-       SET rounds        = m.rounds + 1,
-           priced_rounds = m.priced_rounds + EXCLUDED.priced_rounds,
-           price_sum     = m.price_sum + EXCLUDED.price_sum,
-           price_min     = least(m.price_min, EXCLUDED.price_min),
-           price_max     = greatest(m.price_max, EXCLUDED.price_max),
-           slots_offered = m.slots_offered + EXCLUDED.slots_offered,
-           slots_filled  = m.slots_filled + EXCLUDED.slots_filled
+    ",
+    count_round_sql!("round_minutes", "minute", "60"),
+    "
+), q AS (
+    ",
+    count_round_sql!("round_quarters", "quarter", "900"),
+    "
 ), p AS (
     INSERT INTO compute_auction.recent_prices AS h (clearing_price_tokens, rounds)
     SELECT r.clearing_price_tokens, 1
@@ -157,36 +197,85 @@ WITH s AS (
 SELECT count(*) FROM i"
 );
 
-/// The per-minute totals recomputed from the rounds (the aggregate RECORD_ROUND keeps).
-macro_rules! minutes_of_rounds_sql {
-    () => {
+/// The totals per period of `$secs` seconds recomputed from the rounds (the aggregate
+/// RECORD_ROUND keeps), the period as column `$key`: of all the rounds, or (`span`) of those in
+/// the periods from $1's to $2's.
+macro_rules! periods_of_rounds_sql {
+    ($key:literal, $secs:literal) => {
+        periods_of_rounds_sql!(@ $key, $secs, "true")
+    };
+    ($key:literal, $secs:literal, span) => {
+        periods_of_rounds_sql!(@ $key, $secs, concat!(
+            "cleared_at >= to_timestamp(",
+            period_of_sql!("$1::timestamptz", $secs),
+            " * ",
+            $secs,
+            ") AND cleared_at < to_timestamp((",
+            period_of_sql!("$2::timestamptz", $secs),
+            " + 1) * ",
+            $secs,
+            ")"
+        ))
+    };
+    (@ $key:literal, $secs:literal, $where:expr) => {
         concat!(
             "SELECT ",
-            minute_of_sql!("cleared_at"),
-            " AS minute, count(*) AS rounds, count(clearing_price_tokens) AS priced_rounds,
+            period_of_sql!("cleared_at", $secs),
+            " AS ",
+            $key,
+            ", count(*) AS rounds, count(clearing_price_tokens) AS priced_rounds,
        coalesce(sum(clearing_price_tokens), 0) AS price_sum, min(clearing_price_tokens) AS price_min,
        max(clearing_price_tokens) AS price_max, sum(slots_offered) AS slots_offered,
        sum(slots_filled) AS slots_filled
-  FROM compute_auction.compute_auction_rounds GROUP BY 1"
+  FROM compute_auction.compute_auction_rounds WHERE ",
+            $where,
+            " GROUP BY 1"
         )
     };
 }
 
-/// audit()'s rows for the summaries: `summary_mismatch` where round_minutes or recent_prices
-/// differ from what the rounds give.
+/// audit()'s rows for one period table: where it differs from what the rounds give.
+macro_rules! period_audit_sql {
+    ($table:literal, $key:literal, $secs:literal) => {
+        concat!(
+            "
+SELECT 'summary_mismatch', format('",
+            $table,
+            " ",
+            $key,
+            " %s: kept %s, the rounds give %s',
+                                  ",
+            $key,
+            ", coalesce((to_jsonb(k) - '",
+            $key,
+            "')::text, 'nothing'),
+                                  coalesce((to_jsonb(a) - '",
+            $key,
+            "')::text, 'nothing'))
+  FROM compute_auction.",
+            $table,
+            " AS k FULL JOIN (",
+            periods_of_rounds_sql!($key, $secs),
+            ") AS a USING (",
+            $key,
+            ")
+ WHERE ROW(k.rounds, k.priced_rounds, k.price_sum, k.price_min, k.price_max, k.slots_offered, k.slots_filled)
+       IS DISTINCT FROM
+       ROW(a.rounds, a.priced_rounds, a.price_sum, a.price_min, a.price_max, a.slots_offered, a.slots_filled)"
+        )
+    };
+}
+
+/// audit()'s rows for the summaries: `summary_mismatch` where round_minutes, round_quarters or
+/// recent_prices differ from what the rounds give.
 macro_rules! summary_audit_sql {
     () => {
         concat!(
+            period_audit_sql!("round_minutes", "minute", "60"),
             "
-SELECT 'summary_mismatch', format('round_minutes minute %s: kept %s, the rounds give %s',
-                                  minute, coalesce((to_jsonb(k) - 'minute')::text, 'nothing'),
-                                  coalesce((to_jsonb(a) - 'minute')::text, 'nothing'))
-  FROM compute_auction.round_minutes AS k FULL JOIN (",
-            minutes_of_rounds_sql!(),
-            ") AS a USING (minute)
- WHERE ROW(k.rounds, k.priced_rounds, k.price_sum, k.price_min, k.price_max, k.slots_offered, k.slots_filled)
-       IS DISTINCT FROM
-       ROW(a.rounds, a.priced_rounds, a.price_sum, a.price_min, a.price_max, a.slots_offered, a.slots_filled)
+UNION ALL",
+            period_audit_sql!("round_quarters", "quarter", "900"),
+            "
 UNION ALL
 SELECT 'summary_mismatch', format('recent_prices price %s: kept %s rounds, the rounds since %s give %s',
                                   clearing_price_tokens, coalesce(k.rounds, 0),
@@ -204,44 +293,53 @@ SELECT 'summary_mismatch', format('recent_prices price %s: kept %s rounds, the r
     };
 }
 
-const CLEAR_MINUTES: &str = "DELETE FROM compute_auction.round_minutes";
-const REBUILD_MINUTES: &str = concat!(
-    "
-WITH i AS (
-    INSERT INTO compute_auction.round_minutes
-           (minute, rounds, priced_rounds, price_sum, price_min, price_max, slots_offered, slots_filled)
-    ",
-    minutes_of_rounds_sql!(),
-    "
-    RETURNING 1
-)
-SELECT count(*) FROM i"
-);
+/// One period table's statements: emptied and made again from all the rounds (rebuild), and
+/// the periods from $1's to $2's deleted and made again from the rounds left in them
+/// (forget_rounds).
+struct Level {
+    clear: &'static str,
+    rebuild: &'static str,
+    forget: &'static str,
+    remake: &'static str,
+}
 
-/// The minutes from $1's to $2's: their rows are made again from the rounds left in them.
-const FORGET_MINUTES: &str = concat!(
-    "DELETE FROM compute_auction.round_minutes WHERE minute BETWEEN ",
-    minute_of_sql!("$1::timestamptz"),
-    " AND ",
-    minute_of_sql!("$2::timestamptz")
-);
-const REMAKE_MINUTES: &str = concat!(
-    "
-INSERT INTO compute_auction.round_minutes
-       (minute, rounds, priced_rounds, price_sum, price_min, price_max, slots_offered, slots_filled)
-SELECT ",
-    minute_of_sql!("cleared_at"),
-    ", count(*), count(clearing_price_tokens), coalesce(sum(clearing_price_tokens), 0),
-       min(clearing_price_tokens), max(clearing_price_tokens), sum(slots_offered), sum(slots_filled)
-  FROM compute_auction.compute_auction_rounds
- WHERE cleared_at >= to_timestamp(",
-    minute_of_sql!("$1::timestamptz"),
-    " * 60)
-   AND cleared_at < to_timestamp((",
-    minute_of_sql!("$2::timestamptz"),
-    " + 1) * 60)
- GROUP BY 1"
-);
+macro_rules! level {
+    ($table:literal, $key:literal, $secs:literal) => {
+        Level {
+            clear: concat!("DELETE FROM compute_auction.", $table),
+            rebuild: concat!(
+                "WITH i AS (INSERT INTO compute_auction.",
+                $table,
+                " (",
+                $key,
+                ", rounds, priced_rounds, price_sum, price_min, price_max, slots_offered, slots_filled) ",
+                periods_of_rounds_sql!($key, $secs),
+                " RETURNING 1) SELECT count(*) FROM i"
+            ),
+            forget: concat!(
+                "DELETE FROM compute_auction.",
+                $table,
+                " WHERE ",
+                $key,
+                " BETWEEN ",
+                period_of_sql!("$1::timestamptz", $secs),
+                " AND ",
+                period_of_sql!("$2::timestamptz", $secs)
+            ),
+            remake: concat!(
+                "INSERT INTO compute_auction.",
+                $table,
+                " (",
+                $key,
+                ", rounds, priced_rounds, price_sum, price_min, price_max, slots_offered, slots_filled) ",
+                periods_of_rounds_sql!($key, $secs, span)
+            ),
+        }
+    };
+}
+
+/// The period tables, finest first.
+const LEVELS: [Level; 2] = [level!("round_minutes", "minute", "60"), level!("round_quarters", "quarter", "900")];
 
 /// Whether the histogram counted rounds cleared at or before $1 (its `since` is not after it).
 const PRICES_REACH: &str =
@@ -255,10 +353,12 @@ const PRICES_REACH: &str =
 pub fn forget_rounds(c: &mut SpiClient<'_>, from: TimestampWithTimeZone, to: TimestampWithTimeZone) {
     let lock: [DatumWithOid<'_>; 2] = [locks::CLASS.into(), locks::CLEARING.into()];
     spi::run(c, "SELECT pg_catalog.pg_advisory_xact_lock($1, $2)", &lock);
-    let span: [DatumWithOid<'_>; 2] = [from.into(), to.into()];
-    spi::run(c, FORGET_MINUTES, &span);
-    let span: [DatumWithOid<'_>; 2] = [from.into(), to.into()];
-    spi::run(c, REMAKE_MINUTES, &span);
+    for level in &LEVELS {
+        let span: [DatumWithOid<'_>; 2] = [from.into(), to.into()];
+        spi::run(c, level.forget, &span);
+        let span: [DatumWithOid<'_>; 2] = [from.into(), to.into()];
+        spi::run(c, level.remake, &span);
+    }
     if spi::first::<bool>(spi::run(c, PRICES_REACH, &[to.into()]), 1).unwrap_or(false) {
         spi::run(c, CLEAR_PRICES, &[]);
         spi::run(c, REBUILD_PRICES, &[]);
@@ -279,18 +379,22 @@ pub fn keep_up(c: &mut SpiClient<'_>, round_id: i64) {
     }
 }
 
-/// Both summaries from the rounds: (minute rows, price rows).
-fn rebuild(c: &mut SpiClient<'_>) -> (i64, i64) {
-    spi::run(c, CLEAR_MINUTES, &[]);
-    let minutes = spi::first::<i64>(spi::run(c, REBUILD_MINUTES, &[]), 1).unwrap_or(0);
+/// Every summary from the rounds: the rows of each period table (LEVELS' order) and of the
+/// histogram.
+fn rebuild(c: &mut SpiClient<'_>) -> ([i64; 2], i64) {
+    let mut periods = [0_i64; 2];
+    for (n, level) in periods.iter_mut().zip(&LEVELS) {
+        spi::run(c, level.clear, &[]);
+        *n = spi::first::<i64>(spi::run(c, level.rebuild, &[]), 1).unwrap_or(0);
+    }
     spi::run(c, CLEAR_PRICES, &[]);
     let prices = spi::first::<i64>(spi::run(c, REBUILD_PRICES, &[]), 1).unwrap_or(0);
-    (minutes, prices)
+    (periods, prices)
 }
 
-/// Recomputes round_minutes and recent_prices from compute_auction_rounds, under the clearing
-/// lock (so no round is cleared meanwhile). Returns {"minutes": n, "prices": n}: the rows each
-/// summary now has. The upgrade to 0.2.0 runs it; an operator runs it after writing or deleting
+/// Recomputes round_minutes, round_quarters and recent_prices from compute_auction_rounds, under
+/// the clearing lock (so no round is cleared meanwhile). Returns {"minutes": n, "quarters": n,
+/// "prices": n}: the rows each summary now has. The upgrade to 0.2.0 runs it; an operator runs it after writing or deleting
 /// rounds by hand.
 #[pg_extern(security_definer)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
@@ -298,7 +402,7 @@ fn rebuild_round_summaries() -> pgrx::JsonB {
     spi::with(|c| {
         let lock: [DatumWithOid<'_>; 2] = [locks::CLASS.into(), locks::CLEARING.into()];
         spi::run(c, "SELECT pg_catalog.pg_advisory_xact_lock($1, $2)", &lock);
-        let (minutes, prices) = rebuild(c);
-        pgrx::JsonB(serde_json::json!({"minutes": minutes, "prices": prices}))
+        let ([minutes, quarters], prices) = rebuild(c);
+        pgrx::JsonB(serde_json::json!({"minutes": minutes, "quarters": quarters, "prices": prices}))
     })
 }
