@@ -51,7 +51,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from conftest import assert_audit_clean, snapshot, sqlstate_of
+from conftest import assert_audit_clean, core_lock_key, snapshot, sqlstate_of
 from helpers import ABORT, ABORT_STALE, CANCEL, CLAIM, PLACE, REFUND, SETTLE, Market
 
 HANG = "10s"  # statement_timeout of every connection here: it only detects a hang
@@ -414,6 +414,35 @@ def test_a_hostile_open_transaction_stalls_nobody(mk, connect, action):
     assert mk.value("SELECT count(*) FROM compute_auction.audit()") == 0
     for a in ("mallory", "alice", "bob", "carol", "dave", "eve", "quest-q"):
         mk.assert_journal(a)
+
+
+TASK_LOCK_CLASS = core_lock_key("CLASS") + 1  # compute_auction_core::limits::locks::CLASS_TASK
+TASK_LOCKS_OF = """
+SELECT count(*) FROM pg_catalog.pg_locks
+ WHERE locktype = 'advisory' AND pid = %s AND classid = %s AND objsubid = 2 AND granted"""
+
+
+def test_a_submit_naming_others_tasks_leaves_their_task_locks_alone(mk, connect):
+    """Mallory's submit_bids_for_tasks lists quest-q's two tasks beside her own and she leaves
+    her transaction open: she holds the task lock of her own task only, so quest-q's own submit
+    of its two tasks (which takes their task locks) replaces both at once instead of waiting a
+    second for 55P03 on every call while she holds. Fails before the submit skipped the task
+    locks of other bidders' tasks (55P03)."""
+    w = build_world(mk)
+    hostile = connect(autocommit=False)
+    act_submit_others_tasks(hostile, w)
+    assert in_txn(hostile)
+    assert mk.value(TASK_LOCKS_OF, (hostile.info.backend_pid, TASK_LOCK_CLASS)) == 1  # m-top's
+    quest = connect()
+    tasks = [{"task_id": t, "expected_value_usd": 46.0} for t in ("q-1", "q-2")]
+    rows = quest.execute(SUBMIT, ("quest-q", Jsonb(tasks), 100.0, 1.0, mk.at(60))).fetchall()
+    assert [(t, b, o) for t, b, _p, o in rows] == [
+        ("q-1", w.bids["q-1"], "replaced"),
+        ("q-2", w.bids["q-2"], "replaced"),
+    ], rows
+    assert mk.bid_field(w.bids["q-1"], "max_price_tokens") == 4600
+    hostile.rollback()
+    assert_audit_clean(mk.conn)
 
 
 def test_a_locked_bid_deeper_in_the_book_counts_as_eligible(mk, connect):

@@ -12,6 +12,7 @@ use compute_auction_core::planner::{self, Decision};
 use compute_auction_core::{tokens, validate};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
 
 use crate::bids::{self, Placed};
 use crate::book;
@@ -119,18 +120,26 @@ fn submit_bids_for_task_arrays(
 
     let rows = spi::with(|c| {
         // authority before any lock; then task locks (in key order) -> the quest's own live bids
-        // (id order) -> the quest's account. Other bidders' bids are only read.
+        // (id order) -> the quest's account. Other bidders' bids are only read, and the task of
+        // one is not locked at all: it is skipped whatever happens, and a task lock held on it
+        // until this transaction ends would make its owner's replace wait (55P03).
         ledger::check_may_act(c, quest);
-        let args: [DatumWithOid<'_>; 2] = [locks::CLASS_TASK.into(), tasks.clone().into()];
+        type LiveRow = (i64, String, String, String, i64);
+        let read = |c: &mut SpiClient<'_>, sql: &'static str, tasks: &[String]| -> Vec<LiveRow> {
+            let args: [DatumWithOid<'_>; 2] = [tasks.to_vec().into(), quest.into()];
+            spi::run(c, sql, &args)
+                .map(|r| (spi::req(&r, 1), spi::req(&r, 2), spi::req(&r, 3), spi::req(&r, 4), spi::req(&r, 5)))
+                .collect()
+        };
+        let mut live = read(c, OTHERS_LIVE_BIDS, &tasks);
+        let theirs: std::collections::HashSet<&str> = live.iter().map(|(_, t, _, _, _)| t.as_str()).collect();
+        let free: Vec<String> = tasks.iter().filter(|t| !theirs.contains(t.as_str())).cloned().collect();
+        let args: [DatumWithOid<'_>; 2] = [locks::CLASS_TASK.into(), free.clone().into()];
         spi::run(c, LOCK_TASK_KEYS, &args);
-        let mut live: Vec<(i64, String, String, String, i64)> = Vec::new();
-        for sql in [OTHERS_LIVE_BIDS, OWN_LIVE_BIDS] {
-            let args: [DatumWithOid<'_>; 2] = [tasks.clone().into(), quest.into()];
-            live.extend(
-                spi::run(c, sql, &args)
-                    .map(|r| (spi::req(&r, 1), spi::req(&r, 2), spi::req(&r, 3), spi::req(&r, 4), spi::req(&r, 5))),
-            );
-        }
+        // a bid by another bidder placed on a free task before its lock was taken
+        let late = read(c, OTHERS_LIVE_BIDS, &free);
+        live.extend(late);
+        live.extend(read(c, OWN_LIVE_BIDS, &tasks));
         let acct = ledger::lock_owned(c, quest);
 
         let backlog: Vec<planner::Task<'_>> = tasks
