@@ -49,7 +49,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from conftest import assert_audit_clean, snapshot, sqlstate_of
+from conftest import assert_audit_clean, metrics, snapshot, sqlstate_of, wait_until
 from helpers import ABORT, ABORT_STALE, LONG, PLACE, SETTLE, START, Market, assert_rejected
 
 HANG = "10s"  # statement_timeout of every connection here: it only detects a hang
@@ -201,6 +201,29 @@ def test_settle_while_the_winner_holds_its_wallet(mk, connect, one_win, end, ste
     assert runner.execute(APPLY).fetchone()[0] == 0
     assert wallet_rows(mk, winner) == [("charge", 0, -200), ("premium", 100, -100)]
     assert mk.balance("alice") == expected
+    assert_audit_clean(mk.conn)
+
+
+def test_the_drivers_cycle_applies_pending_entries(mk, connect, one_win, drivers, fresh_db_url):
+    """The driver's own cycle (serve, its apply_pending step), not a SQL call of the test's:
+    while alice holds her wallet its rounds skip her pending charge and premium without waiting
+    (they stay pending, rounds keep coming); once the hold ends a later cycle applies both,
+    exactly once, and counts them in compute_auction_pending_entries_applied_total."""
+    slot, winner = one_win["slot"], one_win["winner"]
+    holder = connect(autocommit=False)
+    hold_wallet(holder, mk, "alice")
+    assert connect().execute(SETTLE, (slot, 7, 1.5)).fetchone()[0] == 200
+    assert len(pending(mk)) == 2
+    d = drivers(fresh_db_url)
+    rounds = "compute_auction_rounds_cleared_total"
+    wait_until(lambda: metrics(d.port).get(rounds, 0) >= 2, 60, what="two rounds of the driver's")
+    assert in_txn(holder)
+    assert len(pending(mk)) == 2, "the driver's cycle applied entries of a held account"
+    end_hold(holder, "rollback")
+    wait_until(lambda: pending(mk) == [], 60, what="the driver's cycle to apply the entries")
+    assert wallet_rows(mk, winner) == [("charge", 0, -200), ("premium", 100, -100)]
+    assert mk.balance("alice") == (START - 200, 0)
+    assert metrics(d.port).get("compute_auction_pending_entries_applied_total") == 2
     assert_audit_clean(mk.conn)
 
 
