@@ -136,10 +136,13 @@ fn submit_bids_for_task_arrays(
         let free: Vec<String> = tasks.iter().filter(|t| !theirs.contains(t.as_str())).cloned().collect();
         let args: [DatumWithOid<'_>; 2] = [locks::CLASS_TASK.into(), free.clone().into()];
         spi::run(c, LOCK_TASK_KEYS, &args);
-        // a bid by another bidder placed on a free task before its lock was taken
+        // a bid by another bidder placed on a free task before its lock was taken; then the
+        // quest's own bids, on the locked tasks only: a task skipped above stays skipped (were
+        // the other bid to end meanwhile and the quest to bid on the task from another session,
+        // that bid is neither counted nor locked here: the next call sees it)
         let late = read(c, OTHERS_LIVE_BIDS, &free);
         live.extend(late);
-        live.extend(read(c, OWN_LIVE_BIDS, &tasks));
+        live.extend(read(c, OWN_LIVE_BIDS, &free));
         let acct = ledger::lock_owned(c, quest);
 
         let backlog: Vec<planner::Task<'_>> = tasks
