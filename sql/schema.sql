@@ -257,9 +257,9 @@ CREATE TABLE compute_auction.recent_prices (
 CREATE TABLE compute_auction.recent_prices_since (
     id    int         PRIMARY KEY CHECK (id = 1),
     since timestamptz NOT NULL,
-    -- the newest round both summaries are known to count: a round below the next one's id but
+    -- the newest round the summaries are known to count: a round below the next one's id but
     -- above this was written by someone else (a 0.1.0 call that outlived the upgrade, SQL by
-    -- hand), and the next round rebuilds both summaries from the rounds
+    -- hand), and the next round rebuilds the summaries from the rounds
     through_round_id bigint NOT NULL DEFAULT 0
 );
 

@@ -191,23 +191,21 @@ def test_quarter_hours_are_read_whole_only_where_they_are_whole(conn):
         q0 = q0.fetchone()[0]
         q1 = q0 + timedelta(seconds=900)
         times = [since - us, since, since + us, q0 + us, q1 - us, q1, q1 + us, q1 + timedelta(seconds=930)]
+        times += [q0 - us, q0, q1 + timedelta(seconds=60) - us, q1 + timedelta(seconds=60)]
         times += [since + timedelta(hours=5, seconds=7), t - timedelta(hours=6) - us, t - timedelta(hours=6), t]
         for i, at in enumerate(times):
             clear_at(conn, at, [100 + 7 * i, 50], 1 + i % 2, 0, f"q{i}")
         assert conn.execute("SELECT count(*) FROM compute_auction.round_quarters").fetchone()[0] >= 6
-        for window, buckets in (
-            ("24 hours", 96),
-            ("24 hours", 48),
-            ("24 hours", 32),
-            ("24 hours", 1440),
-            ("6 hours", 24),
-        ):
-            start = conn.execute("SELECT now() - %s::interval", (window,)).fetchone()[0]
+        relative = (("24 hours", 96), ("24 hours", 48), ("24 hours", 32), ("24 hours", 1440), ("6 hours", 24))
+        starts = [(conn.execute("SELECT now() - %s::interval", (w,)).fetchone()[0], n) for w, n in relative]
+        # windows starting exactly on a quarter-hour, and on a minute inside one
+        starts += [(start, n) for start in (q0, q1, q1 + timedelta(seconds=60)) for n in (1, 96)]
+        for start, buckets in starts:
             got = conn.execute("SELECT * FROM compute_auction.price_history(%s, %s)", (start, buckets)).fetchall()
             want = conn.execute(REF_PRICE_HISTORY, {"since": start, "buckets": buckets}).fetchall()
-            assert got == want, (window, buckets)
+            assert got == want, (start, buckets)
             stats = conn.execute("SELECT compute_auction.stats(%s, false)", (start,)).fetchone()[0]
-            assert stats["fill_rate"] == conn.execute(REF_FILL, {"since": start}).fetchone()[0], window
+            assert stats["fill_rate"] == conn.execute(REF_FILL, {"since": start}).fetchone()[0], start
         assert_audit_clean(conn)
 
 

@@ -106,7 +106,7 @@ def test_the_driver_keeps_clearing_while_clients_fetch_stats_in_a_loop(conn, dri
     """Four clients fetch stats?hours=720&include_rounds=true in a loop against 30 days of
     1-second rounds, through a pool of 4 connections: the driver's rounds keep coming (waited
     for with a deadline that only detects a hang), and no cycle step fails or times out while
-    the load runs: the driver never turns degraded. Nothing here asserts how fast a round
+    the load runs, and the driver is not degraded at the end. Nothing here asserts how fast a round
     comes. Fails before issue 15: the clearing cycle took its connection from the HTTP pool,
     which the four (unbounded, many-second) requests keep busy, and the cycle timed out
     waiting for a pooled connection (a clearing error each time)."""
@@ -114,6 +114,7 @@ def test_the_driver_keeps_clearing_while_clients_fetch_stats_in_a_loop(conn, dri
     interval = 1.0
     d = drivers(fresh_db_url, None, "--pool-size", "4", interval="1s")
     wait_until(lambda: metrics(d.port).get("compute_auction_rounds_cleared_total", 0) >= 1, 30, what="a first round")
+    before = _failures(metrics(d.port))  # before the load starts
     stop = threading.Event()
     done = []
 
@@ -130,7 +131,6 @@ def test_the_driver_keeps_clearing_while_clients_fetch_stats_in_a_loop(conn, dri
         t.start()
     try:
         wait_until(lambda: len(done) >= 4, 120, what="the load to be running")
-        before = _failures(metrics(d.port))
         first = _newest_round(conn)
         # five rounds take about 5 s at a 1 s interval: 60 s only detects a hang
         wait_until(lambda: _newest_round(conn) >= first + 5, 60 * interval, what="five rounds under load")
@@ -143,7 +143,7 @@ def test_the_driver_keeps_clearing_while_clients_fetch_stats_in_a_loop(conn, dri
             t.join(60)
     assert _failures(after) == before, "a cycle step failed or timed out while clients fetched stats"
     assert after.get("compute_auction_degraded") == 0
-    assert len(done) >= 4, done
+    assert done.count(200) >= 4, done
 
 
 def _failures(m: dict[str, float]) -> dict[str, float]:

@@ -11,7 +11,7 @@
 //!   advice window (price_to_win's p50 and p90). A reader corrects the histogram by the few
 //!   rounds between `since` and its own window start, so its percentiles are exact.
 //!
-//! Both are exact, never estimates: `rebuild_round_summaries()` recomputes them from the rounds
+//! They are exact, never estimates: `rebuild_round_summaries()` recomputes them from the rounds
 //! (the upgrade to 0.2.0 does, and an operator must after writing rounds by hand), and audit()
 //! reports any difference as `summary_mismatch`. Writers hold the clearing lock.
 
@@ -346,9 +346,9 @@ const PRICES_REACH: &str =
     "SELECT coalesce((SELECT since <= $1 FROM compute_auction.recent_prices_since WHERE id = 1), false)";
 
 /// After rounds with cleared_at in [`from`, `to`] were deleted (prune_history, the one place
-/// rounds are deleted): the minutes of that span are made again from the rounds left in them,
-/// and the histogram, when it counted any of the span, from the rounds (a retention shorter
-/// than the advice window). Takes the clearing lock, so no round is cleared meanwhile (held to
+/// rounds are deleted): the minutes and quarter-hours of that span are made again from the
+/// rounds left in them, and the histogram, when it counted any of the span, from the rounds (a
+/// retention shorter than the advice window). Takes the clearing lock, so no round is cleared meanwhile (held to
 /// the end of the caller's transaction, as every writer of the summaries does).
 pub fn forget_rounds(c: &mut SpiClient<'_>, from: TimestampWithTimeZone, to: TimestampWithTimeZone) {
     let lock: [DatumWithOid<'_>; 2] = [locks::CLASS.into(), locks::CLEARING.into()];
@@ -366,7 +366,7 @@ pub fn forget_rounds(c: &mut SpiClient<'_>, from: TimestampWithTimeZone, to: Tim
 }
 
 /// After clear_round has written round `round_id` with RECORD_ROUND: ages the histogram, and
-/// rebuilds both summaries from the rounds when they do not exist yet (the first round of a
+/// rebuilds the summaries from the rounds when they do not exist yet (the first round of a
 /// fresh install) or a round below this one was written by someone else since the last (a
 /// 0.1.0 clear_round that was waiting when the upgrade committed; rounds written by hand). Under
 /// the clearing lock.
