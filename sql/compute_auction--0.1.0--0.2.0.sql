@@ -548,8 +548,8 @@ BEGIN
 END
 $grant$;
 
--- the summaries of the rounds cleared before the upgrade
-SELECT compute_auction.rebuild_round_summaries();
+-- (the summaries of the rounds cleared before the upgrade are computed at the end of 2.10,
+-- once every summary table exists)
 
 ---------------------------------------------------------------------------------------------
 -- 2.9 Issue 24, retention: prune_history (with its pg_cron registration), the ledger's new
@@ -631,6 +631,80 @@ END
 $grant$;
 
 ---------------------------------------------------------------------------------------------
+-- 2.10 Issue 25, agents understand the market: the rounds' O(1) facts that bid_status derives
+--      a bid's story from (the rounds cleared before the upgrade get their last winner from
+--      their clears; the lowest unfilled reserve was not recorded and stays NULL), the
+--      clearing prices per quarter-hour behind price_to_win's price_window, and price_to_win's
+--      two trailing arguments.
+---------------------------------------------------------------------------------------------
+ALTER TABLE compute_auction.compute_auction_rounds
+    ADD COLUMN unfilled_reserve_min bigint NULL,
+    ADD COLUMN last_winner_bid_id bigint NULL,
+    ADD COLUMN last_winner_price_tokens bigint NULL,
+    ADD COLUMN last_winner_placed_at timestamptz NULL;
+-- the last winner is the round's winner last in the book order (price, then time priority)
+UPDATE compute_auction.compute_auction_rounds AS r
+   SET last_winner_bid_id = w.bid_id, last_winner_price_tokens = w.max_price_tokens,
+       last_winner_placed_at = w.placed_at
+  FROM (SELECT DISTINCT ON (c.round_id) c.round_id, c.bid_id, c.max_price_tokens, b.placed_at
+          FROM compute_auction.compute_auction_clears AS c
+          JOIN compute_auction.compute_auction_bids AS b ON b.id = c.bid_id
+         ORDER BY c.round_id, c.max_price_tokens, b.placed_at DESC, c.bid_id DESC) AS w
+ WHERE w.round_id = r.round_id;
+
+CREATE TABLE compute_auction.round_quarter_prices (
+    quarter               bigint NOT NULL,
+    clearing_price_tokens bigint NOT NULL,
+    rounds                bigint NOT NULL CHECK (rounds > 0),
+    PRIMARY KEY (quarter, clearing_price_tokens)
+);
+ALTER TABLE compute_auction.round_quarter_prices
+    SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
+SELECT pg_catalog.pg_extension_config_dump('compute_auction.round_quarter_prices', '');
+REVOKE ALL ON compute_auction.round_quarter_prices FROM PUBLIC;
+
+-- price_to_win gains slots_free and price_window: dropped and re-created, and whoever could
+-- EXECUTE the old one (its grants, read before the drop) may EXECUTE the new one.
+CREATE TEMP TABLE price_to_win_grantees ON COMMIT DROP AS
+SELECT a.grantee::pg_catalog.regrole AS grantee
+  FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
+ WHERE p.oid = 'compute_auction.price_to_win()'::pg_catalog.regprocedure
+   AND a.privilege_type = 'EXECUTE'
+   AND a.grantee <> 0
+   AND a.grantee <> p.proowner;
+DROP FUNCTION compute_auction.price_to_win();
+CREATE FUNCTION compute_auction."price_to_win"(
+	"slots_free" INT DEFAULT NULL, /* Option < i32 > */
+	"price_window" interval DEFAULT '24 hours' /* Option < Interval > */
+) RETURNS jsonb /* pgrx :: JsonB */
+SECURITY DEFINER
+SET search_path TO pg_catalog, compute_auction, pg_temp
+LANGUAGE c /* Rust */
+AS 'compute_auction-0.2.0', 'price_to_win_wrapper';
+REVOKE ALL ON FUNCTION compute_auction.price_to_win(integer, interval) FROM PUBLIC;
+DO $grant$
+DECLARE
+    g pg_catalog.regrole;
+BEGIN
+    FOR g IN SELECT grantee FROM price_to_win_grantees LOOP
+        EXECUTE pg_catalog.format(
+            'GRANT EXECUTE ON FUNCTION compute_auction.price_to_win(integer, interval) TO %s', g);
+    END LOOP;
+    -- what docs/roles.sql grants, for the documented roles when they exist
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'compute_auction_operator') THEN
+        GRANT SELECT ON compute_auction.round_quarter_prices TO compute_auction_operator;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'compute_auction_agent') THEN
+        GRANT SELECT ON compute_auction.round_quarter_prices TO compute_auction_agent;
+    END IF;
+END
+$grant$;
+DROP TABLE price_to_win_grantees;
+
+-- the summaries of the rounds cleared before the upgrade (2.8 and this section's tables)
+SELECT compute_auction.rebuild_round_summaries();
+
+---------------------------------------------------------------------------------------------
 -- 2b. Issue 20: every function's COMMENT (what psql's \df+ shows), the first paragraph of its
 --     section in docs/SQL_API.md. Generated, identical to finalize.sql's block; it stays after
 --     section 2, so a function that a later subsection adds gets its comment here too.
@@ -680,7 +754,7 @@ COMMENT ON FUNCTION compute_auction.place_bid(text, text, bigint, double precisi
     'Places a bid for the next slot on behalf of task_id and returns the bid id. See docs/SQL_API.md#place_bid.';
 COMMENT ON FUNCTION compute_auction.price_history(timestamp with time zone, integer) IS
     'Groups the rounds since since into about buckets time buckets, so a dashboard never has to fetch every round. See docs/SQL_API.md#price_history.';
-COMMENT ON FUNCTION compute_auction.price_to_win() IS
+COMMENT ON FUNCTION compute_auction.price_to_win(integer, interval) IS
     'Bid advice: how many slots are free now, the smallest bid that would win one now, and the recent clearing prices. See docs/SQL_API.md#price_to_win.';
 COMMENT ON FUNCTION compute_auction.prune_history(interval) IS
     'Removes the market''s finished history older than now() - older_than and compacts the ledger before that horizon, then returns one row per table: how many rows it removed, and whether it stopped at its budget with more to remove (more: call it again). See docs/SQL_API.md#prune_history.';

@@ -64,7 +64,7 @@ COMMENT ON FUNCTION compute_auction.place_bid(text, text, bigint, double precisi
     'Places a bid for the next slot on behalf of task_id and returns the bid id. See docs/SQL_API.md#place_bid.';
 COMMENT ON FUNCTION compute_auction.price_history(timestamp with time zone, integer) IS
     'Groups the rounds since since into about buckets time buckets, so a dashboard never has to fetch every round. See docs/SQL_API.md#price_history.';
-COMMENT ON FUNCTION compute_auction.price_to_win() IS
+COMMENT ON FUNCTION compute_auction.price_to_win(integer, interval) IS
     'Bid advice: how many slots are free now, the smallest bid that would win one now, and the recent clearing prices. See docs/SQL_API.md#price_to_win.';
 COMMENT ON FUNCTION compute_auction.prune_history(interval) IS
     'Removes the market''s finished history older than now() - older_than and compacts the ledger before that horizon, then returns one row per table: how many rows it removed, and whether it stopped at its budget with more to remove (more: call it again). See docs/SQL_API.md#prune_history.';

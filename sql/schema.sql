@@ -187,7 +187,16 @@ CREATE TABLE compute_auction.compute_auction_rounds (
     bids_eligible         int              NOT NULL,
     slots_filled          int              NOT NULL,
     clearing_price_tokens bigint           NULL,
-    duration_ms           double precision NULL
+    duration_ms           double precision NULL,
+    -- O(1) facts of the round for the bids' stories (bid_status derives why each bid that took
+    -- part did not win from them, so a round writes nothing per losing bid): the lowest reserve
+    -- among the slots it offered but left unfilled (NULL when it filled every slot), and its
+    -- last winner, the k-th in book order (NULL when it filled none; for rounds cleared before
+    -- 0.2.0 the upgrade fills the winner in from the clears, and the reserve stays NULL)
+    unfilled_reserve_min  bigint           NULL,
+    last_winner_bid_id    bigint           NULL,
+    last_winner_price_tokens bigint        NULL,
+    last_winner_placed_at timestamptz      NULL
 );
 CREATE INDEX compute_auction_rounds_cleared_at_idx ON compute_auction.compute_auction_rounds (cleared_at);
 
@@ -247,6 +256,15 @@ CREATE TABLE compute_auction.round_quarters (
     slots_offered bigint  NOT NULL,
     slots_filled  bigint  NOT NULL
 );
+-- The clearing prices per quarter-hour of cleared_at: price_to_win's exact p50 and p90 over a
+-- window other than its default 24 hours (up to 7 days) read the window's whole quarter-hours
+-- here and only the rounds of the quarter-hour its start cuts.
+CREATE TABLE compute_auction.round_quarter_prices (
+    quarter               bigint NOT NULL,
+    clearing_price_tokens bigint NOT NULL,
+    rounds                bigint NOT NULL CHECK (rounds > 0),
+    PRIMARY KEY (quarter, clearing_price_tokens)
+);
 -- The clearing prices of every priced round with cleared_at >= recent_prices_since.since, which
 -- each round moves up to its now() - 24 hours: price_to_win's percentiles.
 CREATE TABLE compute_auction.recent_prices (
@@ -280,6 +298,8 @@ ALTER TABLE compute_auction.compute_slots
 ALTER TABLE compute_auction.round_minutes
     SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
 ALTER TABLE compute_auction.round_quarters
+    SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
+ALTER TABLE compute_auction.round_quarter_prices
     SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
 ALTER TABLE compute_auction.recent_prices
     SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
@@ -360,6 +380,7 @@ SELECT pg_catalog.pg_extension_config_dump('compute_auction.pending_entries', ''
 SELECT pg_catalog.pg_extension_config_dump('compute_auction.pending_entries_entry_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('compute_auction.round_minutes', '');
 SELECT pg_catalog.pg_extension_config_dump('compute_auction.round_quarters', '');
+SELECT pg_catalog.pg_extension_config_dump('compute_auction.round_quarter_prices', '');
 SELECT pg_catalog.pg_extension_config_dump('compute_auction.recent_prices', '');
 SELECT pg_catalog.pg_extension_config_dump('compute_auction.recent_prices_since', '');
 SELECT pg_catalog.pg_extension_config_dump('compute_auction.idempotency_keys', '');

@@ -23,7 +23,11 @@ REF_PERCENTILES = """
 SELECT p[1], p[2] FROM (
   SELECT percentile_disc(ARRAY[0.5, 0.9]) WITHIN GROUP (ORDER BY clearing_price_tokens) AS p
     FROM compute_auction.compute_auction_rounds
-   WHERE cleared_at >= now() - interval '24 hours' AND clearing_price_tokens IS NOT NULL) AS r"""
+   WHERE cleared_at >= now() - %(window)s::interval AND clearing_price_tokens IS NOT NULL) AS r"""
+
+# price_to_win's price windows: the default (the kept histogram), and others read from the
+# quarter-hours' prices (issue 25): shorter, longer, the longest, cutting quarter-hours.
+PRICE_WINDOWS = ["24 hours", "1 hour", "25 hours", "7 days", "90 minutes 17.000003 seconds", "1 second"]
 
 # price_history before the summaries: every round of the window, bucketed.
 REF_PRICE_HISTORY = """
@@ -92,10 +96,11 @@ def readers_agree(conn, since_list) -> None:
     """Every summary reader against its reference, each pair in one snapshot."""
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        advice = conn.execute("SELECT compute_auction.price_to_win()").fetchone()[0]
-        assert (advice["recent_clearing_p50"], advice["recent_clearing_p90"]) == conn.execute(
-            REF_PERCENTILES
-        ).fetchone()
+        for window in PRICE_WINDOWS:
+            advice = conn.execute("SELECT compute_auction.price_to_win(NULL, %s)", (window,)).fetchone()[0]
+            assert (advice["recent_clearing_p50"], advice["recent_clearing_p90"]) == conn.execute(
+                REF_PERCENTILES, {"window": window}
+            ).fetchone(), window
         for since, buckets in since_list:
             got = conn.execute("SELECT * FROM compute_auction.price_history(%s, %s)", (since, buckets)).fetchall()
             want = conn.execute(REF_PRICE_HISTORY, {"since": since, "buckets": buckets}).fetchall()
@@ -139,10 +144,10 @@ def test_a_round_older_than_the_window_leaves_the_percentiles_when_it_ages(conn)
     t = now(conn)
     clear_at(conn, t - timedelta(hours=24) + timedelta(seconds=AGE_MARGIN_S), [900, 900], 1, 0, "old")
     clear_at(conn, t, [100, 100], 1, 0, "new")
-    assert conn.execute(REF_PERCENTILES).fetchone() == (100, 900)
+    assert conn.execute(REF_PERCENTILES, {"window": "24 hours"}).fetchone() == (100, 900)
     readers_agree(conn, [])
     deadline = time.monotonic() + 12 * AGE_MARGIN_S  # only detects a hang
-    while conn.execute(REF_PERCENTILES).fetchone() != (100, 100):
+    while conn.execute(REF_PERCENTILES, {"window": "24 hours"}).fetchone() != (100, 100):
         assert time.monotonic() < deadline, "the old round never left the window"
         time.sleep(0.2)
     readers_agree(conn, [])  # no round ran since: the reader corrects the histogram itself
@@ -222,8 +227,17 @@ def test_audit_reports_a_summary_that_drifts_and_rebuild_restores_it(conn):
     )
     price = conn.execute("SELECT max(clearing_price_tokens) FROM compute_auction.recent_prices").fetchone()[0]
     conn.execute("DELETE FROM compute_auction.recent_prices WHERE clearing_price_tokens = %s", (price,))
+    qp = conn.execute(
+        "SELECT quarter, clearing_price_tokens FROM compute_auction.round_quarter_prices ORDER BY 1 DESC, 2 LIMIT 1"
+    ).fetchone()
+    conn.execute(
+        "UPDATE compute_auction.round_quarter_prices SET rounds = rounds + 2"
+        " WHERE quarter = %s AND clearing_price_tokens = %s",
+        qp,
+    )
     found = conn.execute("SELECT check_name, detail FROM compute_auction.audit()").fetchall()
-    assert sorted(name for name, _ in found) == ["summary_mismatch"] * 3, found
+    assert sorted(name for name, _ in found) == ["summary_mismatch"] * 4, found
+    assert any(f"round_quarter_prices quarter {qp[0]} price {qp[1]}:" in d for _, d in found)
     assert any(f"round_minutes minute {minute}:" in d for _, d in found)
     assert any(f"round_quarters quarter {quarter}:" in d for _, d in found)
     assert any(f"price {price}:" in d for _, d in found)
@@ -232,6 +246,7 @@ def test_audit_reports_a_summary_that_drifts_and_rebuild_restores_it(conn):
     assert out == {
         "minutes": conn.execute("SELECT count(*) FROM compute_auction.round_minutes").fetchone()[0],
         "quarters": conn.execute("SELECT count(*) FROM compute_auction.round_quarters").fetchone()[0],
+        "quarter_prices": conn.execute("SELECT count(*) FROM compute_auction.round_quarter_prices").fetchone()[0],
         "prices": conn.execute("SELECT count(*) FROM compute_auction.recent_prices").fetchone()[0],
     }
     assert conn.execute("SELECT rounds FROM compute_auction.round_minutes WHERE minute = %s", (minute,)).fetchone() == (
@@ -251,6 +266,7 @@ def test_rebuild_is_for_operators(roles):
     assert roles["op"].execute("SELECT compute_auction.rebuild_round_summaries()").fetchone()[0] == {
         "minutes": 0,
         "quarters": 0,
+        "quarter_prices": 0,
         "prices": 0,
     }
 

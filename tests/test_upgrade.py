@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from datetime import datetime
 from types import SimpleNamespace
 
 import psycopg
@@ -54,7 +55,32 @@ NEW_COLUMNS: dict[str, dict[str, object]] = {
         "folded_below": "0",
     },
     "open_bid_count_deltas": {"tokens_refunded": 0, "xid": lambda row, after: row["xid"]},
+    # issue 25: a round's last winner from its clears (the lowest unfilled reserve is unknown)
+    "compute_auction_rounds": {
+        "unfilled_reserve_min": None,
+        "last_winner_bid_id": lambda row, after: last_winner(row, after, "bid_id"),
+        "last_winner_price_tokens": lambda row, after: last_winner(row, after, "max_price_tokens"),
+        "last_winner_placed_at": lambda row, after: last_winner(row, after, "placed_at"),
+    },
 }
+
+
+def last_winner(row: dict, after: dict, key: str):
+    """The round's winner last in the book order (price, then placed_at, then id), from the
+    upgraded clears and bids: bid_id, max_price_tokens (its clear's) or placed_at (its bid's)."""
+    bids = {b["id"]: b for b in after["compute_auction_bids"]}
+    winners = [
+        {**c, "placed_at": datetime.fromisoformat(bids[c["bid_id"]]["placed_at"])}
+        for c in after["compute_auction_clears"]
+        if c["round_id"] == row["round_id"]
+    ]
+    if not winners:
+        return None
+    last = max(winners, key=lambda c: (-c["max_price_tokens"], c["placed_at"], c["bid_id"]))
+    if key == "placed_at":
+        return bids[last["bid_id"]]["placed_at"]
+    return last[key]
+
 
 # Privileges on 0.1.0's objects that the upgrade changes on purpose: {documented group role:
 # {privilege key of privileges_of(): value after the upgrade}}, checked on a login member.

@@ -162,6 +162,9 @@ struct BookBid {
     bidder: String,
     /// placed_at in microseconds since the epoch (time priority)
     placed_at: i64,
+    /// placed_at itself, for the bids this round locked (LOCK_TOP): the round records its last
+    /// winner's
+    placed: Option<TimestampWithTimeZone>,
 }
 
 impl BookBid {
@@ -172,6 +175,7 @@ impl BookBid {
             task: spi::req(r, 3),
             bidder: spi::req(r, 4),
             placed_at: spi::req(r, 5),
+            placed: None,
         }
     }
 
@@ -213,14 +217,14 @@ fn lock_book(c: &mut SpiClient<'_>, now: TimestampWithTimeZone) -> Book {
     for _ in 0..MAX_LOCK_ATTEMPTS {
         let stable = spi::in_subtransaction(|| {
             let args: [DatumWithOid<'_>; 2] = [now.into(), tokens::count(want).into()];
-            // (bid, its placed_at as a timestamp), then in book order by current values: the rows
-            // are ours now, so they stay put
-            let mut got: Vec<(BookBid, TimestampWithTimeZone)> =
-                spi::run(c, LOCK_TOP, &args).map(|r| (BookBid::read(&r), spi::req(&r, 6))).collect();
-            got.sort_by(|a, b| rule::bid_order(&a.0.rule(), &b.0.rule()));
+            // the bids with their placed_at as a timestamp, then in book order by current values:
+            // the rows are ours now, so they stay put
+            let mut got: Vec<BookBid> = spi::run(c, LOCK_TOP, &args)
+                .map(|r| BookBid { placed: Some(spi::req(&r, 6)), ..BookBid::read(&r) })
+                .collect();
+            got.sort_by(|a, b| rule::bid_order(&a.rule(), &b.rule()));
             // the last candidate bounds the scan, unless the lockable book ran out first
-            let last = got.last().filter(|_| got.len() == want).map(|(b, placed)| (b.price, *placed, b.id));
-            let got: Vec<BookBid> = got.into_iter().map(|(b, _)| b).collect();
+            let last = got.last().filter(|_| got.len() == want).and_then(|b| Some((b.price, b.placed?, b.id)));
             let held: Vec<i64> = got.iter().map(|b| b.id).collect();
             let ahead: Vec<BookBid> = match last {
                 Some((price, placed, id)) => {
@@ -340,12 +344,20 @@ pub fn clear(c: &mut SpiClient<'_>, now: TimestampWithTimeZone) -> Cleared {
     let open: i64 = spi::without_seqscan(|| spi::first::<i64>(spi::run(c, ELIGIBLE, &[now.into()]), 1)).unwrap_or(0);
     let eligible = open.saturating_sub(tokens::count(skipped.len()));
     let eligible = eligible.clamp(0, i32::MAX as i64) as i32;
-    let args: [DatumWithOid<'_>; 5] = [
+    // the round's facts for the bids' stories (compute_auction_core::story): the lowest reserve
+    // it leaves unfilled and its last winner
+    let unfilled_reserve_min = slots[k..].iter().map(|s| s.reserve).min();
+    let last_winner = k.checked_sub(1).and_then(|i| bids.get(i));
+    let args: [DatumWithOid<'_>; 9] = [
         now.into(),
         tokens::count_i32(slots.len()).into(),
         eligible.into(),
         tokens::count_i32(k).into(),
         outcome.price.into(),
+        unfilled_reserve_min.into(),
+        last_winner.map(|b| b.id).into(),
+        last_winner.map(|b| b.price).into(),
+        last_winner.and_then(|b| b.placed).into(),
     ];
     let round_id: i64 = spi::first(spi::run(c, summaries::RECORD_ROUND, &args), 1)
         .unwrap_or_else(|| internal!("insert round returned nothing"));

@@ -32,6 +32,7 @@ mod retention;
 mod settlement;
 mod slots;
 mod spi;
+mod story;
 mod times;
 
 extension_sql_file!("../sql/schema.sql", name = "schema", bootstrap);

@@ -59,52 +59,6 @@ fn json(sql: &'static str, args: &[DatumWithOid<'_>]) -> pgrx::JsonB {
         .unwrap_or(pgrx::JsonB(serde_json::Value::Null))
 }
 
-const BID_STATUS: &str = concat!(
-    "
-SELECT jsonb_build_object(
-  'bid_id', b.id, 'bidder_id', b.bidder_id, 'task_id', b.task_id, 'status', b.status,
-  'max_price_tokens', b.max_price_tokens, 'expected_value_usd', b.expected_value_usd,
-  'ttl_at', b.ttl_at, 'placed_at', b.placed_at, 'last_result', b.last_result,
-  'round_id', b.round_id, 'slot_id', c.slot_id,
-  'clearing_price_tokens', c.clearing_price_tokens,
-  'actual_impact', c.actual_impact,
-  'result', CASE WHEN b.status = ",
-    bid_status_sql!(won),
-    "
-                 THEN 'won at ' || c.clearing_price_tokens || ' in round ' || c.round_id
-                 ELSE b.last_result END,
-  'why_not_won', CASE
-      WHEN b.status <> ",
-    bid_status_sql!(open),
-    " THEN NULL
-      WHEN b.ttl_at <= now() THEN 'expired; refund pending'
-      WHEN r.round_id IS NULL THEN 'no round has cleared yet'
-      WHEN b.updated_at > r.cleared_at THEN
-           'placed after the latest round (' || r.round_id || '); waiting for the next round'
-      WHEN EXISTS (SELECT 1 FROM compute_auction.round_skips AS k
-                    WHERE k.round_id = r.round_id AND k.bid_id = b.id) THEN
-           'locked during round ' || r.round_id || ' (another transaction held it); waiting for the next round'
-      WHEN r.slots_offered = 0 THEN 'no slot was available in round ' || r.round_id
-      WHEN r.slots_filled < r.slots_offered THEN 'below reserve in round ' || r.round_id
-      ELSE 'outbid at ' || r.clearing_price_tokens || ' in round ' || r.round_id
-  END)
-  FROM compute_auction.compute_auction_bids AS b
-  LEFT JOIN compute_auction.compute_auction_clears AS c ON c.bid_id = b.id
-  LEFT JOIN LATERAL (SELECT * FROM compute_auction.compute_auction_rounds
-                      ORDER BY round_id DESC LIMIT 1) AS r ON true
- WHERE b.id = $1"
-);
-
-/// Any bid's status and prices, and for an open bid why it has not won (derived from the
-/// latest round, so rounds never write to every losing bid).
-#[pg_extern(security_definer)]
-#[search_path(pg_catalog, @extschema@, pg_temp)]
-fn bid_status(bid_id: Option<i64>) -> pgrx::JsonB {
-    let id = or_raise!(validate::required("bid_id", bid_id));
-    let v = spi::with_read(|c| spi::first::<pgrx::JsonB>(spi::read(c, BID_STATUS, &[id.into()]), 1));
-    v.unwrap_or_else(|| not_found!("bid", &id.to_string()))
-}
-
 /// The top winners' JSON array, from a relation of clears.
 macro_rules! top_winners_sql {
     () => {

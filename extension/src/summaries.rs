@@ -113,14 +113,47 @@ SELECT array(SELECT clearing_price_tokens FROM compute_auction.recent_prices ORD
     };
 }
 
+/// The clearing prices of the priced rounds with cleared_at >= $1 (a window start other than
+/// the advice window's), in the same columns as `recent_histogram_sql!` (no adjustments): the
+/// window's whole quarter-hours from round_quarter_prices, and the rounds themselves only in
+/// the quarter-hour $1 cuts. Its cost is the window's quarter-hours times their distinct prices,
+/// plus at most one quarter-hour of rounds.
+macro_rules! window_histogram_sql {
+    () => {
+        concat!(
+            "(WITH e AS (
+    SELECT $1::timestamptz AS w, q0 + (to_timestamp(q0 * 900) < $1::timestamptz)::int AS whole_quarter
+      FROM (SELECT ",
+            quarter_of_sql!("$1::timestamptz"),
+            " AS q0) AS x
+), h AS (
+    SELECT p, sum(n)::bigint AS n
+      FROM (SELECT qp.clearing_price_tokens AS p, qp.rounds AS n
+              FROM compute_auction.round_quarter_prices AS qp, e
+             WHERE qp.quarter >= e.whole_quarter
+            UNION ALL
+            SELECT r.clearing_price_tokens, 1
+              FROM compute_auction.compute_auction_rounds AS r, e
+             WHERE r.cleared_at >= e.w AND r.cleared_at < to_timestamp(e.whole_quarter * 900)
+               AND r.clearing_price_tokens IS NOT NULL) AS x
+     GROUP BY p
+)
+SELECT array(SELECT p FROM h ORDER BY p) AS prices, array(SELECT n FROM h ORDER BY p) AS counts,
+       '{}'::bigint[] AS adj_prices, '{}'::bigint[] AS adj_counts)"
+        )
+    };
+}
+
 /// Writes the round and counts it in the summaries (the histogram counts it when it is not
-/// older than the histogram's `since`): $1..$5 as the round's columns. Returns round_id.
+/// older than the histogram's `since`): $1..$9 as the round's columns, its facts for the bids'
+/// stories last. Returns round_id.
 pub const RECORD_ROUND: &str = concat!(
     "
 WITH r AS (
     INSERT INTO compute_auction.compute_auction_rounds
-           (cleared_at, slots_offered, bids_eligible, slots_filled, clearing_price_tokens)
-    VALUES ($1, $2, $3, $4, $5)
+           (cleared_at, slots_offered, bids_eligible, slots_filled, clearing_price_tokens,
+            unfilled_reserve_min, last_winner_bid_id, last_winner_price_tokens, last_winner_placed_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
     RETURNING round_id, cleared_at, slots_offered, slots_filled, clearing_price_tokens
 ), m AS (
     ",
@@ -130,6 +163,13 @@ WITH r AS (
     ",
     count_round_sql!("round_quarters", "quarter", "900"),
     "
+), qp AS (
+    INSERT INTO compute_auction.round_quarter_prices AS h (quarter, clearing_price_tokens, rounds)
+    SELECT ",
+    quarter_of_sql!("r.cleared_at"),
+    ", r.clearing_price_tokens, 1
+      FROM r WHERE r.clearing_price_tokens IS NOT NULL
+    ON CONFLICT (quarter, clearing_price_tokens) DO UPDATE SET rounds = h.rounds + 1
 ), p AS (
     INSERT INTO compute_auction.recent_prices AS h (clearing_price_tokens, rounds)
     SELECT r.clearing_price_tokens, 1
@@ -234,6 +274,22 @@ macro_rules! periods_of_rounds_sql {
     };
 }
 
+/// The clearing prices per quarter-hour (round_quarter_prices) recomputed from the rounds, of
+/// all of them or of those matching `$where`.
+macro_rules! quarter_prices_of_rounds_sql {
+    ($where:expr) => {
+        concat!(
+            "SELECT ",
+            quarter_of_sql!("cleared_at"),
+            " AS quarter, clearing_price_tokens, count(*) AS rounds
+  FROM compute_auction.compute_auction_rounds
+ WHERE clearing_price_tokens IS NOT NULL AND ",
+            $where,
+            " GROUP BY 1, 2"
+        )
+    };
+}
+
 /// audit()'s rows for one period table: where it differs from what the rounds give.
 macro_rules! period_audit_sql {
     ($table:literal, $key:literal, $secs:literal) => {
@@ -276,6 +332,13 @@ macro_rules! summary_audit_sql {
 UNION ALL",
             period_audit_sql!("round_quarters", "quarter", "900"),
             "
+UNION ALL
+SELECT 'summary_mismatch', format('round_quarter_prices quarter %s price %s: kept %s rounds, the rounds give %s',
+                                  quarter, clearing_price_tokens, coalesce(k.rounds, 0), coalesce(a.rounds, 0))
+  FROM compute_auction.round_quarter_prices AS k FULL JOIN (",
+            quarter_prices_of_rounds_sql!("true"),
+            ") AS a USING (quarter, clearing_price_tokens)
+ WHERE k.rounds IS DISTINCT FROM a.rounds
 UNION ALL
 SELECT 'summary_mismatch', format('recent_prices price %s: kept %s rounds, the rounds since %s give %s',
                                   clearing_price_tokens, coalesce(k.rounds, 0),
@@ -338,8 +401,35 @@ macro_rules! level {
     };
 }
 
-/// The period tables, finest first.
-const LEVELS: [Level; 2] = [level!("round_minutes", "minute", "60"), level!("round_quarters", "quarter", "900")];
+/// round_quarter_prices' statements, as a Level.
+const QUARTER_PRICES: Level = Level {
+    clear: "DELETE FROM compute_auction.round_quarter_prices",
+    rebuild: concat!(
+        "WITH i AS (INSERT INTO compute_auction.round_quarter_prices (quarter, clearing_price_tokens, rounds) ",
+        quarter_prices_of_rounds_sql!("true"),
+        " RETURNING 1) SELECT count(*) FROM i"
+    ),
+    forget: concat!(
+        "DELETE FROM compute_auction.round_quarter_prices WHERE quarter BETWEEN ",
+        quarter_of_sql!("$1::timestamptz"),
+        " AND ",
+        quarter_of_sql!("$2::timestamptz")
+    ),
+    remake: concat!(
+        "INSERT INTO compute_auction.round_quarter_prices (quarter, clearing_price_tokens, rounds) ",
+        quarter_prices_of_rounds_sql!(concat!(
+            "cleared_at >= to_timestamp(",
+            quarter_of_sql!("$1::timestamptz"),
+            " * 900) AND cleared_at < to_timestamp((",
+            quarter_of_sql!("$2::timestamptz"),
+            " + 1) * 900)"
+        ))
+    ),
+};
+
+/// The period tables, finest first, then the clearing prices per quarter-hour.
+const LEVELS: [Level; 3] =
+    [level!("round_minutes", "minute", "60"), level!("round_quarters", "quarter", "900"), QUARTER_PRICES];
 
 /// Whether the histogram counted rounds cleared at or before $1 (its `since` is not after it).
 const PRICES_REACH: &str =
@@ -381,8 +471,8 @@ pub fn keep_up(c: &mut SpiClient<'_>, round_id: i64) {
 
 /// Every summary from the rounds: the rows of each period table (LEVELS' order) and of the
 /// histogram.
-fn rebuild(c: &mut SpiClient<'_>) -> ([i64; 2], i64) {
-    let mut periods = [0_i64; 2];
+fn rebuild(c: &mut SpiClient<'_>) -> ([i64; 3], i64) {
+    let mut periods = [0_i64; 3];
     for (n, level) in periods.iter_mut().zip(&LEVELS) {
         spi::run(c, level.clear, &[]);
         *n = spi::first::<i64>(spi::run(c, level.rebuild, &[]), 1).unwrap_or(0);
@@ -392,9 +482,10 @@ fn rebuild(c: &mut SpiClient<'_>) -> ([i64; 2], i64) {
     (periods, prices)
 }
 
-/// Recomputes round_minutes, round_quarters and recent_prices from compute_auction_rounds, under
-/// the clearing lock (so no round is cleared meanwhile). Returns {"minutes": n, "quarters": n,
-/// "prices": n}: the rows each summary now has. The upgrade to 0.2.0 runs it; an operator runs it after writing or deleting
+/// Recomputes round_minutes, round_quarters, round_quarter_prices and recent_prices from
+/// compute_auction_rounds, under the clearing lock (so no round is cleared meanwhile). Returns
+/// {"minutes": n, "quarters": n, "quarter_prices": n, "prices": n}: the rows each summary now
+/// has. The upgrade to 0.2.0 runs it; an operator runs it after writing or deleting
 /// rounds by hand.
 #[pg_extern(security_definer)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
@@ -402,7 +493,9 @@ fn rebuild_round_summaries() -> pgrx::JsonB {
     spi::with(|c| {
         let lock: [DatumWithOid<'_>; 2] = [locks::CLASS.into(), locks::CLEARING.into()];
         spi::run(c, "SELECT pg_catalog.pg_advisory_xact_lock($1, $2)", &lock);
-        let ([minutes, quarters], prices) = rebuild(c);
-        pgrx::JsonB(serde_json::json!({"minutes": minutes, "quarters": quarters, "prices": prices}))
+        let ([minutes, quarters, quarter_prices], prices) = rebuild(c);
+        pgrx::JsonB(serde_json::json!({
+            "minutes": minutes, "quarters": quarters, "quarter_prices": quarter_prices, "prices": prices,
+        }))
     })
 }

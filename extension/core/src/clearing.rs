@@ -290,6 +290,18 @@ pub fn price_to_win(bid_prices: &[i64], reserves: &[i64]) -> Option<i64> {
     Some(lo)
 }
 
+/// The advice of price_to_win(slots_free => n): the smallest bid that would be among the top `n`
+/// of the book and meet the reserve of every one of the `n` slots that would be free
+/// (`reserves`, any order). A newcomer ranks after every existing bid of its price, so among
+/// the top n it must beat the n-th bid (`top` holds the book's first bids in clearing order);
+/// a book shallower than n asks nothing of it. The slots free up one by one as runs end, so a
+/// bid may meet any of them alone: it must meet the highest reserve. Never below 1 (the
+/// smallest bid): an empty book and no reserve give 1.
+pub fn price_for_slots(top: &[i64], n: usize, reserves: &[i64]) -> i64 {
+    let book = if n > 0 && top.len() >= n { top[n - 1].saturating_add(1) } else { 1 };
+    book.max(reserves.iter().copied().max().unwrap_or(0)).max(1)
+}
+
 #[cfg(test)]
 mod price_to_win_tests {
     use super::*;
@@ -304,5 +316,20 @@ mod price_to_win_tests {
         // one free slot above the only bid's reserve
         assert_eq!(price_to_win(&[100], &[0, 120]), Some(101));
         assert_eq!(price_to_win(&[100], &[0, 0]), Some(1));
+    }
+
+    #[test]
+    fn price_for_slots_edges() {
+        // empty book: the highest reserve among the slots, or 1
+        assert_eq!(price_for_slots(&[], 3, &[0, 40, 25]), 40);
+        assert_eq!(price_for_slots(&[], 1, &[0]), 1);
+        assert_eq!(price_for_slots(&[], 2, &[]), 1);
+        // a book shallower than n: any bid is among the top n
+        assert_eq!(price_for_slots(&[500], 2, &[0, 0]), 1);
+        assert_eq!(price_for_slots(&[500], 2, &[0, 30]), 30);
+        // a full book: beat the n-th bid (ties lose on time)
+        assert_eq!(price_for_slots(&[500, 400, 300], 2, &[0, 0]), 401);
+        assert_eq!(price_for_slots(&[500, 400, 300], 2, &[0, 450]), 450);
+        assert_eq!(price_for_slots(&[i64::MAX], 1, &[0]), i64::MAX);
     }
 }

@@ -9,5 +9,6 @@ pub mod clearing;
 pub mod limits;
 pub mod percentiles;
 pub mod planner;
+pub mod story;
 pub mod tokens;
 pub mod validate;

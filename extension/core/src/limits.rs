@@ -21,6 +21,18 @@ pub const BID_TTL_MAX_TEXT: &str = "30 days";
 /// The largest `depth` order_book accepts; the driver's `--order-book-max-depth` is capped by it.
 pub const MAX_ORDER_BOOK_DEPTH: i32 = 10_000;
 
+/// The longest `price_window` price_to_win accepts, in days (22023 beyond it).
+pub const PRICE_WINDOW_MAX_DAYS: i32 = 7;
+
+/// price_to_win estimates a run's duration from the latest this many clears (their settled
+/// runs' median): a bounded read however long the history.
+pub const RECENT_RUNS: i64 = 200;
+
+/// bid_status tells the story of a bid's newest this many rounds (`rounds_truncated` when it
+/// took part in more), read with the newest this-many-times-ten of its price changes.
+pub const STORY_ROUNDS: i64 = 100;
+pub const STORY_PRICE_CHANGES: i64 = STORY_ROUNDS * 10;
+
 /// The largest `max_rounds` stats accepts.
 pub const MAX_STATS_ROUNDS: i32 = 100_000;
 

@@ -40,7 +40,7 @@ GRANT EXECUTE ON FUNCTION
     compute_auction.order_book(integer),
     compute_auction.stats(timestamptz, boolean, integer),
     compute_auction.price_history(timestamptz, integer),
-    compute_auction.price_to_win(),
+    compute_auction.price_to_win(integer, interval),
     compute_auction.last_round(),
     compute_auction.market_summary()
 TO regress_ca_agents;

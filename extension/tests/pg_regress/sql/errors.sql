@@ -554,10 +554,27 @@ SELECT * FROM compute_auction.price_history(:'t0', 10001);
 \echo SQLSTATE :LAST_ERROR_SQLSTATE
 SELECT * FROM compute_auction.price_history(:'t0'::timestamptz - interval '50 years', 5000);
 
--- last_round(), market_summary() and price_to_win() take no arguments
+-- last_round() and market_summary() take no arguments
 SELECT compute_auction.last_round();
 SELECT compute_auction.market_summary() AS market_summary;
 SELECT compute_auction.price_to_win() ->> 'price_to_win_now' AS price_to_win_now;
+-- price_to_win(slots_free, price_window): slots_free in 1..10000 or NULL (the slots free now),
+-- price_window longer than 0 and at most 7 days, never NULL
+SELECT compute_auction.price_to_win(0);
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
+SELECT compute_auction.price_to_win(10001);
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
+SELECT compute_auction.price_to_win(-1);
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
+SELECT compute_auction.price_to_win(1, interval '7 days 1 second');
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
+SELECT compute_auction.price_to_win(1, interval '0');
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
+SELECT compute_auction.price_to_win(1, interval '-1 hour');
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
+SELECT compute_auction.price_to_win(1, NULL);
+\echo SQLSTATE :LAST_ERROR_SQLSTATE
+SELECT compute_auction.price_to_win(10000, interval '7 days') ->> 'price_window_s' AS longest_window_s;
 
 -- ## Quests & fallback
 

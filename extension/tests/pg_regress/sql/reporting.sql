@@ -51,21 +51,29 @@ SELECT jsonb_pretty(regress_pin(compute_auction.last_round(), '{cleared_at,durat
 SELECT jsonb_pretty(regress_pin(compute_auction.market_summary(), '{cleared_at,duration_ms}'));
 -- /doc
 
+-- (when the free slot became available, and the runs' durations, follow the suite's clock)
 -- doc: price_to_win
-SELECT jsonb_pretty(compute_auction.price_to_win());
+SELECT jsonb_pretty(regress_pin(compute_auction.price_to_win(), '{next_slot_at,run_duration_estimate_s}'));
+-- /doc
+-- for the next three slots to be free, over the last hour's prices
+-- doc: price_to_win slots
+SELECT jsonb_pretty(regress_pin(compute_auction.price_to_win(3, interval '1 hour'), '{next_slot_at,run_duration_estimate_s}'));
 -- /doc
 SELECT * FROM compute_auction.audit();
 
 -- the summaries clear_round kept agree with the rounds (audit above); rebuilt from the rounds,
--- every report reads the same. How many quarter-hours the rounds span depends on where the
+-- every report reads the same. How many quarter-hours the rounds span (and so how many
+-- quarter-hour prices there are) depends on where the
 -- suite's clock falls in its quarter-hour (run_cycle's round is at the real now(), the others
 -- 9 to 13 minutes later), so that count is compared with the table rather than printed.
 -- doc: rebuild_round_summaries
-SELECT r - 'quarters' AS rows_rebuilt,
-       (r->>'quarters')::bigint = (SELECT count(*) FROM compute_auction.round_quarters) AS quarters_rebuilt
+SELECT r - 'quarters' - 'quarter_prices' AS rows_rebuilt,
+       (r->>'quarters')::bigint = (SELECT count(*) FROM compute_auction.round_quarters) AS quarters_rebuilt,
+       (r->>'quarter_prices')::bigint = (SELECT count(*) FROM compute_auction.round_quarter_prices)
+           AS quarter_prices_rebuilt
   FROM compute_auction.rebuild_round_summaries() AS r;
 -- /doc
-SELECT jsonb_pretty(compute_auction.price_to_win());
+SELECT jsonb_pretty(regress_pin(compute_auction.price_to_win(), '{next_slot_at,run_duration_estimate_s}'));
 SELECT regress_t(bucket_start) AS bucket_start, rounds, avg_price_tokens, min_price_tokens, max_price_tokens, slots_filled, slots_offered
   FROM compute_auction.price_history(:'t0', 4);
 SELECT compute_auction.stats(:'t0', false)->'fill_rate' AS fill_rate;
