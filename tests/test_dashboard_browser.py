@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LEADER_LOCK, ROOT
+from conftest import LEADER_LOCK, ROOT, http_json
 
 websocket = pytest.importorskip("websocket")  # the websocket-client package
 
@@ -244,8 +244,21 @@ def test_resources_page_in_headless_chromium(chromium, drivers, fresh_db_url, co
     assert book == [b["bid_id"] for b in open_bids]
     asks = c.js("Array.from(document.querySelectorAll('#order-book-asks tbody tr')).map(r => r.dataset.slotId)")
     assert asks[:2] == ["b-slot-3", "b-slot-4"]
-    # price to win: a number, or an explicit "not available" state (never a blank box)
+    # price to win: a number, or an explicit "not available" state (never a blank box); the same
+    # advice as GET /api/compute-auction/price-to-win (issue 25): the exact price while a slot is
+    # free, otherwise the advice for the next slot to free up, named in the line below it
     assert text("price-to-win") and text("price-to-win-sub")
+    _, ptw = http_json(free_port, "/api/compute-auction/price-to-win")
+    shown = ptw["price_to_win_now"] if ptw["price_to_win_now"] is not None else ptw["price_to_win"]
+    assert value("price-to-win") == ("" if shown is None else str(shown))
+    sub = text("price-to-win-sub")
+    assert f"p50 {ptw['recent_clearing_p50']:,}" in sub or ptw["recent_clearing_p50"] is None
+    if ptw["price_to_win_now"] is None:
+        assert sub.startswith("for the next slot"), sub
+        if ptw["next_slot_id"]:
+            assert ptw["next_slot_id"] in sub
+    else:
+        assert sub.startswith(f"{ptw['slots_available']} slots free now"), sub
 
     # the page refreshes itself
     first = c.js("document.body.getAttribute('data-rendered')")

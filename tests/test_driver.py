@@ -493,10 +493,34 @@ def test_stats_window_and_bad_hours(drivers, fresh_db_url, conn, free_port):
 
 
 def test_price_to_win_is_json(drivers, fresh_db_url, free_port):
-    d = drivers(fresh_db_url, free_port)
-    status, body = http_json(d.port, "/api/compute-auction/price-to-win")
-    assert status == 200, body
-    assert set(body) >= {"slots_available", "price_to_win_now", "recent_clearing_p50", "recent_clearing_p90"}
+    """GET /api/compute-auction/price-to-win[?slots=n] is price_to_win(n), verbatim (issue 25):
+    a market where no slot is free (one assigned) and one is available in an hour, so the
+    advice is for the next slots to free up; the leader lock is held, so nothing clears."""
+    with psycopg.connect(fresh_db_url, autocommit=True) as c:
+        c.execute("SELECT pg_advisory_lock(%s, %s)", LEADER_LOCK)
+        for a in ("pa", "pb", "pc"):
+            c.execute("SELECT compute_auction.open_account(%s, 'agent', 100000)", (a,))
+        c.execute("SELECT compute_auction.offer_slot('busy', now() - interval '1 minute', 0)")
+        for a, p in (("pa", 900), ("pb", 500), ("pc", 300)):
+            c.execute("SELECT compute_auction.place_bid(%s, %s, %s)", (a, f"t-{a}", p))
+        c.execute("SELECT * FROM compute_auction.clear_round()")
+        c.execute("SELECT compute_auction.offer_slot('later', now() + interval '1 hour', 40)")
+        d = drivers(fresh_db_url, free_port)
+        for query, slots in (("", None), ("?slots=1", 1), ("?slots=2", 2), ("?slots=5", 5)):
+            status, body = http_json(d.port, f"/api/compute-auction/price-to-win{query}")
+            assert status == 200, body
+            want = c.execute("SELECT compute_auction.price_to_win(%s)", (slots,)).fetchone()[0]
+            assert {k: v for k, v in body.items() if k not in ("served_by", "data_age_ms")} == want, query
+        # no slot free: advice for the next one (the slot available in an hour), then for two
+        assert (want["slots_available"], want["price_to_win_now"], want["slots_capped"]) == (0, None, True)
+        _, one = http_json(d.port, "/api/compute-auction/price-to-win")
+        assert (one["slots_free"], one["price_to_win"], one["next_slot_id"]) == (1, 501, "later")
+        _, two = http_json(d.port, "/api/compute-auction/price-to-win?slots=2")
+        assert two["price_to_win"] == 301
+        for bad in ["0", "-1", "10001", "1.5", "abc", ""]:
+            status, body = http_json(d.port, f"/api/compute-auction/price-to-win?slots={urllib.parse.quote(bad)}")
+            assert status == 400, (bad, body)
+            assert body["error"]
 
 
 def test_healthz_metrics_openapi_and_unknown_paths(drivers, fresh_db_url, free_port):

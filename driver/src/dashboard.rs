@@ -135,7 +135,7 @@ pub async fn collect(client: &Client, driver: Value) -> Result<Value, DbError> {
     let book = part!("order_book", async { db::order_book(client, BOOK_DEPTH).await?.parse() });
     let market = part!("market_summary", async { db::market_summary(client).await?.parse() });
     let priced = part!("last_priced_round", db::last_priced_round(client, PRICED_ROUND_LOOKBACK));
-    let ptw = part!("price_to_win", async { db::price_to_win(client).await?.parse() });
+    let ptw = part!("price_to_win", async { db::price_to_win(client, None).await?.parse() });
 
     Ok(json!({
         "generated_at": now,

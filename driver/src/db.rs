@@ -576,8 +576,9 @@ pub async fn stats(client: &Client, hours: f64, max_rounds: Option<i32>) -> Resu
     .await
 }
 
-pub async fn price_to_win(client: &Client) -> Result<Jsonb, DbError> {
-    jsonb(client, "SELECT compute_auction.price_to_win()::text", &[]).await
+/// price_to_win(slots_free): `None` for the slots free now (the next one when none is).
+pub async fn price_to_win(client: &Client, slots: Option<i32>) -> Result<Jsonb, DbError> {
+    jsonb(client, "SELECT compute_auction.price_to_win($1::int)::text", &[&slots]).await
 }
 
 /// Which kind of server answered a read, and how old its data is: what every read endpoint

@@ -36,9 +36,17 @@ pub const ORDER_BOOK: &[&str] = &["bids", "asks"];
 pub const BOOK_BID: &[&str] = &["bid_id", "bidder_id", "task_id", "max_price_tokens", "expected_value_usd", "ttl_at"];
 /// Each of `order_book()->'asks'`.
 pub const BOOK_ASK: &[&str] = &["slot_id", "available_at", "reserve_price_tokens"];
-/// `price_to_win()` (the dashboard's bid advice).
-pub const PRICE_TO_WIN: &[&str] =
-    &["price_to_win_now", "recent_clearing_p50", "recent_clearing_p90", "slots_available"];
+/// `price_to_win()` (the dashboard's "Price to win" card).
+pub const PRICE_TO_WIN: &[&str] = &[
+    "price_to_win",
+    "price_to_win_now",
+    "next_slot_id",
+    "next_slot_at",
+    "next_slot_estimated",
+    "recent_clearing_p50",
+    "recent_clearing_p90",
+    "slots_available",
+];
 /// The result columns of `price_history(since, buckets)` (db::PriceBucket).
 pub const PRICE_HISTORY: &[&str] = &[
     "bucket_start",

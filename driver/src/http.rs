@@ -236,6 +236,18 @@ pub fn parse_max_rounds(raw: Option<&str>) -> Result<i32, ApiError> {
     Ok(i32::try_from(v.min(MAX_ROUNDS_CAP as u64)).unwrap_or(MAX_ROUNDS_CAP))
 }
 
+/// `slots` of price-to-win: an integer in 1..=MAX_ORDER_BOOK_DEPTH (price_to_win's slots_free);
+/// absent means the slots free now (NULL).
+pub fn parse_slots(raw: Option<&str>) -> Result<Option<i32>, ApiError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let msg = || ApiError::bad_request(format!("slots must be an integer between 1 and {MAX_ORDER_BOOK_DEPTH}"));
+    let v: i64 = raw.trim().parse().map_err(|_| msg())?;
+    if !(1..=i64::from(MAX_ORDER_BOOK_DEPTH)).contains(&v) {
+        return Err(msg());
+    }
+    Ok(Some(i32::try_from(v).map_err(|_| msg())?))
+}
+
 /// A bid id: a 64-bit integer.
 pub fn parse_bid_id(raw: &str) -> Result<i64, ApiError> {
     raw.trim().parse::<i64>().map_err(|_| ApiError::bad_request("bid id must be a 64-bit integer"))
@@ -429,8 +441,13 @@ async fn stats(
     Ok(raw_json(stats, from))
 }
 
-async fn price_to_win(State(st): State<Arc<AppState>>) -> Result<Response, ApiError> {
-    let (advice, from) = read!(st, |c| db::price_to_win(c));
+async fn price_to_win(
+    State(st): State<Arc<AppState>>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = query_map(q)?;
+    let slots = parse_slots(q.get("slots").map(String::as_str))?;
+    let (advice, from) = read!(st, |c| db::price_to_win(c, slots));
     Ok(raw_json(advice, from))
 }
 
@@ -611,6 +628,16 @@ mod tests {
         assert_eq!(parse_hours(Some("720")).unwrap(), 720.0);
         for bad in ["0", "-1", "720.001", "abc", "", "NaN", "inf", "-inf", "1e400"] {
             assert_eq!(parse_hours(Some(bad)).unwrap_err().status, StatusCode::BAD_REQUEST, "{bad}");
+        }
+    }
+
+    #[test]
+    fn slots_validation() {
+        assert_eq!(parse_slots(None).unwrap(), None);
+        assert_eq!(parse_slots(Some("1")).unwrap(), Some(1));
+        assert_eq!(parse_slots(Some(" 10000 ")).unwrap(), Some(10_000));
+        for bad in ["0", "-1", "10001", "1.5", "abc", "", "99999999999999999999999"] {
+            assert_eq!(parse_slots(Some(bad)).unwrap_err().status, StatusCode::BAD_REQUEST, "{bad}");
         }
     }
 
