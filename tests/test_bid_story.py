@@ -289,6 +289,41 @@ def test_the_story_follows_the_bids_price_changes(conn):
     assert_consistent(s)
 
 
+def test_three_price_changes_each_round_at_its_price(conn):
+    """Found by a second read: the prices after each change were summed as if deltas, so after
+    two changes a round read a price the bid never had (300 + 600 = 900 here) and dropped a
+    round it really lost as one it would have won."""
+    account(conn, "a")
+    account(conn, "b")
+    slot(conn, "s1", reserve=10**6)  # nothing ever fills: each round is below_reserve
+    mine = bid(conn, "a", "t-mine", 300)
+    clear(conn)
+    assert bid(conn, "a", "t-mine", 600) == mine
+    clear(conn)
+    assert bid(conn, "a", "t-mine", 450) == mine
+    clear(conn)
+    s = status(conn, mine)
+    assert [(r["reason"], r["bid_price_tokens"]) for r in s["rounds"]] == [
+        ("below_reserve", 300),
+        ("below_reserve", 600),
+        ("below_reserve", 450),
+    ]
+    assert_consistent(s)
+
+
+def test_a_round_cleared_with_an_earlier_now_that_the_bid_won_is_in_its_story(conn):
+    """clear_round(now) may take any `now` (docs: placed_at is not compared with now): a round
+    cleared an hour back still won the bid, and its story ends with that round."""
+    account(conn, "a")
+    slot(conn, "s1", available="now() - interval '2 hours'")
+    b = bid(conn, "a", "t1", 500)
+    got = conn.execute("SELECT bid_id FROM compute_auction.clear_round(now() - interval '1 hour')").fetchall()
+    assert got == [(b,)]
+    s = status(conn, b)
+    assert [r["reason"] for r in s["rounds"]] == ["won"]
+    assert_consistent(s)
+
+
 def test_rounds_before_the_bid_are_not_in_its_story(conn):
     account(conn, "a")
     clear(conn)
@@ -608,3 +643,4 @@ def test_the_reason_codes_are_one_set(conn):
     schemas = OPENAPI["components"]["schemas"]
     assert set(schemas["ReasonCode"]["enum"]) == codes
     assert set(schemas["BidStatus"]["properties"]["reason"]["enum"]) - {None} == codes
+    assert set(schemas["BidRound"]["properties"]["reason"]["enum"]) == ROUND_CODES

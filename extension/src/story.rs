@@ -56,8 +56,10 @@ SELECT ",
  LIMIT $2"
 );
 
-/// The newest $5 rounds of the bid's life (cleared at or after $2 and before $3, or the round it
-/// won, $4), newest first, with their facts and whether each skipped the bid ($1).
+/// Rounds of the bid's life with their facts and whether each skipped the bid ($1): the newest
+/// $4 cleared at or after $2 and before $3, newest first (both bounds index conditions: a bid
+/// that won long ago reads no later round); ROUND_BY_ID, the round it won, whenever it cleared
+/// (a round's `now` may precede the bid's first ledger row).
 const ROUNDS: &str = concat!(
     "
 SELECT r.round_id, r.slots_offered, r.slots_filled, r.clearing_price_tokens, r.unfilled_reserve_min,
@@ -69,9 +71,24 @@ SELECT r.round_id, r.slots_offered, r.slots_filled, r.clearing_price_tokens, r.u
     micros_sql!("r.cleared_at"),
     ", to_jsonb(r.cleared_at)
   FROM compute_auction.compute_auction_rounds AS r
- WHERE r.cleared_at >= $2 AND (r.cleared_at < $3 OR r.round_id = $4)
+ WHERE r.cleared_at >= $2 AND r.cleared_at < $3 AND r.round_id IS DISTINCT FROM $5
  ORDER BY r.cleared_at DESC, r.round_id DESC
- LIMIT $5"
+ LIMIT $4"
+);
+
+/// The round the bid won ($2), in ROUNDS' columns.
+const ROUND_BY_ID: &str = concat!(
+    "
+SELECT r.round_id, r.slots_offered, r.slots_filled, r.clearing_price_tokens, r.unfilled_reserve_min,
+       r.last_winner_bid_id, r.last_winner_price_tokens, ",
+    micros_sql!("r.last_winner_placed_at"),
+    ",
+       EXISTS (SELECT 1 FROM compute_auction.round_skips AS k WHERE k.round_id = r.round_id AND k.bid_id = $1),
+       ",
+    micros_sql!("r.cleared_at"),
+    ", to_jsonb(r.cleared_at)
+  FROM compute_auction.compute_auction_rounds AS r
+ WHERE r.round_id = $2"
 );
 
 /// How many open, unexpired bids rank ahead of ($1 price, $2 placed_at, $3 id), counted up to
@@ -195,25 +212,32 @@ fn bid_status(bid_id: Option<i64>) -> pgrx::JsonB {
         };
 
         let limit = STORY_ROUNDS + 1;
-        let args: [DatumWithOid<'_>; 5] = [id.into(), start.into(), end.into(), won_round.into(), limit.into()];
-        let read: Vec<(RoundFacts, bool, i64, Value)> = spi::read(c, ROUNDS, &args)
-            .map(|r| {
-                let winner = match (spi::col::<i64>(&r, 6), spi::col::<i64>(&r, 7), spi::col::<i64>(&r, 8)) {
-                    (Some(id), Some(price), Some(placed_at)) => Some(Standing { price, placed_at, id }),
-                    _ => None,
-                };
-                let facts = RoundFacts {
-                    round_id: spi::req(&r, 1),
-                    slots_offered: i64::from(spi::req::<i32>(&r, 2)),
-                    slots_filled: i64::from(spi::req::<i32>(&r, 3)),
-                    price: spi::col(&r, 4),
-                    unfilled_reserve_min: spi::col(&r, 5),
-                    last_winner: winner,
-                };
-                let cleared_at = spi::col::<pgrx::JsonB>(&r, 11).map_or(Value::Null, |j| j.0);
-                (facts, spi::req(&r, 9), spi::req(&r, 10), cleared_at)
-            })
-            .collect();
+        let args: [DatumWithOid<'_>; 5] = [id.into(), start.into(), end.into(), limit.into(), won_round.into()];
+        let round = |r: pgrx::spi::SpiHeapTupleData<'_>| -> (RoundFacts, bool, i64, Value) {
+            let winner = match (spi::col::<i64>(&r, 6), spi::col::<i64>(&r, 7), spi::col::<i64>(&r, 8)) {
+                (Some(id), Some(price), Some(placed_at)) => Some(Standing { price, placed_at, id }),
+                _ => None,
+            };
+            let facts = RoundFacts {
+                round_id: spi::req(&r, 1),
+                slots_offered: i64::from(spi::req::<i32>(&r, 2)),
+                slots_filled: i64::from(spi::req::<i32>(&r, 3)),
+                price: spi::col(&r, 4),
+                unfilled_reserve_min: spi::col(&r, 5),
+                last_winner: winner,
+            };
+            let cleared_at = spi::col::<pgrx::JsonB>(&r, 11).map_or(Value::Null, |j| j.0);
+            (facts, spi::req(&r, 9), spi::req(&r, 10), cleared_at)
+        };
+        // the round it won first (the newest of its story), then the others newest first
+        let mut read: Vec<(RoundFacts, bool, i64, Value)> = match won_round {
+            Some(w) => {
+                let a: [DatumWithOid<'_>; 2] = [id.into(), w.into()];
+                spi::read(c, ROUND_BY_ID, &a).map(round).collect()
+            }
+            None => Vec::new(),
+        };
+        read.extend(spi::read(c, ROUNDS, &args).map(round));
         let truncated = tokens::count(read.len()) > STORY_ROUNDS;
         let last_stretch = history.last().map(|h| (h.price, h.placed_at));
         let mut entries: Vec<Entry> = Vec::new();
@@ -264,10 +288,11 @@ fn bid_status(bid_id: Option<i64>) -> pgrx::JsonB {
         // where it stands in the book now (open and unexpired bids only)
         let (mut ahead, mut estimated, mut slots_needed) = (None::<i64>, false, None::<i64>);
         if open && !ttl_passed {
+            // exact up to `limit` ahead: one more is counted to tell `limit` from more
             let limit = i64::from(MAX_ORDER_BOOK_DEPTH);
-            let args: [DatumWithOid<'_>; 4] = [price.into(), placed_at.into(), id.into(), limit.into()];
+            let args: [DatumWithOid<'_>; 4] = [price.into(), placed_at.into(), id.into(), (limit + 1).into()];
             let mut n: i64 = spi::with_custom_plan(|| spi::first(spi::read(c, AHEAD, &args), 1)).unwrap_or(0);
-            if n >= limit {
+            if n > limit {
                 let s = spi::read(c, PRICE_STATS, &[]).first();
                 let vals: Vec<i64> = spi::get(&s, 1).unwrap_or_default();
                 let freqs: Vec<f64> = spi::get::<Vec<f64>>(&s, 2).unwrap_or_default();

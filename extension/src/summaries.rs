@@ -88,7 +88,9 @@ macro_rules! count_round_sql {
 /// recent prices' histogram, in price order) and `adj_prices`, `adj_counts`: the rounds in the
 /// window it does not count yet (cleared at or after the window start but before `since`: +1)
 /// and those it still counts (cleared at or after `since` but before the window start: -1).
-/// Only the rounds between the two bounds are read: about one clearing interval's worth.
+/// Only the rounds between the two bounds are read: about one clearing interval's worth. Each
+/// pair of arrays is one ordered scan (array_agg over a sorted subquery keeps its order), so
+/// the histogram is read once and the adjustments sorted once.
 macro_rules! recent_histogram_sql {
     () => {
         concat!(
@@ -105,10 +107,12 @@ macro_rules! recent_histogram_sql {
        AND r.clearing_price_tokens IS NOT NULL
      GROUP BY 1
 )
-SELECT array(SELECT clearing_price_tokens FROM compute_auction.recent_prices ORDER BY 1) AS prices,
-       array(SELECT rounds FROM compute_auction.recent_prices ORDER BY clearing_price_tokens) AS counts,
-       array(SELECT p FROM adj ORDER BY p) AS adj_prices,
-       array(SELECT n FROM adj ORDER BY p) AS adj_counts)"
+SELECT h.prices, h.counts, a.adj_prices, a.adj_counts
+  FROM (SELECT coalesce(array_agg(clearing_price_tokens), '{}') AS prices, coalesce(array_agg(rounds), '{}') AS counts
+          FROM (SELECT clearing_price_tokens, rounds FROM compute_auction.recent_prices
+                 ORDER BY clearing_price_tokens) AS o) AS h,
+       (SELECT coalesce(array_agg(p), '{}') AS adj_prices, coalesce(array_agg(n), '{}') AS adj_counts
+          FROM (SELECT p, n FROM adj ORDER BY p) AS o) AS a)"
         )
     };
 }
@@ -138,8 +142,9 @@ macro_rules! window_histogram_sql {
                AND r.clearing_price_tokens IS NOT NULL) AS x
      GROUP BY p
 )
-SELECT array(SELECT p FROM h ORDER BY p) AS prices, array(SELECT n FROM h ORDER BY p) AS counts,
-       '{}'::bigint[] AS adj_prices, '{}'::bigint[] AS adj_counts)"
+SELECT coalesce(array_agg(p), '{}') AS prices, coalesce(array_agg(n), '{}') AS counts,
+       '{}'::bigint[] AS adj_prices, '{}'::bigint[] AS adj_counts
+  FROM (SELECT p, n FROM h ORDER BY p) AS o)"
         )
     };
 }

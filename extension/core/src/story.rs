@@ -171,15 +171,14 @@ pub struct Segment {
 }
 
 /// The bid's price history from its escrow and release ledger rows, oldest first: `changes` are
-/// (at, delta_held) in ledger order; the running sum is its price after each. The last stretch
+/// (at, the bid's price after that row) in ledger order (the caller works the prices out
+/// backwards from the current one, so a read of only the newest rows is exact). The last stretch
 /// has the bid's current `placed_at`; earlier ones took their ledger row's time as their time
 /// priority (a new price takes a new time priority). Without ledger rows (compacted by
 /// prune_history) the bid had its current price from `placed_at` on.
 pub fn price_history(changes: &[(i64, i64)], price_now: i64, placed_at_now: i64) -> Vec<Segment> {
     let mut out: Vec<Segment> = Vec::with_capacity(changes.len());
-    let mut price: i64 = 0;
-    for &(at, delta) in changes {
-        price = price.saturating_add(delta);
+    for &(at, price) in changes {
         if price > 0 {
             out.push(Segment { from: at, price, placed_at: at });
         }
@@ -305,7 +304,7 @@ mod tests {
     #[test]
     fn price_history_and_standing() {
         // escrow 100 at t=10, raised by 50 at t=20 (now placed at 21), a round at 15 and at 30
-        let h = price_history(&[(10, 100), (20, 50)], 150, 21);
+        let h = price_history(&[(10, 100), (20, 150)], 150, 21);
         assert_eq!(
             h,
             vec![Segment { from: 10, price: 100, placed_at: 10 }, Segment { from: 20, price: 150, placed_at: 21 }]
@@ -317,7 +316,13 @@ mod tests {
         // compacted ledger: the current price throughout
         assert_eq!(price_history(&[], 80, 3), vec![Segment { from: 3, price: 80, placed_at: 3 }]);
         // a cancel's release (the price drops to 0) is not a stretch
-        let h = price_history(&[(10, 100), (40, -100)], 100, 11);
+        let h = price_history(&[(10, 100), (40, 0)], 100, 11);
+        assert_eq!(h, vec![Segment { from: 10, price: 100, placed_at: 11 }]);
+        // three changes: 300, raised to 600, lowered to 450
+        let h = price_history(&[(10, 300), (20, 600), (30, 450)], 450, 31);
+        assert_eq!(standing_at(&h, 25, 9), Some(bid(600, 20, 9)));
+        assert_eq!(standing_at(&h, 35, 9), Some(bid(450, 31, 9)));
+        let h = price_history(&[(10, 100), (40, 0)], 100, 11);
         assert_eq!(h, vec![Segment { from: 10, price: 100, placed_at: 11 }]);
     }
 
