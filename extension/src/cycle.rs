@@ -1,7 +1,8 @@
 //! One full market cycle for schedulers (pg_cron or anything that can run SQL), its pg_cron
 //! registration, and bid advice (price_to_win).
 
-use compute_auction_core::limits::{MAX_ORDER_BOOK_DEPTH, PRICE_WINDOW_MAX_DAYS, RECENT_RUNS};
+use compute_auction_core::limits::{MAX_ORDER_BOOK_DEPTH, PRICE_WINDOW_MAX_DAYS};
+use compute_auction_core::recent_runs_sql;
 use compute_auction_core::validate::Invalid;
 use compute_auction_core::{bid_status_sql, book_order_sql, clearing as rule, percentiles, validate};
 use pgrx::datum::DatumWithOid;
@@ -154,15 +155,18 @@ SELECT $1 > interval '0' AND $1 <= pg_catalog.make_interval(days => $2), $1 = in
 /// settled runs (an estimate; now() once past, unknown without settled runs: a run settled
 /// before its round's `now` counts as none), by slot_id on a
 /// tie. Columns: reserve, when (NULL: unknown), whether that is an estimate, slot_id, free now,
-/// the median run duration in seconds, when as JSON; $1 rows at most, from the latest $2 clears'
-/// runs (limits::RECENT_RUNS).
-const FREEING_ORDER: &str = "
+/// the median run duration in seconds, when as JSON; $1 rows at most, from the latest
+/// limits::RECENT_RUNS clears' runs.
+const FREEING_ORDER: &str = concat!(
+    "
 WITH d AS (
     SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY slot_finished_at - slot_started_at) AS typical
       FROM (SELECT status, slot_started_at, slot_finished_at
               FROM compute_auction.compute_auction_clears
              ORDER BY round_id DESC
-             LIMIT $2) AS c
+             LIMIT ",
+    recent_runs_sql!(),
+    ") AS c
      WHERE c.status = 'settled' AND c.slot_finished_at > c.slot_started_at
 ), f AS (
     SELECT s.reserve_price_tokens AS reserve, s.available_at AS at, false AS est, s.slot_id,
@@ -183,7 +187,8 @@ SELECT f.reserve, f.at, f.est, f.slot_id, f.free_now, extract(epoch FROM (SELECT
  ORDER BY f.free_now DESC,
           CASE WHEN f.free_now THEN f.reserve END, CASE WHEN f.free_now THEN f.at END,
           f.at NULLS LAST, f.slot_id
- LIMIT $1";
+ LIMIT $1"
+);
 
 const TOP_BIDS: &str = concat!(
     "
@@ -253,7 +258,7 @@ fn price_to_win(
         // (the whole fleet, up to the depth limit: the slots free now count whatever n is)
         let want = MAX_ORDER_BOOK_DEPTH;
         let mut typical_run_s: Option<f64> = None;
-        let args: [DatumWithOid<'_>; 2] = [want.into(), RECENT_RUNS.into()];
+        let args: [DatumWithOid<'_>; 1] = [want.into()];
         let order: Vec<Freeing> = spi::read(c, FREEING_ORDER, &args)
             .map(|r| {
                 typical_run_s = spi::col(&r, 6);

@@ -25,13 +25,29 @@ pub const MAX_ORDER_BOOK_DEPTH: i32 = 10_000;
 pub const PRICE_WINDOW_MAX_DAYS: i32 = 7;
 
 /// price_to_win estimates a run's duration from the latest this many clears (their settled
-/// runs' median): a bounded read however long the history.
+/// runs' median): a bounded read however long the history. SQL spells it with
+/// [`recent_runs_sql!`], a literal: a `LIMIT $n` would make the planner's generic plan guess a
+/// tenth of the clears, so a long history would be planned again on every call.
 pub const RECENT_RUNS: i64 = 200;
+
+/// RECENT_RUNS as an SQL literal (a unit test keeps the two equal).
+#[macro_export]
+macro_rules! recent_runs_sql {
+    () => {
+        "200"
+    };
+}
 
 /// bid_status tells the story of a bid's newest this many rounds (`rounds_truncated` when it
 /// took part in more), read with the newest this-many-times-ten of its price changes.
 pub const STORY_ROUNDS: i64 = 100;
 pub const STORY_PRICE_CHANGES: i64 = STORY_ROUNDS * 10;
+
+/// task_status lists at most this many of a task's bids, newest first.
+pub const TASK_BIDS_MAX: i64 = 100;
+
+/// wallet lists an account's newest this many live bids and ledger entries.
+pub const WALLET_ENTRIES: i64 = 20;
 
 /// The largest `max_rounds` stats accepts.
 pub const MAX_STATS_ROUNDS: i32 = 100_000;
@@ -88,6 +104,11 @@ pub const fn stopped_at_budget(removed: i64, budget: i64, last_chunk_full: bool)
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn recent_runs_literal_is_the_constant() {
+        assert_eq!(crate::recent_runs_sql!(), RECENT_RUNS.to_string());
+    }
+
     use super::*;
 
     /// "15 minutes" -> 900: the texts say what the numbers are.
