@@ -82,6 +82,8 @@ COMMENT ON FUNCTION compute_auction.schedule_pruning(interval, text) IS
     'Schedules prune_history(older_than) for this database with pg_cron and returns the job id. See docs/SQL_API.md#schedule_pruning.';
 COMMENT ON FUNCTION compute_auction.set_account_owner(text, text) IS
     'Sets the account''s owner, or clears it when owner_role is NULL. Returns nothing. See docs/SQL_API.md#set_account_owner.';
+COMMENT ON FUNCTION compute_auction.set_low_balance_threshold(text, bigint) IS
+    'Sets the balance below which the account is warned on the channel compute_auction_low_balance, or clears it with NULL tokens, and returns the threshold it replaced (NULL when there was none). From then on, every wallet change that takes the account''s spendable balance (balance_tokens) from at or above the threshold to below it sends one notice, in the transaction of the change (see Notifications). A balance already below the new threshold is announced at once. The threshold is token_accounts.low_balance_threshold. Operators only: an agent cannot silence or raise its own alert. The call waits for the account row, like deposit. See docs/SQL_API.md#set_low_balance_threshold.';
 COMMENT ON FUNCTION compute_auction.set_slot_runner(text, text) IS
     'Sets the slot''s runner, or clears it when runner_role is NULL. Returns nothing. See docs/SQL_API.md#set_slot_runner.';
 COMMENT ON FUNCTION compute_auction.settle(text, bigint, double precision) IS
@@ -92,12 +94,16 @@ COMMENT ON FUNCTION compute_auction.submit_bids_for_task_arrays(text, text[], do
     'Internal: the array form of submit_bids_for_tasks, which calls it after validating its JSON. EXECUTE is revoked from PUBLIC; call submit_bids_for_tasks.';
 COMMENT ON FUNCTION compute_auction.submit_bids_for_tasks(text, jsonb, double precision, double precision, timestamp with time zone) IS
     'Bids on behalf of a quest (the quest_id account) for its backlog, all in one call and one transaction. See docs/SQL_API.md#submit_bids_for_tasks.';
+COMMENT ON FUNCTION compute_auction.task_status(text) IS
+    'Returns a task''s bids and the story of its newest, as JSON: what the dashboard''s bid lookup shows for a task id. The keys are task_id; bids, the task''s newest 100 bids, newest first, each with bid_id and status; bids_truncated, true when it has more; and bid, the newest bid''s bid_status. A task has at most one live (open or won) bid at a time, so the newest bid is the live one when there is one. It reads the task''s bids through the index on (task_id, id) and waits on no lock. See docs/SQL_API.md#task_status.';
 COMMENT ON FUNCTION compute_auction.unresolved_roles() IS
     'Lists the accounts and slots whose stored role no longer resolves: its stored OID names no role, or names a role whose current name is not the stored one. That happens when the role was dropped, renamed, or dropped and created again under the same name (which gives it a new OID). Such an account or slot is operators-only until an operator names the role again with set_account_owner or set_slot_runner. See docs/SQL_API.md#unresolved_roles.';
 COMMENT ON FUNCTION compute_auction.unschedule_clearing() IS
     'Removes this database''s compute_auction_clearing:<database> job. Returns true if it removed a job and false if there was none. When pg_cron is not installed in this database, it raises 55000 with the hint SELECT cron.unschedule(''compute_auction_clearing:<this database>'');. See docs/SQL_API.md#unschedule_clearing.';
 COMMENT ON FUNCTION compute_auction.unschedule_pruning() IS
     'Removes this database''s compute_auction_pruning:<database> job. Returns true if it removed a job and false if there was none. See docs/SQL_API.md#unschedule_pruning.';
+COMMENT ON FUNCTION compute_auction.wallet(text) IS
+    'Returns one wallet at a glance as JSON: what the dashboard''s wallet view shows. It only reads, and waits on no lock. See docs/SQL_API.md#wallet.';
 COMMENT ON FUNCTION compute_auction.withdraw(text, bigint, text, text) IS
     'Debits amount of spendable tokens out of the market. Returns the new spendable balance. See docs/SQL_API.md#withdraw.';
 -- END function comments

@@ -55,7 +55,10 @@ CREATE TABLE compute_auction.token_accounts (
     -- that role's OID when it was named: the owner's members may act for the wallet only while
     -- this OID resolves to a role whose name is still owner_role (pg_dump writes the name, a
     -- restore resolves it again)
-    owner_oid       regrole     NULL
+    owner_oid       regrole     NULL,
+    -- (0.2.0) a wallet change that takes balance_tokens from at or above this to below it is
+    -- announced on compute_auction_low_balance (set_low_balance_threshold); NULL: never
+    low_balance_threshold bigint NULL CHECK (low_balance_threshold > 0)
 );
 COMMENT ON TABLE compute_auction.token_accounts IS
     'Wallets of agents, quests and the system. balance_tokens is spendable, held_tokens is escrowed in live bids.';
@@ -149,6 +152,9 @@ CREATE INDEX compute_auction_bids_ttl_idx
 -- at most one live bid per task
 CREATE UNIQUE INDEX compute_auction_bids_live_task_idx
     ON compute_auction.compute_auction_bids (task_id) WHERE status IN ('open', 'won');
+-- (0.2.0) task_status: a task's bids, newest first
+CREATE INDEX compute_auction_bids_task_idx
+    ON compute_auction.compute_auction_bids (task_id, id);
 CREATE INDEX compute_auction_bids_bidder_idx
     ON compute_auction.compute_auction_bids (bidder_id) WHERE status IN ('open', 'won');
 -- retention: prune_history reads the finished bids oldest first from here

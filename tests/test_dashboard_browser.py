@@ -327,3 +327,82 @@ def test_page_survives_the_database_going_away(chromium, drivers, fresh_db_url, 
     c.wait_js("document.getElementById('status-pill').dataset.status === 'live'", timeout=90)
     # only Runtime errors count here: failed fetches are expected network log entries
     assert [e for e in c.errors() if not e.startswith("log:")] == []
+
+
+def test_bid_lookup_and_wallet_view(chromium, drivers, fresh_db_url, conn, free_port):
+    """The Bids & wallets tab (issue 26): a bid id and a task id show the bid's story as
+    bid_status and task_status give it; an account shows wallet(); unknown ones say so."""
+    seed_rounds(conn)
+    conn.execute("SELECT pg_advisory_lock(%s, %s)", LEADER_LOCK)
+    won = conn.execute("SELECT id FROM compute_auction.compute_auction_bids WHERE task_id = 'b-task-0'").fetchone()[0]
+    story = conn.execute("SELECT compute_auction.bid_status(%s)", (won,)).fetchone()[0]
+    task = conn.execute("SELECT compute_auction.task_status('b-task-9')").fetchone()[0]
+    wallet = conn.execute("SELECT compute_auction.wallet('b-agent-0')").fetchone()[0]
+    assert story["rounds"] and task["bid"]["status"] == "open" and wallet["recent_entries"]
+    drivers(fresh_db_url, free_port)  # stopped by the fixture
+
+    c = chromium
+    c.call("Runtime.enable")
+    c.call("Log.enable")
+    c.call("Page.enable")
+    c.call("Page.navigate", url=f"http://127.0.0.1:{free_port}/resources#lookup")
+    c.wait_event("Page.loadEventFired")
+    c.wait_js("document.body.getAttribute('data-rendered')")
+    assert c.js("document.getElementById('panel-lookup').hidden") is False
+
+    def text(el_id):
+        return c.js(f"document.getElementById({json.dumps(el_id)}).textContent.trim()")
+
+    def submit(form, field, value):
+        c.js(
+            f"document.getElementById({json.dumps(field)}).value = {json.dumps(value)};"
+            f"document.getElementById({json.dumps(form)}).requestSubmit()"
+        )
+
+    # a bid id: its story, one row per round it took part in
+    submit("bid-form", "bid-query", str(won))
+    c.wait_js(f"document.getElementById('bid-result').getAttribute('data-bid-id') === '{won}'")
+    assert text("bid-status") == story["status"] and text("bid-reason") == story["reason"]
+    assert text("bid-task") == "b-task-0"
+    rounds = c.js(
+        "Array.from(document.querySelectorAll('#bid-rounds tbody tr'))"
+        ".map(r => [Number(r.dataset.roundId), r.dataset.reason])"
+    )
+    assert rounds == [[r["round_id"], r["reason"]] for r in reversed(story["rounds"])]
+    # a task id: the story of its newest bid, and the task's bids
+    submit("bid-form", "bid-query", "b-task-9")
+    newest = task["bid"]["bid_id"]
+    c.wait_js(f"document.getElementById('bid-result').getAttribute('data-bid-id') === '{newest}'")
+    assert text("bid-status") == "open"
+    assert text("bid-rank") == f"{task['bid']['rank']} ({task['bid']['ahead']} ahead)"
+    assert text("bid-task-bids") == f"{newest} open"
+    # an unknown task: an error, and no stale story
+    submit("bid-form", "bid-query", "no-such-task")
+    c.wait_js("document.getElementById('bid-error').className.includes('show')")
+    assert "no-such-task" in text("bid-error") and c.js("document.getElementById('bid-result').hidden") is True
+
+    # a wallet: balance, escrow, its live bids and newest entries as wallet() gives them
+    submit("wallet-form", "wallet-query", "b-agent-0")
+    c.wait_js("document.getElementById('wallet-result').getAttribute('data-account-id') === 'b-agent-0'")
+    assert text("wallet-balance") == f"{wallet['balance_tokens']:,} tokens"
+    assert text("wallet-held") == f"{wallet['held_tokens']:,} tokens"
+    assert text("wallet-bids-count") == f"{wallet['open_bids']} open · {wallet['won_bids']} won"
+    bids = c.js("Array.from(document.querySelectorAll('#wallet-bids tbody tr')).map(r => Number(r.dataset.bidId))")
+    assert bids == [b["bid_id"] for b in wallet["bids"]]
+    entries = c.js(
+        "Array.from(document.querySelectorAll('#wallet-entries tbody tr'))"
+        ".map(r => [Number(r.dataset.entryId), r.dataset.kind])"
+    )
+    assert entries == [[e["id"], e["entry_kind"]] for e in wallet["recent_entries"]]
+    assert "charge" in [k for _, k in entries]  # b-agent-0 won and settled: its charge is listed
+    submit("wallet-form", "wallet-query", "nobody")
+    c.wait_js("document.getElementById('wallet-error').className.includes('show')")
+    assert c.js("document.getElementById('wallet-result').hidden") is True
+
+    c.pump(0.5)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shot = c.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+    (SCREENSHOTS / "lookup.png").write_bytes(base64.b64decode(shot["data"]))
+    # the two lookups that were meant to miss are the browser's only logged 404s
+    unexpected = [e for e in c.errors() if "/tasks/no-such-task" not in e and "/accounts/nobody" not in e]
+    assert unexpected == [], c.errors()

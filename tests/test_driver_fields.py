@@ -49,6 +49,10 @@ def results(conn, populated) -> dict:
     summary = populated["clear_round_summary"]
     cur = conn.execute("SELECT * FROM compute_auction.price_history(now() - interval '24 hours', 96)")
     history = [dict(zip([c.name for c in cur.description], row, strict=True)) for row in cur.fetchall()]
+    won = summary["winners"][0]  # its rounds include the one it won, with the slot
+    story = conn.execute("SELECT compute_auction.bid_status(%s)", (won["bid_id"],)).fetchone()[0]
+    task = conn.execute("SELECT compute_auction.task_status(%s)", (won["task_id"],)).fetchone()[0]
+    wallet = one("SELECT compute_auction.wallet('f-quest')")  # two open bids
     return {
         "market_summary": [market],
         "market_summary.last_round": [market.get("last_round")],
@@ -61,6 +65,13 @@ def results(conn, populated) -> dict:
         "order_book.asks[]": book.get("asks") or [],
         "price_to_win": [one("SELECT compute_auction.price_to_win()")],
         "price_history": history,
+        "bid_status": [story],
+        "bid_status.rounds[]": story.get("rounds") or [],
+        "task_status": [task],
+        "task_status.bids[]": task.get("bids") or [],
+        "wallet": [wallet],
+        "wallet.bids[]": wallet.get("bids") or [],
+        "wallet.recent_entries[]": wallet.get("recent_entries") or [],
     }
 
 

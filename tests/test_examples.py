@@ -24,6 +24,7 @@ sys.path.insert(0, str(EXAMPLES))
 
 import agent_loop  # noqa: E402
 import ev_scorer  # noqa: E402
+import low_balance  # noqa: E402
 
 
 def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
@@ -502,4 +503,43 @@ def test_agent_loop_resolves_an_in_doubt_settle_by_the_bids_status(fresh_db_url,
     assert events[0]["charged_tokens"] == winner[1] and events[0]["bid_id"] == winner[0]
     row = clear_row(conn, "slot-f")
     assert row[2] == "settled" and row[5] == 10  # settled once, by the first call
+    assert_audit_clean(conn)
+
+
+def test_agent_loop_waits_for_its_own_slots_win(fresh_db_url, conn):
+    """wait_for_win skips another slot's win and returns its own slot's (issue 26)."""
+    with psycopg.connect(fresh_db_url, autocommit=True) as listener:
+        listener.execute(f"LISTEN {agent_loop.WON}")
+        other = json.dumps({"bid_id": 1, "slot_id": "slot-other", "task_id": "t-1"})
+        mine = json.dumps({"bid_id": 2, "slot_id": "slot-mine", "task_id": "t-2"})
+        conn.execute("SELECT pg_notify(%s, %s), pg_notify(%s, %s)", (agent_loop.WON, other, agent_loop.WON, mine))
+        got = agent_loop.wait_for_win(listener, "slot-mine", 60)  # 60 s only detects a hang
+        assert got == json.loads(mine)
+        # nothing more for its slot: it gives up when the time is up
+        conn.execute("SELECT pg_notify(%s, %s)", (agent_loop.WON, other))
+        assert agent_loop.wait_for_win(listener, "slot-mine", 0.5) is None
+
+
+def test_low_balance_example_cancels_its_dearest_bids(fresh_db_url, conn):
+    conn.execute("SELECT compute_auction.open_account('lb-agent', 'agent', 10000)")
+    conn.execute("SELECT compute_auction.set_low_balance_threshold('lb-agent', 5000)")
+    cheap = conn.execute("SELECT compute_auction.place_bid('lb-agent', 'lb-1', 500)").fetchone()[0]
+    out: list = []
+    t = threading.Thread(target=lambda: out.extend(low_balance.watch(fresh_db_url, "lb-agent", seconds=120)))
+    t.start()
+    # wait until the example LISTENs (the deadline only detects a hang), then cross the threshold
+    deadline = time.monotonic() + 120
+    while not conn.execute(
+        "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%%' AND state = 'idle'"
+    ).fetchone():
+        assert time.monotonic() < deadline, "the example never listened"
+        time.sleep(0.05)
+    dear = conn.execute("SELECT compute_auction.place_bid('lb-agent', 'lb-2', 6000)").fetchone()[0]  # 3,500 left
+    t.join(150)
+    assert not t.is_alive()
+    assert out == [
+        {"account_id": "lb-agent", "balance_tokens": 3500, "threshold_tokens": 5000, "cancelled_bid_ids": [dear]}
+    ]
+    status = dict(conn.execute("SELECT id, status FROM compute_auction.compute_auction_bids").fetchall())
+    assert status == {cheap: "open", dear: "cancelled"}
     assert_audit_clean(conn)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from conftest import http, metrics, wait_until
+from conftest import LEADER_LOCK, http, metrics, wait_until
 
 COUNTERS = [
     "compute_auction_rounds_cleared_total",
@@ -40,6 +40,11 @@ GAUGES = [
     "compute_auction_assigned_slots",
     "compute_auction_bids_placed",
     "compute_auction_market_tokens_refunded",
+    "compute_auction_market_last_clearing_price_tokens",
+    "compute_auction_tokens_held",
+    # price_to_win(NULL, '1 hour'), while the database answers
+    "compute_auction_clearing_price_p50_1h_tokens",
+    "compute_auction_clearing_price_p90_1h_tokens",
 ]
 HISTOGRAMS = ["compute_auction_round_duration_seconds"]
 EXPECTED = {
@@ -140,6 +145,10 @@ def test_metrics_without_the_database(drivers, cluster, free_port):
         "compute_auction_assigned_slots",
         "compute_auction_bids_placed",
         "compute_auction_market_tokens_refunded",
+        "compute_auction_market_last_clearing_price_tokens",
+        "compute_auction_tokens_held",
+        "compute_auction_clearing_price_p50_1h_tokens",
+        "compute_auction_clearing_price_p90_1h_tokens",
     }
     assert types == {
         k: v for k, v in EXPECTED.items() if k not in market | {"compute_auction_last_clearing_price_tokens"}
@@ -148,3 +157,27 @@ def test_metrics_without_the_database(drivers, cluster, free_port):
     assert values["compute_auction_database_up"] == 0
     assert values["compute_auction_leader"] == 0
     assert values["compute_auction_rounds_cleared_total"] == 0
+
+
+def test_price_and_balance_gauges_are_the_databases(drivers, fresh_db_url, conn, free_port):
+    """Issue 26: the last clearing price, the last hour's p50/p90 and the tokens held, as
+    market_summary() and price_to_win(NULL, '1 hour') give them, whoever cleared the rounds."""
+    for i, price in enumerate([900, 800, 700, 600, 500]):
+        conn.execute("SELECT compute_auction.open_account(%s, 'agent', 100000)", (f"g-{i}",))
+        conn.execute("SELECT compute_auction.place_bid(%s, %s, %s)", (f"g-{i}", f"g-task-{i}", price))
+    conn.execute("SELECT compute_auction.offer_slot('g-slot-1', now() - interval '1 second', 0)")
+    conn.execute("SELECT * FROM compute_auction.clear_round()")  # 900 wins at 800
+    conn.execute("SELECT compute_auction.settle('g-slot-1', 1, 0.5)")
+    conn.execute("SELECT compute_auction.offer_slot('g-slot-2', now() - interval '1 second', 0)")
+    conn.execute("SELECT * FROM compute_auction.clear_round()")  # 800 and 700 win at 600
+    conn.execute("SELECT pg_advisory_lock(%s, %s)", LEADER_LOCK)  # this driver only serves
+    d = drivers(fresh_db_url, free_port)
+    market = conn.execute("SELECT compute_auction.market_summary()").fetchone()[0]
+    prices = conn.execute("SELECT compute_auction.price_to_win(NULL, '1 hour')").fetchone()[0]
+    assert (market["last_clearing_price_tokens"], market["tokens_held"]) == (600, 600 + 500 + 800 + 700)
+    assert (prices["recent_clearing_p50"], prices["recent_clearing_p90"]) == (600, 800)
+    m = metrics(d.port)
+    assert m["compute_auction_market_last_clearing_price_tokens"] == 600
+    assert m["compute_auction_tokens_held"] == market["tokens_held"]
+    assert m["compute_auction_clearing_price_p50_1h_tokens"] == 600
+    assert m["compute_auction_clearing_price_p90_1h_tokens"] == 800

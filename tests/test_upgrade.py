@@ -44,7 +44,8 @@ NEW_LIBRARY = f"compute_auction-{NEW_VERSION}"
 # A value may be a function of the upgraded row, for a column derived from the row's data.
 NEW_COLUMNS: dict[str, dict[str, object]] = {
     # issue 16: an existing owner is resolved by its name (regrole reads back as the name)
-    "token_accounts": {"owner_oid": lambda row, after: row["owner_role"]},
+    # issue 26: no wallet has a low-balance threshold until an operator sets one
+    "token_accounts": {"owner_oid": lambda row, after: row["owner_role"], "low_balance_threshold": None},
     "compute_slots": {"runner_role": None, "runner_oid": None},
     # issue 18: the tokens-refunded counter starts at the refunds already in the ledger
     # issue 21: nothing folded yet; the deltas carry the upgrading transaction's ID

@@ -565,6 +565,14 @@ pub async fn bid_status(client: &Client, bid_id: i64) -> Result<Jsonb, DbError> 
     jsonb(client, "SELECT compute_auction.bid_status($1::bigint)::text", &[&bid_id]).await
 }
 
+pub async fn task_status(client: &Client, task_id: &str) -> Result<Jsonb, DbError> {
+    jsonb(client, "SELECT compute_auction.task_status($1::text)::text", &[&task_id]).await
+}
+
+pub async fn wallet(client: &Client, account_id: &str) -> Result<Jsonb, DbError> {
+    jsonb(client, "SELECT compute_auction.wallet($1::text)::text", &[&account_id]).await
+}
+
 /// `stats(now() - hours, include_rounds, max_rounds)`: with `max_rounds`, the newest that many
 /// rounds of the window; without, no per-round list (`rounds` is null).
 pub async fn stats(client: &Client, hours: f64, max_rounds: Option<i32>) -> Result<Jsonb, DbError> {
@@ -579,6 +587,11 @@ pub async fn stats(client: &Client, hours: f64, max_rounds: Option<i32>) -> Resu
 /// price_to_win(slots_free): `None` for the slots free now (the next one when none is).
 pub async fn price_to_win(client: &Client, slots: Option<i32>) -> Result<Jsonb, DbError> {
     jsonb(client, "SELECT compute_auction.price_to_win($1::int)::text", &[&slots]).await
+}
+
+/// price_to_win over the last hour: its clearing-price percentiles are /metrics' price gauges.
+pub async fn prices_last_hour(client: &Client) -> Result<Jsonb, DbError> {
+    jsonb(client, "SELECT compute_auction.price_to_win(NULL, '1 hour')::text", &[]).await
 }
 
 /// Which kind of server answered a read, and how old its data is: what every read endpoint

@@ -9,8 +9,16 @@
 use serde_json::{json, Value};
 
 /// `market_summary()`: the metrics' market gauges and the dashboard's counters.
-pub const MARKET_SUMMARY: &[&str] =
-    &["open_bids", "idle_slots", "assigned_slots", "bids_placed_total", "tokens_refunded_total", "last_round"];
+pub const MARKET_SUMMARY: &[&str] = &[
+    "open_bids",
+    "idle_slots",
+    "assigned_slots",
+    "bids_placed_total",
+    "tokens_refunded_total",
+    "last_round",
+    "last_clearing_price_tokens",
+    "tokens_held",
+];
 /// `market_summary()->'last_round'` (the dashboard's latest round).
 pub const MARKET_LAST_ROUND: &[&str] = &["round_id", "cleared_at"];
 /// `stats(since, false)`: the dashboard's fill rate and top winners.
@@ -47,6 +55,50 @@ pub const PRICE_TO_WIN: &[&str] = &[
     "recent_clearing_p90",
     "slots_available",
 ];
+/// `bid_status(id)` (the dashboard's bid lookup).
+pub const BID_STATUS: &[&str] = &[
+    "bid_id",
+    "bidder_id",
+    "task_id",
+    "status",
+    "reason",
+    "max_price_tokens",
+    "rank",
+    "ahead",
+    "rank_estimated",
+    "slots_needed",
+    "ttl_at",
+    "why_not_won",
+    "result",
+    "rounds",
+];
+/// Each of `bid_status(id)->'rounds'` (the bid lookup's rounds table; `slot_id` is there for
+/// the round the bid won).
+pub const BID_ROUND: &[&str] = &["round_id", "clearing_price_tokens", "bid_price_tokens", "reason", "slot_id"];
+/// `task_status(task_id)` (the bid lookup by task id).
+pub const TASK_STATUS: &[&str] = &["bids", "bids_truncated"];
+/// Each of `task_status(task_id)->'bids'`.
+pub const TASK_BID: &[&str] = &["bid_id", "status"];
+/// `wallet(account_id)` (the dashboard's wallet view).
+pub const WALLET: &[&str] = &[
+    "account_id",
+    "kind",
+    "balance_tokens",
+    "held_tokens",
+    "pending_balance_tokens",
+    "pending_held_tokens",
+    "open_bids",
+    "won_bids",
+    "total_spent",
+    "low_balance_threshold",
+    "bids",
+    "recent_entries",
+];
+/// Each of `wallet(account_id)->'bids'`.
+pub const WALLET_BID: &[&str] = &["bid_id", "task_id", "status", "max_price_tokens"];
+/// Each of `wallet(account_id)->'recent_entries'`.
+pub const WALLET_ENTRY: &[&str] =
+    &["id", "entry_kind", "delta_balance", "delta_held", "bid_id", "reason", "balance_after"];
 /// The result columns of `price_history(since, buckets)` (db::PriceBucket).
 pub const PRICE_HISTORY: &[&str] = &[
     "bucket_start",
@@ -72,6 +124,13 @@ pub fn all() -> Value {
         "order_book.asks[]": BOOK_ASK,
         "price_to_win": PRICE_TO_WIN,
         "price_history": PRICE_HISTORY,
+        "bid_status": BID_STATUS,
+        "bid_status.rounds[]": BID_ROUND,
+        "task_status": TASK_STATUS,
+        "task_status.bids[]": TASK_BID,
+        "wallet": WALLET,
+        "wallet.bids[]": WALLET_BID,
+        "wallet.recent_entries[]": WALLET_ENTRY,
     })
 }
 
@@ -172,6 +231,13 @@ mod tests {
             ("bid.", BOOK_BID),
             ("ask.", BOOK_ASK),
             ("ptw.", PRICE_TO_WIN),
+            ("bs.", BID_STATUS),
+            ("rnd.", BID_ROUND),
+            ("tsk.", TASK_STATUS),
+            ("tkb.", TASK_BID),
+            ("wal.", WALLET),
+            ("wb.", WALLET_BID),
+            ("we.", WALLET_ENTRY),
         ] {
             let used = script_fields(page, prefix);
             assert!(!used.is_empty(), "the page reads nothing through {prefix}: renamed?");

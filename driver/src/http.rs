@@ -117,6 +117,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/compute-auction/dashboard", get(dashboard_data))
         .route("/api/compute-auction/order-book", get(order_book))
         .route("/api/compute-auction/bids/{id}", get(bid_status))
+        .route("/api/compute-auction/tasks/{task_id}", get(task_status))
+        .route("/api/compute-auction/accounts/{account_id}", get(wallet))
         .route("/api/compute-auction/stats", get(stats))
         .route("/api/compute-auction/price-to-win", get(price_to_win))
         .route("/healthz", get(healthz))
@@ -428,6 +430,37 @@ async fn bid_status(
     Ok(raw_json(status, from))
 }
 
+/// A task or account id from the path: 1 to 256 characters, as the extension takes them.
+pub fn parse_id(what: &str, raw: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let Path(id) = raw.map_err(|e| ApiError::bad_request(format!("invalid {what}: {}", e.body_text())))?;
+    let chars = id.chars().count();
+    if chars == 0 || chars > compute_auction_core::limits::MAX_ID_CHARS {
+        return Err(ApiError::bad_request(format!(
+            "{what} must be 1 to {} characters",
+            compute_auction_core::limits::MAX_ID_CHARS
+        )));
+    }
+    Ok(id)
+}
+
+async fn task_status(
+    State(st): State<Arc<AppState>>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = parse_id("task id", id)?;
+    let (status, from) = read!(st, |c| db::task_status(c, &id));
+    Ok(raw_json(status, from))
+}
+
+async fn wallet(
+    State(st): State<Arc<AppState>>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = parse_id("account id", id)?;
+    let (w, from) = read!(st, |c| db::wallet(c, &id));
+    Ok(raw_json(w, from))
+}
+
 async fn stats(
     State(st): State<Arc<AppState>>,
     q: Result<Query<HashMap<String, String>>, QueryRejection>,
@@ -574,12 +607,20 @@ fn unavailable_health(leader: bool, failures: u64, error: String) -> (StatusCode
 
 async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     let started = tokio::time::Instant::now();
-    let market = match timeout(METRICS_DB_TIMEOUT, st.pool.get()).await {
+    let (market, prices) = match timeout(METRICS_DB_TIMEOUT, st.pool.get()).await {
         Ok(Ok(c)) => {
             let left = METRICS_DB_TIMEOUT.saturating_sub(started.elapsed());
-            within(&c, left, db::market_summary(&c)).await.and_then(|r| r.and_then(|j| j.parse()).ok())
+            let market = within(&c, left, db::market_summary(&c)).await.and_then(|r| r.and_then(|j| j.parse()).ok());
+            let left = METRICS_DB_TIMEOUT.saturating_sub(started.elapsed());
+            let prices = match market {
+                Some(_) => {
+                    within(&c, left, db::prices_last_hour(&c)).await.and_then(|r| r.and_then(|j| j.parse()).ok())
+                }
+                None => None,
+            };
+            (market, prices)
         }
-        _ => None,
+        _ => (None, None),
     };
     let reads = match &st.read {
         None => None,
@@ -590,7 +631,7 @@ async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     };
     (
         [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))],
-        st.metrics.render(market.as_ref(), reads),
+        st.metrics.render(market.as_ref(), prices.as_ref(), reads),
     )
         .into_response()
 }
@@ -726,6 +767,14 @@ mod tests {
             let v: Value = serde_json::from_str(&body).unwrap();
             assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "{path}: {body}");
         }
+        // ids longer than the extension takes
+        for path in [
+            format!("/api/compute-auction/tasks/{}", "x".repeat(257)),
+            format!("/api/compute-auction/accounts/{}", "%C3%A9".repeat(257)),
+        ] {
+            let (status, _, body) = get(&path).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+        }
     }
 
     #[tokio::test]
@@ -733,6 +782,8 @@ mod tests {
         for path in [
             "/api/compute-auction/order-book",
             "/api/compute-auction/bids/1",
+            "/api/compute-auction/tasks/t-1",
+            "/api/compute-auction/accounts/alice",
             "/api/compute-auction/stats",
             "/api/compute-auction/price-to-win",
             "/api/compute-auction/dashboard",
@@ -775,6 +826,8 @@ mod tests {
         for path in [
             "/api/compute-auction/order-book:",
             "/api/compute-auction/bids/{id}:",
+            "/api/compute-auction/tasks/{task_id}:",
+            "/api/compute-auction/accounts/{account_id}:",
             "/api/compute-auction/stats:",
             "/api/compute-auction/price-to-win:",
             "/api/compute-auction/dashboard:",

@@ -77,6 +77,22 @@ pub const FAMILIES: &[(&str, &str, &str)] = &[
     ("compute_auction_bids_placed", "gauge", "Bids ever placed (market_summary.bids_placed_total)."),
     ("compute_auction_market_tokens_refunded", "gauge", "Tokens ever refunded (market_summary.tokens_refunded_total)."),
     (
+        "compute_auction_market_last_clearing_price_tokens",
+        "gauge",
+        "Clearing price of the newest round that filled a slot, whoever ran it (market_summary).",
+    ),
+    ("compute_auction_tokens_held", "gauge", "Tokens escrowed in all wallets (market_summary.tokens_held)."),
+    (
+        "compute_auction_clearing_price_p50_1h_tokens",
+        "gauge",
+        "Median clearing price of the rounds of the last hour that filled a slot (price_to_win).",
+    ),
+    (
+        "compute_auction_clearing_price_p90_1h_tokens",
+        "gauge",
+        "90th percentile clearing price of the rounds of the last hour that filled a slot (price_to_win).",
+    ),
+    (
         READ_DATA_AGE,
         "gauge",
         "Age of the data the read database (--read-database-url) serves, in seconds: 0 while it has replayed all it \
@@ -103,12 +119,21 @@ pub struct Reads {
 }
 
 /// The gauges read from `market_summary()` at each scrape: (metric, market_summary key).
-pub const MARKET_GAUGES: [(&str, &str); 5] = [
+pub const MARKET_GAUGES: [(&str, &str); 7] = [
     ("compute_auction_open_bids", "open_bids"),
     ("compute_auction_idle_slots", "idle_slots"),
     ("compute_auction_assigned_slots", "assigned_slots"),
     ("compute_auction_bids_placed", "bids_placed_total"),
     ("compute_auction_market_tokens_refunded", "tokens_refunded_total"),
+    ("compute_auction_market_last_clearing_price_tokens", "last_clearing_price_tokens"),
+    ("compute_auction_tokens_held", "tokens_held"),
+];
+
+/// The gauges read from `price_to_win(NULL, '1 hour')` at each scrape: (metric, key), the
+/// clearing-price percentiles over the last hour.
+pub const PRICE_GAUGES: [(&str, &str); 2] = [
+    ("compute_auction_clearing_price_p50_1h_tokens", "recent_clearing_p50"),
+    ("compute_auction_clearing_price_p90_1h_tokens", "recent_clearing_p90"),
 ];
 
 const DATABASE_UP: &str = "compute_auction_database_up";
@@ -325,8 +350,9 @@ impl Metrics {
 
     /// Everything in the Prometheus text exposition format 0.0.4: this process's metrics, then
     /// the database's, from `market` (`market_summary()` when the database answered this scrape).
-    /// With `reads` (there is a read database), its gauges too.
-    pub fn render(&self, market: Option<&Value>, reads: Option<Reads>) -> String {
+    /// With `prices` (`price_to_win(NULL, '1 hour')` when it answered), the last hour's price
+    /// percentiles. With `reads` (there is a read database), its gauges too.
+    pub fn render(&self, market: Option<&Value>, prices: Option<&Value>, reads: Option<Reads>) -> String {
         let mut out = self.handle.render();
         let scrape = recorder();
         let meta = metadata();
@@ -337,6 +363,13 @@ impl Metrics {
                 if let Some(v) = crate::fields::get(m, crate::fields::MARKET_SUMMARY, key).and_then(Value::as_i64) {
                     gauge(name).set(v as f64);
                 }
+            }
+        }
+        for (name, key) in PRICE_GAUGES {
+            let v =
+                prices.and_then(|p| crate::fields::get(p, crate::fields::PRICE_TO_WIN, key)).and_then(Value::as_f64);
+            if let Some(v) = v {
+                gauge(name).set(v);
             }
         }
         if let Some(r) = reads {
@@ -376,7 +409,12 @@ mod tests {
     }
 
     fn full_market() -> Value {
-        json!({"open_bids": 5, "idle_slots": 2, "assigned_slots": 1, "bids_placed_total": 9, "tokens_refunded_total": 40})
+        json!({"open_bids": 5, "idle_slots": 2, "assigned_slots": 1, "bids_placed_total": 9, "tokens_refunded_total": 40,
+               "last_clearing_price_tokens": 700, "tokens_held": 1200})
+    }
+
+    fn prices() -> Value {
+        json!({"recent_clearing_p50": 650, "recent_clearing_p90": 900, "price_to_win": 10})
     }
 
     #[test]
@@ -385,7 +423,7 @@ mod tests {
         m.rounds_cleared.increment(3);
         m.slots_filled.increment(7);
         m.set_leader(true);
-        let text = m.render(None, None);
+        let text = m.render(None, None, None);
         assert_eq!(line(&text, "compute_auction_rounds_cleared_total"), Some("3"));
         assert_eq!(line(&text, "compute_auction_slots_filled_total"), Some("7"));
         assert_eq!(line(&text, "compute_auction_leader"), Some("1"));
@@ -395,9 +433,9 @@ mod tests {
         // no price seen yet: the gauge is absent rather than a fake 0
         assert!(line(&text, LAST_PRICE).is_none());
         m.record_round(12, None);
-        assert!(line(&m.render(None, None), LAST_PRICE).is_none());
+        assert!(line(&m.render(None, None, None), LAST_PRICE).is_none());
         m.record_round(13, Some(1234));
-        let text = m.render(None, None);
+        let text = m.render(None, None, None);
         assert_eq!(line(&text, LAST_PRICE), Some("1234"));
         assert_eq!(line(&text, "compute_auction_last_round_id"), Some("13"));
         assert!(text.contains("# TYPE compute_auction_rounds_cleared_total counter\n"));
@@ -410,7 +448,8 @@ mod tests {
     fn every_family_with_its_type_and_help() {
         let m = Metrics::new();
         m.record_round(1, Some(5));
-        let text = m.render(Some(&full_market()), Some(Reads { on_primary: false, data_age_ms: Some(1500) }));
+        let text =
+            m.render(Some(&full_market()), Some(&prices()), Some(Reads { on_primary: false, data_age_ms: Some(1500) }));
         let mut want: Vec<(String, String)> = FAMILIES.iter().map(|(n, t, _)| (n.to_string(), t.to_string())).collect();
         want.sort();
         assert_eq!(types(&text), want);
@@ -423,6 +462,10 @@ mod tests {
         }
         assert_eq!(line(&text, "compute_auction_open_bids"), Some("5"));
         assert_eq!(line(&text, "compute_auction_market_tokens_refunded"), Some("40"));
+        assert_eq!(line(&text, "compute_auction_market_last_clearing_price_tokens"), Some("700"));
+        assert_eq!(line(&text, "compute_auction_tokens_held"), Some("1200"));
+        assert_eq!(line(&text, "compute_auction_clearing_price_p50_1h_tokens"), Some("650"));
+        assert_eq!(line(&text, "compute_auction_clearing_price_p90_1h_tokens"), Some("900"));
         assert_eq!(line(&text, "compute_auction_database_up"), Some("1"));
         for step in STEPS {
             assert_eq!(line(&text, &format!("{STEP_ERRORS}{{step=\"{step}\"}}")), Some("0"), "{step}");
@@ -432,13 +475,13 @@ mod tests {
     #[test]
     fn read_database_gauges_only_with_a_read_database() {
         let m = Metrics::new();
-        let none = m.render(None, None);
+        let none = m.render(None, None, None);
         assert!(line(&none, READS_ON_PRIMARY).is_none() && line(&none, READ_DATA_AGE).is_none());
-        let serving = m.render(None, Some(Reads { on_primary: false, data_age_ms: Some(1500) }));
+        let serving = m.render(None, None, Some(Reads { on_primary: false, data_age_ms: Some(1500) }));
         assert_eq!(line(&serving, READS_ON_PRIMARY), Some("0"));
         assert_eq!(line(&serving, READ_DATA_AGE), Some("1.5"));
         // down: reads on the primary, and no age (it did not answer)
-        let down = m.render(None, Some(Reads { on_primary: true, data_age_ms: None }));
+        let down = m.render(None, None, Some(Reads { on_primary: true, data_age_ms: None }));
         assert_eq!(line(&down, READS_ON_PRIMARY), Some("1"));
         assert!(line(&down, READ_DATA_AGE).is_none());
     }
@@ -446,16 +489,16 @@ mod tests {
     #[test]
     fn market_gauges_only_while_the_database_answers() {
         let m = Metrics::new();
-        let up = m.render(Some(&full_market()), None);
+        let up = m.render(Some(&full_market()), None, None);
         assert_eq!(line(&up, "compute_auction_idle_slots"), Some("2"));
         // the next scrape finds the database down: no stale market values
-        let down = m.render(None, None);
+        let down = m.render(None, None, None);
         assert_eq!(line(&down, "compute_auction_database_up"), Some("0"));
-        for (name, _) in MARKET_GAUGES {
+        for (name, _) in MARKET_GAUGES.iter().chain(&PRICE_GAUGES) {
             assert!(!down.contains(name), "{name} shown while the database is down");
         }
         // a key the database did not return is absent, the others are there
-        let partial = m.render(Some(&json!({"open_bids": 3})), None);
+        let partial = m.render(Some(&json!({"open_bids": 3})), None, None);
         assert_eq!(line(&partial, "compute_auction_open_bids"), Some("3"));
         assert!(!partial.contains("compute_auction_market_tokens_refunded"));
     }
@@ -466,16 +509,16 @@ mod tests {
         m.step_failed("abort_stale");
         assert_eq!(m.clear_failed(), 1);
         assert_eq!(m.clear_failed(), 2);
-        let text = m.render(None, None);
+        let text = m.render(None, None, None);
         assert_eq!(line(&text, "compute_auction_cycle_step_errors_total{step=\"abort_stale\"}"), Some("1"));
         assert_eq!(line(&text, "compute_auction_cycle_step_errors_total{step=\"clear_round\"}"), Some("2"));
         assert_eq!(line(&text, "compute_auction_cycle_step_errors_total{step=\"refund_unfilled\"}"), Some("0"));
         assert_eq!(line(&text, "compute_auction_clearing_errors_total"), Some("2"));
         assert_eq!(line(&text, "compute_auction_consecutive_failures"), Some("2"));
         assert_eq!(m.clear_succeeded(), 2);
-        assert_eq!(line(&m.render(None, None), "compute_auction_consecutive_failures"), Some("0"));
+        assert_eq!(line(&m.render(None, None, None), "compute_auction_consecutive_failures"), Some("0"));
         assert!(!m.set_degraded(true));
-        assert_eq!(line(&m.render(None, None), "compute_auction_degraded"), Some("1"));
+        assert_eq!(line(&m.render(None, None, None), "compute_auction_degraded"), Some("1"));
         assert!(m.set_degraded(false));
     }
 
@@ -486,7 +529,7 @@ mod tests {
         m.observe_round_duration(Duration::from_millis(30)); // <= 0.05
         m.observe_round_duration(Duration::from_millis(30));
         m.observe_round_duration(Duration::from_secs(60)); // only +Inf
-        let text = m.render(None, None);
+        let text = m.render(None, None, None);
         let b = |le: &str| {
             line(&text, &format!("{ROUND_DURATION}_bucket{{le=\"{le}\"}}"))
                 .unwrap_or_else(|| panic!("no bucket {le} in\n{text}"))
@@ -502,7 +545,7 @@ mod tests {
         let sum: f64 = line(&text, &format!("{ROUND_DURATION}_sum")).unwrap().parse().unwrap();
         assert!((sum - 60.063).abs() < 1e-9, "{sum}");
         // a second scrape shows the same (rendering does not reset anything)
-        assert_eq!(line(&m.render(None, None), &format!("{ROUND_DURATION}_count")), Some("4"));
+        assert_eq!(line(&m.render(None, None, None), &format!("{ROUND_DURATION}_count")), Some("4"));
     }
 
     #[test]
@@ -510,7 +553,7 @@ mod tests {
         let a = Metrics::new();
         let b = Metrics::new();
         a.rounds_cleared.increment(2);
-        assert_eq!(line(&a.render(None, None), "compute_auction_rounds_cleared_total"), Some("2"));
-        assert_eq!(line(&b.render(None, None), "compute_auction_rounds_cleared_total"), Some("0"));
+        assert_eq!(line(&a.render(None, None, None), "compute_auction_rounds_cleared_total"), Some("2"));
+        assert_eq!(line(&b.render(None, None, None), "compute_auction_rounds_cleared_total"), Some("0"));
     }
 }

@@ -14,8 +14,9 @@ runner runs it and reports the run with
 again). If the run cannot happen, `abort_slot` refunds the winner in full. Without a won task
 the runner falls back to the application's old task queue, exactly as before the auction.
 
-Optionally it LISTENs on `compute_auction_cleared` and waits a little for the next round
-before falling back, instead of polling.
+Optionally it LISTENs on `compute_auction_bid_won` and waits a little for a bid to win its
+slot before falling back, instead of polling: the notice names the slot, so a round that fills
+other slots does not wake it.
 
 It survives a failover (failover.py, docs/OPERATIONS.md): give it the formation's multi-host URI
 (`...@db1,db2/app?target_session_attrs=read-write`) and it reconnects with it. A claim is safe to
@@ -45,6 +46,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -90,11 +92,22 @@ def claim(session: Session, slot_id: str):
     return rows[0] if rows else None
 
 
-def wait_for_round(conn: psycopg.Connection, seconds: float) -> bool:
-    """Waits up to `seconds` for a NOTIFY compute_auction_cleared (needs LISTEN first)."""
-    for _ in conn.notifies(timeout=seconds, stop_after=1):
-        return True
-    return False
+WON = "compute_auction_bid_won"
+
+
+def wait_for_win(conn: psycopg.Connection, slot_id: str, seconds: float) -> dict | None:
+    """Waits up to `seconds` for a NOTIFY compute_auction_bid_won naming `slot_id` (needs
+    `LISTEN compute_auction_bid_won` first) and returns its payload: bid_id, bidder_id,
+    task_id, slot_id, round_id, clearing_price_tokens. Notices for other slots are skipped."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        # read every notice the generator yields (several may arrive in one packet; leaving it
+        # early would drop the rest), then look for this slot's
+        batch = [json.loads(n.payload) for n in conn.notifies(timeout=left, stop_after=1) if n.channel == WON]
+        mine = [p for p in batch if p.get("slot_id") == slot_id]
+        if mine:
+            return mine[0]
+    return None
 
 
 def ended(bid_id: int, status: str, column: str):
@@ -118,9 +131,9 @@ def step(
     wait_s: float = 0.0,
 ) -> dict:
     """One unit of work: the auction's task if the slot won one (waiting up to `wait_s` for a
-    round when it has not, if the connection LISTENs), else the old queue's."""
+    bid to win it when none has, if the connection LISTENs), else the old queue's."""
     won = claim(session, slot_id)
-    if won is None and wait_s > 0 and wait_for_round(session.conn(), wait_s):
+    if won is None and wait_s > 0 and wait_for_win(session.conn(), slot_id, wait_s) is not None:
         won = claim(session, slot_id)
     if won is not None:
         bid_id, task_id, bidder_id, price = won
@@ -178,7 +191,7 @@ def main(
     """Runs `iterations` steps on `slot_id` and returns what each did."""
     queue = old_queue if isinstance(old_queue, OldQueue) else OldQueue(old_queue or ())
     events: list[dict] = []
-    listen = (lambda c: c.execute("LISTEN compute_auction_cleared")) if wait_s > 0 else None
+    listen = (lambda c: c.execute(f"LISTEN {WON}")) if wait_s > 0 else None
     with Session(dsn, on_connect=listen) as session:
         for _ in range(iterations):
             events.append(step(session, slot_id, queue, run, wait_s))

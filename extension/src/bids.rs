@@ -46,7 +46,7 @@ SELECT coalesce($3, t + $4),
 ///
 /// Locks, when any: the task, then the new bid row, then the account (docs/CONCURRENCY.md).
 /// Returns (may act, live bid id, its bidder, its status, TTL in range, bid id, wallet updated,
-/// TTL, placed_at). A bidder whose balance (read without a lock) is short gets no bid row, so a
+/// TTL, placed_at, the balance after the escrow, the account's low-balance threshold). A bidder whose balance (read without a lock) is short gets no bid row, so a
 /// refused bid takes no bid id.
 /// Its plan follows the tables' size (spi::run_sized): a generic plan made on a tiny book would
 /// read the book with a sequential scan on every bid.
@@ -90,13 +90,14 @@ WITH v AS MATERIALIZED (
        AND held_tokens <= 9223372036854775807 - $3
        AND owner_oid::pg_catalog.oid::pg_catalog.int8 IS NOT DISTINCT FROM (SELECT v.owner_oid FROM v)
        AND owner_role IS NOT DISTINCT FROM (SELECT v.owner_role FROM v)
- RETURNING balance_tokens, held_tokens
+ RETURNING balance_tokens, held_tokens, low_balance_threshold
 ), l AS (
     INSERT INTO compute_auction.token_ledger
            (account_id, delta_balance, delta_held, entry_kind, bid_id, reason, balance_after, held_after)
     SELECT $1, -$3, $3, $9, b.id, $10, a.balance_tokens, a.held_tokens FROM a, b
 )
-SELECT v.may_act, v.live_id, v.live_bidder, v.live_status, k.ok, b.id, EXISTS (SELECT 1 FROM a), k.ttl, k.t
+SELECT v.may_act, v.live_id, v.live_bidder, v.live_status, k.ok, b.id, EXISTS (SELECT 1 FROM a), k.ttl, k.t,
+       (SELECT a.balance_tokens FROM a), (SELECT a.low_balance_threshold FROM a)
   FROM v LEFT JOIN k ON true LEFT JOIN b ON true"
 );
 
@@ -224,6 +225,9 @@ pub fn place(
             }
             or_raise!(compute_auction_core::tokens::add("held_tokens", acct.held, price));
             book::escrow_new(c, bidder, id, price);
+        } else if let Some(after) = spi::get::<i64>(&r, 10) {
+            // the statement escrowed the price (ledger::post announces the other paths)
+            ledger::low_balance(bidder, after, -price, spi::get(&r, 11));
         }
         return (id, Placed::New);
     };

@@ -17,12 +17,14 @@
 //! here assume the bid and, where they post, the account are locked.
 
 use compute_auction_core::book::BidStatus;
+use compute_auction_core::notices as notice;
 use compute_auction_core::{bid_status_sql, tokens};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
 use crate::ledger::{self, kinds, Entry, Pending};
+use crate::notices::{self, channels};
 use crate::spi;
 
 /// An `UPDATE` of bids from one status to another (`set`: the other columns it sets, `which`:
@@ -252,6 +254,7 @@ pub fn cancel(c: &mut SpiClient<'_>, id: i64, bidder: &str, price: i64, why: &st
         internal!(format!("bid {id}: cancelled {n} rows"));
     }
     escrow(c, bidder, id, -price, kinds::RELEASE, why);
+    notices::refunded(bidder, BidStatus::Cancelled, [(id, price)]);
 }
 
 const WIN: &str = transition_sql!(open -> won, set "round_id = $2", which "id = ANY ($1)", delta "-1");
@@ -298,6 +301,10 @@ pub fn expire(c: &mut SpiClient<'_>, bids: &[(i64, String, i64)]) -> i64 {
         })
         .collect();
     ledger::post_many(c, &entries);
+    // in account order: one run of bids per account
+    for run in bids.chunk_by(|a, b| a.1 == b.1) {
+        notices::refunded(&run[0].1, BidStatus::Expired, run.iter().map(|b| (b.0, b.2)));
+    }
     total
 }
 
@@ -362,5 +369,8 @@ pub fn finish(
     let args: [DatumWithOid<'_>; 3] = [bid.into(), to.as_str().into(), result.as_str().into()];
     spi::run(c, FINISH, &args);
     ledger::record_pending(c, bidder, bid, slot, round, &entries);
+    if let Outcome::Aborted { reason } = how {
+        notices::send(channels::RUN_ABORTED, &notice::run_aborted(slot, bid, bidder, round, reason));
+    }
     moved
 }

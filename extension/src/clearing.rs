@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use compute_auction_core::clearing::{self as rule, RunnerUpReason, Slot};
 use compute_auction_core::limits::locks;
+use compute_auction_core::notices as notice;
 use compute_auction_core::{bid_status_sql, book_order_sql, tokens, validate};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
@@ -19,6 +20,7 @@ use pgrx::spi::SpiClient;
 
 use crate::book;
 use crate::errors::Code;
+use crate::notices::{self, channels};
 use crate::spi;
 use crate::summaries;
 use crate::times;
@@ -410,15 +412,13 @@ pub fn clear(c: &mut SpiClient<'_>, now: TimestampWithTimeZone) -> Cleared {
         let args: [DatumWithOid<'_>; 2] = [bids[i].id.into(), text.as_str().into()];
         spi::run(c, "UPDATE compute_auction.compute_auction_bids SET last_result = $2 WHERE id = $1", &args);
     }
-    if k > 0 {
-        let args: [DatumWithOid<'_>; 3] = [round_id.into(), outcome.price.into(), tokens::count(k).into()];
-        spi::run(
-            c,
-            "SELECT pg_catalog.pg_notify('compute_auction_cleared',
-                 pg_catalog.json_build_object('round_id', $1, 'clearing_price_tokens', $2,
-                                              'slots_filled', $3)::text)",
-            &args,
-        );
+    if let (true, Some(price)) = (k > 0, outcome.price) {
+        notices::send(channels::CLEARED, &notice::cleared(round_id, price, tokens::count(k)));
+        for w in &winners {
+            let payload =
+                notice::bid_won(w.bid_id, &w.bidder_id, &w.task_id, &w.slot_id, round_id, w.clearing_price_tokens);
+            notices::send(channels::BID_WON, &payload);
+        }
     }
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     let args: [DatumWithOid<'_>; 2] = [round_id.into(), ms.into()];

@@ -8,14 +8,18 @@
 //! may be held by its owner are recorded as pending ([`record_pending`]) and posted by
 //! [`apply_pending`] when the account is free.
 
-use compute_auction_core::tokens;
+use compute_auction_core::book::BidStatus;
+use compute_auction_core::limits::WALLET_ENTRIES;
+use compute_auction_core::notices as notice;
 use compute_auction_core::validate::{self, Invalid};
+use compute_auction_core::{bid_status_sql, tokens};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
 use crate::authority;
 use crate::errors::Code;
+use crate::notices::{self, channels};
 use crate::spi;
 
 /// The ledger's entry kinds (`token_ledger.entry_kind`; sql/schema.sql's CHECK lists them).
@@ -82,7 +86,7 @@ WITH a AS (
            total_withdrawn = total_withdrawn + $12,
            updated_at      = now()
      WHERE account_id = $1
- RETURNING balance_tokens, held_tokens
+ RETURNING balance_tokens, held_tokens, low_balance_threshold
 ), l AS (
     INSERT INTO compute_auction.token_ledger
            (account_id, delta_balance, delta_held, entry_kind, bid_id, slot_id, round_id, reason,
@@ -92,7 +96,7 @@ WITH a AS (
     INSERT INTO compute_auction.open_bid_count_deltas (delta, tokens_refunded)
     SELECT 0, $13 FROM a WHERE $13 <> 0
 )
-SELECT balance_tokens, held_tokens FROM a";
+SELECT balance_tokens, held_tokens, low_balance_threshold FROM a";
 
 /// Applies `e` to its (already locked) account and journals it. Returns the new
 /// (balance_tokens, held_tokens). Overflow raises 22003 and a negative result 23514 from the
@@ -118,7 +122,19 @@ pub fn post(c: &mut SpiClient<'_>, e: &Entry<'_>) -> (i64, i64) {
         not_found!("account", e.account);
     }
     let row = t.first();
-    (spi::get_req(&row, 1), spi::get_req(&row, 2))
+    let (balance, held): (i64, i64) = (spi::get_req(&row, 1), spi::get_req(&row, 2));
+    low_balance(e.account, balance, e.delta_balance, spi::get(&row, 3));
+    (balance, held)
+}
+
+/// Announces on `compute_auction_low_balance` a wallet change of `delta` that left `account`'s
+/// spendable balance at `after`, if it fell below the account's threshold with it.
+pub fn low_balance(account: &str, after: i64, delta: i64, threshold: Option<i64>) {
+    let Some(threshold) = threshold else { return };
+    let Some(before) = after.checked_sub(delta) else { return };
+    if notice::falls_below(before, after, threshold) {
+        notices::send(channels::LOW_BALANCE, &notice::low_balance(account, after, threshold));
+    }
 }
 
 /// $1..$9: the entries in order; $10: the tokens they refund. Each account is updated once with
@@ -140,7 +156,7 @@ WITH e AS (
            updated_at     = now()
       FROM s
      WHERE t.account_id = s.account_id
- RETURNING t.account_id, t.balance_tokens, t.held_tokens
+ RETURNING t.account_id, t.balance_tokens, t.held_tokens, t.low_balance_threshold
 ), l AS (
     INSERT INTO compute_auction.token_ledger
            (account_id, delta_balance, delta_held, entry_kind, bid_id, slot_id, round_id, reason,
@@ -155,7 +171,12 @@ WITH e AS (
     INSERT INTO compute_auction.open_bid_count_deltas (delta, tokens_refunded)
     SELECT 0, $10 WHERE $10 <> 0
 )
-SELECT count(*) FROM a";
+SELECT count(*),
+       array_agg(a.account_id) FILTER (WHERE a.low_balance_threshold IS NOT NULL),
+       array_agg(a.balance_tokens) FILTER (WHERE a.low_balance_threshold IS NOT NULL),
+       array_agg(s.db::bigint) FILTER (WHERE a.low_balance_threshold IS NOT NULL),
+       array_agg(a.low_balance_threshold) FILTER (WHERE a.low_balance_threshold IS NOT NULL)
+  FROM a JOIN s ON s.account_id = a.account_id";
 
 /// Applies a batch of entries to their (already locked) accounts in one statement, journaling
 /// each in order. Like [`post`], overflow raises 22003 and a negative balance 23514 from the
@@ -194,9 +215,18 @@ pub fn post_many(c: &mut SpiClient<'_>, entries: &[Entry<'_>]) {
         col(|e| e.spent).into(),
         refund.into(),
     ];
-    let updated: i64 = spi::first(spi::run(c, POST_MANY, &args), 1).unwrap_or(0);
+    let t = spi::run(c, POST_MANY, &args).first();
+    let updated: i64 = spi::get(&t, 1).unwrap_or(0);
     if updated != tokens::count(distinct.len()) {
         internal!(format!("post_many updated {updated} of {} accounts", distinct.len()));
+    }
+    // the accounts with a threshold: their balance after the batch and the batch's change
+    let with: Vec<String> = spi::get(&t, 2).unwrap_or_default();
+    let after: Vec<i64> = spi::get(&t, 3).unwrap_or_default();
+    let delta: Vec<i64> = spi::get(&t, 4).unwrap_or_default();
+    let threshold: Vec<i64> = spi::get(&t, 5).unwrap_or_default();
+    for (((account, after), delta), threshold) in with.iter().zip(after).zip(delta).zip(threshold) {
+        low_balance(account, after, delta, Some(threshold));
     }
 }
 
@@ -502,6 +532,102 @@ fn set_account_owner(account_id: Option<&str>, owner_role: Option<&str>) {
     })
 }
 
+const SET_THRESHOLD: &str = "
+WITH o AS (
+    SELECT low_balance_threshold FROM compute_auction.token_accounts WHERE account_id = $1 FOR UPDATE
+)
+UPDATE compute_auction.token_accounts AS a
+   SET low_balance_threshold = $2, updated_at = now()
+  FROM o
+ WHERE a.account_id = $1
+RETURNING o.low_balance_threshold, a.balance_tokens";
+
+/// Sets (or clears, with NULL) the balance below which the account's wallet changes are
+/// announced on `compute_auction_low_balance`; a balance already below it is announced at once.
+/// Returns the threshold it replaced. Operators only.
+#[pg_extern(security_definer)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
+fn set_low_balance_threshold(account_id: Option<&str>, tokens: Option<i64>) -> Option<i64> {
+    let account = check_id("account_id", account_id);
+    if let Some(t) = tokens {
+        or_raise!(validate::positive("tokens", t));
+    }
+    spi::with(|c| {
+        authority::check_operator(c, "set_low_balance_threshold");
+        let t = spi::run(c, SET_THRESHOLD, &[account.into(), tokens.into()]);
+        if t.is_empty() {
+            not_found!("account", account);
+        }
+        let row = t.first();
+        let (previous, balance): (Option<i64>, i64) = (spi::get(&row, 1), spi::get_req(&row, 2));
+        if let Some(threshold) = tokens.filter(|&t| balance < t) {
+            notices::send(channels::LOW_BALANCE, &notice::low_balance(account, balance, threshold));
+        }
+        previous
+    })
+}
+
+const WALLET: &str = concat!(
+    "
+SELECT jsonb_build_object(
+  'account_id', a.account_id,
+  'kind', a.kind,
+  'balance_tokens', a.balance_tokens,
+  'held_tokens', a.held_tokens,
+  'pending_balance_tokens', a.balance_tokens + coalesce(p.db, 0),
+  'pending_held_tokens', a.held_tokens + coalesce(p.dh, 0),
+  'total_deposited', a.total_deposited,
+  'total_spent', a.total_spent,
+  'total_withdrawn', a.total_withdrawn,
+  'low_balance_threshold', a.low_balance_threshold,
+  'owner_role', a.owner_role,
+  'open_bids', (SELECT count(*) FROM compute_auction.compute_auction_bids b
+                 WHERE b.bidder_id = a.account_id AND b.status = ",
+    bid_status_sql!(open),
+    "),
+  'won_bids', (SELECT count(*) FROM compute_auction.compute_auction_bids b
+                WHERE b.bidder_id = a.account_id AND b.status = ",
+    bid_status_sql!(won),
+    "),
+  'bids', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                    'bid_id', b.id, 'task_id', b.task_id, 'status', b.status,
+                    'max_price_tokens', b.max_price_tokens, 'placed_at', b.placed_at, 'ttl_at', b.ttl_at)
+                  ORDER BY b.id DESC), '[]')
+             FROM (SELECT * FROM compute_auction.compute_auction_bids b
+                    WHERE b.bidder_id = a.account_id AND b.status IN ",
+    bid_status_sql!(live),
+    "
+                    ORDER BY b.id DESC LIMIT $2) b),
+  'recent_entries', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                    'id', l.id, 'at', l.at, 'entry_kind', l.entry_kind,
+                    'delta_balance', l.delta_balance, 'delta_held', l.delta_held,
+                    'bid_id', l.bid_id, 'slot_id', l.slot_id, 'round_id', l.round_id, 'reason', l.reason,
+                    'balance_after', l.balance_after, 'held_after', l.held_after)
+                  ORDER BY l.id DESC), '[]')
+             FROM (SELECT * FROM compute_auction.token_ledger l
+                    WHERE l.account_id = a.account_id ORDER BY l.id DESC LIMIT $2) l))
+  FROM compute_auction.token_accounts a
+  LEFT JOIN (SELECT sum(delta_balance) AS db, sum(delta_held) AS dh
+               FROM compute_auction.pending_entries WHERE account_id = $1) p ON true
+ WHERE a.account_id = $1"
+);
+
+/// One wallet at a glance (docs/SQL_API.md#wallet): its balances with and without its pending
+/// entries, its thresholds and totals, its open bids and its newest bids and ledger entries.
+/// What the dashboard's wallet view shows.
+#[pg_extern(security_definer)]
+#[search_path(pg_catalog, @extschema@, pg_temp)]
+fn wallet(account_id: Option<&str>) -> pgrx::JsonB {
+    let account = check_id("account_id", account_id);
+    spi::with_read(|c| {
+        let args: [DatumWithOid<'_>; 2] = [account.into(), WALLET_ENTRIES.into()];
+        match spi::first::<pgrx::JsonB>(spi::read(c, WALLET, &args), 1) {
+            Some(j) => j,
+            None => not_found!("account", account),
+        }
+    })
+}
+
 /// One wallet entry a settlement or abort implies, recorded while the winner's account may be
 /// held by its owner.
 pub struct Pending<'a> {
@@ -601,5 +727,9 @@ pub fn apply_pending(c: &mut SpiClient<'_>, accounts: Option<&[String]>) -> i64 
         })
         .collect();
     post_many(c, &entries);
+    // an aborted run's refund is announced once it reaches the wallet
+    for e in entries.iter().filter(|e| e.kind == kinds::REFUND) {
+        notices::refunded(e.account, BidStatus::Aborted, e.bid_id.map(|b| (b, e.delta_balance)));
+    }
     tokens::count(entries.len())
 }

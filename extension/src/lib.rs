@@ -3,7 +3,7 @@
 //!
 //! Modules by concern: `ledger` (wallets and the token journal), `bids`, `slots`, `clearing`
 //! (clear_round), `summaries` (the rounds' per-minute totals and recent prices), `settlement` (settle,
-//! abort, refunds), `reporting` (order book, stats, audit).
+//! abort, refunds), `reporting` (order book, stats, audit), `notices` (NOTIFY).
 //! The market rules are pure Rust in the `compute_auction_core` crate; this crate is the thin
 //! SPI layer around them. The DDL is `sql/schema.sql`.
 
@@ -26,6 +26,7 @@ mod summaries;
 mod clearing;
 mod cycle;
 mod ledger;
+mod notices;
 mod quests;
 mod reporting;
 mod retention;

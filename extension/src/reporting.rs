@@ -345,15 +345,25 @@ SELECT jsonb_build_object(
                           FROM compute_auction.compute_auction_bids_id_seq),
   'last_round', ",
     round_json_sql!(),
-    ")"
+    ",
+  'last_clearing_price_tokens', (SELECT clearing_price_tokens FROM compute_auction.compute_auction_clears
+                                  ORDER BY round_id DESC LIMIT 1))"
 );
+
+/// Every wallet's escrow: one pass over the accounts (not a counter), outside without_seqscan.
+const TOKENS_HELD: &str = "SELECT coalesce(sum(held_tokens), 0)::bigint FROM compute_auction.token_accounts";
 
 /// Small, cheap counters for dashboards and metrics.
 #[pg_extern(security_definer)]
 #[search_path(pg_catalog, @extschema@, pg_temp)]
 fn market_summary() -> pgrx::JsonB {
     // the counters' reads must stay range scans of the xid index (spi::without_seqscan)
-    spi::without_seqscan(|| json(MARKET_SUMMARY, &[Option::<i64>::None.into()]))
+    let mut out = spi::without_seqscan(|| json(MARKET_SUMMARY, &[Option::<i64>::None.into()]));
+    let held: Option<i64> = spi::with_read(|c| spi::first(spi::read(c, TOKENS_HELD, &[]), 1));
+    if let serde_json::Value::Object(m) = &mut out.0 {
+        m.insert("tokens_held".into(), held.unwrap_or(0).into());
+    }
+    out
 }
 
 const AUDIT: &str = concat!("

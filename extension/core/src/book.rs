@@ -63,7 +63,7 @@ macro_rules! bid_status_sql {
 }
 
 /// Where a bid is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum BidStatus {
     Open,
     Won,

@@ -7,6 +7,7 @@
 pub mod book;
 pub mod clearing;
 pub mod limits;
+pub mod notices;
 pub mod percentiles;
 pub mod planner;
 pub mod story;

@@ -28,6 +28,7 @@ GRANT EXECUTE ON FUNCTION
     compute_auction.settle(text, bigint, double precision),
     compute_auction.abort_slot(text, text),
     compute_auction.bid_status(bigint),
+    compute_auction.task_status(text),
     compute_auction.last_round()
 TO regress_ca_runners;
 GRANT EXECUTE ON FUNCTION
@@ -36,7 +37,9 @@ GRANT EXECUTE ON FUNCTION
     compute_auction.submit_bids_for_tasks(text, jsonb, double precision, double precision, timestamptz),
     compute_auction.balance(text),
     compute_auction.pending_balance(text),
+    compute_auction.wallet(text),
     compute_auction.bid_status(bigint),
+    compute_auction.task_status(text),
     compute_auction.order_book(integer),
     compute_auction.stats(timestamptz, boolean, integer),
     compute_auction.price_history(timestamptz, integer),
@@ -48,6 +51,7 @@ GRANT regress_ca_agents, regress_ca_runners TO regress_ca_operators;
 GRANT EXECUTE ON FUNCTION
     compute_auction.open_account(text, text, bigint, text),
     compute_auction.set_account_owner(text, text),
+    compute_auction.set_low_balance_threshold(text, bigint),
     compute_auction.deposit(text, bigint, text, text),
     compute_auction.withdraw(text, bigint, text, text),
     compute_auction.offer_slot(text, timestamptz, bigint, text),
