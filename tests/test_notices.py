@@ -292,3 +292,20 @@ def test_only_operators_set_thresholds(roles):
     assert sqlstate_of(alice, "SELECT compute_auction.set_low_balance_threshold('acct-alice', 10)") == "42501"
     assert snapshot(op) == before
     assert op.execute("SELECT compute_auction.set_low_balance_threshold('acct-alice', 10)").fetchone() == (None,)
+
+
+def test_a_released_savepoint_and_a_plpgsql_handler_keep_or_drop_theirs(listener, market):
+    """RELEASE hands a savepoint's refunds to its parent; an EXCEPTION block that caught an
+    error drops its own (PL/pgSQL runs it in a subtransaction)."""
+    market.account("alice")
+    released, caught = market.bid("alice", "t-rel", 100), market.bid("alice", "t-exc", 100)
+    with market.conn.transaction():
+        with market.conn.transaction():  # SAVEPOINT ... RELEASE
+            market.conn.execute("SELECT compute_auction.cancel_bid(%s)", (released,))
+        market.conn.execute(
+            "DO $$ BEGIN PERFORM compute_auction.cancel_bid(%s); RAISE 'undo it';"
+            " EXCEPTION WHEN raise_exception THEN NULL; END $$".replace("%s", str(caught))
+        )
+    (p,) = on(received(listener, market), "compute_auction_bids_refunded")
+    assert p["bid_ids"] == [released]
+    assert market.bid_field(caught, "status") == "open"

@@ -40,7 +40,10 @@ def conserve(conn: psycopg.Connection, account_id: str, balance: int) -> list[in
     cancelled = []
     for bid in wallet["bids"]:
         if bid["status"] == "open" and bid["max_price_tokens"] > balance // 2:
-            conn.execute("SELECT compute_auction.cancel_bid(%s)", (bid["bid_id"],))
+            try:
+                conn.execute("SELECT compute_auction.cancel_bid(%s)", (bid["bid_id"],))
+            except psycopg.errors.ObjectNotInPrerequisiteState:
+                continue  # 55000: it won or ended since wallet() listed it
             cancelled.append(bid["bid_id"])
     return cancelled
 

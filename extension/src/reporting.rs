@@ -350,8 +350,10 @@ SELECT jsonb_build_object(
                                   ORDER BY round_id DESC LIMIT 1))"
 );
 
-/// Every wallet's escrow: one pass over the accounts (not a counter), outside without_seqscan.
-const TOKENS_HELD: &str = "SELECT coalesce(sum(held_tokens), 0)::bigint FROM compute_auction.token_accounts";
+/// Every wallet's escrow: one pass over the accounts (not a counter), outside without_seqscan;
+/// saturating at the bigint maximum, like tokens_refunded_total.
+const TOKENS_HELD: &str =
+    "SELECT least(coalesce(sum(held_tokens), 0), 9223372036854775807)::bigint FROM compute_auction.token_accounts";
 
 /// Small, cheap counters for dashboards and metrics.
 #[pg_extern(security_definer)]

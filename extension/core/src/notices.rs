@@ -67,19 +67,36 @@ pub fn bid_won(bid_id: i64, bidder_id: &str, task_id: &str, slot_id: &str, round
     }))
 }
 
-/// `compute_auction_run_aborted`. The reason is cut to REASON_MAX_CHARS characters (with
-/// `reason_truncated: true`), which keeps the payload below the limit whatever it holds.
+/// `compute_auction_run_aborted`. The reason is cut (with `reason_truncated: true`) to at most
+/// REASON_MAX_CHARS characters and to what keeps the payload below the limit once escaped
+/// (serde_json writes a control character as six bytes), whatever the ids and the reason hold.
 pub fn run_aborted(slot_id: &str, bid_id: i64, bidder_id: &str, round_id: i64, reason: &str) -> String {
-    let cut: String = reason.chars().take(REASON_MAX_CHARS).collect();
-    let truncated = cut.len() < reason.len();
-    text(&json!({
-        "slot_id": slot_id,
-        "bid_id": bid_id,
-        "bidder_id": bidder_id,
-        "round_id": round_id,
-        "reason": cut,
-        "reason_truncated": truncated,
-    }))
+    let payload = |reason: &str, truncated: bool| {
+        text(&json!({
+            "slot_id": slot_id,
+            "bid_id": bid_id,
+            "bidder_id": bidder_id,
+            "round_id": round_id,
+            "reason": reason,
+            "reason_truncated": truncated,
+        }))
+    };
+    let whole = payload(reason, false);
+    if reason.chars().count() <= REASON_MAX_CHARS && whole.len() < PAYLOAD_LIMIT_BYTES {
+        return whole;
+    }
+    // what the reason may take: the limit less the rest of the payload, escaping counted
+    let mut budget = PAYLOAD_LIMIT_BYTES - 1 - payload("", true).len();
+    let mut cut = String::new();
+    for ch in reason.chars().take(REASON_MAX_CHARS) {
+        let escaped = text(&Value::String(ch.to_string())).len() - 2; // without the quotes
+        if escaped > budget {
+            break;
+        }
+        budget -= escaped;
+        cut.push(ch);
+    }
+    payload(&cut, true)
 }
 
 /// `compute_auction_low_balance`.
@@ -194,6 +211,23 @@ mod tests {
         assert_eq!(v["reason_truncated"], true);
         assert_eq!(v["reason"].as_str().map(|s| s.chars().count()), Some(REASON_MAX_CHARS));
         assert_eq!(parse(&run_aborted("s", 1, "b", 2, "crashed"))["reason_truncated"], false);
+    }
+
+    #[test]
+    fn the_widest_abort_still_fits() {
+        // ids and a reason of control characters: six bytes each once escaped
+        let (id, reason) = ("\u{1}".repeat(256), "\u{1b}".repeat(5000));
+        let p = run_aborted(&id, i64::MAX, &id, i64::MAX, &reason);
+        assert!(p.len() < PAYLOAD_LIMIT_BYTES, "{} bytes", p.len());
+        let v = parse(&p);
+        assert_eq!(v["reason_truncated"], true);
+        let kept = v["reason"].as_str().map_or(0, |s| s.chars().count());
+        assert!(kept > 500 && kept < REASON_MAX_CHARS, "{kept}");
+        let emoji = "\u{1F600}".repeat(256);
+        assert!(run_aborted(&emoji, 1, &emoji, 1, &reason).len() < PAYLOAD_LIMIT_BYTES);
+        // a reason that fits is kept whole
+        let v = parse(&run_aborted(&id, 1, &id, 1, "runner crashed"));
+        assert_eq!((v["reason"].as_str(), v["reason_truncated"].as_bool()), (Some("runner crashed"), Some(false)));
     }
 
     #[test]
